@@ -1,0 +1,30 @@
+# The two quick-start commands (README) and what they stand on.
+#   make demo   install musicgen_edu, generate first.wav with the offline debug model
+#   make test   install the dev extras, run every test (unit tier + notebook tier)
+PYTHON ?= python3
+# Installed only when no torch is importable: a local CPU wheel on our machines. On Colab
+# (torch present) nothing is replaced. Override e.g. TORCH_SPEC="torch --index-url ...".
+TORCH_SPEC ?= torch==2.13.0
+PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install install-dev demo test test-unit test-notebooks
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
+	$(PIP) -e .
+
+install-dev:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
+	$(PIP) -e ".[dev]"
+
+demo: install
+	$(PYTHON) -m musicgen_edu generate "calm lo-fi piano with soft drums" --model debug --duration 8 --seed 0 --output first.wav --overwrite
+
+test-unit:
+	$(PYTHON) -m pytest tests -q --ignore=tests/test_notebooks.py
+
+test-notebooks:
+	$(PYTHON) -m pytest -q notebooks --nbval-lax tests/test_notebooks.py
+
+test: install-dev
+	$(PYTHON) -m pytest -q tests notebooks --nbval-lax

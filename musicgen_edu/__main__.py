@@ -1,0 +1,5 @@
+"""``python -m musicgen_edu`` runs the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,22 @@
+"""Backends run the network; the generator owns the decoding loop.
+
+A backend turns prompts into a conditioning, runs one decoder step with a KV cache, and
+converts between waveforms and EnCodec tokens. ``transformers`` (the reference) wraps the
+Hugging Face modules; faster backends (a native decoder, audiocraft) plug in with the same
+five methods: ``encode_text``, ``start``, ``step``, ``encode_audio``, ``decode_audio``.
+"""
+
+from .transformers import Conditioning, DecoderState, TransformersBackend
+
+__all__ = ["Conditioning", "DecoderState", "TransformersBackend", "get_backend"]
+
+BACKENDS = {"transformers": TransformersBackend}
+
+
+def get_backend(name: str, model):
+    """Instantiate the backend called ``name`` for a loaded :class:`MusicGenModel`."""
+    from ..errors import ConfigError
+
+    if name not in BACKENDS:
+        raise ConfigError(f"backend={name!r} is not available; choose one of {sorted(BACKENDS)}.")
+    return BACKENDS[name](model)

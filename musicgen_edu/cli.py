@@ -1,0 +1,116 @@
+"""The ``musicgen-edu`` command line (typer + rich): ``generate`` and ``info``.
+
+A thin caller of :class:`~musicgen_edu.generator.MusicGenerator`: it validates nothing itself
+beyond paths, so the CLI and notebooks share one set of rules and error messages. Errors of
+the package print as one red paragraph (exit code 2), never as a traceback. Later issues add
+``batch``, ``prompt``, ``serve`` and ``bench`` commands here.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import MusicGenEduError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Generate music with MusicGen and inspect your set-up.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _targets(output: Path, count: int) -> list[Path]:
+    """Where ``Generation.save`` will write: ``out.wav`` or ``out_0.wav, out_1.wav, ...``."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(count)]
+
+
+def _fail(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def generate(
+    prompts: List[str] = typer.Argument(..., help="One or more text prompts (batched together)."),
+    duration: float = typer.Option(8.0, "--duration", "-d", help="Seconds per clip (long form past 30)."),
+    model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
+    output: Path = typer.Option(Path("musicgen.wav"), "--output", "-o", help="File to write (.wav/.flac/.ogg/.mp3)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (item i uses seed + i)."),
+    top_k: int = typer.Option(250, help="Top-k filter, 0 = off."),
+    top_p: float = typer.Option(0.0, help="Nucleus filter, 0 = off."),
+    temperature: float = typer.Option(1.0, help="Softmax temperature (> 0)."),
+    guidance_scale: float = typer.Option(3.0, "--guidance-scale", "--cfg", help="Classifier-free guidance, 1 = off."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative", help="Steer away from this text."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Generate music from text and write it to a file (atomically)."""
+    from rich.console import Console
+
+    from .generator import MusicGenerator
+
+    console = Console()
+    targets = _targets(output, len(prompts))
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:  # refuse before spending minutes on generation
+        _fail(f"{', '.join(existing)} already exist(s); pass --overwrite or choose another --output.")
+    try:
+        gen = MusicGenerator(model, device=device, dtype=dtype, progress=progress)
+        result = gen.generate(prompts, duration=duration, seed=seed, top_k=top_k, top_p=top_p,
+                              temperature=temperature, guidance_scale=guidance_scale,
+                              negative_prompt=negative_prompt)
+        paths = result.save(output, overwrite=overwrite)
+    except MusicGenEduError as err:
+        _fail(str(err))
+    console.print(f"[green]{result.summary()}[/]", highlight=False)
+    for path in paths:
+        console.print(f"wrote [bold]{path.resolve()}[/]", highlight=False)
+
+
+@app.command()
+def info():
+    """Print versions, the device that 'auto' picks, and the models you can load."""
+    import numpy
+    import torch
+    import transformers
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import __version__
+    from .models import DEBUG_MODELS, HUB_MODELS, resolve_device, resolve_dtype
+
+    console = Console()
+    dev = resolve_device("auto")
+    table = Table(title="musicgen_edu", show_header=False)
+    for key, value in [("musicgen_edu", __version__), ("python", platform.python_version()),
+                       ("torch", torch.__version__), ("transformers", transformers.__version__),
+                       ("numpy", numpy.__version__), ("device (auto)", str(dev)),
+                       ("dtype (auto)", str(resolve_dtype("auto", dev))),
+                       ("cuda", torch.cuda.get_device_name() if dev.type == "cuda" else "not available")]:
+        table.add_row(key, value)
+    console.print(table)
+    models = Table(title="models")
+    for col in ("name", "channels", "melody", "size", "needs"):
+        models.add_column(col, no_wrap=(col == "name"))
+    for name, (channels, melody) in DEBUG_MODELS.items():
+        models.add_row(name, str(channels), str(melody), "~2M (random)", "nothing (offline)")
+    for name, (channels, melody, size) in HUB_MODELS.items():
+        models.add_row(name, str(channels), str(melody), f"{size}M", "network once")
+    console.print(models)
+
+
+def main() -> None:  # the console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""One exception hierarchy for musicgen_edu.
+
+Every error the package raises on purpose is a ``MusicGenEduError``, so homework and notebooks
+can catch one class. Messages teach: they name the bad value, the allowed range and what to do
+next (STYLE.md rule 9). Subclasses also inherit from the matching built-in exception
+(``ValueError``, ``OSError``, ...) so code written against the standard library still works.
+
+    MusicGenEduError
+    ├── ConfigError        a setting is out of range            (also ValueError)
+    ├── ModelLoadError     weights or config could not be loaded (also OSError)
+    ├── AudioError         a file or array is not usable audio   (also ValueError)
+    └── GenerationError    generation was asked something impossible (also RuntimeError)
+"""
+
+from __future__ import annotations
+
+__all__ = ["MusicGenEduError", "ConfigError", "ModelLoadError", "AudioError", "GenerationError",
+           "check_range"]
+
+
+class MusicGenEduError(Exception):
+    """Base class of every error raised on purpose by musicgen_edu."""
+
+
+class ConfigError(MusicGenEduError, ValueError):
+    """A setting (generation parameter, device, dtype, CLI option) is not allowed."""
+
+
+class ModelLoadError(MusicGenEduError, OSError):
+    """A model could not be loaded: unknown name, no network, missing or broken files."""
+
+
+class AudioError(MusicGenEduError, ValueError):
+    """An audio file or array cannot be used: missing, empty, unreadable, wrong shape or rate."""
+
+
+class GenerationError(MusicGenEduError, RuntimeError):
+    """Generation was asked for something the model cannot do (e.g. melody on a text-only model)."""
+
+
+def check_range(name: str, value, low=None, high=None, *, low_open: bool = False,
+                high_open: bool = False, hint: str = "") -> None:
+    """Raise ``ConfigError`` unless ``low <= value <= high`` (bounds optional, open if asked).
+
+    Args:
+        name: the setting's name as the user wrote it, e.g. ``"top_p"``.
+        value: the value to check; must be a real number (bool is refused).
+        low, high: inclusive bounds, or ``None`` for unbounded.
+        low_open, high_open: make that bound exclusive.
+        hint: what to do next, appended to the message.
+    """
+    lo = "-inf" if low is None else f"{low}"
+    hi = "inf" if high is None else f"{high}"
+    allowed = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+    tail = f" {hint}" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number in {allowed}, got {value!r} "
+                          f"({type(value).__name__}).{tail}")
+    bad = value != value  # NaN
+    if low is not None:
+        bad |= value <= low if low_open else value < low
+    if high is not None:
+        bad |= value >= high if high_open else value > high
+    if bad:
+        raise ConfigError(f"{name}={value!r} is out of range; allowed: {allowed}.{tail}")

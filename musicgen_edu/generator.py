@@ -1,0 +1,479 @@
+"""GenerationConfig, Generation and MusicGenerator: every way to make music with MusicGen.
+
+The decoding loop lives here, written out once for all modes (text, unconditional,
+continuation, melody, long form, streaming). Its steps follow audiocraft
+``models/genmodel.py::_generate_tokens`` (long form by sliding windows) and
+``models/lm.py::generate`` (delay pattern + CFG + sampling), and match transformers'
+``MusicgenForConditionalGeneration.generate`` token for token:
+
+    prompts ──T5──► conditioning [N, L, D]          (N = 2B with classifier-free guidance)
+    grid = build_delay_grid(prompt tokens, F)       [B, K, F + D + 1]  (patterns.py)
+    for each column c:  logits = decoder(column c-1, KV cache)      [N, K, V]
+                        logits = CFG, temperature, top-k, top-p      (sampling.py)
+                        grid[:, :, c] = sample (where still unknown)
+    tokens = undelay(grid)                          [B, K, F]
+    wav = EnCodec.decode(tokens)                    [B, C, T]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .backends import Conditioning, get_backend
+from .errors import ConfigError, GenerationError, check_range
+from .models import MusicGenModel, load_model
+from .patterns import UNKNOWN, build_delay_grid, codebook_delays, undelay
+from .sampling import classifier_free_guidance, process_logits, sample_tokens
+
+__all__ = ["GenerationConfig", "Generation", "MusicGenerator"]
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class GenerationConfig:
+    """How to sample. Defaults are audiocraft's ``MusicGen.set_generation_params`` defaults."""
+
+    duration: float = 8.0           # seconds of audio per item, 0 < duration <= 600 (long form past 30)
+    use_sampling: bool = True       # False = greedy (argmax) decoding
+    top_k: int = 250                # keep the k most likely tokens, 0 <= k <= 2048 (0 = off)
+    top_p: float = 0.0              # nucleus mass, 0 <= p <= 1 (0 = off; applied after top-k)
+    temperature: float = 1.0        # softmax temperature, 0 < T <= 10
+    guidance_scale: float = 3.0     # classifier-free guidance, 1 <= scale <= 30 (1 = off)
+    seed: int | None = None         # None = random (the seeds used are recorded); item i gets seed + i
+    extend_stride: float = 18.0     # seconds a long-form window advances, 0 < stride < window (30 s)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "GenerationConfig":
+        """Check every field; raise ConfigError naming the value and its allowed range."""
+        check_range("duration", self.duration, 0, 600, low_open=True,
+                    hint="Durations past the model's 30 s window use sliding-window long form.")
+        if not isinstance(self.use_sampling, bool):
+            raise ConfigError(f"use_sampling must be True or False, got {self.use_sampling!r}.")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise ConfigError(f"top_k must be an integer in [0, 2048], got {self.top_k!r}.")
+        check_range("top_k", self.top_k, 0, 2048, hint="0 disables top-k filtering.")
+        check_range("top_p", self.top_p, 0, 1, hint="0 disables nucleus filtering.")
+        check_range("temperature", self.temperature, 0, 10, low_open=True,
+                    hint="For deterministic output use use_sampling=False instead of 0.")
+        check_range("guidance_scale", self.guidance_scale, 1, 30,
+                    hint="1 turns classifier-free guidance off; MusicGen uses 3.")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+                raise ConfigError(f"seed must be an integer in [0, 2**63 - 1] or None, got {self.seed!r}.")
+            check_range("seed", self.seed, 0, MAX_SEED)
+        check_range("extend_stride", self.extend_stride, 0, None, low_open=True)
+        return self
+
+    def replace(self, **changes) -> "GenerationConfig":
+        """A validated copy with some fields changed; unknown names raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {unknown}; allowed: {sorted(names)}.")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Generation:
+    """The result of one generate call: audio, tokens and how it was made."""
+
+    wav: torch.Tensor               # [B, C, T] float32 on the CPU, in [-1, 1]
+    sample_rate: int                # Hz
+    tokens: torch.Tensor            # [B, K, S] EnCodec codes (prompt frames included)
+    prompts: list                   # B text prompts (None = unconditional)
+    config: GenerationConfig        # the settings used
+    seeds: list[int]                # per-item seeds actually used
+    model_name: str = ""
+    timings: dict = field(default_factory=dict)  # load_s, first_step_s, steps, steps_per_s, ...
+
+    def __len__(self) -> int:
+        return self.wav.shape[0]
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio per item."""
+        return self.wav.shape[-1] / self.sample_rate
+
+    def save(self, path: str | Path, overwrite: bool = False) -> list[Path]:
+        """Write each item atomically: ``out.wav`` for one item, ``out_0.wav, out_1.wav`` for more."""
+        from .audio import save_audio
+
+        path = Path(path)
+        if len(self) == 1:
+            targets = [path]
+        else:
+            targets = [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self))]
+        return [save_audio(t, self.wav[i], self.sample_rate, overwrite=overwrite)
+                for i, t in enumerate(targets)]
+
+    def play(self, index: int = 0):
+        """An IPython audio player for item ``index``."""
+        from .audio import play
+
+        return play(self.wav[index], self.sample_rate)
+
+    def summary(self) -> str:
+        t = self.timings
+        return (f"{len(self)} x {self.duration:.2f} s at {self.sample_rate} Hz, tokens "
+                f"{list(self.tokens.shape)}, {t.get('steps_per_s', 0):.1f} steps/s, "
+                f"RTF {t.get('rtf', 0):.2f} (model {self.model_name}, seeds {self.seeds})")
+
+    def _ipython_display_(self):  # notebooks: a summary line and one player per item
+        from IPython.display import display
+
+        print(self.summary())
+        for i, prompt in enumerate(self.prompts):
+            print(f"[{i}] {prompt!r}")
+            display(self.play(i))
+
+
+class _Progress:
+    """tqdm.auto bar and/or a ``callback(step, total)`` over all decoder steps."""
+
+    def __init__(self, total: int, show: bool, callback: Callable[[int, int], None] | None):
+        self.total, self.done, self.callback, self.bar = total, 0, callback, None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="generating", unit="step", leave=False)
+
+    def update(self):
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class _Job:
+    """Everything one call needs, prepared and validated before any decoding starts."""
+
+    prompts: list                   # B prompts (None = unconditional)
+    negatives: list                 # B negative prompts (None = null condition)
+    config: GenerationConfig
+    seeds: list[int]
+    generators: list[torch.Generator]
+    total_frames: int               # F: frames in the final output, prompt included
+    prompt_tokens: torch.Tensor | None = None  # [B, K, P] continuation prompt
+    chroma: torch.Tensor | None = None         # [B, frames, 12] melody features
+    chroma_rate: float = 0.0        # chroma frames per second
+    finished: list = field(default_factory=list)  # token chunks [B, K, *] already final
+    window: tuple | None = None     # (grid, prompt_len, total_frames) of the running window
+    first_step_s: float | None = None
+
+
+class MusicGenerator:
+    """Generate music with a MusicGen model: text, unconditional, continuation, melody,
+    long form past the 30 s window, and streaming.
+
+    Example::
+
+        gen = MusicGenerator("debug")                       # or "facebook/musicgen-small"
+        out = gen.generate(["lo-fi piano", "epic drums"], duration=4, seed=0)
+        out.wav.shape                                        # [2, 1, 128000]
+        out.save("clip.wav")
+    """
+
+    def __init__(self, model: str | MusicGenModel = "debug", *, device: str = "auto",
+                 dtype: str = "auto", backend: str = "transformers",
+                 config: GenerationConfig | None = None, progress: bool = True,
+                 cache_dir: str | None = None):
+        self.model = model if isinstance(model, MusicGenModel) else load_model(
+            model, device=device, dtype=dtype, cache_dir=cache_dir)
+        self.backend = get_backend(backend, self.model)
+        self.config = config or GenerationConfig()
+        self.progress = progress                       # show a tqdm bar by default
+        self.max_duration = self.model.max_duration    # seconds per decoder window
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    def set_params(self, **changes) -> GenerationConfig:
+        """Change the default settings, e.g. ``gen.set_params(duration=10, top_k=50)``."""
+        self.config = self.config.replace(**changes)
+        return self.config
+
+    # --- public generation modes ------------------------------------------------------------
+    def generate(self, prompts: str | Sequence[str | None], *, negative_prompt=None, seeds=None,
+                 progress: bool | None = None, callback=None, **settings) -> Generation:
+        """Generate one clip per prompt (a string or a list, batched together).
+
+        Args:
+            prompts: text prompt(s); ``None`` items are unconditional.
+            negative_prompt: text(s) to steer away from: CFG uses them instead of the null
+                condition (one string for all items, or one per item).
+            seeds: one seed per item (overrides ``seed``).
+            progress: show a progress bar (default: the generator's ``progress``).
+            callback: called as ``callback(step, total)`` after every decoder step.
+            **settings: any :class:`GenerationConfig` field, e.g. ``duration=10, seed=0``.
+        """
+        job = self._prepare(prompts, negative_prompt, seeds, settings)
+        return self._complete(job, progress, callback)
+
+    def generate_unconditional(self, num_samples: int = 1, **kwargs) -> Generation:
+        """Generate without any text (the null condition; CFG has nothing to push against)."""
+        check_range("num_samples", num_samples, 1, None)
+        return self.generate([None] * int(num_samples), **kwargs)
+
+    def generate_continuation(self, audio, sample_rate: int, prompts=None, **kwargs) -> Generation:
+        """Continue an audio prompt ``[T]``, ``[C, T]`` or ``[B, C, T]``.
+
+        ``duration`` is the total length of the result, prompt included (as in audiocraft); the
+        result's first frames are the prompt's own EnCodec tokens.
+        """
+        wav = self._as_batch(audio, sample_rate, "audio prompt")
+        if prompts is None:
+            prompts = [None] * wav.shape[0]
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in
+                    ("negative_prompt", "seeds", "progress", "callback")}
+        job = self._prepare(prompts, kwargs.pop("negative_prompt", None), kwargs.pop("seeds", None),
+                            settings)
+        if wav.shape[0] != len(job.prompts):
+            raise ConfigError(f"got {wav.shape[0]} audio prompts for {len(job.prompts)} text "
+                              "prompts; pass one audio prompt per text prompt (or one for all).")
+        tokens = self.backend.encode_audio(wav)        # [B, K, P]
+        if tokens.shape[-1] >= job.total_frames:
+            raise ConfigError(f"the audio prompt lasts {wav.shape[-1] / self.sample_rate:.2f} s but "
+                              f"duration={job.config.duration} s; duration is the total length, so "
+                              "it must be longer than the prompt.")
+        job.prompt_tokens = tokens
+        return self._complete(job, kwargs.get("progress"), kwargs.get("callback"))
+
+    def generate_with_melody(self, prompts, melody, sample_rate: int, **kwargs) -> Generation:
+        """Text + melody conditioning (melody models only): the chroma of ``melody`` guides pitch."""
+        from .chroma import chroma_features
+
+        if not self.model.is_melody:
+            raise GenerationError(f"{self.model.name!r} has no melody conditioning; load "
+                                  "'facebook/musicgen-melody' (or 'debug-melody' offline).")
+        wav = self._as_batch(melody, sample_rate, "melody")
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in
+                    ("negative_prompt", "seeds", "progress", "callback")}
+        job = self._prepare(prompts, kwargs.pop("negative_prompt", None), kwargs.pop("seeds", None),
+                            settings)
+        if wav.shape[0] != len(job.prompts):
+            raise ConfigError(f"got {wav.shape[0]} melodies for {len(job.prompts)} prompts; pass "
+                              "one melody per prompt (or one for all).")
+        job.chroma = chroma_features(wav, self.sample_rate)      # [B, frames, 12]
+        job.chroma_rate = job.chroma.shape[1] / (wav.shape[-1] / self.sample_rate)
+        return self._complete(job, kwargs.get("progress"), kwargs.get("callback"))
+
+    def stream(self, prompts, *, chunk_seconds: float = 1.0, progress: bool | None = None,
+               callback=None, **kwargs) -> Iterator[torch.Tensor]:
+        """Yield decoded audio ``[B, C, t]`` while decoding runs; the chunks add up to the clip.
+
+        Each chunk is decoded from all tokens so far and holds back the last few frames, whose
+        samples still depend on tokens not generated yet (EnCodec's convolutions look ahead).
+        """
+        check_range("chunk_seconds", chunk_seconds, 0, None, low_open=True)
+        job = self._prepare(prompts, kwargs.pop("negative_prompt", None),
+                            kwargs.pop("seeds", None), kwargs)
+        hop = self.sample_rate // self.model.frame_rate
+        every = max(1, round(chunk_seconds * self.model.frame_rate))
+        lookahead, emitted, last_decode = 4, 0, 0          # frames held back; samples sent
+        for done in self._iter_tokens(job, progress, callback):
+            if done - last_decode >= every and done > lookahead:
+                last_decode = done
+                wav = self.backend.decode_audio(self._tokens_so_far(job, done)).cpu()
+                end = (done - lookahead) * hop
+                if end > emitted:
+                    yield wav[..., emitted:end]
+                    emitted = end
+        wav = self.backend.decode_audio(torch.cat(job.finished, dim=-1)).cpu()
+        yield wav[..., emitted:]
+
+    # --- preparation ------------------------------------------------------------------------
+    def _prepare(self, prompts, negative_prompt, seeds, settings) -> _Job:
+        cfg = self.config.replace(**settings) if settings else self.config
+        if isinstance(prompts, str) or prompts is None:
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise ConfigError("prompts is empty; pass a string or a list of at least one prompt.")
+        for i, p in enumerate(prompts):
+            if p is not None and (not isinstance(p, str) or not p.strip()):
+                raise ConfigError(f"prompt {i} is {p!r}; prompts must be non-empty strings, or "
+                                  "None for unconditional generation.")
+        negatives = self._per_item(negative_prompt, len(prompts), "negative_prompt")
+        if seeds is None:
+            base = cfg.seed if cfg.seed is not None else random.randrange(2**31)
+            seeds = [base + i for i in range(len(prompts))]
+        seeds = [int(s) for s in self._per_item(seeds, len(prompts), "seeds")]
+        for s in seeds:
+            check_range("seed", s, 0, MAX_SEED)
+        frames = max(1, round(cfg.duration * self.model.frame_rate))
+        window = int(self.max_duration * self.model.frame_rate)
+        stride = int(cfg.extend_stride * self.model.frame_rate)
+        if frames > window and not 0 < stride < window:  # long form needs 0 < stride < window
+            raise ConfigError(f"extend_stride={cfg.extend_stride} s must be shorter than the "
+                              f"model's window of {self.max_duration} s and at least one frame "
+                              f"(1/{self.model.frame_rate} s); MusicGen uses 18 of 30 s.")
+        gens = [torch.Generator(device=self.model.device).manual_seed(s) for s in seeds]
+        return _Job(prompts, negatives, cfg, seeds, gens, frames)
+
+    @staticmethod
+    def _per_item(value, n: int, name: str) -> list:
+        if value is None or isinstance(value, (str, int)):
+            return [value] * n
+        value = list(value)
+        if len(value) != n:
+            raise ConfigError(f"{name} has {len(value)} items for {n} prompts; give one per "
+                              "prompt, or a single value for all.")
+        return value
+
+    def _as_batch(self, audio, sample_rate: int, what: str) -> torch.Tensor:
+        """Audio ``[T]``/``[C, T]``/``[B, C, T]`` at any rate -> ``[B, C, T]`` at the model's rate."""
+        from .audio import resample
+        from .errors import AudioError
+
+        check_range(f"{what} sample_rate", sample_rate, 0, None, low_open=True)
+        wav = torch.as_tensor(audio, dtype=torch.float32)
+        if wav.dim() not in (1, 2, 3) or wav.shape[-1] == 0:
+            raise AudioError(f"{what} must be a non-empty [T], [C, T] or [B, C, T] waveform, got "
+                             f"shape {list(wav.shape)}.")
+        while wav.dim() < 3:
+            wav = wav.unsqueeze(0)
+        if not torch.isfinite(wav).all():
+            raise AudioError(f"{what} contains NaN or infinite samples.")
+        if sample_rate != self.sample_rate:
+            wav = torch.as_tensor(resample(wav.numpy(), int(sample_rate), self.sample_rate))
+        return wav
+
+    # --- the decoding loop ------------------------------------------------------------------
+    def _plan(self, job: _Job) -> list[tuple[int, int, int]]:
+        """Windows as ``(offset, frames, prompt_frames)``: one, or sliding ones for long form.
+
+        Window w generates ``frames`` tokens starting at output frame ``offset``; its first
+        ``prompt_frames`` are the previous window's last tokens (audiocraft ``extend_stride``).
+        """
+        window = int(self.max_duration * self.model.frame_rate)
+        stride = int(job.config.extend_stride * self.model.frame_rate)
+        total = job.total_frames
+        offset = 0
+        prompt = 0 if job.prompt_tokens is None else job.prompt_tokens.shape[-1]
+        plan = []
+        while True:
+            frames = min(total - offset, window)
+            plan.append((offset, frames, prompt))
+            if offset + frames >= total:
+                return plan
+            prompt, offset = frames - stride, offset + stride
+
+    def _conditioning(self, job: _Job, offset: int) -> Conditioning:
+        """Conditioning rows ``[cond; uncond]`` (2B) with CFG, or ``cond`` (B) without."""
+        batch = len(job.prompts)
+        chroma = None
+        if job.chroma is not None:  # the part of the melody under this window
+            start = int(offset / self.model.frame_rate * job.chroma_rate)
+            chroma = job.chroma[:, start:] if start < job.chroma.shape[1] else job.chroma
+        has_condition = (any(p is not None for p in job.prompts) or chroma is not None
+                         or any(n is not None for n in job.negatives))
+        if job.config.guidance_scale > 1 and has_condition:
+            texts = job.prompts + job.negatives
+            melody_mask = [True] * batch + [False] * batch
+            chroma = None if chroma is None else torch.cat([chroma, chroma])
+        else:
+            texts, melody_mask = job.prompts, [True] * batch
+        return self.backend.encode_text(texts, chroma=chroma, melody_mask=melody_mask)
+
+    def _window(self, job: _Job, cond: Conditioning, prompt: torch.Tensor,
+                frames: int) -> Iterator[int]:
+        """Decode one window; after each step yield how many of its frames are complete."""
+        cfg, batch = job.config, len(job.prompts)
+        channels = self.model.audio_channels
+        max_delay = max(codebook_delays(self.model.num_codebooks, channels))
+        grid = build_delay_grid(prompt, frames, self.model.special_token, channels)
+        job.window = (grid, prompt.shape[-1], frames)
+        state = self.backend.start(cond)
+        guided = len(cond) == 2 * batch
+        feed = grid[:, :, : prompt.shape[-1] + 1]         # prefill: BOS column + prompt
+        for col in range(prompt.shape[-1] + 1, grid.shape[-1]):
+            logits = self.backend.step(feed.repeat(2, 1, 1) if guided else feed, state)
+            if guided:                                     # [2B, K, V] -> [B, K, V]
+                logits = classifier_free_guidance(logits[:batch], logits[batch:], cfg.guidance_scale)
+            if cfg.use_sampling:
+                logits = process_logits(logits, temperature=cfg.temperature, top_k=cfg.top_k,
+                                        top_p=cfg.top_p)
+            sampled = sample_tokens(logits, job.generators, greedy=not cfg.use_sampling)
+            known = grid[:, :, col]                        # prompt tokens and specials win
+            grid[:, :, col] = torch.where(known == UNKNOWN, sampled, known)
+            feed = grid[:, :, col: col + 1]
+            yield col - max_delay
+
+    def _iter_tokens(self, job: _Job, progress: bool | None, callback) -> Iterator[int]:
+        """Run every window; yield the number of output frames complete after each step."""
+        batch, k = len(job.prompts), self.model.num_codebooks
+        channels = self.model.audio_channels
+        prompt = job.prompt_tokens
+        if prompt is None:
+            prompt = torch.zeros(batch, k, 0, dtype=torch.long, device=self.model.device)
+        job.finished = [prompt] if prompt.shape[-1] else []
+        plan = self._plan(job)
+        max_delay = max(codebook_delays(k, channels))
+        bar = _Progress(sum(f + max_delay - p for _, f, p in plan),
+                        self.progress if progress is None else progress, callback)
+        start = time.perf_counter()
+        try:
+            for offset, frames, _ in plan:
+                cond = self._conditioning(job, offset)
+                for done in self._window(job, cond, prompt, frames):
+                    bar.update()
+                    if job.first_step_s is None:
+                        _sync(self.model.device)
+                        job.first_step_s = time.perf_counter() - start
+                    yield offset + max(0, done)
+                grid, prompt_len, _ = job.window
+                tokens = undelay(grid, frames, channels)                  # [B, K, frames]
+                job.finished.append(tokens[..., prompt_len:])
+                job.window = None
+                prompt = tokens[..., int(job.config.extend_stride * self.model.frame_rate):]
+        finally:
+            bar.close()
+
+    def _tokens_so_far(self, job: _Job, done: int) -> torch.Tensor:
+        """The first ``done`` complete output frames ``[B, K, done]`` (for streaming)."""
+        parts = list(job.finished)
+        if job.window is not None:
+            grid, prompt_len, frames = job.window
+            parts.append(undelay(grid, frames, self.model.audio_channels)[..., prompt_len:])
+        return torch.cat(parts, dim=-1)[..., :done]
+
+    def _complete(self, job: _Job, progress, callback) -> Generation:
+        start = time.perf_counter()
+        steps = sum(1 for _ in self._iter_tokens(job, progress, callback))
+        _sync(self.model.device)
+        decode_start = time.perf_counter()
+        tokens = torch.cat(job.finished, dim=-1)                          # [B, K, F]
+        wav = self.backend.decode_audio(tokens).cpu()                     # [B, C, T]
+        wav = wav[..., : job.total_frames * (self.sample_rate // self.model.frame_rate)]
+        end = time.perf_counter()
+        gen_s, audio_s = decode_start - start, wav.shape[-1] / self.sample_rate
+        timings = dict(load_s=self.model.load_seconds, first_step_s=job.first_step_s,
+                       steps=steps, generate_s=gen_s, steps_per_s=steps / max(gen_s, 1e-9),
+                       decode_s=end - decode_start, total_s=end - start,
+                       rtf=(end - start) / audio_s)
+        return Generation(wav=wav.clamp(-1, 1), sample_rate=self.sample_rate, tokens=tokens.cpu(),
+                          prompts=job.prompts, config=job.config, seeds=job.seeds,
+                          model_name=self.model.name, timings=timings)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,307 @@
+"""Model registry and ``load_model``: hub checkpoints, local folders and offline debug models.
+
+A loaded model is a :class:`MusicGenModel`: the transformers module (the reference backend),
+its tokenizer and the facts the generator needs (sample rate, frame rate, codebooks, channels).
+Three sources, one result type, so every model goes through the same generation code:
+
+* hub names (``facebook/musicgen-small`` ...) via ``from_pretrained`` (needs network once;
+  cached in ``cache_dir`` or ``$MUSICGEN_CACHE_DIR``);
+* a local folder saved with ``save_pretrained``;
+* ``debug``, ``debug-stereo``, ``debug-melody``: tiny real MusicGen networks built from configs
+  (T5 text encoder, 32 kHz EnCodec with 4 codebooks, 2-layer decoder) with random weights seeded
+  deterministically, and a byte-level tokenizer that needs no files. They make noise-like
+  music, but through exactly the code path of the real checkpoints (audiocraft's
+  ``get_pretrained('debug')`` plays the same role in its tests).
+
+Follows transformers ``models/musicgen/modeling_musicgen.py`` and the MusicGen model cards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError, ModelLoadError
+
+__all__ = ["MusicGenModel", "load_model", "list_models", "resolve_device", "resolve_dtype",
+           "clear_model_cache", "HUB_MODELS", "DEBUG_MODELS"]
+
+# name -> (audio_channels, melody?, parameters in millions) from the MusicGen model cards
+HUB_MODELS: dict[str, tuple[int, bool, int]] = {
+    "facebook/musicgen-small": (1, False, 300),
+    "facebook/musicgen-medium": (1, False, 1500),
+    "facebook/musicgen-large": (1, False, 3300),
+    "facebook/musicgen-melody": (1, True, 1500),
+    "facebook/musicgen-stereo-small": (2, False, 300),
+    "facebook/musicgen-stereo-medium": (2, False, 1500),
+    "facebook/musicgen-stereo-large": (2, False, 3300),
+    "facebook/musicgen-stereo-melody": (2, True, 1500),
+}
+DEBUG_MODELS: dict[str, tuple[int, bool]] = {
+    "debug": (1, False), "debug-stereo": (2, False), "debug-melody": (1, True)}
+
+
+@dataclass
+class MusicGenModel:
+    """A loaded MusicGen model and what the generator needs to know about it."""
+
+    name: str                       # registry name, hub id or local path
+    model: torch.nn.Module          # MusicgenForConditionalGeneration or the Melody variant
+    tokenizer: object               # text tokenizer (T5 for hub models, ByT5 for debug)
+    device: torch.device            # where the weights live
+    dtype: torch.dtype              # dtype of the text encoder and decoder (EnCodec stays fp32)
+    is_melody: bool = False         # accepts a melody (chroma) condition
+    max_duration: float = 30.0      # seconds one window of the decoder was trained on
+    load_seconds: float = 0.0       # wall time the load took (0 when reused from the cache)
+    source: str = "hub"             # "hub", "local" or "debug"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def sample_rate(self) -> int:   # Hz of the waveforms EnCodec reads and writes
+        return int(self.config.audio_encoder.sampling_rate)
+
+    @property
+    def frame_rate(self) -> int:    # token frames per second (50 for MusicGen)
+        return int(self.config.audio_encoder.frame_rate)
+
+    @property
+    def num_codebooks(self) -> int:  # K rows of [B, K, S] (8 for stereo: L/R interleaved)
+        return int(self.config.decoder.num_codebooks)
+
+    @property
+    def audio_channels(self) -> int:  # C of [B, C, T]
+        return int(getattr(self.config.decoder, "audio_channels", 1))
+
+    @property
+    def special_token(self) -> int:  # BOS/pad id of the delay pattern (= codebook size)
+        return int(self.config.decoder.pad_token_id)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def __repr__(self) -> str:
+        return (f"MusicGenModel({self.name!r}, {self.num_parameters() / 1e6:.1f}M params, "
+                f"{self.sample_rate} Hz, {self.audio_channels} ch, K={self.num_codebooks}, "
+                f"device={self.device}, dtype={self.dtype}, melody={self.is_melody})")
+
+
+# --- device and dtype -----------------------------------------------------------------------
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks cuda > mps > cpu; anything else is checked and returned."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device={device!r} is not a torch device; use 'auto', 'cpu', "
+                          "'cuda', 'cuda:N' or 'mps'.") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available here; use "
+                          "device='auto' or 'cpu' (on Colab: Runtime > Change runtime type > GPU).")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r} but MPS is not available; use 'auto' or 'cpu'.")
+    return dev
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+    """``"auto"``: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on mps/cpu.
+
+    bf16 is preferred because MusicGen's T5 text encoder overflows in fp16.
+    """
+    device = device or torch.device("cpu")
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not supported; use 'auto' or one of "
+                          f"{sorted(set(_DTYPES))}.")
+    return _DTYPES[dtype]
+
+
+# --- offline debug models --------------------------------------------------------------------
+
+def _debug_configs(audio_channels: int, melody: bool):
+    from transformers import EncodecConfig, T5Config
+
+    text = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    codec = EncodecConfig(  # 32 kHz, hop 640 -> 50 frames/s, 4 codebooks of 2048 like MusicGen's
+        sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048,
+        num_filters=8, hidden_size=32, codebook_dim=32, num_residual_layers=1,
+        target_bandwidths=[2.2], normalize=False, use_causal_conv=False, compress=2,
+        num_lstm_layers=1)
+    decoder = dict(vocab_size=2048, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   ffn_dim=128, num_codebooks=4 * audio_channels, max_position_embeddings=2048,
+                   pad_token_id=2048, bos_token_id=2048, audio_channels=audio_channels,
+                   initializer_factor=0.2)  # 10x transformers' default, so prompts visibly matter
+    return text, codec, decoder
+
+
+def build_debug_model(name: str = "debug", seed: int = 0):
+    """Build a tiny random MusicGen (and tokenizer) offline; same seed -> same weights."""
+    import logging
+
+    from transformers import (ByT5Tokenizer, MusicgenConfig, MusicgenDecoderConfig,
+                              MusicgenForConditionalGeneration, MusicgenMelodyConfig,
+                              MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration)
+
+    channels, melody = DEBUG_MODELS[name]
+    text, codec, decoder = _debug_configs(channels, melody)
+    tf_logger = logging.getLogger("transformers.configuration_utils")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)  # the pad id 2048 = vocab size warning is expected
+    try:
+        if melody:
+            config = MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(),
+                                          decoder=MusicgenMelodyDecoderConfig(**decoder).to_dict())
+            cls = MusicgenMelodyForConditionalGeneration
+        else:
+            config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(),
+                                    decoder=MusicgenDecoderConfig(**decoder).to_dict())
+            cls = MusicgenForConditionalGeneration
+    finally:
+        tf_logger.setLevel(level)
+    fork = torch.random.fork_rng(devices=[])  # seed the weights without touching the user's RNG
+    with fork:
+        torch.manual_seed(seed)
+        model = cls(config)
+        for layer in model.audio_encoder.quantizer.layers:  # EnCodec codebooks start as zeros;
+            codebook = layer.codebook                        # random ones make tokens audible
+            codebook.embed.normal_(std=16.0)
+            codebook.embed_avg.copy_(codebook.embed)
+            codebook.cluster_size.fill_(1.0)
+            codebook.inited.fill_(True)
+    return model, ByT5Tokenizer()
+
+
+# --- hub and local checkpoints ---------------------------------------------------------------
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Fast network probe, so an offline user gets an answer in seconds, not after retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_pretrained(name: str, cache_dir: str | None, dtype: torch.dtype):
+    from transformers import (AutoConfig, AutoTokenizer, MusicgenForConditionalGeneration,
+                              MusicgenMelodyForConditionalGeneration)
+
+    local = Path(name).expanduser().is_dir()
+    kwargs = dict(cache_dir=cache_dir)
+    try:  # a cached or local copy loads without any network
+        config = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        if local:
+            raise ModelLoadError(f"{name!r} is a folder but holds no MusicGen config.json. Save "
+                                 "one with model.save_pretrained(folder) first.") from None
+        if not _hub_reachable():
+            raise ModelLoadError(
+                f"Cannot load {name!r}: its weights are not in the cache "
+                f"({cache_dir or 'the default Hugging Face cache'}) and the model hub cannot be "
+                "reached from this machine. Loading a hub model needs network access once "
+                "(e.g. on Colab), or pass a local folder saved with save_pretrained. To work "
+                "offline, use the built-in tiny model: load_model('debug').") from None
+        try:
+            config = AutoConfig.from_pretrained(name, **kwargs)
+        except OSError as err:
+            raise ModelLoadError(f"Cannot load {name!r} from the hub: {err}. Check the name "
+                                 f"(known: {', '.join(HUB_MODELS)}) or use 'debug'.") from None
+    melody = config.model_type == "musicgen_melody"
+    if config.model_type not in ("musicgen", "musicgen_melody"):
+        raise ModelLoadError(f"{name!r} is a {config.model_type!r} model, not MusicGen.")
+    cls = MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration
+    model = cls.from_pretrained(name, config=config, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    return model, tokenizer, melody, ("local" if local else "hub")
+
+
+# --- the public entry point -----------------------------------------------------------------
+
+_LOADED: dict[tuple[str, str, torch.dtype], MusicGenModel] = {}
+
+
+def list_models() -> list[str]:
+    """Names ``load_model`` knows: offline debug models first, then hub checkpoints."""
+    return [*DEBUG_MODELS, *HUB_MODELS]
+
+
+def clear_model_cache() -> None:
+    """Forget models kept by ``load_model`` (frees their memory once you drop your references)."""
+    _LOADED.clear()
+
+
+def load_model(name: str = "debug", device: str | torch.device = "auto",
+               dtype: str | torch.dtype = "auto", cache_dir: str | None = None) -> MusicGenModel:
+    """Load a MusicGen model, or reuse the one already loaded with the same name/device/dtype.
+
+    Args:
+        name: ``"debug"``, ``"debug-stereo"``, ``"debug-melody"``, a hub id such as
+            ``"facebook/musicgen-small"``, or a local folder saved with ``save_pretrained``.
+        device: ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        dtype: ``"auto"`` (bf16/fp16 on GPU, fp32 otherwise), ``"float32"``, ``"float16"``,
+            ``"bfloat16"``, or a ``torch.dtype``. EnCodec always runs in fp32.
+        cache_dir: where hub weights are cached; default ``$MUSICGEN_CACHE_DIR`` or the
+            Hugging Face default.
+
+    Raises:
+        ModelLoadError: unknown name, no network for a hub model, or a broken folder.
+        ConfigError: a device or dtype that this machine does not have.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"model name must be a non-empty string, got {name!r}; try 'debug'.")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    key = (name, str(dev), torch_dtype)
+    if key in _LOADED:
+        return _LOADED[key]
+    cache_dir = cache_dir or os.environ.get("MUSICGEN_CACHE_DIR") or None
+    start = time.perf_counter()
+    if name in DEBUG_MODELS:
+        model, tokenizer = build_debug_model(name)
+        melody, source = DEBUG_MODELS[name][1], "debug"
+    elif name.startswith("debug"):
+        raise ModelLoadError(f"unknown debug model {name!r}; choose one of {list(DEBUG_MODELS)}.")
+    else:
+        model, tokenizer, melody, source = _load_pretrained(name, cache_dir, torch_dtype)
+    model.eval().to(dev)
+    model.text_encoder.to(torch_dtype)
+    model.decoder.to(torch_dtype)
+    model.audio_encoder.to(torch.float32)  # EnCodec is sensitive to reduced precision
+    for proj in ("enc_to_dec_proj", "audio_enc_to_dec_proj"):
+        if hasattr(model, proj):
+            getattr(model, proj).to(torch_dtype)
+    loaded = MusicGenModel(name=name, model=model, tokenizer=tokenizer, device=dev,
+                           dtype=torch_dtype, is_melody=melody, source=source,
+                           load_seconds=time.perf_counter() - start)
+    _LOADED[key] = loaded
+    return loaded
