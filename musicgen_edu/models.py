@@ -220,7 +220,7 @@ def _load_pretrained(name: str, cache_dir: str | None, dtype: torch.dtype):
     kwargs = dict(cache_dir=cache_dir)
     try:  # a cached or local copy loads without any network
         config = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
-    except OSError:
+    except (OSError, ValueError):
         if local:
             raise ModelLoadError(f"{name!r} is a folder but holds no MusicGen config.json. Save "
                                  "one with model.save_pretrained(folder) first.") from None
@@ -233,7 +233,7 @@ def _load_pretrained(name: str, cache_dir: str | None, dtype: torch.dtype):
                 "offline, use the built-in tiny model: load_model('debug').") from None
         try:
             config = AutoConfig.from_pretrained(name, **kwargs)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise ModelLoadError(f"Cannot load {name!r} from the hub: {err}. Check the name "
                                  f"(known: {', '.join(HUB_MODELS)}) or use 'debug'.") from None
     melody = config.model_type == "musicgen_melody"

@@ -1,0 +1,117 @@
+"""load_model: debug models, caching, local folders, the offline hub error, devices, dtypes."""
+
+import time
+
+import pytest
+import torch
+
+import musicgen_edu as mg
+from musicgen_edu import ConfigError, ModelLoadError
+from musicgen_edu.models import build_debug_model
+
+
+@pytest.mark.parametrize("name,channels,k,melody", [
+    ("debug", 1, 4, False), ("debug-stereo", 2, 8, False), ("debug-melody", 1, 4, True)])
+def test_debug_models_are_real_musicgen_networks(name, channels, k, melody):
+    model = mg.load_model(name, device="cpu")
+    expected = "MusicgenMelodyForConditionalGeneration" if melody else "MusicgenForConditionalGeneration"
+    assert type(model.model).__name__ == expected
+    assert type(model.model.text_encoder).__name__ == "T5EncoderModel"
+    assert type(model.model.audio_encoder).__name__ == "EncodecModel"
+    assert model.model.config.decoder.num_hidden_layers == 2
+    assert (model.sample_rate, model.frame_rate) == (32000, 50)
+    assert (model.audio_channels, model.num_codebooks, model.is_melody) == (channels, k, melody)
+    assert model.special_token == 2048 and model.source == "debug"
+    assert model.tokenizer("piano")["input_ids"][-1] == 1  # ByT5: bytes + </s>, no files needed
+
+
+def test_debug_weights_are_deterministic_and_leave_the_rng_alone():
+    torch.manual_seed(1)
+    expected = torch.rand(2)
+    torch.manual_seed(1)
+    a, _ = build_debug_model("debug")
+    assert torch.equal(torch.rand(2), expected)
+    b, _ = build_debug_model("debug")
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+
+
+def test_loaded_models_are_reused():
+    first = mg.load_model("debug", device="cpu", dtype="float32")
+    again = mg.load_model("debug", device="cpu", dtype=torch.float32)
+    assert again is first and again.load_seconds == first.load_seconds
+    assert mg.load_model("debug", device="cpu", dtype="bfloat16") is not first
+
+
+def test_bfloat16_debug_model_generates():
+    gen = mg.MusicGenerator(mg.load_model("debug", device="cpu", dtype="bf16"), progress=False)
+    assert gen.model.model.decoder.dtype == torch.bfloat16
+    assert gen.model.model.audio_encoder.dtype == torch.float32  # EnCodec stays fp32
+    out = gen.generate("x", duration=0.3, seed=0)
+    assert out.wav.dtype == torch.float32 and torch.isfinite(out.wav).all()
+
+
+def test_local_folder_loads_and_generates_the_same(tmp_path):
+    debug = mg.load_model("debug", device="cpu")
+    debug.model.save_pretrained(tmp_path)
+    debug.tokenizer.save_pretrained(tmp_path)
+    local = mg.load_model(str(tmp_path), device="cpu")
+    assert local.source == "local" and local is not debug
+    a = mg.MusicGenerator(debug, progress=False).generate("x", duration=0.3, seed=2)
+    b = mg.MusicGenerator(local, progress=False).generate("x", duration=0.3, seed=2)
+    assert torch.equal(a.tokens, b.tokens)
+
+
+def test_folder_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="holds no MusicGen config.json"):
+        mg.load_model(str(tmp_path))
+
+
+def test_hub_model_offline_fails_fast_with_a_teaching_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("MUSICGEN_CACHE_DIR", str(tmp_path))  # an empty cache
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError) as err:
+        mg.load_model("facebook/musicgen-small")
+    assert time.perf_counter() - start < 15
+    message = str(err.value)
+    for fragment in ("facebook/musicgen-small", "network", "local folder", "load_model('debug')",
+                     str(tmp_path)):
+        assert fragment in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # one paragraph
+
+
+def test_unknown_names():
+    with pytest.raises(ModelLoadError, match="debug-huge"):
+        mg.load_model("debug-huge")
+    with pytest.raises(ConfigError, match="non-empty string"):
+        mg.load_model("  ")
+
+
+def test_devices_and_dtypes():
+    assert mg.resolve_device("cpu") == torch.device("cpu")
+    assert mg.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert mg.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert mg.resolve_dtype("fp16") == torch.float16
+    with pytest.raises(ConfigError, match="float64"):
+        mg.resolve_dtype("float64")
+    with pytest.raises(ConfigError, match="'gpu'"):
+        mg.resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            mg.resolve_device("cuda")
+
+
+def test_list_models_names_every_checkpoint():
+    names = mg.list_models()
+    assert names[:3] == ["debug", "debug-stereo", "debug-melody"]
+    assert "facebook/musicgen-stereo-melody" in names and len(names) == 11
+
+
+@pytest.mark.hub
+def test_real_musicgen_small_loads():  # runs only where the hub is reachable (e.g. Colab)
+    from musicgen_edu.models import _hub_reachable
+
+    if not _hub_reachable():
+        pytest.skip("model hub not reachable from this machine")
+    model = mg.load_model("facebook/musicgen-small")
+    assert model.num_codebooks == 4 and model.sample_rate == 32000

@@ -1,0 +1,256 @@
+"""The notebook tier: every lecture in ``notebooks/NN_*.ipynb`` runs and is committed clean.
+
+Two kinds of tests, both picked up automatically for each new lecture:
+
+* execution: papermill runs the lecture in a fresh ``python3`` kernel with small parameters
+  (debug model, 1 s, seed 7, every output file in ``tmp_path``) and the test asserts the values
+  the lecture's last cell recorded in ``RESULTS_PATH`` (STYLE.md rule 14); lecture 00 also runs
+  twice to show that the same seed gives the same tokens through the notebook;
+* static checks on the committed files (rules 11-16): no outputs or execution counts, the
+  ``parameters`` cell right after the imports, short cells, public API only, and
+  ``## Summary`` / ``## Exercises`` sections.
+
+Run with ``pytest -m notebooks`` (or ``make test-notebooks``).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+import musicgen_edu as mg
+
+pytestmark = pytest.mark.notebooks
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+KERNEL = "python3"
+MAX_CELL_LINES = 15
+
+# Small, fast settings; only the names a lecture's parameters cell defines are passed.
+SEED, DURATION, SAMPLE_RATE, FRAME_RATE = 7, 1.0, 32000, 50
+SMALL = {"MODEL": "debug", "DURATION": DURATION, "SEED": SEED}
+FILE_PARAMS = {"OUTPUT": "clip.wav", "RESULTS_PATH": "results.json"}  # made absolute in tmp
+# What each lecture's results must hold beyond the generic checks (keyed by file stem).
+EXPECTED = {
+    "00_setup": {"model": "debug", "sample_rate": SAMPLE_RATE, "duration": DURATION,
+                 "wav_shape": [1, 1, int(DURATION * SAMPLE_RATE)],
+                 "tokens_shape": [1, 4, int(DURATION * FRAME_RATE)], "seed": SEED,
+                 "seeds": [SEED]},
+}
+
+
+def lecture_ids(paths):
+    return [p.stem for p in paths]
+
+
+# ------------------------------------------------------------------ notebook parsing helpers
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def python_source(cell) -> str:
+    """A code cell's source with IPython magics / shell lines blanked, so ``ast`` can parse it."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in cell.source.splitlines())
+
+
+def imports_musicgen_edu(cell) -> bool:
+    return bool(re.search(r"^\s*(import musicgen_edu\b|from musicgen_edu\b)", cell.source, re.M))
+
+
+def parameters_cell(nb):
+    tagged = [c for c in code_cells(nb) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"expected exactly one code cell tagged 'parameters', got {len(tagged)}"
+    return tagged[0]
+
+
+def parameter_names(nb) -> list[str]:
+    """Names assigned at top level in the parameters cell, in order."""
+    tree = ast.parse(python_source(parameters_cell(nb)))
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+# ------------------------------------------------------------------ execution (papermill)
+
+@pytest.fixture(scope="module")
+def kernel_available():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().get_all_specs():
+        pytest.skip(f"no Jupyter kernel named {KERNEL!r} (see `jupyter kernelspec list`); install "
+                    "one with `python -m ipykernel install --user --name python3`")
+
+
+@pytest.fixture(scope="module")
+def run_lecture(kernel_available, tmp_path_factory):
+    """``run(path, tag)`` executes a lecture once per (path, tag) and returns
+    ``(workdir, parameters, results)``; later calls with the same key reuse the run."""
+    pm = pytest.importorskip("papermill")
+    runs = {}
+
+    def run(path: Path, tag: str = "a"):
+        if (path, tag) not in runs:
+            workdir = tmp_path_factory.mktemp(f"{path.stem}_{tag}")
+            defined = parameter_names(read(path))
+            params = {k: v for k, v in SMALL.items() if k in defined}
+            params.update({k: str(workdir / v) for k, v in FILE_PARAMS.items() if k in defined})
+            with pytest.MonkeyPatch.context() as mp:
+                mp.delenv("MPLBACKEND", raising=False)  # conftest's Agg would reach the kernel
+                pm.execute_notebook(str(path), str(workdir / f"executed_{path.name}"),
+                                    parameters=params, kernel_name=KERNEL, cwd=str(workdir),
+                                    progress_bar=False, request_save_on_cell_execute=False)
+            results = json.loads(Path(params["RESULTS_PATH"]).read_text())
+            runs[path, tag] = (workdir, params, results)
+        return runs[path, tag]
+
+    return run
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lecture_ids(NOTEBOOKS))
+def test_lecture_runs_and_records_results(path, run_lecture):
+    defined = parameter_names(read(path))
+    assert "RESULTS_PATH" in defined, "the parameters cell must define RESULTS_PATH (rule 14)"
+    workdir, params, results = run_lecture(path)
+    assert isinstance(results, dict) and results, "the results file is empty"
+
+    # Generic checks, valid for every lecture that records these keys.
+    if "SEED" in params:
+        assert results.get("seed") == SEED, "the SEED parameter did not reach the notebook"
+    if "sample_rate" in results:
+        assert results["sample_rate"] == SAMPLE_RATE
+    if "tokens_shape" in results:
+        assert all(isinstance(n, int) and n > 0 for n in results["tokens_shape"])
+    if "first_tokens" in results:
+        assert all(0 <= t < 2048 for t in results["first_tokens"]), results["first_tokens"]
+    if "OUTPUT" in params:  # the clip was written where we asked, and reads back at 32 kHz
+        wav, sr = mg.load_audio(params["OUTPUT"])
+        assert sr == SAMPLE_RATE
+        if "wav_shape" in results:
+            assert list(wav.shape) == results["wav_shape"][1:]  # [C, T] of item 0
+
+    # Lecture-specific values.
+    for key, value in EXPECTED.get(path.stem, {}).items():
+        assert results[key] == value, f"{key}: recorded {results[key]!r}, expected {value!r}"
+
+
+@pytest.mark.skipif(not (NOTEBOOK_DIR / "00_setup.ipynb").exists(), reason="no lecture 00")
+def test_same_seed_same_tokens_through_the_notebook(run_lecture):
+    """Two fresh kernels, same seed -> identical tokens and audio (00 only: keeps the tier fast)."""
+    path = NOTEBOOK_DIR / "00_setup.ipynb"
+    _, params_a, first = run_lecture(path, "a")
+    _, params_b, second = run_lecture(path, "b")
+    assert len(first["first_tokens"]) == 8
+    assert first["first_tokens"] == second["first_tokens"]
+    wav_a, _ = mg.load_audio(params_a["OUTPUT"])
+    wav_b, _ = mg.load_audio(params_b["OUTPUT"])
+    np.testing.assert_allclose(wav_a, wav_b, atol=1e-6)
+
+
+# ------------------------------------------------------------------ static checks (committed files)
+
+def test_lectures_exist_and_are_numbered():
+    assert NOTEBOOKS, f"no lectures found in {NOTEBOOK_DIR}"
+    for path in NOTEBOOK_DIR.glob("*.ipynb"):
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), \
+            f"{path.name}: lectures are named NN_topic.ipynb (rule 11)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lecture_ids(NOTEBOOKS))
+def test_committed_clean(path):
+    nb = read(path)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata.get("kernelspec", {}).get("name") == KERNEL
+    for i, cell in enumerate(code_cells(nb)):
+        assert cell.outputs == [], f"code cell {i} has outputs; strip them (nbstripout)"
+        assert cell.execution_count is None, f"code cell {i} has an execution_count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lecture_ids(NOTEBOOKS))
+def test_parameters_cell_follows_imports(path):
+    nb = read(path)
+    cells = code_cells(nb)
+    imports = [i for i, c in enumerate(cells) if imports_musicgen_edu(c)]
+    assert imports, "no cell imports musicgen_edu"
+    following = cells[imports[0] + 1]
+    assert "parameters" in following.metadata.get("tags", []), \
+        "the first code cell after the imports must be tagged 'parameters' (rule 12)"
+    assert following is parameters_cell(nb)
+    names = parameter_names(nb)
+    assert names, "the parameters cell defines nothing"
+    for line in python_source(following).splitlines():
+        if re.match(r"^[A-Za-z_]\w*\s*(:[^=]*)?=", line):
+            assert "#" in line, f"parameter line without a comment: {line!r}"
+    # papermill must be able to read every knob (a comment it cannot parse hides the name)
+    pm = pytest.importorskip("papermill")
+    seen = sorted(pm.inspect_notebook(str(path)))
+    assert seen == sorted(names), \
+        f"papermill reads {seen} but the cell defines {sorted(names)}; simplify the comments"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lecture_ids(NOTEBOOKS))
+def test_cells_are_short(path):
+    for i, cell in enumerate(code_cells(read(path))):
+        n = len(cell.source.strip("\n").splitlines())
+        assert n <= MAX_CELL_LINES, f"code cell {i} has {n} lines (max {MAX_CELL_LINES}, rule 13)"
+
+
+PRIVATE_ATTR = re.compile(r"\b(?:mg|musicgen_edu)\s*\.\s*_(?!_)\w*")
+PRIVATE_FROM = re.compile(r"from\s+musicgen_edu(?:\.\w+)*\s+import\s+[^\n]*\b_(?!_)\w")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lecture_ids(NOTEBOOKS))
+def test_public_api_only(path):
+    """Lectures use ``import musicgen_edu as mg`` / ``from musicgen_edu import <public>`` only."""
+    public = set(mg.__all__)
+    trees = [ast.parse(python_source(cell)) for cell in code_cells(read(path))]
+    aliases = {"musicgen_edu"}  # names bound to the package anywhere in the notebook
+    for i, tree in enumerate(trees):
+        where = f"code cell {i}"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("musicgen_edu."), \
+                        f"{where} imports the submodule {alias.name}; use `import musicgen_edu as mg`"
+                    if alias.name == "musicgen_edu":
+                        aliases.add(alias.asname or alias.name)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("musicgen_edu"):
+                assert node.module == "musicgen_edu", \
+                    f"{where} imports from the submodule {node.module}; use the flat API"
+                for alias in node.names:
+                    assert alias.name in public, f"{where} imports {alias.name}, not in mg.__all__"
+    for i, (cell, tree) in enumerate(zip(code_cells(read(path)), trees)):
+        where = f"code cell {i}"
+        assert not PRIVATE_ATTR.search(cell.source), f"{where} uses a private name"
+        assert not PRIVATE_FROM.search(cell.source), f"{where} imports a private name"
+        for node in ast.walk(tree):  # mg.<name>: only names in __all__ (no submodules, no _x)
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases):
+                assert node.attr in public, \
+                    f"{where} uses {node.value.id}.{node.attr}, which is not in mg.__all__"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lecture_ids(NOTEBOOKS))
+def test_title_summary_and_exercises(path):
+    markdown = [c.source for c in read(path).cells if c.cell_type == "markdown"]
+    assert markdown and markdown[0].lstrip().startswith("# "), "the first cell is the title"
+    assert any(re.search(r"by the end you will", m, re.I) for m in markdown), "no goal paragraph"
+    headings = [line.strip() for m in markdown for line in m.splitlines()]
+    for section in ("## Summary", "## Exercises"):
+        assert section in headings, f"missing a {section!r} heading (rule 11)"
