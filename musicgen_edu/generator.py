@@ -231,59 +231,56 @@ class MusicGenerator:
         check_range("num_samples", num_samples, 1, None)
         return self.generate([None] * int(num_samples), **kwargs)
 
-    def generate_continuation(self, audio, sample_rate: int, prompts=None, **kwargs) -> Generation:
-        """Continue an audio prompt ``[T]``, ``[C, T]`` or ``[B, C, T]``.
+    def generate_continuation(self, audio, sample_rate: int, prompts=None, *, negative_prompt=None,
+                              seeds=None, progress=None, callback=None, **settings) -> Generation:
+        """Continue an audio prompt ``[T]``, ``[C, T]`` or ``[B, C, T]`` (any sample rate).
 
         ``duration`` is the total length of the result, prompt included (as in audiocraft); the
-        result's first frames are the prompt's own EnCodec tokens.
+        result's first frames are the prompt's own EnCodec tokens. Other arguments as in
+        :meth:`generate`; ``prompts=None`` continues without text.
         """
         wav = self._as_batch(audio, sample_rate, "audio prompt")
-        if prompts is None:
-            prompts = [None] * wav.shape[0]
-        settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in
-                    ("negative_prompt", "seeds", "progress", "callback")}
-        job = self._prepare(prompts, kwargs.pop("negative_prompt", None), kwargs.pop("seeds", None),
-                            settings)
-        if wav.shape[0] != len(job.prompts):
-            raise ConfigError(f"got {wav.shape[0]} audio prompts for {len(job.prompts)} text "
-                              "prompts; pass one audio prompt per text prompt (or one for all).")
+        job = self._prepare([None] * wav.shape[0] if prompts is None else prompts,
+                            negative_prompt, seeds, settings)
+        wav = self._match_batch(wav, job, "audio prompts")
         tokens = self.backend.encode_audio(wav)        # [B, K, P]
-        if tokens.shape[-1] >= job.total_frames:
+        window = int(self.max_duration * self.model.frame_rate)
+        if not tokens.shape[-1] < min(job.total_frames, window):
             raise ConfigError(f"the audio prompt lasts {wav.shape[-1] / self.sample_rate:.2f} s but "
                               f"duration={job.config.duration} s; duration is the total length, so "
-                              "it must be longer than the prompt.")
+                              f"it must be longer than the prompt (and the prompt shorter than the "
+                              f"{self.max_duration} s window).")
         job.prompt_tokens = tokens
-        return self._complete(job, kwargs.get("progress"), kwargs.get("callback"))
+        return self._complete(job, progress, callback)
 
-    def generate_with_melody(self, prompts, melody, sample_rate: int, **kwargs) -> Generation:
-        """Text + melody conditioning (melody models only): the chroma of ``melody`` guides pitch."""
+    def generate_with_melody(self, prompts, melody, sample_rate: int, *, negative_prompt=None,
+                             seeds=None, progress=None, callback=None, **settings) -> Generation:
+        """Text + melody conditioning (melody models only): the chroma of ``melody`` guides pitch.
+
+        ``melody`` is ``[T]``, ``[C, T]`` or ``[B, C, T]`` at any rate; other arguments as in
+        :meth:`generate`. Past 30 s the melody is followed window by window.
+        """
         from .chroma import chroma_features
 
         if not self.model.is_melody:
             raise GenerationError(f"{self.model.name!r} has no melody conditioning; load "
                                   "'facebook/musicgen-melody' (or 'debug-melody' offline).")
         wav = self._as_batch(melody, sample_rate, "melody")
-        settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in
-                    ("negative_prompt", "seeds", "progress", "callback")}
-        job = self._prepare(prompts, kwargs.pop("negative_prompt", None), kwargs.pop("seeds", None),
-                            settings)
-        if wav.shape[0] != len(job.prompts):
-            raise ConfigError(f"got {wav.shape[0]} melodies for {len(job.prompts)} prompts; pass "
-                              "one melody per prompt (or one for all).")
+        job = self._prepare(prompts, negative_prompt, seeds, settings)
+        wav = self._match_batch(wav, job, "melodies")
         job.chroma = chroma_features(wav, self.sample_rate)      # [B, frames, 12]
         job.chroma_rate = job.chroma.shape[1] / (wav.shape[-1] / self.sample_rate)
-        return self._complete(job, kwargs.get("progress"), kwargs.get("callback"))
+        return self._complete(job, progress, callback)
 
-    def stream(self, prompts, *, chunk_seconds: float = 1.0, progress: bool | None = None,
-               callback=None, **kwargs) -> Iterator[torch.Tensor]:
+    def stream(self, prompts, *, chunk_seconds: float = 1.0, negative_prompt=None, seeds=None,
+               progress: bool | None = None, callback=None, **settings) -> Iterator[torch.Tensor]:
         """Yield decoded audio ``[B, C, t]`` while decoding runs; the chunks add up to the clip.
 
         Each chunk is decoded from all tokens so far and holds back the last few frames, whose
         samples still depend on tokens not generated yet (EnCodec's convolutions look ahead).
         """
         check_range("chunk_seconds", chunk_seconds, 0, None, low_open=True)
-        job = self._prepare(prompts, kwargs.pop("negative_prompt", None),
-                            kwargs.pop("seeds", None), kwargs)
+        job = self._prepare(prompts, negative_prompt, seeds, settings)
         hop = self.sample_rate // self.model.frame_rate
         every = max(1, round(chunk_seconds * self.model.frame_rate))
         lookahead, emitted, last_decode = 4, 0, 0          # frames held back; samples sent
@@ -293,10 +290,10 @@ class MusicGenerator:
                 wav = self.backend.decode_audio(self._tokens_so_far(job, done)).cpu()
                 end = (done - lookahead) * hop
                 if end > emitted:
-                    yield wav[..., emitted:end]
+                    yield wav[..., emitted:end].clamp(-1, 1)
                     emitted = end
         wav = self.backend.decode_audio(torch.cat(job.finished, dim=-1)).cpu()
-        yield wav[..., emitted:]
+        yield wav[..., emitted:].clamp(-1, 1)
 
     # --- preparation ------------------------------------------------------------------------
     def _prepare(self, prompts, negative_prompt, seeds, settings) -> _Job:
@@ -336,6 +333,16 @@ class MusicGenerator:
             raise ConfigError(f"{name} has {len(value)} items for {n} prompts; give one per "
                               "prompt, or a single value for all.")
         return value
+
+    @staticmethod
+    def _match_batch(wav: torch.Tensor, job: _Job, what: str) -> torch.Tensor:
+        """One audio item per prompt; a single item is shared by all prompts."""
+        if wav.shape[0] == 1:
+            return wav.expand(len(job.prompts), -1, -1)
+        if wav.shape[0] != len(job.prompts):
+            raise ConfigError(f"got {wav.shape[0]} {what} for {len(job.prompts)} prompts; pass "
+                              "one per prompt, or one for all.")
+        return wav
 
     def _as_batch(self, audio, sample_rate: int, what: str) -> torch.Tensor:
         """Audio ``[T]``/``[C, T]``/``[B, C, T]`` at any rate -> ``[B, C, T]`` at the model's rate."""

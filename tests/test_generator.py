@@ -149,6 +149,14 @@ def test_continuation_resamples_and_checks_lengths(gen):
         gen.generate_continuation(np.full(800, np.nan), SR, duration=1.0)
 
 
+def test_one_audio_prompt_is_shared_and_counts_must_match(gen):
+    prompt = gen.generate("x", duration=0.2, seed=0).wav            # [1, 1, T]
+    out = gen.generate_continuation(prompt, SR, ["a", "b"], duration=0.4, seed=0)
+    assert torch.equal(out.tokens[0, :, :10], out.tokens[1, :, :10])
+    with pytest.raises(ConfigError, match="got 2 audio prompts for 3 prompts"):
+        gen.generate_continuation(prompt.repeat(2, 1, 1), SR, ["a", "b", "c"], duration=0.4)
+
+
 def test_long_form_matches_length_and_first_window(gen):
     gen.max_duration = 0.6  # a 30-frame window keeps the test fast; real models have 30 s
     try:
