@@ -1,0 +1,39 @@
+"""Checks for the lectures' exercises: each ``check_*`` says right or wrong, with a hint.
+
+A check returns a :class:`CheckResult`, which prints as one line in a notebook (and is
+truthy when the answer is right), so an exercise cell ends with e.g.
+``mg.exercises.check_frames(model, 8.0, my_answer)``. The solutions live in
+``notebooks/solutions/``; ``tests/test_exercises.py`` runs them so every check is proven to
+accept a right answer and to reject a wrong one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CheckResult", "result"]
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one exercise check."""
+
+    passed: bool        # True when the answer is right
+    message: str        # what was checked, and a hint when it is not right yet
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"{'✅ Correct' if self.passed else '❌ Not yet'}: {self.message}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        color = "#1a7f37" if self.passed else "#cf222e"
+        return f'<span style="color:{color}">{html.escape(repr(self))}</span>'
+
+
+def result(passed: bool, success: str, hint: str) -> CheckResult:
+    """Build a CheckResult: ``success`` if right, else ``hint`` (what to look at next)."""
+    return CheckResult(bool(passed), success if passed else hint)
