@@ -1,13 +1,17 @@
 # The two quick-start commands (README) and what they stand on.
 #   make demo   install musicgen_edu, generate first.wav with the offline debug model
 #   make test   install the dev extras, run every test (unit tier + notebook tier)
+#   make docs   build the docs site into site/ (strict: warnings are errors); docs-serve previews it
 PYTHON ?= python3
 # Installed only when no torch is importable: a local CPU wheel on our machines. On Colab
 # (torch present) nothing is replaced. Override e.g. TORCH_SPEC="torch --index-url ...".
 TORCH_SPEC ?= torch==2.13.0
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+SITE_DIR ?= site
+# mkdocs-material prints a banner about its end of life on every build; keep the log to warnings
+export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install install-dev demo test test-unit test-notebooks
+.PHONY: install install-dev install-docs demo test test-unit test-notebooks docs docs-serve
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
@@ -16,6 +20,10 @@ install:
 install-dev:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
 	$(PIP) -e ".[dev]"
+
+install-docs:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
+	$(PIP) -e ".[docs]"
 
 demo: install
 	$(PYTHON) -m musicgen_edu generate "calm lo-fi piano with soft drums" --model debug --duration 8 --seed 0 --output first.wav --overwrite
@@ -28,3 +36,11 @@ test-notebooks:
 
 test: install-dev
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax
+
+docs: install-docs
+	$(PYTHON) -m mkdocs build --strict --site-dir $(SITE_DIR)
+	@echo "open $(abspath $(SITE_DIR))/index.html"
+
+# http://127.0.0.1:8000 with live reload; warnings are shown, not fatal (`make docs` is strict)
+docs-serve: install-docs
+	$(PYTHON) -m mkdocs serve

@@ -16,13 +16,20 @@ from .audio import (crossfade, duration_seconds, fade_in, fade_out, load_audio, 
                     loudness_normalize, peak_normalize, play, plot_spectrogram, plot_waveform,
                     resample, save_audio, to_mono, to_stereo, trim_silence)
 from .chroma import chroma_features
+from .codec import (decode_tokens, decode_with_codebooks, encode_audio, plot_delay_pattern,
+                    plot_reconstruction, reconstruction_error)
+from .distributions import (entropy, filter_steps, first_step_logits, plot_distribution,
+                            plot_filter_steps, step_logits, token_diversity)
 from .errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
 from .generator import Generation, GenerationConfig, MusicGenerator
 from .models import (DEBUG_MODELS, HUB_MODELS, MusicGenModel, clear_model_cache, list_models,
                      load_model, resolve_device, resolve_dtype)
 from .patterns import build_delay_grid, codebook_delays, delay_pattern, undelay
+from .text import embed_prompts, prompt_similarity, tokenize_prompt
 from .sampling import (apply_temperature, classifier_free_guidance, process_logits, sample_tokens,
                        top_k_filter, top_p_filter)
+
+from . import exercises  # noqa: E402  (checks for the lectures' exercises: mg.exercises.check_*)
 
 __version__ = "0.1.0"
 
@@ -36,6 +43,16 @@ __all__ = [
     "delay_pattern", "build_delay_grid", "undelay", "codebook_delays",
     "classifier_free_guidance", "apply_temperature", "top_k_filter", "top_p_filter",
     "process_logits", "sample_tokens", "chroma_features",
+    # prompts and text conditioning (lecture 02)
+    "tokenize_prompt", "embed_prompts", "prompt_similarity",
+    # audio tokens (lecture 03)
+    "encode_audio", "decode_tokens", "decode_with_codebooks", "reconstruction_error",
+    "plot_delay_pattern", "plot_reconstruction",
+    # one decoding step's distribution (lecture 04)
+    "first_step_logits", "step_logits", "entropy", "filter_steps", "token_diversity",
+    "plot_distribution", "plot_filter_steps",
+    # exercise checks
+    "exercises",
     # audio
     "load_audio", "save_audio", "resample", "to_mono", "to_stereo", "peak_normalize",
     "loudness", "loudness_normalize", "fade_in", "fade_out", "crossfade", "trim_silence",

@@ -86,7 +86,7 @@ def info():
     from rich.table import Table
 
     from . import __version__
-    from .models import DEBUG_MODELS, HUB_MODELS, resolve_device, resolve_dtype
+    from .models import DEBUG_MODELS, HUB_MODELS, RANDOM_MODELS, resolve_device, resolve_dtype
 
     console = Console()
     dev = resolve_device("auto")
@@ -103,6 +103,9 @@ def info():
         models.add_column(col, no_wrap=(col == "name"))
     for name, (channels, melody) in DEBUG_MODELS.items():
         models.add_row(name, str(channels), str(melody), "~2M (random)", "nothing (offline)")
+    for name in RANDOM_MODELS:
+        size = HUB_MODELS[name.replace("random", "facebook/musicgen")][2]
+        models.add_row(name, "1", "False", f"{size}M (random)", "nothing (offline)")
     for name, (channels, melody, size) in HUB_MODELS.items():
         models.add_row(name, str(channels), str(melody), f"{size}M", "network once")
     console.print(models)

@@ -45,8 +45,10 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
     Args:
         name: the setting's name as the user wrote it, e.g. ``"top_p"``.
         value: the value to check; must be a real number (bool is refused).
-        low, high: inclusive bounds, or ``None`` for unbounded.
-        low_open, high_open: make that bound exclusive.
+        low: lower bound (inclusive unless ``low_open``), or ``None`` for unbounded.
+        high: upper bound (inclusive unless ``high_open``), or ``None`` for unbounded.
+        low_open: make the lower bound exclusive.
+        high_open: make the upper bound exclusive.
         hint: what to do next, appended to the message.
     """
     lo = "-inf" if low is None else f"{low}"

@@ -407,7 +407,7 @@ class MusicGenerator:
         max_delay = max(codebook_delays(self.model.num_codebooks, channels))
         grid = build_delay_grid(prompt, frames, self.model.special_token, channels)
         job.window = (grid, prompt.shape[-1], frames)
-        state = self.backend.start(cond)
+        state = self.backend.start(cond, max_len=grid.shape[-1])
         guided = len(cond) == 2 * batch
         feed = grid[:, :, : prompt.shape[-1] + 1]         # prefill: BOS column + prompt
         for col in range(prompt.shape[-1] + 1, grid.shape[-1]):

@@ -2,7 +2,7 @@
 
 A loaded model is a :class:`MusicGenModel`: the transformers module (the reference backend),
 its tokenizer and the facts the generator needs (sample rate, frame rate, codebooks, channels).
-Three sources, one result type, so every model goes through the same generation code:
+Four sources, one result type, so every model goes through the same generation code:
 
 * hub names (``facebook/musicgen-small`` ...) via ``from_pretrained`` (needs network once;
   cached in ``cache_dir`` or ``$MUSICGEN_CACHE_DIR``);
@@ -11,7 +11,10 @@ Three sources, one result type, so every model goes through the same generation 
   (T5 text encoder, 32 kHz EnCodec with 4 codebooks, 2-layer decoder) with random weights seeded
   deterministically, and a byte-level tokenizer that needs no files. They make noise-like
   music, but through exactly the code path of the real checkpoints (audiocraft's
-  ``get_pretrained('debug')`` plays the same role in its tests).
+  ``get_pretrained('debug')`` plays the same role in its tests);
+* ``random-small``, ``random-medium``, ``random-large``: the published architectures (t5-base,
+  EnCodec 32 kHz, the MusicGen decoders) with random weights, to profile and benchmark at the
+  real models' speed without downloading anything.
 
 Follows transformers ``models/musicgen/modeling_musicgen.py`` and the MusicGen model cards.
 """
@@ -29,7 +32,8 @@ import torch
 from .errors import ConfigError, ModelLoadError
 
 __all__ = ["MusicGenModel", "load_model", "list_models", "resolve_device", "resolve_dtype",
-           "clear_model_cache", "HUB_MODELS", "DEBUG_MODELS"]
+           "clear_model_cache", "build_offline_model", "HUB_MODELS", "DEBUG_MODELS",
+           "RANDOM_MODELS"]
 
 # name -> (audio_channels, melody?, parameters in millions) from the MusicGen model cards
 HUB_MODELS: dict[str, tuple[int, bool, int]] = {
@@ -44,6 +48,11 @@ HUB_MODELS: dict[str, tuple[int, bool, int]] = {
 }
 DEBUG_MODELS: dict[str, tuple[int, bool]] = {
     "debug": (1, False), "debug-stereo": (2, False), "debug-melody": (1, True)}
+# The real decoders' sizes (hidden, layers, heads, ffn) with random weights: for profiling and
+# benchmarks offline. They generate noise, at the real models' speed.
+RANDOM_MODELS: dict[str, tuple[int, int, int, int]] = {
+    "random-small": (1024, 24, 16, 4096), "random-medium": (1536, 48, 24, 6144),
+    "random-large": (2048, 48, 32, 8192)}
 
 
 @dataclass
@@ -58,7 +67,7 @@ class MusicGenModel:
     is_melody: bool = False         # accepts a melody (chroma) condition
     max_duration: float = 30.0      # seconds one window of the decoder was trained on
     load_seconds: float = 0.0       # wall time the load took (0 when reused from the cache)
-    source: str = "hub"             # "hub", "local" or "debug"
+    source: str = "hub"             # "hub", "local", "debug" or "random"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -139,34 +148,49 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None
     return _DTYPES[dtype]
 
 
-# --- offline debug models --------------------------------------------------------------------
+# --- offline models: tiny debug ones and the real architectures with random weights ---------
 
-def _debug_configs(audio_channels: int, melody: bool):
+def _offline_configs(name: str):
+    """T5, EnCodec and decoder configs of an offline model (see DEBUG_MODELS, RANDOM_MODELS)."""
     from transformers import EncodecConfig, T5Config
 
-    text = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
-    codec = EncodecConfig(  # 32 kHz, hop 640 -> 50 frames/s, 4 codebooks of 2048 like MusicGen's
-        sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048,
-        num_filters=8, hidden_size=32, codebook_dim=32, num_residual_layers=1,
-        target_bandwidths=[2.2], normalize=False, use_causal_conv=False, compress=2,
-        num_lstm_layers=1)
-    decoder = dict(vocab_size=2048, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   ffn_dim=128, num_codebooks=4 * audio_channels, max_position_embeddings=2048,
-                   pad_token_id=2048, bos_token_id=2048, audio_channels=audio_channels,
-                   initializer_factor=0.2)  # 10x transformers' default, so prompts visibly matter
+    if name in DEBUG_MODELS:
+        channels = DEBUG_MODELS[name][0]
+        text = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+        codec = EncodecConfig(  # 32 kHz, hop 640 -> 50 frames/s, 4 codebooks of 2048 like MusicGen
+            sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4],
+            codebook_size=2048, num_filters=8, hidden_size=32, codebook_dim=32,
+            num_residual_layers=1, target_bandwidths=[2.2], normalize=False,
+            use_causal_conv=False, compress=2, num_lstm_layers=1)
+        decoder = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128,
+                       initializer_factor=0.2)  # 10x transformers' default: prompts visibly matter
+    else:  # the published configs: t5-base, facebook/encodec_32khz, the MusicGen decoder
+        channels = 1
+        dim, layers, heads, ffn = RANDOM_MODELS[name]
+        text = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
+                        num_heads=12)
+        codec = EncodecConfig(
+            sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4],
+            codebook_size=2048, num_filters=64, hidden_size=128, codebook_dim=128,
+            num_residual_layers=1, target_bandwidths=[2.2], normalize=False,
+            use_causal_conv=False, compress=2, num_lstm_layers=2)
+        decoder = dict(hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads,
+                       ffn_dim=ffn)
+    decoder.update(vocab_size=2048, num_codebooks=4 * channels, max_position_embeddings=2048,
+                   pad_token_id=2048, bos_token_id=2048, audio_channels=channels)
     return text, codec, decoder
 
 
-def build_debug_model(name: str = "debug", seed: int = 0):
-    """Build a tiny random MusicGen (and tokenizer) offline; same seed -> same weights."""
+def build_offline_model(name: str = "debug", seed: int = 0):
+    """Build an offline model (and a byte tokenizer that needs no files); same seed -> same weights."""
     import logging
 
     from transformers import (ByT5Tokenizer, MusicgenConfig, MusicgenDecoderConfig,
                               MusicgenForConditionalGeneration, MusicgenMelodyConfig,
                               MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration)
 
-    channels, melody = DEBUG_MODELS[name]
-    text, codec, decoder = _debug_configs(channels, melody)
+    melody = DEBUG_MODELS.get(name, (1, False))[1]
+    text, codec, decoder = _offline_configs(name)
     tf_logger = logging.getLogger("transformers.configuration_utils")
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)  # the pad id 2048 = vocab size warning is expected
@@ -185,13 +209,40 @@ def build_debug_model(name: str = "debug", seed: int = 0):
     with fork:
         torch.manual_seed(seed)
         model = cls(config)
-        for layer in model.audio_encoder.quantizer.layers:  # EnCodec codebooks start as zeros;
-            codebook = layer.codebook                        # random ones make tokens audible
-            codebook.embed.normal_(std=16.0)
-            codebook.embed_avg.copy_(codebook.embed)
-            codebook.cluster_size.fill_(1.0)
-            codebook.inited.fill_(True)
+        _init_codebooks(model.audio_encoder)
     return model, ByT5Tokenizer()
+
+
+@torch.no_grad()
+def _init_codebooks(codec, latent_std: float = 256.0, seconds: float = 2.0) -> None:
+    """Give a random EnCodec usable codebooks, as EnCodec's training does with k-means init.
+
+    transformers starts codebooks at zero, so every frame would encode to token 0 and decode to
+    the same sound. Here the encoder's output is scaled to ``latent_std`` (a random decoder
+    barely reacts to small latents), then each residual codebook is filled with latent vectors
+    of a few test signals (noise, a chirp, a gated tone), so encoding is informative (hundreds
+    of distinct tokens) and different tokens decode to audibly different audio.
+    """
+    rate = codec.config.sampling_rate
+    t = torch.arange(int(seconds * rate)) / rate
+    signals = torch.stack([torch.randn(t.shape) * 0.3,
+                           torch.sin(2 * torch.pi * 220 * t * (1 + t)),
+                           torch.sign(torch.sin(2 * torch.pi * 3 * t)) * torch.sin(2 * torch.pi * 440 * t)])
+    latents = codec.encoder(signals[:, None])                            # [3, D, S]
+    last_conv = [m for m in codec.encoder.modules() if isinstance(m, torch.nn.Conv1d)][-1]
+    for param in last_conv.parameters():  # weight-norm g and v, bias: output scales by the factor
+        param.mul_(latent_std / latents.std())
+    residual = codec.encoder(signals[:, None]).transpose(1, 2).flatten(0, 1)  # [frames, D]
+    for layer in codec.quantizer.layers:                 # residual VQ: each layer codes what is left
+        codebook = layer.codebook
+        size = codebook.embed.shape[0]
+        picks = torch.randint(0, residual.shape[0], (size,))
+        jitter = 0.01 * residual.std() * torch.randn(size, residual.shape[1])
+        codebook.embed.copy_(residual[picks] + jitter)
+        codebook.embed_avg.copy_(codebook.embed)
+        codebook.cluster_size.fill_(1.0)
+        codebook.inited.fill_(True)
+        residual = residual - codebook.embed[torch.cdist(residual, codebook.embed).argmin(-1)]
 
 
 # --- hub and local checkpoints ---------------------------------------------------------------
@@ -251,8 +302,8 @@ _LOADED: dict[tuple[str, str, torch.dtype], MusicGenModel] = {}
 
 
 def list_models() -> list[str]:
-    """Names ``load_model`` knows: offline debug models first, then hub checkpoints."""
-    return [*DEBUG_MODELS, *HUB_MODELS]
+    """Names ``load_model`` knows: offline models first (debug, random), then hub checkpoints."""
+    return [*DEBUG_MODELS, *RANDOM_MODELS, *HUB_MODELS]
 
 
 def clear_model_cache() -> None:
@@ -265,7 +316,8 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
     """Load a MusicGen model, or reuse the one already loaded with the same name/device/dtype.
 
     Args:
-        name: ``"debug"``, ``"debug-stereo"``, ``"debug-melody"``, a hub id such as
+        name: ``"debug"``, ``"debug-stereo"``, ``"debug-melody"``, ``"random-small"`` (real
+            architecture, random weights; also medium/large), a hub id such as
             ``"facebook/musicgen-small"``, or a local folder saved with ``save_pretrained``.
         device: ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         dtype: ``"auto"`` (bf16/fp16 on GPU, fp32 otherwise), ``"float32"``, ``"float16"``,
@@ -286,11 +338,12 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
         return _LOADED[key]
     cache_dir = cache_dir or os.environ.get("MUSICGEN_CACHE_DIR") or None
     start = time.perf_counter()
-    if name in DEBUG_MODELS:
-        model, tokenizer = build_debug_model(name)
-        melody, source = DEBUG_MODELS[name][1], "debug"
-    elif name.startswith("debug"):
-        raise ModelLoadError(f"unknown debug model {name!r}; choose one of {list(DEBUG_MODELS)}.")
+    if name in DEBUG_MODELS or name in RANDOM_MODELS:
+        model, tokenizer = build_offline_model(name)
+        melody, source = DEBUG_MODELS.get(name, (1, False))[1], name.split("-")[0]
+    elif name.startswith(("debug", "random")):
+        raise ModelLoadError(f"unknown offline model {name!r}; choose one of "
+                             f"{[*DEBUG_MODELS, *RANDOM_MODELS]}.")
     else:
         model, tokenizer, melody, source = _load_pretrained(name, cache_dir, torch_dtype)
     model.eval().to(dev)

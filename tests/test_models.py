@@ -7,7 +7,7 @@ import torch
 
 import musicgen_edu as mg
 from musicgen_edu import ConfigError, ModelLoadError
-from musicgen_edu.models import build_debug_model
+from musicgen_edu.models import build_offline_model
 
 
 @pytest.mark.parametrize("name,channels,k,melody", [
@@ -29,9 +29,9 @@ def test_debug_weights_are_deterministic_and_leave_the_rng_alone():
     torch.manual_seed(1)
     expected = torch.rand(2)
     torch.manual_seed(1)
-    a, _ = build_debug_model("debug")
+    a, _ = build_offline_model("debug")
     assert torch.equal(torch.rand(2), expected)
-    b, _ = build_debug_model("debug")
+    b, _ = build_offline_model("debug")
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(pa, pb), name
 
@@ -81,6 +81,8 @@ def test_hub_model_offline_fails_fast_with_a_teaching_message(monkeypatch, tmp_p
 
 
 def test_unknown_names():
+    with pytest.raises(ModelLoadError, match="random-tiny"):
+        mg.load_model("random-tiny")
     with pytest.raises(ModelLoadError, match="debug-huge"):
         mg.load_model("debug-huge")
     with pytest.raises(ConfigError, match="non-empty string"):
@@ -104,7 +106,18 @@ def test_devices_and_dtypes():
 def test_list_models_names_every_checkpoint():
     names = mg.list_models()
     assert names[:3] == ["debug", "debug-stereo", "debug-melody"]
-    assert "facebook/musicgen-stereo-melody" in names and len(names) == 11
+    assert names[3:6] == ["random-small", "random-medium", "random-large"]
+    assert "facebook/musicgen-stereo-melody" in names and len(names) == 14
+
+
+def test_random_small_has_the_published_architecture():
+    model = mg.load_model("random-small", device="cpu")
+    decoder = model.config.decoder
+    assert (decoder.hidden_size, decoder.num_hidden_layers, decoder.num_attention_heads,
+            decoder.ffn_dim) == (1024, 24, 16, 4096)
+    assert model.config.text_encoder.d_model == 768 and model.num_codebooks == 4
+    assert 400e6 < model.num_parameters() < 700e6  # decoder ~420M incl. heads + t5-base ~110M
+    assert model.source == "random"
 
 
 @pytest.mark.hub

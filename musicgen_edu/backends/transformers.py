@@ -107,8 +107,12 @@ class TransformersBackend:
         return states[:, : cfg.chroma_length]
 
     # --- decoding -------------------------------------------------------------------------
-    def start(self, cond: Conditioning) -> DecoderState:
-        """A fresh decoder state (empty KV cache) for ``len(cond)`` rows."""
+    def start(self, cond: Conditioning, max_len: int | None = None) -> DecoderState:
+        """A fresh decoder state (empty KV cache) for ``len(cond)`` rows.
+
+        ``max_len`` (decoder positions the generation will use) lets backends with a static
+        cache preallocate it; transformers' cache grows by itself and ignores it.
+        """
         return DecoderState(cond=cond)
 
     @torch.no_grad()

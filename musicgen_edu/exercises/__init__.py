@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CheckResult", "result"]
+__all__ = ["CheckResult", "result"]  # + every lecture's check_* (added below)
 
 
 @dataclass
@@ -37,3 +37,16 @@ class CheckResult:
 def result(passed: bool, success: str, hint: str) -> CheckResult:
     """Build a CheckResult: ``success`` if right, else ``hint`` (what to look at next)."""
     return CheckResult(bool(passed), success if passed else hint)
+
+
+# Each lecture's checks (imported last: they use ``result`` from this module).
+from .lecture01 import *  # noqa: E402,F401,F403
+from .lecture01 import __all__ as _l01  # noqa: E402
+from .lecture02 import *  # noqa: E402,F401,F403
+from .lecture02 import __all__ as _l02  # noqa: E402
+from .lecture03 import *  # noqa: E402,F401,F403
+from .lecture03 import __all__ as _l03  # noqa: E402
+from .lecture04 import *  # noqa: E402,F401,F403
+from .lecture04 import __all__ as _l04  # noqa: E402
+
+__all__ += [*_l01, *_l02, *_l03, *_l04]
