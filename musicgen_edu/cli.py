@@ -50,6 +50,7 @@ def generate(
     negative_prompt: Optional[str] = typer.Option(None, "--negative", help="Steer away from this text."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
@@ -64,7 +65,7 @@ def generate(
     if existing and not overwrite:  # refuse before spending minutes on generation
         _fail(f"{', '.join(existing)} already exist(s); pass --overwrite or choose another --output.")
     try:
-        gen = MusicGenerator(model, device=device, dtype=dtype, progress=progress)
+        gen = MusicGenerator(model, device=device, dtype=dtype, backend=backend, progress=progress)
         result = gen.generate(prompts, duration=duration, seed=seed, top_k=top_k, top_p=top_p,
                               temperature=temperature, guidance_scale=guidance_scale,
                               negative_prompt=negative_prompt)

@@ -6,11 +6,13 @@ Hugging Face modules; faster backends (a native decoder, audiocraft) plug in wit
 five methods: ``encode_text``, ``start``, ``step``, ``encode_audio``, ``decode_audio``.
 """
 
+from .native import NativeBackend
 from .transformers import Conditioning, DecoderState, TransformersBackend
 
-__all__ = ["Conditioning", "DecoderState", "TransformersBackend", "get_backend"]
+__all__ = ["Conditioning", "DecoderState", "TransformersBackend", "NativeBackend", "get_backend"]
 
-BACKENDS = {"transformers": TransformersBackend}
+BACKENDS = {"transformers": TransformersBackend, "native": NativeBackend,
+            "native-int8": lambda model: NativeBackend(model, int8=True)}
 
 
 def get_backend(name: str, model):

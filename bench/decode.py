@@ -1,0 +1,214 @@
+"""Side-by-side decoding benchmark: transformers `generate` vs the native decoder.
+
+Runs in ONE process on the same random weights of the real MusicGen architecture
+(``random-small``; ``--model random-medium`` if memory allows), classifier-free guidance on,
+sampling with top-k 250, and reports for each implementation and precision: decoder steps/s,
+real-time factor (wall time / audio seconds, text to waveform), peak memory, the speed ratio to
+transformers fp32 in the same run, and how far reduced precision moves the result (token
+agreement and waveform SNR against the same implementation in fp32, same seed). Also the
+time to first audio of ``MusicGenerator.stream`` on both backends.
+
+    python bench/decode.py                       # CPU defaults: batch 1 and 8, 10 s
+    python bench/decode.py --durations 10 30     # the GPU set-up (run with PYTHONPATH=.)
+
+Writes ``bench/results/decode_<machine>.csv`` and ``.md``. Time nothing else meanwhile: on a
+2-core machine a second process halves the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+import musicgen_edu as mg
+
+PROMPT = "80s synth pop with a driving bass line"
+
+
+def machine_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name().replace(" ", "-")
+    cpu = "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}-{torch.get_num_threads()}threads".replace(" ", "-")
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
+
+
+def reset_peak():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def run_transformers(model, batch, frames, seed):
+    """transformers' own `generate` (the reference): returns (wav [B, C, T], tokens, seconds)."""
+    net, captured = model.model, []
+    decode = net.audio_encoder.decode
+
+    def record(codes, *args, **kwargs):
+        captured.append(codes)
+        return decode(codes, *args, **kwargs)
+
+    inputs = model.tokenizer([PROMPT] * batch, padding=True, return_tensors="pt").to(model.device)
+    net.audio_encoder.decode = record
+    try:
+        torch.manual_seed(seed)
+        sync()
+        start = time.perf_counter()
+        wav = net.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0,
+                           max_new_tokens=frames + model.num_codebooks - 1)
+        sync()
+        seconds = time.perf_counter() - start
+    finally:
+        net.audio_encoder.decode = decode
+    return wav.float().cpu(), captured[0][0].cpu(), seconds
+
+
+GENERATORS: dict = {}
+
+
+def run_ours(model, backend, batch, frames, seed):
+    key = (id(model), backend)  # build a backend once (int8 quantisation is not free)
+    if key not in GENERATORS:
+        GENERATORS[key] = mg.MusicGenerator(model, backend=backend, progress=False)
+    gen = GENERATORS[key]
+    sync()
+    start = time.perf_counter()
+    out = gen.generate([PROMPT] * batch, duration=frames / model.frame_rate, seed=seed)
+    sync()
+    run_ours.loop_steps_per_s = out.timings["steps_per_s"]
+    return out.wav, out.tokens, time.perf_counter() - start
+
+
+def first_audio_seconds(model, backend, frames) -> float:
+    gen = GENERATORS.get((id(model), backend)) or mg.MusicGenerator(model, backend=backend,
+                                                                    progress=False)
+    start = time.perf_counter()
+    next(iter(gen.stream(PROMPT, duration=frames / model.frame_rate, seed=0, chunk_seconds=1.0)))
+    sync()
+    return time.perf_counter() - start
+
+
+def snr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    noise = (ref - test).pow(2).mean()
+    return float(10 * torch.log10(ref.pow(2).mean() / noise.clamp_min(1e-20)))
+
+
+def markdown(table) -> str:
+    """A pipe table (no extra dependency)."""
+    cols = list(table.columns)
+    cells = [["" if v != v or v is None else str(v) for v in row] for row in table.itertuples(index=False)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="random-small")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--durations", type=float, nargs="+", default=[10.0])
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--impls", nargs="+", default=["transformers", "native", "native-int8"],
+                        help="transformers = HF generate; ours-transformers = our loop on HF "
+                             "modules; native-int8 runs in reduced precisions only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    import pandas as pd
+
+    machine, rows, reference = machine_name(), [], {}
+    print(f"machine: {machine} | torch {torch.__version__} | model {args.model}")
+    for precision in args.precisions:
+        model = mg.load_model(args.model, dtype=precision)
+        for impl in args.impls:
+            if impl == "native-int8" and precision == "float32":
+                continue  # int8 weights with fp32 activations have no fast kernel: not a use case
+            runner = (lambda b, f: run_transformers(model, b, f, args.seed)) if impl == "transformers" \
+                else (lambda b, f, be=impl.replace("ours-", ""): run_ours(model, be, b, f, args.seed))
+            runner(1, 8)  # warm-up: kernels, allocator, lazy init
+            for batch in args.batches:
+                for duration in args.durations:
+                    frames = round(duration * model.frame_rate)
+                    reset_peak()
+                    wav, tokens, seconds = runner(batch, frames)
+                    steps = frames + model.num_codebooks - 1
+                    row = dict(machine=machine, impl=impl, precision=precision, batch=batch,
+                               duration_s=duration, steps=steps, seconds=round(seconds, 3),
+                               steps_per_s=round(steps / seconds, 2),
+                               rtf=round(seconds / duration, 3),
+                               peak_mem_mb=round(peak_memory_mb()))
+                    if impl != "transformers":  # decoder loop alone (no T5, no EnCodec)
+                        row["loop_steps_per_s"] = round(run_ours.loop_steps_per_s, 2)
+                    key = (impl, batch, duration)
+                    if precision == "float32":
+                        reference[key] = (wav, tokens)
+                    elif impl == "native-int8":
+                        key = ("native", batch, duration)
+                    if precision != "float32" and key in reference:  # same seed, lower precision
+                        ref_wav, ref_tokens = reference[key]
+                        row["token_agreement"] = round(float((tokens == ref_tokens).float().mean()), 3)
+                        row["snr_db_vs_fp32"] = round(snr_db(ref_wav, wav), 1)
+                    rows.append(row)
+                    print(row, flush=True)
+        for impl in ("transformers", "native"):
+            rows.append(dict(machine=machine, impl=f"stream:{impl}", precision=precision, batch=1,
+                             duration_s=args.durations[0],
+                             first_audio_s=round(first_audio_seconds(model, impl, round(
+                                 args.durations[0] * model.frame_rate)), 3)))
+            print(rows[-1], flush=True)
+        mg.clear_model_cache()
+        GENERATORS.clear()
+        del model
+        gc.collect()
+    table = pd.DataFrame(rows)
+    base = table[(table.impl == "transformers") & (table.precision == "float32")]
+    speed = {(r.batch, r.duration_s): r.steps_per_s for r in base.itertuples()}
+    table["x_vs_transformers_fp32"] = [
+        round(r.steps_per_s / speed[(r.batch, r.duration_s)], 2)
+        if isinstance(r.steps_per_s, float) and (r.batch, r.duration_s) in speed else None
+        for r in table.itertuples()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"decode_{machine}"
+    table.to_csv(stem.with_suffix(".csv"), index=False)
+    header = (f"# Decoding benchmark: {args.model}, CFG 3, top-k 250\n\nMachine: `{machine}`, "
+              f"torch {torch.__version__}, python {platform.python_version()}, run "
+              f"{time.strftime('%Y-%m-%d')}. Generated by `python bench/decode.py "
+              f"--batches {' '.join(map(str, args.batches))} --durations "
+              f"{' '.join(map(str, args.durations))}`.\n\n"
+              "Columns: `steps_per_s` and `rtf` are end to end (text encoding, decoder loop, "
+              "EnCodec decode); `loop_steps_per_s` is our decoder loop alone; "
+              "`x_vs_transformers_fp32` compares end-to-end steps/s with transformers' "
+              "`generate` in fp32 in the same run; `token_agreement` / `snr_db_vs_fp32` compare "
+              "the same seed with the same implementation in fp32 (int8: with native fp32); "
+              "`peak_mem_mb` is CUDA max allocated on a GPU and the process's peak RSS so far "
+              "on a CPU; `first_audio_s` is the time to the first chunk of `stream()`.\n\n")
+    stem.with_suffix(".md").write_text(header + markdown(table) + "\n")
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The native decoder equals transformers: logits, greedy and sampled tokens, every mode."""
+
+import pytest
+import torch
+
+import musicgen_edu as mg
+from musicgen_edu.backends import NativeBackend, TransformersBackend
+
+
+def _logits_both(model, prompts, steps, prefill=5, seed=0):
+    """Feed the same random token columns to both backends; yield their logits per call."""
+    ref, nat = TransformersBackend(model), NativeBackend(model)
+    cond = ref.encode_text(prompts)
+    total = prefill + steps
+    s_ref, s_nat = ref.start(cond, total), nat.start(cond, total)
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 2048, (len(prompts), model.num_codebooks, total), generator=gen)
+    yield ref.step(tokens[..., :prefill], s_ref), nat.step(tokens[..., :prefill], s_nat)
+    for t in range(prefill, total):
+        yield ref.step(tokens[..., t: t + 1], s_ref), nat.step(tokens[..., t: t + 1], s_nat)
+
+
+@pytest.mark.parametrize("name", ["debug", "debug-stereo", "debug-melody"])
+def test_logits_equal_transformers_on_debug_models(name):
+    model = mg.load_model(name, device="cpu")
+    for a, b in _logits_both(model, ["lo-fi piano", None, "a much longer prompt, padded"], 30):
+        assert a.shape == b.shape == (3, model.num_codebooks, 2048)
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_logits_equal_transformers_on_the_musicgen_small_architecture():
+    model = mg.load_model("random-small", device="cpu")
+    checked = 0
+    for i, (a, b) in enumerate(_logits_both(model, ["80s synth pop", None], 12, prefill=4)):
+        if i in (0, 1, 6, 12):  # prefill, first step, a filled cache, the last step
+            torch.testing.assert_close(b, a, atol=2e-4, rtol=2e-4)
+            checked += 1
+    assert checked == 4
+
+
+@pytest.mark.parametrize("name", ["debug", "debug-stereo", "debug-melody"])
+def test_greedy_tokens_equal_for_200_steps(name):
+    model = mg.load_model(name, device="cpu")
+    kwargs = dict(duration=200 / 50, use_sampling=False, progress=False)
+    ref = mg.MusicGenerator(model, backend="transformers").generate(["jazz", "rock"], **kwargs)
+    nat = mg.MusicGenerator(model, backend="native").generate(["jazz", "rock"], **kwargs)
+    assert nat.tokens.shape[-1] == 200 and torch.equal(nat.tokens, ref.tokens)
+
+
+@pytest.fixture(scope="module")
+def reference(gen):
+    """The transformers backend on the same model as ``gen`` (which defaults to native)."""
+    assert gen.backend.name == "native"
+    return mg.MusicGenerator(gen.model, backend="transformers", progress=False)
+
+
+def test_sampled_tokens_equal_under_the_same_seed(gen, reference):
+    """Both backends share the sampler and its per-item generators, so the RNG consumption is
+    identical by construction; equal logits then give equal tokens."""
+    native, gen = gen, reference
+    for kwargs in (dict(seed=4), dict(seed=9, top_k=0, top_p=0.9, temperature=0.8),
+                   dict(seed=1, negative_prompt="drums")):
+        a = gen.generate(["x", "y"], duration=1.0, **kwargs)
+        b = native.generate(["x", "y"], duration=1.0, **kwargs)
+        assert torch.equal(a.tokens, b.tokens), kwargs
+
+
+def test_every_mode_runs_on_native(gen, reference):
+    native, gen = gen, reference
+    prompt = native.generate("x", duration=0.4, seed=0)
+    cont = native.generate_continuation(prompt.wav, 32000, "x", duration=0.8, seed=1)
+    ref = gen.generate_continuation(prompt.wav, 32000, "x", duration=0.8, seed=1)
+    assert torch.equal(cont.tokens, ref.tokens)
+    native.max_duration = gen.max_duration = 0.6
+    try:
+        long_n = native.generate("x", duration=1.3, seed=2, extend_stride=0.4)
+        long_t = gen.generate("x", duration=1.3, seed=2, extend_stride=0.4)
+    finally:
+        native.max_duration = gen.max_duration = 30.0
+    assert torch.equal(long_n.tokens, long_t.tokens)
+    chunks = list(native.stream("x", duration=1.0, seed=3, chunk_seconds=0.3))
+    torch.testing.assert_close(torch.cat(chunks, -1), gen.generate("x", duration=1.0, seed=3).wav,
+                               atol=1e-5, rtol=0)
+
+
+def test_weights_are_shared_not_copied():
+    model = mg.load_model("debug", device="cpu")
+    native = NativeBackend(model).decoder
+    hf = model.model.decoder
+    assert native.layers[0].fc1.weight is hf.model.decoder.layers[0].fc1.weight
+    assert native.lm_heads[3].weight is hf.lm_heads[3].weight
+    assert native.embed_tokens[0].weight.data_ptr() == hf.model.decoder.embed_tokens[0].weight.data_ptr()
+
+
+def test_bfloat16_logits_stay_close_to_float32():
+    fp32 = mg.load_model("random-small", device="cpu")
+    bf16 = mg.load_model("random-small", device="cpu", dtype="bfloat16")
+    cond32 = NativeBackend(fp32).encode_text(["ambient pads"])
+    a_be, b_be = NativeBackend(fp32), NativeBackend(bf16)
+    cond16 = b_be.encode_text(["ambient pads"])
+    tokens = torch.randint(0, 2048, (1, 4, 8), generator=torch.Generator().manual_seed(0))
+    a = a_be.step(tokens, a_be.start(cond32, 8))
+    b = b_be.step(tokens, b_be.start(cond16, 8))
+    err = (a - b).abs().max() / a.abs().max()
+    assert err < 0.05, f"bf16 relative logit error {err:.3f}"
+    agree = (a.argmax(-1) == b.argmax(-1)).float().mean()
+    assert agree >= 0.75
+
+
+def test_int8_weights_bound_the_logit_error_and_keep_most_tokens():
+    model = mg.load_model("random-small", device="cpu", dtype="bfloat16")
+    exact, int8 = NativeBackend(model), NativeBackend(model, int8=True)
+    assert int8.name == "native-int8" and exact.name == "native"
+    assert isinstance(int8.decoder.layers[0].fc1, __import__("musicgen_edu.backends.native",
+                                                             fromlist=["Int8Linear"]).Int8Linear)
+    assert model.model.decoder.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16  # untouched
+    cond = exact.encode_text(["ambient pads", None])
+    tokens = torch.randint(0, 2048, (2, 4, 6), generator=torch.Generator().manual_seed(1))
+    a = exact.step(tokens, exact.start(cond, 6))
+    b = int8.step(tokens, int8.start(cond, 6))
+    err = (a - b).abs().max() / a.abs().max()
+    assert err < 0.08, f"int8 relative logit error {err:.3f}"
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.75
+
+
+def test_backend_choice_is_validated(gen):
+    with pytest.raises(mg.ConfigError, match="backend='fast'"):
+        mg.MusicGenerator(gen.model, backend="fast")
