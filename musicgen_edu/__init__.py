@@ -15,6 +15,7 @@ libraries, plotting and IPython load when first used.
 from .audio import (crossfade, duration_seconds, fade_in, fade_out, load_audio, loudness,
                     loudness_normalize, peak_normalize, play, plot_spectrogram, plot_waveform,
                     resample, save_audio, to_mono, to_stereo, trim_silence)
+from .batch import BatchRunner, grid, load_rows, read_manifest, run_batch
 from .chroma import chroma_features
 from .codec import (decode_tokens, decode_with_codebooks, encode_audio, plot_delay_pattern,
                     plot_reconstruction, reconstruction_error)
@@ -25,6 +26,8 @@ from .generator import Generation, GenerationConfig, MusicGenerator
 from .models import (DEBUG_MODELS, HUB_MODELS, MusicGenModel, clear_model_cache, list_models,
                      load_model, resolve_device, resolve_dtype)
 from .patterns import build_delay_grid, codebook_delays, delay_pattern, undelay
+from .prompt import (PromptEngineer, PromptReport, PromptSettings, clean_prompt, load_vocabulary,
+                     prompt_report)
 from .text import embed_prompts, prompt_similarity, tokenize_prompt
 from .sampling import (apply_temperature, classifier_free_guidance, process_logits, sample_tokens,
                        top_k_filter, top_p_filter)
@@ -43,6 +46,11 @@ __all__ = [
     "delay_pattern", "build_delay_grid", "undelay", "codebook_delays",
     "classifier_free_guidance", "apply_temperature", "top_k_filter", "top_p_filter",
     "process_logits", "sample_tokens", "chroma_features",
+    # experiments (lecture 06)
+    "BatchRunner", "grid", "load_rows", "read_manifest", "run_batch",
+    # prompt engineering
+    "PromptEngineer", "PromptReport", "PromptSettings", "clean_prompt", "load_vocabulary",
+    "prompt_report",
     # prompts and text conditioning (lecture 02)
     "tokenize_prompt", "embed_prompts", "prompt_similarity",
     # audio tokens (lecture 03)

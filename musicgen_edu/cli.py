@@ -1,9 +1,9 @@
-"""The ``musicgen-edu`` command line (typer + rich): ``generate`` and ``info``.
+"""The ``musicgen-edu`` command line (typer + rich): ``generate``, ``prompt``, ``batch``, ``info``.
 
 A thin caller of :class:`~musicgen_edu.generator.MusicGenerator`: it validates nothing itself
 beyond paths, so the CLI and notebooks share one set of rules and error messages. Errors of
 the package print as one red paragraph (exit code 2), never as a traceback. Later issues add
-``batch``, ``prompt``, ``serve`` and ``bench`` commands here.
+``serve`` and ``bench`` commands here.
 """
 
 from __future__ import annotations
@@ -75,6 +75,63 @@ def generate(
     console.print(f"[green]{result.summary()}[/]", highlight=False)
     for path in paths:
         console.print(f"wrote [bold]{path.resolve()}[/]", highlight=False)
+
+
+@app.command()
+def batch(
+    source: Path = typer.Argument(..., help="CSV or JSONL of rows: prompt, duration, seed, ..."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the clips and manifest."),
+    model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
+    resume: bool = typer.Option(False, "--resume", help="Skip items already in the manifest."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate and replace files."),
+    max_batch_size: int = typer.Option(8, help="Largest batch (halved on out-of-memory)."),
+    executor: str = typer.Option("local", help="local, or ray (pip install musicgen-edu[ray])."),
+    workers: Optional[int] = typer.Option(None, help="Ray actors (default: one per GPU)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Generate every row of a table into a folder, with a manifest; resumable."""
+    from rich.console import Console
+
+    from .batch import run_batch
+
+    try:
+        table = run_batch(source, output, model=model, resume=resume, max_batch_size=max_batch_size,
+                          executor=executor, overwrite=overwrite, progress=progress,
+                          num_workers=workers, device=device, dtype=dtype, backend=backend)
+    except MusicGenEduError as err:
+        _fail(str(err))
+    console = Console()
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    resumed = int(table["resumed"].fillna(False).astype(bool).sum()) if "resumed" in table else 0
+    console.print(f"{len(table)} rows: {counts.get('ok', 0)} ok ({resumed} resumed), "
+                  f"{counts.get('invalid', 0)} invalid, {counts.get('failed', 0)} failed; "
+                  f"manifest in {Path(output).resolve()}", highlight=False)
+    for row in table[table["status"] != "ok"].itertuples():
+        console.print(f"[red]{row.error}[/]", highlight=False)
+    raise typer.Exit(code=0 if counts.get("ok", 0) == len(table) else 1)
+
+
+@app.command()
+def prompt(
+    text: str = typer.Argument(..., help="The prompt to check."),
+    improve: bool = typer.Option(False, "--improve", help="Also print an improved prompt."),
+    variations: int = typer.Option(0, "--variations", "-n", help="Also print N variations."),
+    seed: int = typer.Option(0, help="Seed for improvements and variations."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Count tokens with this model's tokenizer."),
+):
+    """Validate a prompt, show its facets, and optionally improve it or vary it."""
+    from .prompt import PromptEngineer, prompt_report
+
+    try:
+        print(prompt_report(text, improve=improve, variations=variations, seed=seed, model=model))
+        ok = PromptEngineer(model).validate(text).ok
+    except MusicGenEduError as err:
+        _fail(str(err))
+    raise typer.Exit(code=0 if ok else 1)
 
 
 @app.command()

@@ -221,7 +221,9 @@ def _init_codebooks(codec, latent_std: float = 256.0, seconds: float = 2.0) -> N
     the same sound. Here the encoder's output is scaled to ``latent_std`` (a random decoder
     barely reacts to small latents), then each residual codebook is filled with latent vectors
     of a few test signals (noise, a chirp, a gated tone), so encoding is informative (hundreds
-    of distinct tokens) and different tokens decode to audibly different audio.
+    of distinct tokens) and different tokens decode to measurably different audio (an
+    untrained decoder still makes every clip sound much alike: a debug model teaches the code
+    path, not the music).
     """
     rate = codec.config.sampling_rate
     t = torch.arange(int(seconds * rate)) / rate

@@ -67,3 +67,28 @@ def test_info_lists_versions_and_models():
     for fragment in ("torch", "transformers", "device (auto)", "debug-melody",
                      "facebook/musicgen-small"):
         assert fragment in result.output
+
+
+def test_prompt_command_reports_and_improves():
+    result = runner.invoke(app, ["prompt", "lo-fi hip hop with piano", "--improve",
+                                 "--variations", "2"])
+    assert result.exit_code == 0, result.output
+    assert "improved" in result.output and "lo-fi hip hop with piano" in result.output
+    bad = runner.invoke(app, ["prompt", "   "])
+    assert bad.exit_code == 1 and "whitespace" in bad.output
+    wrong = runner.invoke(app, ["prompt", "jazz", "--variations", "-3"])
+    assert wrong.exit_code == 2 and "-3" in wrong.output
+
+
+def test_batch_command_runs_and_resumes(tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,duration,seed\nlo-fi piano,0.3,1\ndrums,0.3,2\n,0.3,3\n")
+    out = tmp_path / "out"
+    args = ["batch", str(rows), "-o", str(out), "--no-progress", "--max-batch-size", "2"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 1, first.output            # one invalid row (empty prompt)
+    assert "2 ok" in first.output and "1 invalid" in first.output and "row 2" in first.output
+    assert sorted(p.suffix for p in out.iterdir() if p.suffix == ".wav") == [".wav", ".wav"]
+    again = runner.invoke(app, [*args, "--resume"])
+    assert "2 resumed" in again.output.replace("(", " ").replace(")", " ")
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
