@@ -23,6 +23,8 @@ from .distributions import (entropy, filter_steps, first_step_logits, plot_distr
                             plot_filter_steps, step_logits, token_diversity)
 from .errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
 from .generator import Generation, GenerationConfig, MusicGenerator
+from .metrics import *  # noqa: F401,F403  (profiling and evaluation; see metrics/__init__)
+from .metrics import __all__ as _metrics_all
 from .models import (DEBUG_MODELS, HUB_MODELS, MusicGenModel, clear_model_cache, list_models,
                      load_model, resolve_device, resolve_dtype)
 from .patterns import build_delay_grid, codebook_delays, delay_pattern, undelay
@@ -32,7 +34,7 @@ from .text import embed_prompts, prompt_similarity, tokenize_prompt
 from .sampling import (apply_temperature, classifier_free_guidance, process_logits, sample_tokens,
                        top_k_filter, top_p_filter)
 
-from . import exercises  # noqa: E402  (checks for the lectures' exercises: mg.exercises.check_*)
+from . import exercises, metrics  # noqa: E402  (checks for the lectures' exercises: mg.exercises.check_*)
 
 __version__ = "0.1.0"
 
@@ -59,6 +61,8 @@ __all__ = [
     # one decoding step's distribution (lecture 04)
     "first_step_logits", "step_logits", "entropy", "filter_steps", "token_diversity",
     "plot_distribution", "plot_filter_steps",
+    # latency profiling (lecture 05) and music evaluation (lecture 08)
+    *_metrics_all, "metrics",
     # exercise checks
     "exercises",
     # audio
