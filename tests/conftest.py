@@ -1,6 +1,8 @@
 """Shared fixtures: offline debug models, loaded once per test session."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -19,3 +21,23 @@ def gen():
 def any_gen(request):
     """One MusicGenerator per debug variant (mono, stereo, melody)."""
     return mg.MusicGenerator(request.param, device="cpu", progress=False)
+
+
+SOLUTIONS_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
+
+
+def load_solutions(lecture: str):
+    """Import ``notebooks/solutions/<lecture>_solutions.py`` (e.g. ``"01_first_generation"``)."""
+    path = SOLUTIONS_DIR / f"{lecture}_solutions.py"
+    spec = importlib.util.spec_from_file_location(f"solutions_{lecture}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def failed(check) -> bool:
+    """True when an exercise check rejected the answer with a message ("Not yet: ...")."""
+    from musicgen_edu.exercises import CheckResult
+
+    assert isinstance(check, CheckResult) and check.message
+    return not check.passed and "Not yet" in repr(check)

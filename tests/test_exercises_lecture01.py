@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,32 +9,17 @@ import pytest
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu.exercises import CheckResult
 from musicgen_edu.exercises.lecture01 import (check_decoder_steps, check_rtf, check_token_shape,
                                               check_wav_shape)
-
-SOLUTIONS = (Path(__file__).resolve().parents[1]
-             / "notebooks/solutions/01_first_generation_solutions.py")
+from conftest import failed, load_solutions
 
 
-def load_solutions():
-    spec = importlib.util.spec_from_file_location("lecture01_solutions", SOLUTIONS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sol = load_solutions()
+sol = load_solutions("01_first_generation")
 
 
 @pytest.fixture(scope="module", params=["debug", "debug-stereo"])
 def model(request):
     return mg.load_model(request.param, device="cpu")
-
-
-def failed(check: CheckResult) -> bool:
-    assert isinstance(check, CheckResult) and check.message
-    return not check.passed and "Not yet" in repr(check)
 
 
 @pytest.mark.parametrize("duration", [0.5, 1.0, 8.0, 30.0])

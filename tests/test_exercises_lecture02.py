@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 import musicgen_edu as mg
-from musicgen_edu.exercises import CheckResult
 from musicgen_edu.exercises.lecture02 import (check_cfg_rows, check_embedding_shape,
                                               check_num_text_tokens, check_padding)
+from conftest import failed, load_solutions
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks/solutions/02_prompts_solutions.py"
 PROMPTS = ["lo-fi", "calm lo-fi piano with soft drums", "epic orchestra"]
 
 
-def load_solutions():
-    spec = importlib.util.spec_from_file_location("lecture02_solutions", SOLUTIONS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sol = load_solutions()
+sol = load_solutions("02_prompts")
 
 
 @pytest.fixture(scope="module", params=["debug", "debug-stereo"])
 def model(request):
     return mg.load_model(request.param, device="cpu")
-
-
-def failed(check: CheckResult) -> bool:
-    assert isinstance(check, CheckResult) and check.message
-    return not check.passed and "Not yet" in repr(check)
 
 
 @pytest.mark.parametrize("prompt", ["lo-fi", "calm lo-fi piano", "café ☕"])

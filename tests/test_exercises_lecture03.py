@@ -1,8 +1,6 @@
 """Lecture 03's exercise checks: the solutions pass, plausible mistakes and None do not."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,17 +9,12 @@ import musicgen_edu as mg
 from musicgen_edu.exercises import CheckResult
 from musicgen_edu.exercises.lecture03 import (check_grid_columns, check_samples_per_frame,
                                               check_token_bitrate, check_undelay_function)
-
-SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / \
-    "03_audio_tokens_solutions.py"
+from conftest import load_solutions
 
 
 @pytest.fixture(scope="module")
 def solutions():
-    spec = importlib.util.spec_from_file_location("lecture03_solutions", SOLUTIONS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_solutions("03_audio_tokens")
 
 
 @pytest.fixture(scope="module", params=["debug", "debug-stereo"])

@@ -1,8 +1,5 @@
 """Lecture 04 exercise checks: the solutions pass, plausible wrong answers and None do not."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,17 +8,12 @@ from hypothesis import strategies as st
 from musicgen_edu.distributions import first_step_logits
 from musicgen_edu.exercises.lecture04 import (check_cfg_by_hand, check_greedy_token,
                                               check_nucleus_size, check_temperature_for_entropy)
-
-SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / \
-    "04_sampling_and_cfg_solutions.py"
+from conftest import load_solutions
 
 
 @pytest.fixture(scope="module")
 def sol():
-    spec = importlib.util.spec_from_file_location("solutions04", SOLUTIONS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_solutions("04_sampling_and_cfg")
 
 
 @pytest.fixture(scope="module")
