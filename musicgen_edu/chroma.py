@@ -19,21 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import AudioError, ConfigError, check_range
+from .errors import AudioError, check_int, check_range
 
 __all__ = ["ChromaConfig", "chroma_features", "null_chroma", "PITCH_CLASSES"]
 
 # Chroma bin order: bin 0 is C, bin 9 is A.
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
-
-def _check_int(name: str, value, hint: str = "Use a positive integer.") -> None:
-    """Raise ``ConfigError`` unless ``value`` is a whole number >= 1 (numpy ints accepted)."""
-    value = int(value) if isinstance(value, np.integer) else value
-    check_range(name, value, 1, hint=hint)  # refuses bools, non-numbers, NaN and values < 1
-    if not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r} "
-                          f"({type(value).__name__}). {hint}")
 
 
 @dataclass
@@ -53,7 +45,7 @@ class ChromaConfig:
     def __post_init__(self):
         for name in ("sample_rate", "n_fft", "hop_length", "n_chroma", "lowpass_filter_width",
                      "min_samples"):
-            _check_int(name, getattr(self, name))
+            check_int(name, getattr(self, name), 1)
         if self.chunk_length is not None:
             check_range("chunk_length", self.chunk_length, 0, low_open=True,
                         hint="Use seconds > 0, or None to keep the whole input.")
@@ -139,7 +131,7 @@ def chroma_features(wav, sample_rate: int, config: ChromaConfig | None = None) -
         ConfigError: ``sample_rate`` is not a positive integer.
     """
     cfg = config or ChromaConfig()
-    _check_int("sample_rate", sample_rate, hint="Pass the audio's rate in Hz, e.g. 32000.")
+    check_int("sample_rate", sample_rate, 1, hint="Pass the audio's rate in Hz, e.g. 32000.")
     wav = _as_batch(wav)  # [B, C, T]
     if wav.shape[-1] < cfg.min_samples:
         raise AudioError(f"wav has {wav.shape[-1]} samples, fewer than min_samples="
@@ -187,7 +179,7 @@ def null_chroma(batch: int, frames: int = 1, n_chroma: int = 12, *,
     It equals the chroma of silence, since an all-zero frame's argmax is bin 0.
     """
     for name, value in (("batch", batch), ("frames", frames), ("n_chroma", n_chroma)):
-        _check_int(name, value)
+        check_int(name, value, 1)
     out = torch.zeros(batch, frames, n_chroma, dtype=dtype, device=device)
     out[:, :, 0] = 1
     return out

@@ -14,8 +14,10 @@ next (STYLE.md rule 9). Subclasses also inherit from the matching built-in excep
 
 from __future__ import annotations
 
+import numbers
+
 __all__ = ["MusicGenEduError", "ConfigError", "ModelLoadError", "AudioError", "GenerationError",
-           "check_range"]
+           "check_range", "check_int"]
 
 
 class MusicGenEduError(Exception):
@@ -65,3 +67,19 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
         bad |= value >= high if high_open else value > high
     if bad:
         raise ConfigError(f"{name}={value!r} is out of range; allowed: {allowed}.{tail}")
+
+
+def check_int(name: str, value, low=None, high=None, hint: str = "") -> int:
+    """Return ``value`` as an ``int`` if it is an integer in ``[low, high]``, else ConfigError.
+
+    Python and numpy integers pass; floats (even ``2.0``), strings and bools are refused with
+    their type named, so a typo is never silently rounded.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        tail = f" {hint}" if hint else ""
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r} "
+                          f"({type(value).__name__}).{tail}")
+    check_range(name, int(value), low, high, hint=hint)
+    return int(value)

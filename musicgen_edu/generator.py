@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .backends import Conditioning, get_backend
-from .errors import ConfigError, GenerationError, check_range
+from .errors import ConfigError, GenerationError, check_int, check_range
 from .models import MusicGenModel, load_model
 from .patterns import UNKNOWN, build_delay_grid, codebook_delays, undelay
 from .sampling import classifier_free_guidance, process_logits, sample_tokens
@@ -59,18 +59,14 @@ class GenerationConfig:
                     hint="Durations past the model's 30 s window use sliding-window long form.")
         if not isinstance(self.use_sampling, bool):
             raise ConfigError(f"use_sampling must be True or False, got {self.use_sampling!r}.")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
-            raise ConfigError(f"top_k must be an integer in [0, 2048], got {self.top_k!r}.")
-        check_range("top_k", self.top_k, 0, 2048, hint="0 disables top-k filtering.")
+        check_int("top_k", self.top_k, 0, 2048, hint="0 disables top-k filtering.")
         check_range("top_p", self.top_p, 0, 1, hint="0 disables nucleus filtering.")
         check_range("temperature", self.temperature, 0, 10, low_open=True,
                     hint="For deterministic output use use_sampling=False instead of 0.")
         check_range("guidance_scale", self.guidance_scale, 1, 30,
                     hint="1 turns classifier-free guidance off; MusicGen uses 3.")
         if self.seed is not None:
-            if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-                raise ConfigError(f"seed must be an integer in [0, 2**63 - 1] or None, got {self.seed!r}.")
-            check_range("seed", self.seed, 0, MAX_SEED)
+            check_int("seed", self.seed, 0, MAX_SEED, hint="None draws a random seed.")
         check_range("extend_stride", self.extend_stride, 0, None, low_open=True)
         return self
 

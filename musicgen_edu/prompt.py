@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from importlib import resources
 
-from .errors import ConfigError, check_range
+from .errors import ConfigError, check_int, check_range
 
 __all__ = ["PromptEngineer", "PromptSettings", "PromptReport", "prompt_report", "clean_prompt",
            "load_vocabulary", "FACETS", "TEMPLATE_FIELDS"]
@@ -66,13 +66,6 @@ def clean_prompt(text: str) -> str:
     return re.sub(" +", " ", "".join(kept)).strip().rstrip(" ,;:.")
 
 
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r} "
-                          f"({type(value).__name__}).")
-    check_range(name, int(value), low, high)
-    return int(value)
-
 
 def _estimate_tokens(text: str) -> int:
     """Rough T5 count without a tokenizer: one per 6 letters of an ASCII word, one per digit,
@@ -108,7 +101,7 @@ class PromptSettings:
     def __post_init__(self):
         for name, low, high in [("max_tokens", 1, 100_000), ("min_words", 0, 1000),
                                 ("language_min_words", 1, 1000), ("instruments_added", 1, 4)]:
-            _check_int(name, getattr(self, name), low, high)
+            check_int(name, getattr(self, name), low, high)
         check_range("min_latin_share", self.min_latin_share, 0, 1)
         check_range("min_known_share", self.min_known_share, 0, 1)
         if len(tuple(self.bpm_range)) != 2 or not 0 < self.bpm_range[0] <= self.bpm_range[1]:
@@ -385,7 +378,7 @@ class PromptEngineer:
         Returns:
             The prompt with the additions, e.g. ``"calm piano, classical, 98 bpm, ..."``.
         """
-        _check_int("seed", seed, 0, MAX_SEED)
+        check_int("seed", seed, 0, MAX_SEED)
         text = clean_prompt(self._require_str(prompt))
         facets = self.explain(text)
         genre = facets["genre"][0] if facets["genre"] else self._choose_genre(facets, seed)
@@ -413,8 +406,8 @@ class PromptEngineer:
             ConfigError: ``n`` outside ``[1, 100]``, a bad seed, or fewer distinct variants
                 possible (a prompt naming every facet, or near ``max_tokens``).
         """
-        n = _check_int("n", n, 1, MAX_VARIATIONS)
-        seed = _check_int("seed", seed, 0, MAX_SEED)
+        n = check_int("n", n, 1, MAX_VARIATIONS)
+        seed = check_int("seed", seed, 0, MAX_SEED)
         base = clean_prompt(self._require_str(prompt))
         out: list[str] = []
         for attempt in range(20 * n + 20):
@@ -445,9 +438,9 @@ class PromptEngineer:
             seed: chooses the values not given (deterministic).
             **given: fixed values, e.g. ``genre="jazz"``; the others are picked to fit them.
         """
-        seed = _check_int("seed", seed, 0, MAX_SEED)
+        seed = check_int("seed", seed, 0, MAX_SEED)
         if isinstance(template, numbers.Integral) and not isinstance(template, bool):
-            template = self.templates[_check_int("template", template, 0, len(self.templates) - 1)]
+            template = self.templates[check_int("template", template, 0, len(self.templates) - 1)]
         if not isinstance(template, str):
             raise ConfigError(f"template must be a format string or an index, got {template!r}.")
         try:
@@ -482,8 +475,8 @@ def prompt_report(prompt, improve: bool = False, variations: int = 0, seed: int 
                   model=None) -> str:
     """A plain-text report for the CLI: validation, facets, negative prompt, and optionally the
     improved prompt and ``variations`` variants (same as ``musicgen-edu prompt``)."""
-    variations = _check_int("variations", variations, 0, MAX_VARIATIONS)
-    seed = _check_int("seed", seed, 0, MAX_SEED)
+    variations = check_int("variations", variations, 0, MAX_VARIATIONS)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     eng = PromptEngineer(model)
     lines = [str(eng.validate(prompt))]
     if not isinstance(prompt, str):

@@ -46,3 +46,21 @@ def test_non_numbers_are_refused_with_their_type(bad):
 def test_nan_is_out_of_any_range():
     with pytest.raises(ConfigError, match="nan"):
         check_range("t", math.nan)
+
+
+@pytest.mark.parametrize("bad", [2.0, "3", True, None])
+def test_check_int_refuses_non_integers_naming_the_type(bad):
+    from musicgen_edu.errors import check_int
+
+    with pytest.raises(ConfigError, match=rf"n must be an integer in \[1, 9\], got .*\({type(bad).__name__}\)"):
+        check_int("n", bad, 1, 9)
+
+
+def test_check_int_accepts_numpy_ints_and_checks_the_range():
+    import numpy as np
+
+    from musicgen_edu.errors import check_int
+
+    assert check_int("n", np.int64(4), 1, 9) == 4 and type(check_int("n", np.int64(4), 1)) is int
+    with pytest.raises(ConfigError, match=r"n=10 is out of range; allowed: \[1, 9\]"):
+        check_int("n", 10, 1, 9)
