@@ -8,8 +8,13 @@ transformers fp32 in the same run, and how far reduced precision moves the resul
 agreement and waveform SNR against the same implementation in fp32, same seed). Also the
 time to first audio of ``MusicGenerator.stream`` on both backends.
 
-    python bench/decode.py                       # CPU defaults: batch 1 and 8, 10 s
-    python bench/decode.py --durations 10 30     # the GPU set-up (run with PYTHONPATH=.)
+    python bench/decode.py                          # batch 1 and 8 at 10 s, batch 1 at 30 s
+    python bench/decode.py --configs 1x10 32x10     # batch x seconds (GPU: run with PYTHONPATH=.)
+
+Implementations: ``transformers`` (HF ``generate``, the reference), ``native`` (our decoder with
+its device-specific speed-ups: oneDNN-packed weights on a CPU, CUDA graphs on a GPU),
+``native-plain`` (the same decoder without them, to show what they add; first configuration
+only) and ``native-int8``.
 
 Writes ``bench/results/decode_<machine>.csv`` and ``.md``. Time nothing else meanwhile: on a
 2-core machine a second process halves the numbers.
@@ -27,6 +32,7 @@ from pathlib import Path
 import torch
 
 import musicgen_edu as mg
+from musicgen_edu.backends import NativeBackend
 
 PROMPT = "80s synth pop with a driving bass line"
 
@@ -93,6 +99,8 @@ GENERATORS: dict = {}
 def run_ours(model, backend, batch, frames, seed):
     key = (id(model), backend)  # build a backend once (int8 quantisation is not free)
     if key not in GENERATORS:
+        if backend == "native-plain":  # no packed CPU weights, no CUDA graphs
+            backend = NativeBackend(model, pack=False, graphs=False)
         GENERATORS[key] = mg.MusicGenerator(model, backend=backend, progress=False)
     gen = GENERATORS[key]
     sync()
@@ -128,15 +136,17 @@ def markdown(table) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="random-small")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--durations", type=float, nargs="+", default=[10.0])
+    parser.add_argument("--configs", nargs="+", default=["1x10", "8x10", "1x30"],
+                        help="runs as BATCHxSECONDS")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--impls", nargs="+", default=["transformers", "native", "native-int8"],
+    parser.add_argument("--impls", nargs="+",
+                        default=["transformers", "native", "native-plain", "native-int8"],
                         help="transformers = HF generate; ours-transformers = our loop on HF "
                              "modules; native-int8 runs in reduced precisions only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    configs = [(int(b), float(d)) for b, d in (c.split("x") for c in args.configs)]
     import pandas as pd
 
     machine, rows, reference = machine_name(), [], {}
@@ -149,35 +159,34 @@ def main() -> None:
             runner = (lambda b, f: run_transformers(model, b, f, args.seed)) if impl == "transformers" \
                 else (lambda b, f, be=impl.replace("ours-", ""): run_ours(model, be, b, f, args.seed))
             runner(1, 8)  # warm-up: kernels, allocator, lazy init
-            for batch in args.batches:
-                for duration in args.durations:
-                    frames = round(duration * model.frame_rate)
-                    reset_peak()
-                    wav, tokens, seconds = runner(batch, frames)
-                    steps = frames + model.num_codebooks - 1
-                    row = dict(machine=machine, impl=impl, precision=precision, batch=batch,
-                               duration_s=duration, steps=steps, seconds=round(seconds, 3),
-                               steps_per_s=round(steps / seconds, 2),
-                               rtf=round(seconds / duration, 3),
-                               peak_mem_mb=round(peak_memory_mb()))
-                    if impl != "transformers":  # decoder loop alone (no T5, no EnCodec)
-                        row["loop_steps_per_s"] = round(run_ours.loop_steps_per_s, 2)
-                    key = (impl, batch, duration)
-                    if precision == "float32":
-                        reference[key] = (wav, tokens)
-                    elif impl == "native-int8":
-                        key = ("native", batch, duration)
-                    if precision != "float32" and key in reference:  # same seed, lower precision
-                        ref_wav, ref_tokens = reference[key]
-                        row["token_agreement"] = round(float((tokens == ref_tokens).float().mean()), 3)
-                        row["snr_db_vs_fp32"] = round(snr_db(ref_wav, wav), 1)
-                    rows.append(row)
-                    print(row, flush=True)
+            for batch, duration in configs[:1] if impl == "native-plain" else configs:
+                frames = round(duration * model.frame_rate)
+                reset_peak()
+                wav, tokens, seconds = runner(batch, frames)
+                steps = frames + model.num_codebooks - 1
+                row = dict(machine=machine, impl=impl, precision=precision, batch=batch,
+                           duration_s=duration, steps=steps, seconds=round(seconds, 3),
+                           steps_per_s=round(steps / seconds, 2),
+                           rtf=round(seconds / duration, 3),
+                           peak_mem_mb=round(peak_memory_mb()))
+                if impl != "transformers":  # decoder loop alone (no T5, no EnCodec)
+                    row["loop_steps_per_s"] = round(run_ours.loop_steps_per_s, 2)
+                key = (impl, batch, duration)
+                if precision == "float32":
+                    reference[key] = (wav, tokens)
+                elif impl == "native-int8":
+                    key = ("native", batch, duration)
+                if precision != "float32" and key in reference:  # same seed, lower precision
+                    ref_wav, ref_tokens = reference[key]
+                    row["token_agreement"] = round(float((tokens == ref_tokens).float().mean()), 3)
+                    row["snr_db_vs_fp32"] = round(snr_db(ref_wav, wav), 1)
+                rows.append(row)
+                print(row, flush=True)
         for impl in ("transformers", "native"):
             rows.append(dict(machine=machine, impl=f"stream:{impl}", precision=precision, batch=1,
-                             duration_s=args.durations[0],
+                             duration_s=configs[0][1],
                              first_audio_s=round(first_audio_seconds(model, impl, round(
-                                 args.durations[0] * model.frame_rate)), 3)))
+                                 configs[0][1] * model.frame_rate)), 3)))
             print(rows[-1], flush=True)
         mg.clear_model_cache()
         GENERATORS.clear()
@@ -197,8 +206,7 @@ def main() -> None:
     header = (f"# Decoding benchmark: {args.model}, CFG 3, top-k 250\n\nMachine: `{machine}`, "
               f"torch {torch.__version__}, python {platform.python_version()}, run "
               f"{time.strftime('%Y-%m-%d')}. Generated by `python bench/decode.py "
-              f"--batches {' '.join(map(str, args.batches))} --durations "
-              f"{' '.join(map(str, args.durations))}`.\n\n"
+              f"--configs {' '.join(args.configs)} --impls {' '.join(args.impls)}`.\n\n"
               "Columns: `steps_per_s` and `rtf` are end to end (text encoding, decoder loop, "
               "EnCodec decode); `loop_steps_per_s` is our decoder loop alone; "
               "`x_vs_transformers_fp32` compares end-to-end steps/s with transformers' "

@@ -5,6 +5,7 @@ import torch
 
 import musicgen_edu as mg
 from musicgen_edu.backends import NativeBackend, TransformersBackend
+from musicgen_edu.backends.linears import Int8Linear, PackedLinear, can_pack
 
 
 def _logits_both(model, prompts, steps, prefill=5, seed=0):
@@ -85,11 +86,45 @@ def test_every_mode_runs_on_native(gen, reference):
 
 def test_weights_are_shared_not_copied():
     model = mg.load_model("debug", device="cpu")
-    native = NativeBackend(model).decoder
+    native = NativeBackend(model, pack=False).decoder
     hf = model.model.decoder
     assert native.layers[0].fc1.weight is hf.model.decoder.layers[0].fc1.weight
     assert native.lm_heads[3].weight is hf.lm_heads[3].weight
     assert native.embed_tokens[0].weight.data_ptr() == hf.model.decoder.embed_tokens[0].weight.data_ptr()
+    packed = NativeBackend(model).decoder              # CPU default: linears packed for oneDNN
+    assert isinstance(packed.layers[0].fc1, PackedLinear) and can_pack(native)
+    assert packed.layer_norm.weight is hf.model.decoder.layer_norm.weight  # the rest is shared
+    text_k = packed.layers[0].encoder_attn.k_proj                   # used once: not packed
+    assert text_k.weight is hf.model.decoder.layers[0].encoder_attn.k_proj.weight
+    assert NativeBackend(model).decoder is packed       # built once per model and setting
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_packed_linears_equal_plain_ones(dtype):
+    model = mg.load_model("random-small", device="cpu", dtype=dtype)
+    plain, packed = NativeBackend(model, pack=False), NativeBackend(model)
+    cond = plain.encode_text(["ambient pads", None])
+    tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(2))
+    s_plain, s_packed = plain.start(cond, 9), packed.start(cond, 9)
+    for cols in (slice(0, 5), slice(5, 6), slice(6, 7), slice(7, 8)):  # prefill, then steps
+        a, b = plain.step(tokens[..., cols], s_plain), packed.step(tokens[..., cols], s_packed)
+        tol = 2e-4 if dtype == "float32" else 2e-2                 # summation order only
+        torch.testing.assert_close(b, a, atol=tol * a.abs().max().item(), rtol=0)
+    fc1 = packed.decoder.layers[0].fc1
+    x = torch.randn(3, 5, fc1.in_features, dtype=model.dtype)       # any number of rows
+    ref = torch.nn.functional.linear(x, plain.decoder.layers[0].fc1.weight)
+    torch.testing.assert_close(fc1(x).float(), ref.float(), atol=1e-2, rtol=1e-2)
+
+
+def test_packing_is_skipped_with_a_warning_when_memory_is_short(monkeypatch):
+    from musicgen_edu.backends import linears
+    from musicgen_edu.backends.native import NativeDecoder
+    model = mg.load_model("debug", device="cpu")
+    monkeypatch.setattr(linears, "_free_memory_bytes", lambda: 1000)
+    decoder = NativeDecoder.from_transformers(model.model.decoder)
+    with pytest.warns(UserWarning, match="not packing"):
+        linears.pack_linears(decoder)
+    assert isinstance(decoder.layers[0].fc1, torch.nn.Linear)
 
 
 def test_bfloat16_logits_stay_close_to_float32():
@@ -111,8 +146,7 @@ def test_int8_weights_bound_the_logit_error_and_keep_most_tokens():
     model = mg.load_model("random-small", device="cpu", dtype="bfloat16")
     exact, int8 = NativeBackend(model), NativeBackend(model, int8=True)
     assert int8.name == "native-int8" and exact.name == "native"
-    assert isinstance(int8.decoder.layers[0].fc1, __import__("musicgen_edu.backends.native",
-                                                             fromlist=["Int8Linear"]).Int8Linear)
+    assert isinstance(int8.decoder.layers[0].fc1, Int8Linear)
     assert model.model.decoder.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16  # untouched
     cond = exact.encode_text(["ambient pads", None])
     tokens = torch.randint(0, 2048, (2, 4, 6), generator=torch.Generator().manual_seed(1))
@@ -126,3 +160,64 @@ def test_int8_weights_bound_the_logit_error_and_keep_most_tokens():
 def test_backend_choice_is_validated(gen):
     with pytest.raises(mg.ConfigError, match="backend='fast'"):
         mg.MusicGenerator(gen.model, backend="fast")
+
+
+@pytest.mark.parametrize("name", ["random-small", "debug-stereo", "debug-melody"])
+def test_fixed_shape_step_equals_the_eager_step(name):
+    """The step a CUDA graph captures (whole cache, masked) gives the eager step's logits."""
+    model = mg.load_model(name, device="cpu")
+    eager, static = NativeBackend(model), NativeBackend(model, graphs=True)
+    cond = eager.encode_text(["lo-fi piano", None])
+    tokens = torch.randint(0, 2048, (2, model.num_codebooks, 10),
+                           generator=torch.Generator().manual_seed(3))
+    s_eager, s_static = eager.start(cond, 10), static.start(cond, 10)
+    for cols in [slice(0, 3)] + [slice(t, t + 1) for t in range(3, 10)]:
+        a, b = eager.step(tokens[..., cols], s_eager), static.step(tokens[..., cols], s_static)
+        torch.testing.assert_close(b, a, atol=1e-4 * a.abs().max().item(), rtol=0)
+    assert s_static.graph is not None and s_static.pos == s_eager.pos
+
+
+def test_generation_through_the_fixed_shape_step_is_token_identical():
+    model = mg.load_model("debug", device="cpu")
+    kwargs = dict(duration=1.0, seed=5, progress=False)
+    ref = mg.MusicGenerator(model).generate(["jazz", "rock"], **kwargs)
+    static = mg.MusicGenerator(model, backend=NativeBackend(model, graphs=True))
+    assert torch.equal(static.generate(["jazz", "rock"], **kwargs).tokens, ref.tokens)
+
+
+def test_fixed_shape_step_traces_to_one_graph_without_host_syncs():
+    """What CUDA-graph capture needs, checked on a CPU: ``torch.compile(fullgraph=True)`` fails
+    on any graph break (``.item()``, data-dependent shapes), and later positions reuse the
+    first graph (no recompilation), because the position is a tensor, not a Python number."""
+    model = mg.load_model("debug", device="cpu")
+    backend = NativeBackend(model, graphs=True)
+    state = backend.start(backend.encode_text(["x", None]), 8)
+    graphs = []
+
+    def count(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    step = torch.compile(backend.decoder.step_static, backend=count, fullgraph=True, dynamic=False)
+    tokens = torch.zeros(2, model.num_codebooks, 1, dtype=torch.long)
+    with torch.no_grad():
+        outs = [step(tokens, torch.tensor([p]), state) for p in range(4)]
+    assert len(graphs) == 1 and all(o.shape == (2, model.num_codebooks, 2048) for o in outs)
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU tier: needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_graph_steps_equal_eager_steps_on_a_gpu(dtype):
+    model = mg.load_model("random-small", device="cuda", dtype=dtype)
+    eager, graphed = NativeBackend(model, graphs=False), NativeBackend(model)
+    assert graphed.graphs
+    cond = eager.encode_text(["lo-fi piano", None])
+    tokens = torch.randint(0, 2048, (2, 4, 40), device="cuda")
+    s_eager, s_graph = eager.start(cond, 40), graphed.start(cond, 40)
+    for cols in [slice(0, 3)] + [slice(t, t + 1) for t in range(3, 40)]:
+        a, b = eager.step(tokens[..., cols], s_eager), graphed.step(tokens[..., cols], s_graph)
+        torch.testing.assert_close(b, a, atol=(1e-3 if dtype == "float32" else 5e-2)
+                                   * a.abs().max().item(), rtol=0)
+    assert s_graph.graph.graph is not None              # really replayed a captured graph

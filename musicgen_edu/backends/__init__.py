@@ -15,10 +15,15 @@ BACKENDS = {"transformers": TransformersBackend, "native": NativeBackend,
             "native-int8": lambda model: NativeBackend(model, int8=True)}
 
 
-def get_backend(name: str, model):
-    """Instantiate the backend called ``name`` for a loaded :class:`MusicGenModel`."""
+def get_backend(name, model):
+    """Instantiate the backend called ``name`` for a loaded :class:`MusicGenModel`.
+
+    A backend object (e.g. ``NativeBackend(model, graphs=True)``) is returned as it is.
+    """
     from ..errors import ConfigError
 
+    if not isinstance(name, str) and callable(getattr(name, "step", None)):
+        return name
     if name not in BACKENDS:
         raise ConfigError(f"backend={name!r} is not available; choose one of {sorted(BACKENDS)}.")
     return BACKENDS[name](model)

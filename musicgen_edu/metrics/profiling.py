@@ -499,9 +499,10 @@ def _weight_bytes(module: torch.nn.Module) -> int:
     skip = ("embed_tokens", "positions", "encoder_attn.k_proj", "encoder_attn.v_proj")
     seen, total = set(), 0
     for name, t in [*module.named_parameters(), *module.named_buffers()]:
-        if any(s in name for s in skip) or t.data_ptr() in seen:
+        key = id(t) if t.is_mkldnn else t.data_ptr()      # packed CPU weights have no pointer
+        if any(s in name for s in skip) or key in seen:
             continue
-        seen.add(t.data_ptr())
+        seen.add(key)
         total += t.numel() * t.element_size()
     return total
 
