@@ -68,7 +68,7 @@ class MusicGenModel:
     max_duration: float = 30.0      # seconds one window of the decoder was trained on
     load_seconds: float = 0.0       # wall time the load took (0 when reused from the cache)
     source: str = "hub"             # "hub", "local", "debug" or "random"
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # caches of what backends build per model
 
     @property
     def config(self):
