@@ -181,14 +181,15 @@ class MusicGenerator:
 
         gen = MusicGenerator("debug")                       # or "facebook/musicgen-small"
         # backend="native" (default: our decoder, token-identical to transformers and faster),
-        # "native-int8" (int8 weights, use with dtype="bfloat16"), or "transformers"
+        # "native-int8" (int8 weights, use with dtype="bfloat16"), "transformers", or a backend
+        # object such as NativeBackend(model, pack=False)
         out = gen.generate(["lo-fi piano", "epic drums"], duration=4, seed=0)
         out.wav.shape                                        # [2, 1, 128000]
         out.save("clip.wav")
     """
 
     def __init__(self, model: str | MusicGenModel = "debug", *, device: str = "auto",
-                 dtype: str = "auto", backend: str = "native",
+                 dtype: str = "auto", backend="native",
                  config: GenerationConfig | None = None, progress: bool = True,
                  cache_dir: str | None = None):
         self.model = model if isinstance(model, MusicGenModel) else load_model(

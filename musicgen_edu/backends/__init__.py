@@ -23,6 +23,9 @@ def get_backend(name, model):
     from ..errors import ConfigError
 
     if not isinstance(name, str) and callable(getattr(name, "step", None)):
+        if getattr(name, "mg", model) is not model:
+            raise ConfigError("the backend object was built for another model; build it with "
+                              "the model you pass to MusicGenerator.")
         return name
     if name not in BACKENDS:
         raise ConfigError(f"backend={name!r} is not available; choose one of {sorted(BACKENDS)}.")

@@ -39,6 +39,8 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
+        if linear.bias is not None:
+            raise ValueError("Int8Linear is for MusicGen's bias-free linear layers.")
         weight = linear.weight.detach().float()                          # [out, in]
         scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
         self.register_buffer("weight", (weight / scale[:, None]).round().clamp(-127, 127)
@@ -79,6 +81,8 @@ class PackedLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, rows: int = 2):
         super().__init__()
+        if linear.bias is not None:
+            raise ValueError("PackedLinear is for MusicGen's bias-free linear layers.")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         # An opaque oneDNN tensor, tuned for `rows` rows (any number works); a derived copy,
         # so not part of the state dict.
@@ -93,17 +97,25 @@ class PackedLinear(nn.Module):
 
 def can_pack(decoder: nn.Module) -> bool:
     """True where :class:`PackedLinear` works: CPU weights in fp32 (or bf16 with CPU support)."""
-    weight = decoder.lm_heads[0].weight
-    if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+    weights = decoder.positions                    # a buffer in the decoder's dtype and device
+    ops = ("_reorder_linear_weight", "_linear_pointwise", "_is_mkldnn_bf16_supported")
+    if weights.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    if not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+    if not all(hasattr(torch.ops.mkldnn, op) for op in ops):
         return False
-    if weight.dtype == torch.bfloat16:
+    if weights.dtype == torch.bfloat16:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return weight.dtype == torch.float32
+    return weights.dtype == torch.float32
 
 
 def _free_memory_bytes() -> int:
+    """Memory available to new allocations: ``MemAvailable`` (free + reclaimable page cache)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):   # not a POSIX system: assume enough

@@ -16,9 +16,10 @@ concatenation, no re-projection of the text states, no mask tensors rebuilt from
 no Python bookkeeping beyond one loop over the blocks. Weights are *shared* with the loaded
 transformers model (no copy on disk); ``NativeDecoder.from_transformers`` is the state-dict
 mapping. On a CPU the linear weights are additionally *packed* once into oneDNN's blocked
-layout (:class:`PackedLinear`): the one change that makes the CPU decode step 2x faster in fp32
-and 1.4x in bf16, at the price of a second copy of those weights in memory. Melody models have no cross-attention: their conditioning is a prefix fed
-through self-attention at the first step.
+layout (``linears.PackedLinear``): the decode loop runs ≈ 2x faster in fp32 and ≈ 1.2x in bf16
+(``bench/results/``), at the price of a second copy of those weights in memory. On a GPU each
+one-token step is replayed as a CUDA graph (``cuda_graph.py``). Melody models have no
+cross-attention: their conditioning is a prefix fed through self-attention at the first step.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class NativeState:
     pos: int = 0             # positions already in the cache
     steps: int = 0
     graph: object = None     # the captured one-token step (cuda_graph.GraphedStep), if any
+    single_steps: int = 0    # one-token steps run so far (the first runs eagerly)
 
 
 class NativeDecoder(nn.Module):
@@ -185,8 +187,7 @@ class NativeDecoder(nn.Module):
         x = sum(emb(tokens[:, k]) for k, emb in enumerate(self.embed_tokens)) * self.embed_scale
         x = x + self.positions.index_select(0, pos)                     # [N, 1, D]
         slots = torch.arange(state.k_cache[0].shape[2], device=pos.device)
-        mask = torch.zeros(slots.shape, dtype=state.k_cache[0].dtype, device=pos.device).masked_fill(
-            slots > pos, float("-inf")).view(1, 1, 1, -1)               # [1, 1, 1, max_len]
+        mask = (slots <= pos).view(1, 1, 1, -1)          # [1, 1, 1, max_len]: True = attend
         for i, block in enumerate(self.layers):
             x = block(x, state.k_cache[i], state.v_cache[i], pos,
                       state.cross_k[i], state.cross_v[i], state.cross_mask, mask)
@@ -203,16 +204,19 @@ class NativeBackend(TransformersBackend):
 
     Args:
         model: a loaded :class:`~musicgen_edu.models.MusicGenModel`.
-        int8: quantize the decoder's linear weights to int8 (weight-only): half the memory
-            of bf16, at a small cost in fidelity (``tests/test_native.py`` bounds it).
-        pack: on a CPU, pack the linear weights for oneDNN (:class:`PackedLinear`); ``None``
-            (default) packs wherever :func:`can_pack` says it works. Ignored with ``int8``.
-        graphs: run one-token steps as a captured CUDA graph (:mod:`.cuda_graph`); ``None``
+        int8: quantize the decoder's linear weights to int8 (weight-only): a step reads a
+            quarter of the fp32 bytes, at a small cost in fidelity (``tests/test_native.py``
+            bounds it). The int8 copy comes on top of the transformers weights, which stay.
+        pack: on a CPU, pack the linear weights for oneDNN (``linears.PackedLinear``); ``None``
+            (default) packs wherever ``linears.can_pack`` says it works. Ignored with ``int8``.
+        graphs: replay one-token steps as a captured CUDA graph (``cuda_graph.py``); ``None``
             (default) means on CUDA devices. ``True`` on a CPU runs the same fixed-shape step
             without a graph (how the tests check it).
 
     The decoder holds no per-generation state, so it is built once per model and setting and
-    shared by every backend (and generator) over that model.
+    shared by every backend (and generator) over that model. Packed and int8 decoders are
+    copies: after changing the transformers weights (fine-tuning), drop them with
+    ``model.extra.pop("native_decoders", None)`` before building a new backend.
     """
 
     name = "native"
@@ -223,7 +227,7 @@ class NativeBackend(TransformersBackend):
         self.graphs = model.device.type == "cuda" if graphs is None else graphs
         if int8:
             self.name = "native-int8"
-        key = ("int8",) if int8 else ("packed" if pack is not False else "plain",)
+        key = "int8" if int8 else "pack-if-possible" if pack is not False else "plain"
         built = model.extra.setdefault("native_decoders", {})
         if key not in built:
             decoder = NativeDecoder.from_transformers(self.net.decoder)
@@ -248,7 +252,9 @@ class NativeBackend(TransformersBackend):
         # ~1000 us vs ~155 us per call at cache length 450); on a GPU the model dtype is used.
         dtype = torch.float32 if dev.type == "cpu" else dec.positions.dtype
         shape = (n, dec.heads, max_len, head_dim)
-        new = torch.zeros if self.graphs else torch.empty  # fixed-shape steps read every slot
+        # Fixed-shape steps attend over every slot, masked or not, and 0 x NaN is NaN: unfilled
+        # slots must hold finite numbers, so zeros instead of uninitialised memory.
+        new = torch.zeros if self.graphs else torch.empty
         k_cache = [new(shape, dtype=dtype, device=dev) for _ in dec.layers]
         v_cache = [new(shape, dtype=dtype, device=dev) for _ in dec.layers]
         cross_k = cross_v = [None] * len(dec.layers)
@@ -268,7 +274,11 @@ class NativeBackend(TransformersBackend):
         prefix = state.cond.states if state.cond.prefix and state.steps == 0 else None
         tokens = tokens.to(self.mg.device)
         state.steps += tokens.shape[-1]
-        if self.graphs and prefix is None and tokens.shape[-1] == 1:
+        single = prefix is None and tokens.shape[-1] == 1
+        state.single_steps += single
+        # Capture from the second one-token step on: a one-off step (a single-step probe, as
+        # in distributions.py) is not worth a warm-up and a capture.
+        if self.graphs and single and state.single_steps > 1:
             if state.graph is None:
                 try:
                     state.graph = GraphedStep(self.decoder, state, tokens)
@@ -276,7 +286,7 @@ class NativeBackend(TransformersBackend):
                     warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
                     self.graphs = False
                     return self.decoder(tokens, state, prefix)
-            logits = state.graph(tokens, state.pos)
+            logits = state.graph(tokens, state.pos, state)
             state.pos += 1
             return logits
         return self.decoder(tokens, state, prefix)
