@@ -111,9 +111,10 @@ def can_pack(decoder: nn.Module) -> bool:
 def _free_memory_bytes() -> int:
     """Memory available to new allocations: ``MemAvailable`` (free + reclaimable page cache)."""
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     try:

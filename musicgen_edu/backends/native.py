@@ -162,19 +162,28 @@ class NativeDecoder(nn.Module):
             device=causal_lm.device, dtype=causal_lm.dtype)
         return native.eval()
 
-    def embed(self, tokens: torch.Tensor, pos: int, prefix: torch.Tensor | None) -> torch.Tensor:
-        """Tokens ``[N, K, s]`` (+ optional prefix ``[N, P, D]``) -> hidden states ``[N, P+s, D]``."""
+    def embed(self, tokens: torch.Tensor, pos, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens ``[N, K, s]`` (+ optional prefix ``[N, P, D]``) -> hidden states ``[N, P+s, D]``.
+
+        ``pos`` is the first position, an ``int`` or (fixed-shape steps) a tensor ``[1]``.
+        """
         x = sum(emb(tokens[:, k]) for k, emb in enumerate(self.embed_tokens)) * self.embed_scale
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)
-        return x + self.positions[pos: pos + x.shape[1]]
+        if isinstance(pos, int):
+            return x + self.positions[pos: pos + x.shape[1]]
+        return x + self.positions.index_select(0, pos)
+
+    def blocks(self, x: torch.Tensor, state: NativeState, pos, self_mask=None) -> torch.Tensor:
+        """Run ``x [N, s, D]`` through every block, reading and writing the state's caches."""
+        for i, block in enumerate(self.layers):
+            x = block(x, state.k_cache[i], state.v_cache[i], pos,
+                      state.cross_k[i], state.cross_v[i], state.cross_mask, self_mask)
+        return x
 
     def forward(self, tokens: torch.Tensor, state: NativeState, prefix=None) -> torch.Tensor:
         """One decoder call; returns the last position's logits ``[N, K, V]`` in float32."""
-        x = self.embed(tokens, state.pos, prefix)
-        for i, block in enumerate(self.layers):
-            x = block(x, state.k_cache[i], state.v_cache[i], state.pos,
-                      state.cross_k[i], state.cross_v[i], state.cross_mask)
+        x = self.blocks(self.embed(tokens, state.pos, prefix), state, state.pos)
         state.pos += x.shape[1]
         return self.logits(x[:, -1:])
 
@@ -184,14 +193,9 @@ class NativeDecoder(nn.Module):
         What a CUDA graph can capture: no Python number depends on the position, attention runs
         over the whole cache under a mask. Does not advance ``state.pos`` (the caller does).
         """
-        x = sum(emb(tokens[:, k]) for k, emb in enumerate(self.embed_tokens)) * self.embed_scale
-        x = x + self.positions.index_select(0, pos)                     # [N, 1, D]
         slots = torch.arange(state.k_cache[0].shape[2], device=pos.device)
         mask = (slots <= pos).view(1, 1, 1, -1)          # [1, 1, 1, max_len]: True = attend
-        for i, block in enumerate(self.layers):
-            x = block(x, state.k_cache[i], state.v_cache[i], pos,
-                      state.cross_k[i], state.cross_v[i], state.cross_mask, mask)
-        return self.logits(x)
+        return self.logits(self.blocks(self.embed(tokens, pos), state, pos, mask))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and one head per codebook: ``[N, 1, D]`` -> ``[N, K, V]`` float32."""
