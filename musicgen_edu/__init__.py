@@ -38,6 +38,22 @@ from . import exercises, metrics  # noqa: E402  (checks for the lectures' exerci
 
 __version__ = "0.1.0"
 
+# The service (lecture 09) needs the `serve` extra (fastapi, pydantic-settings, ...): its names
+# are imported on first use, so `import musicgen_edu` stays light and works without the extra.
+_LAZY = {"start_server": "serve", "create_app": "serve", "ServerHandle": "serve",
+         "load_settings": "settings", "Settings": "settings"}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in ("serve", "settings"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'musicgen_edu' has no attribute {name!r}")
+
+
 __all__ = [
     # generation
     "MusicGenerator", "GenerationConfig", "Generation",
@@ -63,6 +79,8 @@ __all__ = [
     "plot_distribution", "plot_filter_steps",
     # latency profiling (lecture 05) and music evaluation (lecture 08)
     *_metrics_all, "metrics",
+    # serving (lecture 09; needs pip install 'musicgen-edu[serve]')
+    "start_server", "create_app", "ServerHandle", "load_settings", "Settings",
     # exercise checks
     "exercises",
     # audio

@@ -1,9 +1,9 @@
-"""The ``musicgen-edu`` command line (typer + rich): ``generate``, ``prompt``, ``batch``, ``info``.
+"""The ``musicgen-edu`` command line (typer + rich): ``generate``, ``prompt``, ``batch``, ``info``,
+``serve`` and ``config show``.
 
 A thin caller of :class:`~musicgen_edu.generator.MusicGenerator`: it validates nothing itself
 beyond paths, so the CLI and notebooks share one set of rules and error messages. Errors of
-the package print as one red paragraph (exit code 2), never as a traceback. Later issues add
-``serve`` and ``bench`` commands here.
+the package print as one red paragraph (exit code 2), never as a traceback.
 """
 
 from __future__ import annotations
@@ -167,6 +167,75 @@ def info():
     for name, (channels, melody, size) in HUB_MODELS.items():
         models.add_row(name, str(channels), str(melody), f"{size}M", "network once")
     console.print(models)
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Interface to bind (setting api_host)."),
+    port: Optional[int] = typer.Option(None, help="TCP port (setting api_port)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Default model (setting default_model)."),
+    env: Optional[str] = typer.Option(None, help="Profile: development or production "
+                                      "(default $MUSICGEN_ENV or development)."),
+):
+    """Run the REST + streaming service (pip install 'musicgen-edu[serve]') until Ctrl-C.
+
+    Settings come from configs/<env>.yaml and MUSICGEN_* variables; the options win.
+    """
+    try:
+        from .serve import run_server
+        from .settings import load_settings
+    except ImportError as exc:
+        _fail(f"the service needs its extra: pip install 'musicgen-edu\\[serve]' ({exc}).")
+    overrides = {k: v for k, v in dict(api_host=host, api_port=port).items() if v is not None}
+    try:
+        if model is not None:  # the default model must be one the service offers
+            base = load_settings(env)
+            overrides.update(default_model=model, models=list(dict.fromkeys([model, *base.models])))
+        settings = load_settings(env, **overrides)
+    except MusicGenEduError as err:
+        _fail(str(err))
+    from rich.console import Console
+
+    Console(stderr=True).print(f"musicgen_edu service ({settings.env}) on "
+                               f"http://{settings.api_host}:{settings.api_port} — model "
+                               f"{settings.default_model}, docs at /docs", highlight=False)
+    run_server(settings)
+
+
+config_app = typer.Typer(help="Inspect the service settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    env: Optional[str] = typer.Option(None, help="Profile (default $MUSICGEN_ENV or development)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Print the effective settings (file + MUSICGEN_* + defaults), secrets masked."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .settings import config_path, load_settings
+
+    try:
+        settings = load_settings(env)
+        source = config_path(settings.env)
+    except MusicGenEduError as err:
+        _fail(str(err))
+    values = settings.public()
+    if as_json:
+        print(json.dumps(values, indent=2))
+        return
+    table = Table(title=f"settings ({settings.env}; file: {source or 'none'})")
+    table.add_column("key", no_wrap=True)
+    table.add_column("value")
+    table.add_column("environment variable", no_wrap=True)
+    for key, value in values.items():
+        table.add_row(key, str(value), f"MUSICGEN_{key.upper()}")
+    Console().print(table)
 
 
 def main() -> None:  # the console-script entry point

@@ -308,9 +308,14 @@ def list_models() -> list[str]:
     return [*DEBUG_MODELS, *RANDOM_MODELS, *HUB_MODELS]
 
 
-def clear_model_cache() -> None:
-    """Forget models kept by ``load_model`` (frees their memory once you drop your references)."""
-    _LOADED.clear()
+def clear_model_cache(name: str | None = None) -> None:
+    """Forget models kept by ``load_model`` (frees their memory once you drop your references).
+
+    Args:
+        name: forget only this model (every device and dtype it was loaded with); None = all.
+    """
+    for key in [k for k in _LOADED if name is None or k[0] == name]:
+        del _LOADED[key]
 
 
 def load_model(name: str = "debug", device: str | torch.device = "auto",

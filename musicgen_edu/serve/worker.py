@@ -1,0 +1,285 @@
+"""The worker: runs queued jobs off the event loop, batching compatible requests together.
+
+The path of one job through a worker thread::
+
+    store.claim(max_batch_size)       the oldest queued job + queued jobs with its batch_key
+    pool.get(model)                   a MusicGenerator, loaded on demand, LRU-unloaded past
+                                      the memory budget (one instance per model per process)
+    generator.generate(all prompts, seeds=all seeds, callback=tracker)
+        tracker(step, total)          progress to the store; raises to cancel or interrupt
+    split the [B, C, T] result by job, save each item atomically, store.finish(job)
+
+**Dynamic batching.** Requests with the same model and sampling settings (everything but
+prompt, negative prompt and seed) get the same ``batch_key`` and are decoded as one batch.
+Because every item samples from its own seeded ``torch.Generator`` (generator.py), item i of
+the batch is the same clip it would be alone: batching changes throughput, never results.
+
+**Cancellation** is cooperative: the generator calls ``tracker(step, total)`` after every
+decoder step; when every job of the run has been cancelled it raises, and the run stops
+there with nothing saved. A job cancelled while its batch-mates go on is dropped at the end.
+**Graceful shutdown** waits ``shutdown_grace_s`` for running jobs, then interrupts them the
+same way and puts them back in the queue (they run again, with the same seeds, next start).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import MusicGenEduError
+from .jobs import Job, JobStore
+from .monitoring import get_logger
+
+__all__ = ["ModelPool", "Worker"]
+
+log = get_logger()
+
+
+class ModelPool:
+    """Loaded generators by model name, least recently used unloaded past the memory budget.
+
+    The default model is never unloaded: ``/readyz`` means "the default model is loaded", and
+    an orchestrator would take a replica out of service the moment that stopped being true.
+    """
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._gens: OrderedDict[str, object] = OrderedDict()  # name -> MusicGenerator
+        self._bytes: dict[str, int] = {}
+        self._lock = threading.Lock()        # guards the two dicts
+        self._load_lock = threading.Lock()   # one load at a time (loads are memory peaks)
+
+    def loaded(self) -> dict[str, object]:
+        with self._lock:
+            return dict(self._gens)
+
+    def get(self, name: str):
+        """The generator for ``name``, loading it (and unloading others) if needed."""
+        with self._lock:
+            if name in self._gens:
+                self._gens.move_to_end(name)
+                return self._gens[name]
+        with self._load_lock:
+            with self._lock:
+                if name in self._gens:
+                    return self._gens[name]
+            from ..generator import MusicGenerator
+
+            s = self.settings
+            gen = MusicGenerator(name, device=s.device, dtype=s.dtype, backend=s.backend,
+                                 progress=False, cache_dir=str(s.cache_dir) if s.cache_dir else None)
+            size = sum(p.numel() * p.element_size() for p in gen.model.model.parameters())
+            with self._lock:
+                self._gens[name], self._bytes[name] = gen, size
+                self._evict(keep=name)
+            log.info("model loaded", model=name, bytes=size)
+            return gen
+
+    def _evict(self, keep: str) -> None:
+        from ..models import clear_model_cache
+
+        budget = self.settings.model_memory_gb * 2**30
+        pinned = (keep, self.settings.default_model)
+        while sum(self._bytes.values()) > budget:
+            old = next((n for n in self._gens if n not in pinned), None)  # least recently used
+            if old is None:
+                return
+            del self._gens[old], self._bytes[old]
+            clear_model_cache(old)
+            log.info("model unloaded", model=old, reason="memory budget")
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to end a run at the current step."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why                  # "cancelled" or "interrupted"
+
+
+class _Tracker:
+    """The generator's ``callback(step, total)``: progress, cancellation, shutdown."""
+
+    def __init__(self, worker: "Worker", jobs: list[Job], every_s: float = 0.1):
+        self.worker, self.jobs, self.every_s = worker, jobs, every_s
+        self.last = 0.0
+
+    def __call__(self, step: int, total: int) -> None:
+        store = self.worker.store
+        if self.worker.interrupting.is_set():
+            raise _Stop("interrupted")
+        if all(store.cancel_requested(j.id) for j in self.jobs):
+            raise _Stop("cancelled")
+        now = time.monotonic()
+        if now - self.last >= self.every_s or step == total:
+            self.last = now
+            for job in self.jobs:
+                store.progress(job.id, step, total)
+
+
+class Worker:
+    """``settings.workers`` threads taking jobs from the store and running them.
+
+    Args:
+        settings: the service :class:`~musicgen_edu.settings.Settings`.
+        store: where jobs live (:class:`~musicgen_edu.serve.jobs.JobStore`).
+        pool: the :class:`ModelPool`.
+        metrics: the service's :class:`~musicgen_edu.serve.monitoring.Metrics`.
+    """
+
+    def __init__(self, settings, store: JobStore, pool: ModelPool, metrics):
+        self.settings, self.store, self.pool, self.metrics = settings, store, pool, metrics
+        self.storage = Path(settings.storage_dir)
+        self.listeners: dict[str, Callable] = {}  # job id -> called with each stream chunk
+        self.interrupting = threading.Event()     # set: running jobs stop and are re-queued
+        self._stopping = threading.Event()        # set: take no new jobs
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+
+    # --- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            thread = threading.Thread(target=self._loop, name=f"musicgen-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle thread."""
+        self._wake.set()
+
+    def stop(self, grace_s: float) -> None:
+        """Take no new jobs; let running ones finish for ``grace_s``, then re-queue them."""
+        self._stopping.set()
+        self._wake.set()
+        deadline = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.interrupting.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            if self._wake.wait(0.5):
+                self._wake.clear()
+                time.sleep(self.settings.batch_wait_s)   # let batch-mates arrive
+            while not self._stopping.is_set():
+                jobs = self.store.claim(self.settings.max_batch_size)
+                if not jobs:
+                    break
+                self._busy += 1
+                try:
+                    self._run(jobs)
+                finally:
+                    self._busy -= 1
+
+    # --- one run --------------------------------------------------------------------------------
+    def _run(self, jobs: list[Job]) -> None:
+        kind, start = jobs[0].kind, time.perf_counter()
+        log.info("run started", jobs=[j.id for j in jobs], kind=kind, model=jobs[0].model,
+                 items=sum(j.items for j in jobs))
+        try:
+            gen = self.pool.get(jobs[0].model)
+            tracker = _Tracker(self, jobs)
+            if kind == "batch":
+                results = [self._batch(jobs[0], gen, tracker)]
+            else:
+                results = self._generate(jobs, gen, tracker)
+        except _Stop as stop:
+            for job in jobs:
+                (self.store.requeue if stop.why == "interrupted" else self.store.cancel)(job.id)
+            log.info(f"run {stop.why}", jobs=[j.id for j in jobs])
+        except MusicGenEduError as exc:
+            for job in jobs:
+                self.store.fail(job.id, str(exc))
+        except Exception as exc:  # a bug or an out-of-memory: the job fails, the service lives
+            log.exception("run failed", jobs=[j.id for j in jobs])
+            for job in jobs:
+                self.store.fail(job.id, f"internal error ({type(exc).__name__}): {exc}")
+        else:
+            for job, result in zip(jobs, results):
+                if self.store.cancel_requested(job.id):
+                    self.store.cancel(job.id)
+                else:
+                    self.store.finish(job.id, result)
+            self.metrics.observe_run(kind, results, time.perf_counter() - start)
+        finally:
+            for job in jobs:
+                listener = self.listeners.get(job.id)
+                if listener is not None:
+                    listener(None)                       # end of stream
+            self.metrics.count_jobs(self.store.counts())
+
+    def _generate(self, jobs: list[Job], gen, tracker: _Tracker) -> list[dict]:
+        """Decode all jobs' prompts as one batch; save and describe each job's share."""
+        from ..audio import load_audio, save_audio
+
+        params = jobs[0].params
+        prompts = [p for j in jobs for p in j.params["prompts"]]
+        common = dict(negative_prompt=[n for j in jobs for n in j.params["negatives"]],
+                      seeds=[s for j in jobs for s in j.params["seeds"]], callback=tracker,
+                      progress=False, **params["settings"])
+        kind = jobs[0].kind
+        if kind in ("continue", "melody"):
+            wav, sr = load_audio(self.storage / params["_upload"])     # [C, T]
+            if kind == "continue":
+                out = gen.generate_continuation(wav, sr, prompts, **common)
+            else:
+                out = gen.generate_with_melody(prompts, wav, sr, **common)
+            wav, timings = out.wav, out.timings
+        elif kind == "stream":
+            chunks, begin = [], time.perf_counter()
+            listener = self.listeners.get(jobs[0].id)
+            for chunk in gen.stream(prompts, chunk_seconds=self.settings.stream_chunk_s, **common):
+                chunks.append(chunk)                                     # [B, C, t]
+                if listener is not None:
+                    listener(chunk)
+            wav = torch.cat(chunks, dim=-1)
+            timings = {"total_s": time.perf_counter() - begin}
+        else:
+            out = gen.generate(prompts, **common)
+            wav, timings = out.wav, out.timings
+        results, offset = [], 0
+        for job in jobs:
+            files = []
+            for i in range(job.items):
+                path = self.storage / "audio" / f"{job.id}_{i}.wav"
+                save_audio(path, wav[offset + i], gen.sample_rate)
+                files.append(path.relative_to(self.storage).as_posix())
+            offset += job.items
+            results.append(dict(files=files, sample_rate=gen.sample_rate,
+                                audio_s=wav.shape[-1] / gen.sample_rate, seeds=job.params["seeds"],
+                                batch_size=len(prompts), batch_jobs=len(jobs), cached=False,
+                                timings={k: v for k, v in timings.items() if v is not None}))
+        return results
+
+    def _batch(self, job: Job, gen, tracker: _Tracker) -> dict:
+        """A CSV table through BatchRunner into the job's folder (resumes after a restart)."""
+        from ..batch import BatchRunner
+
+        folder = self.storage / "batches" / job.id
+        rows = job.params["rows"]
+
+        def on_item(record: dict) -> None:
+            tracker.jobs[0].step += 1
+            tracker(tracker.jobs[0].step, len(rows))
+
+        runner = BatchRunner(gen, folder, max_batch_size=self.settings.max_batch_size,
+                             progress=False, resume=True, on_item=on_item)
+        table = runner.run(rows)
+        ok = int((table["status"] == "ok").sum())
+        files = [f"batches/{job.id}/{p}" for p in table["path"].dropna()]
+        return dict(files=files, manifest=f"batches/{job.id}/manifest.jsonl", rows=len(table),
+                    ok=ok, failed=len(table) - ok, sample_rate=gen.sample_rate,
+                    audio_s=float(table["audio_s"].fillna(0).sum()), cached=False,
+                    errors=[e for e in table["error"].dropna().tolist()][:20])
