@@ -10,8 +10,8 @@ Where a value comes from, highest priority first (pydantic-settings sources)::
 The YAML file is ``$MUSICGEN_CONFIG_FILE`` if set, else ``<env>.yaml`` in
 ``$MUSICGEN_CONFIG_DIR``, in ``./configs`` or in the repository's ``configs/`` folder; without
 a file the defaults apply. Keys are the field names below, flat (``api_port: 8000``), so each
-one has exactly one environment variable. An unknown key (in the file or as a ``MUSICGEN_*``
-variable) or a bad value stops start-up with a :class:`~musicgen_edu.errors.ConfigError`
+one has exactly one environment variable. An unknown key in the file, a ``MUSICGEN_*`` variable
+that looks like a misspelt setting, or a bad value stops start-up with a :class:`~musicgen_edu.errors.ConfigError`
 naming the key, the value, where it came from and the allowed range. The production profile
 refuses to start without API keys. Settings are read at the edges (``serve``, the CLI) and
 passed inward as plain values (docs/architecture.md).
@@ -65,8 +65,9 @@ def parse_api_keys(text: str, where: str = "MUSICGEN_API_KEYS") -> list[ApiKey]:
             raise ConfigError(f"{where}: entry {number} is not 'key:role' or 'key:role:owner' "
                               f"(got {len(parts)} part(s)); e.g. 's3cret:user:lab1'.")
         key, role = parts[0].strip(), parts[1].strip()
-        if role not in ROLES:
-            raise ConfigError(f"{where}: entry {number} has role {role!r}; allowed: {list(ROLES)}.")
+        if role not in ROLES:  # the value is not echoed: a swapped 'role:key' would print a key
+            raise ConfigError(f"{where}: entry {number}: the second field must be a role, one of "
+                              f"{list(ROLES)} (format 'key:role' or 'key:role:owner').")
         if len(key) < 8:
             raise ConfigError(f"{where}: entry {number} has a key of {len(key)} characters; use "
                               "at least 8 (e.g. python -c 'import secrets; "
@@ -103,7 +104,7 @@ class Settings(BaseSettings):
     # --- jobs --------------------------------------------------------------------------------
     storage_dir: Path = Path("musicgen_storage")  # SQLite job store + audio files
     workers: int = Field(1, ge=0, le=16)  # generation threads; 0 = accept jobs, run none here
-    max_batch_size: int = Field(4, ge=1, le=64)  # prompts decoded together (dynamic batching)
+    max_batch_size: int = Field(8, ge=1, le=64)  # prompts decoded together (dynamic batching)
     batch_wait_s: float = Field(0.05, ge=0, le=10)  # wait for more requests before a batch
     max_queue: int = Field(100, ge=1, le=100_000)  # queued jobs; 503 past it
     max_duration: float = Field(30.0, gt=0, le=600)  # seconds of audio one request may ask
@@ -131,6 +132,9 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if not self.models:
             raise ValueError("models is empty; list at least one model name, e.g. ['debug']")
+        if self.max_prompts > self.max_batch_size:
+            raise ValueError(f"max_prompts={self.max_prompts} is larger than max_batch_size="
+                             f"{self.max_batch_size}; one request must fit in one batch")
         if self.default_model not in self.models:
             raise ValueError(f"default_model={self.default_model!r} is not in models "
                              f"{self.models}; add it there or choose one of them")
@@ -234,6 +238,26 @@ def _explain(exc: ValidationError, path: Path | None, overrides: dict) -> str:
     return "invalid settings: " + "; ".join(lines) + "."
 
 
+def _check_variables() -> None:
+    """A ``MUSICGEN_*`` variable that is no setting but looks like one (``MUSICGEN_API_PROT``)
+    is a typo that would silently leave the default in place: refuse it, with a "did you mean".
+    Other ``MUSICGEN_*`` names belong to other tools (tests, CI) and are left alone."""
+    import difflib
+
+    names = list(Settings.model_fields)
+    typos = []
+    for variable in sorted(os.environ):
+        name = variable[len(ENV_PREFIX):].lower()
+        if (variable.startswith(ENV_PREFIX) and variable not in _FILE_VARIABLES
+                and name not in Settings.model_fields):
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+            if close:
+                typos.append(f"{variable} (did you mean {ENV_PREFIX}{close[0].upper()}?)")
+    if typos:
+        raise ConfigError(f"unknown setting variable(s): {'; '.join(typos)}; the settings are "
+                          f"{sorted(ENV_PREFIX + n.upper() for n in names)}.")
+
+
 def load_settings(env: str | None = None, **overrides) -> Settings:
     """Read the settings for ``env`` (default ``$MUSICGEN_ENV`` or ``"development"``).
 
@@ -242,7 +266,8 @@ def load_settings(env: str | None = None, **overrides) -> Settings:
         **overrides: field values that win over the file and the environment.
 
     Raises:
-        ConfigError: an unknown key or ``MUSICGEN_*`` variable, a bad value (the message names
+        ConfigError: an unknown key, a ``MUSICGEN_*`` variable that looks like a misspelt
+            setting, a bad value (the message names
             the key, the value, its source and the allowed range), or unreadable API keys.
     """
     global _YAML_FILE
@@ -250,11 +275,7 @@ def load_settings(env: str | None = None, **overrides) -> Settings:
     if env not in ("development", "production"):
         raise ConfigError(f"MUSICGEN_ENV={env!r} is not a profile; allowed: "
                           "['development', 'production'].")
-    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in _FILE_VARIABLES
-                     and k[len(ENV_PREFIX):].lower() not in Settings.model_fields)
-    if unknown:
-        raise ConfigError(f"unknown environment variable(s) {unknown}; known: "
-                          f"{sorted(ENV_PREFIX + n.upper() for n in Settings.model_fields)}.")
+    _check_variables()
     path = config_path(env)
     _YAML_FILE = path
     try:

@@ -138,11 +138,15 @@ def test_result_cache_serves_identical_seeded_requests(client):
                                                  "cached": True}
     again = client.get(f"/v1/jobs/{r.json()['id']}", headers=H["user"]).json()
     assert again["result"]["cached_from"] == first["id"]
+    stranger = client.post("/v1/generate", json=body, headers=H["other"]).json()
+    assert stranger["cached"] is True                          # same audio, but another owner:
+    theirs = client.get(f"/v1/jobs/{stranger['id']}", headers=H["other"]).json()
+    assert "cached_from" not in theirs["result"]               # the first job's id stays private
     np.testing.assert_array_equal(audio_of(client, first["id"])[0], audio_of(client, again["id"])[0])
     unseeded = client.post("/v1/generate", json={"prompt": "cached tune", "duration": 0.5},
                            headers=H["user"]).json()
     assert unseeded["cached"] is False
-    assert 'musicgen_result_cache_hits_total 1.0' in client.get("/metrics").text
+    assert 'musicgen_result_cache_hits_total 2.0' in client.get("/metrics").text
 
 
 # --- dynamic batching --------------------------------------------------------------------------
@@ -314,11 +318,20 @@ def test_upload_type_and_content_checks(client):
     r = client.post("/v1/continue", files={"file": ("fake.wav", b"not audio at all", "audio/wav")},
                     data={"request": json.dumps({"duration": 1.0})}, headers=H["user"])
     assert r.status_code == 422
+    uploads = client.app.state.service.storage / "uploads"
+    before = set(uploads.iterdir())
     r = client.post("/v1/continue", files={"file": ("in.wav", wav_bytes(), "audio/wav")},
                     data={"request": "{bad"}, headers=H["user"])
     assert r.status_code == 422 and "invalid request" in r.json()["detail"]
-    leftovers = list((client.app.state.service.storage / "uploads").glob("*"))
-    assert all(not p.name.startswith(".") for p in leftovers)
+    r = client.post("/v1/continue", files={"file": ("song.mp3", b"ID3" + b"\x00" * 500, "audio/mpeg")},
+                    data={"request": json.dumps({"duration": 1.0})}, headers=H["user"])
+    assert r.status_code == 422 and "'song.mp3' is not readable audio" in r.json()["detail"]
+    assert str(client.app.state.service.storage) not in r.text          # no server paths
+    r = client.post("/v1/melody", files={"file": ("long.wav", wav_bytes(31.0, sr=8000), "audio/wav")},
+                    data={"request": json.dumps({"prompt": "x", "model": "debug-melody"})},
+                    headers=H["user"])
+    assert r.status_code == 422 and "lasts 31.0 s" in r.json()["detail"]
+    assert set(uploads.iterdir()) == before                  # rejected uploads are not kept
 
 
 def test_melody_needs_a_melody_model(client):
@@ -338,7 +351,7 @@ def test_melody_needs_a_melody_model(client):
 
 
 def test_batch_csv_job_with_manifest(client):
-    csv = "prompt,duration,seed\nfirst clip,0.5,1\nsecond clip,0.5,2\n,0.5,3\n"
+    csv = "prompt,duration,seed,name\nfirst clip,0.5,1,my song\nsecond clip,0.5,2,\n,0.5,3,\n"
     r = client.post("/v1/batch", files={"file": ("rows.csv", csv.encode(), "text/csv")},
                     headers=H["user"])
     assert r.status_code == 202, r.text
@@ -348,13 +361,19 @@ def test_batch_csv_job_with_manifest(client):
     manifest = client.get(f"/v1/jobs/{job['id']}/files/manifest.jsonl", headers=H["user"])
     records = [json.loads(l) for l in manifest.text.splitlines()]
     assert [r["status"] for r in records] == ["ok", "ok"]
-    clip = client.get(f"/v1/jobs/{job['id']}/files/{records[0]['path']}", headers=H["user"])
-    assert clip.status_code == 200 and clip.content[:4] == b"RIFF"
+    assert job["result"]["files"] == [f"batches/{job['id']}/{r['path']}" for r in records]
+    for path in job["result"]["files"]:                       # every listed file downloads
+        clip = client.get(f"/v1/jobs/{job['id']}/files/{path.rsplit('/', 1)[1]}", headers=H["user"])
+        assert clip.status_code == 200 and clip.content[:4] == b"RIFF"
+    assert job["progress"] == {"step": 2, "total": 2, "fraction": 1.0}
     for bad in ("..%2Fjobs.sqlite3", ".hidden", "nothere.wav"):
         assert client.get(f"/v1/jobs/{job['id']}/files/{bad}", headers=H["user"]).status_code == 404
     r = client.post("/v1/batch", files={"file": ("rows.csv", b"prompt,duration\nx,99\n", "text/csv")},
                     headers=H["user"])
     assert r.status_code == 422 and "max_duration" in r.json()["detail"]
+    for bad in (b"", b"\xff\xfe\x00bad", b'"unclosed,quote\n'):
+        r = client.post("/v1/batch", files={"file": ("rows.csv", bad, "text/csv")}, headers=H["user"])
+        assert r.status_code == 422 and "rows.csv" not in r.json()["detail"].split("'")[0], r.text
 
 
 # --- prompts, models, health, metrics ----------------------------------------------------------
@@ -446,6 +465,44 @@ def test_websocket_stream_sends_audio_then_done(client, solo):
     np.testing.assert_allclose(saved, ref, atol=1e-4)
 
 
+def test_websocket_close_cancels_the_job(client):
+    with client.websocket_connect("/v1/stream", headers=H["user"]) as ws:
+        ws.send_json({"prompt": "left early", "duration": 30.0, "seed": 3})
+        job_id = ws.receive_json()["id"]                   # the start message
+        ws.receive_bytes()
+    job = wait_job(client, job_id)
+    assert job["status"] == "cancelled" and job["step"] < job["total"]
+
+
+def test_websocket_ends_when_its_queued_job_is_cancelled(tmp_path):
+    with make_client(tmp_path, workers=0) as c:
+        with c.websocket_connect("/v1/stream", headers=H["user"]) as ws:
+            ws.send_json({"prompt": "never runs", "duration": 1.0})
+            for _ in range(100):
+                jobs = c.get("/v1/jobs", headers=H["user"]).json()["jobs"]
+                if jobs:
+                    break
+                time.sleep(0.02)
+            assert c.delete(f"/v1/jobs/{jobs[0]['id']}", headers=H["user"]).status_code == 200
+            done = ws.receive_json()
+        assert done["type"] == "done" and done["status"] == "cancelled"
+
+
+def test_one_service_per_storage_folder(tmp_path):
+    with make_client(tmp_path, workers=0):
+        with pytest.raises(mg.ConfigError, match="in use by another running service"):
+            make_client(tmp_path, workers=0)
+    with make_client(tmp_path, workers=0):                 # free again after shutdown
+        pass
+
+
+def test_failed_authentication_is_rate_limited_by_address(tmp_path):
+    with make_client(tmp_path, rate_limit_per_minute=6, rate_limit_burst=3, workers=0) as c:
+        codes = [c.get("/v1/models", headers={"X-API-Key": f"guess-{i:04d}"}).status_code
+                 for i in range(5)]
+        assert codes[:3] == [401] * 3 and codes[3:] == [429, 429]
+
+
 def test_websocket_errors(client):
     with client.websocket_connect("/v1/stream") as ws:
         assert ws.receive_json()["status"] == 401
@@ -455,6 +512,10 @@ def test_websocket_errors(client):
         ws.send_json({"prompt": "x", "top_p": 2})
         error = ws.receive_json()
         assert error["status"] == 422 and "top_p=2" in error["detail"]
+    with client.websocket_connect(f"/v1/stream?api_key={USER}") as ws:
+        ws.send_bytes(b"\x00\x01")
+        error = ws.receive_json()
+        assert error["status"] == 422 and "JSON text" in error["detail"]
 
 
 # --- fuzz: no request body ever gets a 500 ----------------------------------------------------
@@ -496,6 +557,15 @@ def test_fuzz_raw_bytes_never_500(idle_client, raw, path):
     r = idle_client.post(path, content=raw, headers={**H["user"],
                                                      "content-type": "application/json"})
     assert r.status_code in (200, 202, 400, 422), (raw, r.status_code, r.text)  # 400: not UTF-8
+
+
+@hyp_settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+def test_fuzz_batch_tables_never_500(idle_client, raw):
+    r = idle_client.post("/v1/batch", files={"file": ("rows.csv", raw, "text/csv")},
+                         headers=H["user"])
+    assert r.status_code in (202, 422), (raw, r.status_code, r.text)
 
 
 @hyp_settings(max_examples=60, deadline=None,

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def start(storage: Path, port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICGEN_")}
-    env.update(MUSICGEN_STORAGE_DIR=str(storage), MUSICGEN_MAX_BATCH_SIZE="1",
+    env.update(MUSICGEN_STORAGE_DIR=str(storage), MUSICGEN_MAX_BATCH_SIZE="1", MUSICGEN_MAX_PROMPTS="1",
                MUSICGEN_BATCH_WAIT_S="0", MUSICGEN_LOG_JSON="true", MUSICGEN_DEVICE="cpu",
                MUSICGEN_RATE_LIMIT_PER_MINUTE="0")
     proc = subprocess.Popen([sys.executable, "-m", "musicgen_edu", "serve", "--port", str(port)],

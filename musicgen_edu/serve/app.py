@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from http import HTTPStatus
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError
 from ..settings import Settings, load_settings
@@ -59,6 +61,24 @@ class Service:
     load_error: str | None = None   # why the default model could not be loaded
 
 
+def _lock_storage(storage: Path):
+    """One service per storage folder: a second one would re-queue the first one's running
+    jobs at start-up and run them twice. An advisory lock, freed when the process dies."""
+    handle = open(storage / "service.lock", "a+")
+    try:
+        import fcntl
+    except ImportError:                  # Windows: no flock; one service per folder by convention
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"storage_dir '{storage}' is in use by another running service; stop "
+                          "it first (server.stop() in a notebook) or choose another storage_dir "
+                          "(MUSICGEN_STORAGE_DIR).") from None
+    return handle
+
+
 def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     """The service as an ASGI app. ``settings`` default: :func:`load_settings` (+ overrides)."""
     from .. import __version__
@@ -69,6 +89,7 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     storage = Path(settings.storage_dir)
     for folder in ("audio", "uploads", "batches"):
         (storage / folder).mkdir(parents=True, exist_ok=True)
+    lock = _lock_storage(storage)
     store, metrics, pool = SQLiteJobStore(storage / "jobs.sqlite3"), Metrics(), ModelPool(settings)
     svc = Service(settings, store, pool, Worker(settings, store, pool, metrics), metrics,
                   Auth(settings), RateLimiter(settings.rate_limit_per_minute,
@@ -92,10 +113,14 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
         svc.worker.start()
         svc.worker.notify()
         yield
-        svc.log.info("service stopping", running=svc.worker.busy)
+        svc.log.info("service stopping", running=store.counts()["running"])
         await asyncio.to_thread(svc.worker.stop, settings.shutdown_grace_s)
         await asyncio.to_thread(loader.join, 300)   # never leave a load half-way at exit
-        store.close()
+        if svc.worker.stopped():
+            store.close()
+        else:                                        # a thread still inside a step: leave it
+            svc.log.warning("a worker thread did not stop; the store stays open")
+        lock.close()                                 # frees the storage folder
         svc.log.info("service stopped")
 
     app = FastAPI(title="musicgen_edu", version=__version__, lifespan=lifespan,
@@ -108,6 +133,11 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     async def library_error(request: Request, exc: MusicGenEduError):
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
         return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail, "type": HTTPStatus(exc.status_code).phrase},
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError):

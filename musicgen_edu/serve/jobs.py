@@ -14,8 +14,9 @@ Redis store can later take the place of :class:`SQLiteJobStore` without touching
 
 SQLite (one file, WAL journal, ``synchronous=FULL``) makes every status change durable
 before it is acknowledged, so ``kill -9`` loses no finished or queued job. ``claim`` runs in a
-``BEGIN IMMEDIATE`` transaction, so two worker threads (or processes on one host) never take
-the same job.
+``BEGIN IMMEDIATE`` transaction, so two worker threads never take the same job. One service
+process owns a store (app.py locks its folder): at start-up it re-queues every job left
+``running``, which is only right if no other process is running them.
 """
 
 from __future__ import annotations

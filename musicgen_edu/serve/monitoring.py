@@ -57,7 +57,7 @@ class Metrics:
         self.requests = Counter("musicgen_http_requests_total", "HTTP requests",
                                 ["method", "route", "code"], registry=r)
         self.latency = Histogram("musicgen_http_request_duration_seconds", "HTTP latency",
-                                 ["method", "route"], registry=r)
+                                 ["method", "route", "code"], registry=r)
         self.queue_depth = Gauge("musicgen_queue_depth", "Jobs waiting in the queue", registry=r)
         self.jobs = Gauge("musicgen_jobs", "Jobs by status", ["status"], registry=r)
         self.generation = Histogram("musicgen_generation_seconds", "Wall time of one run",
@@ -134,7 +134,7 @@ class RequestLog:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(seconds)
+            self.metrics.latency.labels(scope["method"], route, str(status)).observe(seconds)
             self.log.info("request", method=scope["method"], route=route, path=scope["path"],
                           status=status, ms=round(seconds * 1000, 1),
                           owner=scope["state"].get("owner"))

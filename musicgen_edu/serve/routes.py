@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from ..errors import ConfigError, GenerationError
@@ -23,11 +24,11 @@ from .schemas import (BatchRequest, GenerateRequest, PromptRequest, capabilities
                       explain_validation, job_params)
 from .security import Principal
 
-__all__ = ["router", "need", "visible_job", "submit"]
+__all__ = ["router", "need", "admit", "visible_job", "submit"]
 
 router = APIRouter()
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_BAD_NAME = re.compile(r"[/\\\x00]|^\.")   # separators, NUL, hidden or relative (.., .x)
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
                ".ogg": "audio/ogg"}
 # upload extension -> content types accepted for it (browsers send odd ones for CSV)
@@ -40,19 +41,32 @@ def service(request: Request):
     return request.app.state.service
 
 
+def admit(svc, headers, client: str, role: str, what: str, query_key: str | None = None):
+    """Authenticate (401), authorize (403) and rate-limit (429) one caller; HTTP and WebSocket.
+
+    Failed authentications count against the caller's address, so guessing keys is limited too.
+    """
+    try:
+        try:
+            principal = svc.auth.identify(headers, client, query_key)
+        except HTTPException:
+            svc.limiter.check(f"addr:{client}")
+            raise
+        svc.auth.authorize(principal, role, what)
+        svc.limiter.check(principal.identity)
+    except HTTPException as exc:
+        if exc.status_code == 429:
+            svc.metrics.rate_limited.inc()
+        raise
+    return principal
+
+
 def need(role: str, what: str):
     """A dependency: the caller, if it has ``role`` (401/403) and is within its rate (429)."""
 
     def dependency(request: Request) -> Principal:
-        svc = service(request)
-        principal = svc.auth.identify(request.headers, request.client.host if request.client
-                                      else "unknown")
-        svc.auth.authorize(principal, role, what)
-        try:
-            svc.limiter.check(principal.identity)
-        except HTTPException:
-            svc.metrics.rate_limited.inc()
-            raise
+        principal = admit(service(request), request.headers,
+                          request.client.host if request.client else "unknown", role, what)
         request.scope.setdefault("state", {})["owner"] = principal.owner
         return principal
 
@@ -69,14 +83,17 @@ def visible_job(svc, job_id: str, who: Principal) -> Job:
 
 
 def submit(svc, who: Principal, kind: str, params: dict, model: str, batch_key: str = "",
-           cache_key: str = "", job_id: str | None = None) -> Job:
+           cache_key: str = "", job_id: str | None = None, request_id: str | None = None) -> Job:
     """Store a queued job (or a cached result) and wake the worker. 503 when the queue is full."""
+    params["_request_id"] = request_id           # the worker's log lines carry it too
     if svc.settings.result_cache and cache_key:
         hit = svc.store.find_cached(cache_key)
         if hit is not None and all((svc.storage / f).is_file() for f in hit.result["files"]):
+            origin = {"cached_from": hit.id} if hit.owner == who.owner else {}  # ids stay private
             job = Job(owner=who.owner, kind=kind, model=model, params=params,
                       items=len(params.get("prompts", [None])), cache_key=cache_key,
-                      status="succeeded", result=dict(hit.result, cached=True, cached_from=hit.id))
+                      status="succeeded", result={**{k: v for k, v in hit.result.items() if k != "cached_from"},
+                                                  "cached": True, **origin})
             job.step = job.total = hit.total
             job.started_at = job.finished_at = job.created_at
             svc.metrics.cache_hits.inc()
@@ -107,7 +124,27 @@ def generate(req: GenerateRequest, request: Request,
     """Queue a text-to-music job; returns its id at once (202)."""
     svc = service(request)
     params, model, batch_key, cache_key = job_params(req, svc.settings, "generate")
-    return _accepted(submit(svc, who, "generate", params, model, batch_key, cache_key))
+    return _accepted(submit(svc, who, "generate", params, model, batch_key, cache_key,
+                            request_id=request.state.request_id))
+
+
+def _read_upload(path: Path, name: str, max_seconds: float):
+    """Decode an uploaded clip (off the event loop); its length is checked before decoding."""
+    import soundfile as sf
+
+    from ..audio import load_audio
+    from ..errors import AudioError
+
+    try:
+        seconds = sf.info(str(path)).duration
+    except Exception:  # noqa: BLE001 - libsndfile says why in many ways; the answer is one
+        raise AudioError(f"upload {name!r} is not readable audio; send wav, flac, ogg or mp3.") from None
+    if seconds > max_seconds:
+        raise ConfigError(f"upload {name!r} lasts {seconds:.1f} s; allowed: up to {max_seconds} s.")
+    try:
+        return load_audio(path)                                       # [C, T], sample rate
+    except AudioError:
+        raise AudioError(f"upload {name!r} is not readable audio; send wav, flac, ogg or mp3.") from None
 
 
 async def _upload(svc, file: UploadFile, job_id: str, kinds: dict) -> Path:
@@ -137,7 +174,6 @@ def _request_json(text: str, schema):
 
 
 async def _audio_job(request: Request, who: Principal, kind: str, file: UploadFile, body: str):
-    from ..audio import load_audio
     from .jobs import new_job_id
 
     svc = service(request)
@@ -150,7 +186,8 @@ async def _audio_job(request: Request, who: Principal, kind: str, file: UploadFi
     job_id = new_job_id()
     path = await _upload(svc, file, job_id, _AUDIO_UPLOADS)
     try:
-        wav, sr = load_audio(path)                                # [C, T]; AudioError -> 422
+        wav, sr = await run_in_threadpool(_read_upload, path, file.filename,
+                                          max(svc.settings.max_duration, 30.0))
         seconds = wav.shape[-1] / sr
         window = caps["max_duration"] or 30.0
         if kind == "continue" and not seconds < min(params["settings"]["duration"], window):
@@ -162,7 +199,8 @@ async def _audio_job(request: Request, who: Principal, kind: str, file: UploadFi
         path.unlink(missing_ok=True)
         raise
     params["_upload"] = path.relative_to(svc.storage).as_posix()
-    return _accepted(submit(svc, who, kind, params, model, job_id=job_id))
+    return _accepted(submit(svc, who, kind, params, model, job_id=job_id,
+                            request_id=request.state.request_id))
 
 
 @router.post("/v1/continue", status_code=202, tags=["generation"])
@@ -208,8 +246,9 @@ async def batch(request: Request, file: UploadFile = File(..., description="CSV:
     finally:
         path.unlink(missing_ok=True)
     rows = [{k: v for k, v in r.items() if v == v} for r in rows]   # NaN (empty cell) -> absent
-    job = submit(svc, who, "batch", {"rows": rows, "invalid": [r["error"] for r in invalid]},
-                 model, job_id=job_id)
+    job = submit(svc, who, "batch", {"rows": rows, "valid_rows": len(items),
+                                     "invalid": [r["error"] for r in invalid]},
+                 model, job_id=job_id, request_id=request.state.request_id)
     return _accepted(job)
 
 
@@ -240,11 +279,14 @@ def cancel_job(job_id: str, request: Request,
     status = svc.store.request_cancel(job.id) if job.status not in FINISHED else job.status
     if status not in ("cancelled", "cancelling") or job.status in FINISHED:
         raise HTTPException(409, f"job {job_id} has already ended ({status}); nothing to cancel.")
+    listener = svc.worker.listeners.get(job.id)
+    if status == "cancelled" and listener is not None:
+        listener(None)                     # a WebSocket waiting for a job that will never run
     return JSONResponse({"id": job.id, "status": status},
                         status_code=200 if status == "cancelled" else 202)
 
 
-def _finished_file(svc, job: Job) -> None:
+def _finished_file(job: Job) -> None:
     if job.status != "succeeded":
         raise HTTPException(409, f"job {job.id} is {job.status}; its files exist once it has "
                             "succeeded (poll GET /v1/jobs/{id} or follow /events).")
@@ -258,7 +300,7 @@ def get_audio(job_id: str, request: Request, format: str = "wav", index: int = 0
 
     svc = service(request)
     job = visible_job(svc, job_id, who)
-    _finished_file(svc, job)
+    _finished_file(job)
     if format not in ("wav", "flac", "mp3"):
         raise ConfigError(f"format={format!r} is not offered; allowed: ['wav', 'flac', 'mp3'].")
     files = job.result["files"]
@@ -282,10 +324,10 @@ def get_file(job_id: str, name: str, request: Request,
     """A file of a finished batch job (``manifest.jsonl`` or a clip), by its plain name."""
     svc = service(request)
     job = visible_job(svc, job_id, who)
-    _finished_file(svc, job)
+    _finished_file(job)
     folder = (svc.storage / "batches" / job.id).resolve()
     path = (folder / name).resolve()
-    if job.kind != "batch" or not _FILE_NAME.match(name) or path.parent != folder \
+    if job.kind != "batch" or _BAD_NAME.search(name) or path.parent != folder \
             or not path.is_file():
         raise HTTPException(404, f"no file {name!r} in job {job_id}; names are listed in its "
                             "result (files, manifest).")
@@ -337,6 +379,9 @@ def healthz():
 def readyz(request: Request):
     """Ready once the default model is loaded (503 before, or if loading failed)."""
     svc = service(request)
+    if not svc.worker.alive():
+        return JSONResponse({"status": "failed", "detail": "a worker thread has stopped"},
+                            status_code=503)
     if svc.settings.default_model in svc.pool.loaded():
         return {"status": "ready", "model": svc.settings.default_model}
     return JSONResponse({"status": "loading" if svc.load_error is None else "failed",

@@ -128,7 +128,9 @@ def job_params(req, settings, kind: str, text_required: bool = True) -> tuple[di
     params = dict(prompts=prompts, negatives=[req.negative_prompt] * len(prompts),
                   seeds=[seed + i for i in range(len(prompts))], settings=settings_)
     batch_key = _digest(kind, model, settings_) if kind == "generate" else ""
-    cache_key = _digest(kind, model, params) if chosen and kind == "generate" else ""
+    # what else decides the audio: the backend, precision and device the server runs
+    runtime = (settings.backend, settings.dtype, settings.device)
+    cache_key = _digest(kind, model, runtime, params) if chosen and kind == "generate" else ""
     return params, model, batch_key, cache_key
 
 
@@ -136,8 +138,8 @@ def capabilities(name: str, loaded: dict) -> dict:
     """What ``name`` can do, from the loaded model or the registry (None: unknown until loaded)."""
     if name in loaded:
         m = loaded[name].model
-        return dict(melody=m.is_melody, channels=m.audio_channels, continuation=True,
-                    sample_rate=m.sample_rate, max_duration=m.max_duration)
+        return dict(melody=m.is_melody, channels=m.audio_channels, sample_rate=m.sample_rate,
+                    max_duration=m.max_duration)
     if name in DEBUG_MODELS:
         channels, melody = DEBUG_MODELS[name]
     elif name in HUB_MODELS:
@@ -146,5 +148,4 @@ def capabilities(name: str, loaded: dict) -> dict:
         channels, melody = 1, False
     else:
         channels = melody = None
-    return dict(melody=melody, channels=channels, continuation=True, sample_rate=None,
-                max_duration=30.0)
+    return dict(melody=melody, channels=channels, sample_rate=None, max_duration=30.0)

@@ -28,7 +28,7 @@ from fastapi.responses import StreamingResponse
 
 from ..errors import MusicGenEduError
 from .jobs import FINISHED, new_job_id
-from .routes import need, service, submit, visible_job
+from .routes import admit, need, service, submit, visible_job
 from .schemas import GenerateRequest, explain_validation, job_params
 from .security import Principal
 
@@ -82,13 +82,16 @@ async def stream(ws: WebSocket):
     svc = ws.app.state.service
     await ws.accept()
     try:
-        who = svc.auth.identify(ws.headers, ws.client.host if ws.client else "unknown",
-                                query_key=ws.query_params.get("api_key"))
-        svc.auth.authorize(who, "user", "WS /v1/stream")
-        svc.limiter.check(who.identity)
-        message = await asyncio.wait_for(ws.receive_text(), timeout=60)
+        who = admit(svc, ws.headers, ws.client.host if ws.client else "unknown", "user",
+                    "WS /v1/stream", query_key=ws.query_params.get("api_key"))
+        message = await asyncio.wait_for(ws.receive(), timeout=60)
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is None:
+            return await _refuse(ws, 422, "the first message must be the request as JSON text, "
+                                 'e.g. {"prompt": "lo-fi piano", "duration": 8}.')
         try:
-            req = GenerateRequest.model_validate_json(message)
+            req = GenerateRequest.model_validate_json(message["text"])
         except ValueError as exc:
             errors = exc.errors() if hasattr(exc, "errors") else []
             return await _refuse(ws, 422, explain_validation(errors) if errors else str(exc))
@@ -97,8 +100,6 @@ async def stream(ws: WebSocket):
             return await _refuse(ws, 422, f"the stream takes one prompt, got "
                                  f"{len(params['prompts'])}; use POST /v1/generate for several.")
     except HTTPException as exc:
-        if exc.status_code == 429:
-            svc.metrics.rate_limited.inc()
         return await _refuse(ws, exc.status_code, exc.detail)
     except MusicGenEduError as exc:
         return await _refuse(ws, 422, str(exc))
@@ -109,9 +110,13 @@ async def stream(ws: WebSocket):
     svc.worker.listeners[job_id] = lambda chunk: loop.call_soon_threadsafe(chunks.put_nowait, chunk)
     try:
         submit(svc, who, "stream", params, model, job_id=job_id)
-        await _forward(ws, svc, job_id, model, chunks)
     except HTTPException as exc:                     # queue full
-        await _refuse(ws, exc.status_code, exc.detail)
+        svc.worker.listeners.pop(job_id, None)
+        return await _refuse(ws, exc.status_code, exc.detail)
+    try:
+        await _forward(ws, svc, job_id, model, chunks)
+    except Exception:                                # the client went away mid-send
+        svc.store.request_cancel(job_id)
     finally:
         svc.worker.listeners.pop(job_id, None)
 
@@ -123,7 +128,13 @@ async def _forward(ws: WebSocket, svc, job_id: str, model: str, chunks: asyncio.
     try:
         while True:
             outgoing = asyncio.ensure_future(chunks.get())
-            done, _ = await asyncio.wait({outgoing, incoming}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({outgoing, incoming}, timeout=1.0,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:                    # nothing for a second: has the job ended unrun?
+                outgoing.cancel()
+                if svc.store.get(job_id).status in FINISHED:
+                    break
+                continue
             if incoming in done:
                 if incoming.result()["type"] == "websocket.disconnect":
                     outgoing.cancel()

@@ -15,8 +15,9 @@ Because every item samples from its own seeded ``torch.Generator`` (generator.py
 the batch is the same clip it would be alone: batching changes throughput, never results.
 
 **Cancellation** is cooperative: the generator calls ``tracker(step, total)`` after every
-decoder step; when every job of the run has been cancelled it raises, and the run stops
-there with nothing saved. A job cancelled while its batch-mates go on is dropped at the end.
+decoder step (batch-table jobs: every step of every chunk); when every job of the run has
+been cancelled it raises, and the run stops there with nothing saved. A job cancelled while
+its batch-mates go on is dropped at the end.
 **Graceful shutdown** waits ``shutdown_grace_s`` for running jobs, then interrupts them the
 same way and puts them back in the queue (they run again, with the same seeds, next start).
 """
@@ -94,8 +95,12 @@ class ModelPool:
             log.info("model unloaded", model=old, reason="memory budget")
 
 
-class _Stop(Exception):
-    """Raised from the progress callback to end a run at the current step."""
+class _Stop(BaseException):
+    """Raised from the progress callback to end a run at the current step.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``): a signal, not an error, so code that
+    reports every ``Exception`` per item (BatchRunner) lets it through.
+    """
 
     def __init__(self, why: str):
         super().__init__(why)
@@ -105,8 +110,10 @@ class _Stop(Exception):
 class _Tracker:
     """The generator's ``callback(step, total)``: progress, cancellation, shutdown."""
 
-    def __init__(self, worker: "Worker", jobs: list[Job], every_s: float = 0.1):
+    def __init__(self, worker: "Worker", jobs: list[Job], every_s: float = 0.1,
+                 report: bool = True):
         self.worker, self.jobs, self.every_s = worker, jobs, every_s
+        self.report = report            # False: progress is counted elsewhere (batch tables)
         self.last = 0.0
 
     def __call__(self, step: int, total: int) -> None:
@@ -116,7 +123,7 @@ class _Tracker:
         if all(store.cancel_requested(j.id) for j in self.jobs):
             raise _Stop("cancelled")
         now = time.monotonic()
-        if now - self.last >= self.every_s or step == total:
+        if self.report and (now - self.last >= self.every_s or step == total):
             self.last = now
             for job in self.jobs:
                 store.progress(job.id, step, total)
@@ -140,7 +147,6 @@ class Worker:
         self._stopping = threading.Event()        # set: take no new jobs
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._busy = 0
 
     # --- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,40 +170,50 @@ class Worker:
         for thread in self._threads:
             thread.join(30)
 
-    @property
-    def busy(self) -> int:
-        return self._busy
+    def stopped(self) -> bool:
+        return not any(t.is_alive() for t in self._threads)
+
+    def alive(self) -> bool:
+        """Every worker thread is running (``/readyz`` says not ready otherwise)."""
+        return all(t.is_alive() for t in self._threads)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            if self._wake.wait(0.5):
-                self._wake.clear()
-                time.sleep(self.settings.batch_wait_s)   # let batch-mates arrive
-            while not self._stopping.is_set():
-                jobs = self.store.claim(self.settings.max_batch_size)
-                if not jobs:
-                    break
-                self._busy += 1
-                try:
+            try:
+                if self._wake.wait(0.5):
+                    self._wake.clear()
+                    time.sleep(self.settings.batch_wait_s)   # let batch-mates arrive
+                while not self._stopping.is_set():
+                    jobs = self.store.claim(self.settings.max_batch_size)
+                    if not jobs:
+                        break
                     self._run(jobs)
-                finally:
-                    self._busy -= 1
+            except Exception:  # a store error (disk full, locked): log it, keep the thread
+                log.exception("worker loop error; retrying in 1 s")
+                time.sleep(1)
 
     # --- one run --------------------------------------------------------------------------------
     def _run(self, jobs: list[Job]) -> None:
+        import structlog
+
         kind, start = jobs[0].kind, time.perf_counter()
+        ids = [j.params.get("_request_id") for j in jobs]
+        structlog.contextvars.bind_contextvars(request_id=ids[0] if len(ids) == 1 else ids)
         log.info("run started", jobs=[j.id for j in jobs], kind=kind, model=jobs[0].model,
                  items=sum(j.items for j in jobs))
         try:
             gen = self.pool.get(jobs[0].model)
-            tracker = _Tracker(self, jobs)
+            tracker = _Tracker(self, jobs, report=kind != "batch")
             if kind == "batch":
                 results = [self._batch(jobs[0], gen, tracker)]
             else:
                 results = self._generate(jobs, gen, tracker)
         except _Stop as stop:
-            for job in jobs:
-                (self.store.requeue if stop.why == "interrupted" else self.store.cancel)(job.id)
+            for job in jobs:  # interrupted: back to the queue, unless a cancel was asked for
+                if stop.why == "interrupted" and not self.store.cancel_requested(job.id):
+                    self.store.requeue(job.id)
+                else:
+                    self.store.cancel(job.id)
             log.info(f"run {stop.why}", jobs=[j.id for j in jobs])
         except MusicGenEduError as exc:
             for job in jobs:
@@ -219,6 +235,7 @@ class Worker:
                 if listener is not None:
                     listener(None)                       # end of stream
             self.metrics.count_jobs(self.store.counts())
+            structlog.contextvars.unbind_contextvars("request_id")
 
     def _generate(self, jobs: list[Job], gen, tracker: _Tracker) -> list[dict]:
         """Decode all jobs' prompts as one batch; save and describe each job's share."""
@@ -268,17 +285,18 @@ class Worker:
         from ..batch import BatchRunner
 
         folder = self.storage / "batches" / job.id
-        rows = job.params["rows"]
+        rows, done = job.params["rows"], [0]
+        total = job.params["valid_rows"]                 # progress counts items, not steps
 
         def on_item(record: dict) -> None:
-            tracker.jobs[0].step += 1
-            tracker(tracker.jobs[0].step, len(rows))
+            done[0] += 1
+            self.store.progress(job.id, done[0], total)
 
         runner = BatchRunner(gen, folder, max_batch_size=self.settings.max_batch_size,
-                             progress=False, resume=True, on_item=on_item)
+                             progress=False, resume=True, on_item=on_item, callback=tracker)
         table = runner.run(rows)
         ok = int((table["status"] == "ok").sum())
-        files = [f"batches/{job.id}/{p}" for p in table["path"].dropna()]
+        files = [f"batches/{job.id}/{Path(p).name}" for p in table["path"].dropna()]
         return dict(files=files, manifest=f"batches/{job.id}/manifest.jsonl", rows=len(table),
                     ok=ok, failed=len(table) - ok, sample_rate=gen.sample_rate,
                     audio_s=float(table["audio_s"].fillna(0).sum()), cached=False,
