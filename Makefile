@@ -11,7 +11,7 @@ SITE_DIR ?= site
 # mkdocs-material prints a banner about its end of life on every build; keep the log to warnings
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install install-dev install-docs demo test test-unit test-notebooks docs docs-serve
+.PHONY: install install-dev install-docs demo test test-unit test-notebooks test-browser screenshot docs docs-serve
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
@@ -33,6 +33,14 @@ test-unit:
 
 test-notebooks:
 	$(PYTHON) -m pytest -q notebooks --nbval-lax tests/test_notebooks.py
+
+# lecture 07 in JupyterLab in headless Chromium (apt-get install chromium chromium-driver)
+test-browser:
+	$(PYTHON) -m pytest -q -m browser tests/test_studio_browser.py
+
+# the same test, also writing docs/images/studio.png (the studio picture on the docs site)
+screenshot:
+	MUSICGEN_UPDATE_SCREENSHOT=1 $(PYTHON) -m pytest -q -m browser tests/test_studio_browser.py
 
 test: install-dev
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax

@@ -48,5 +48,7 @@ from .lecture03 import *  # noqa: E402,F401,F403
 from .lecture03 import __all__ as _l03  # noqa: E402
 from .lecture04 import *  # noqa: E402,F401,F403
 from .lecture04 import __all__ as _l04  # noqa: E402
+from .lecture07 import *  # noqa: E402,F401,F403
+from .lecture07 import __all__ as _l07  # noqa: E402
 
-__all__ += [*_l01, *_l02, *_l03, *_l04]
+__all__ += [*_l01, *_l02, *_l03, *_l04, *_l07]

@@ -1,0 +1,328 @@
+"""Small ipywidgets the lectures reuse: sliders from GenerationConfig, an A/B player, a token grid.
+
+``mg.param_sliders()`` builds one control per GenerationConfig field from the range metadata
+the config's own ``validate`` checks against (one source of ranges, none written here);
+``mg.audio_compare(a, b)`` plays two results side by side and names the settings that differ;
+``mg.token_grid(generation)`` draws the generated codes ``[K, S]`` beside the delay pattern
+(``codec.plot_delay_pattern``). ``mg.Studio`` (``studio.py``) is assembled from these pieces.
+
+How a widget reaches the screen: ``display(widget)`` -> ``_View._ipython_display_`` sends the
+ipywidgets view *and* a plain-text summary; JupyterLab 4 renders the view (the
+``jupyterlab_widgets`` extension comes with ipywidgets 8), Colab does once its custom widget
+manager is on (turned on here at the first display:
+``google.colab.output.enable_custom_widget_manager()``), and everywhere widgets cannot render
+(a terminal, papermill, a static viewer) the text is shown. ipywidgets is imported only when a
+widget is made, so ``import musicgen_edu`` works without it; without it the widgets keep their
+values and Python API (``_Plain``) and display as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import io
+import math
+import sys
+
+from .errors import ConfigError
+from .generator import Generation, GenerationConfig
+
+__all__ = ["ParamSliders", "AudioCompare", "TokenGrid", "param_sliders", "audio_compare",
+           "token_grid", "STUDIO_SETTINGS"]
+
+# GenerationConfig fields the studio shows, in this order (their ranges come from the config)
+STUDIO_SETTINGS = ("duration", "temperature", "top_k", "top_p", "guidance_scale", "seed",
+                   "use_sampling")
+
+
+# --- small pieces ---------------------------------------------------------------------------
+
+def _ipywidgets():
+    """The ipywidgets module, or None when it is not installed (widgets degrade to text)."""
+    try:
+        import ipywidgets
+    except ImportError:
+        return None
+    return ipywidgets
+
+
+class _Plain:
+    """Stands in for a widget without ipywidgets: keeps its traits and click handlers, draws
+    nothing, so the studio's Python API works the same."""
+
+    def __init__(self, **traits):
+        self.__dict__.update({"disabled": False, "value": None, **traits})
+        self._handlers = []
+
+    def observe(self, *args, **kwargs):
+        pass
+
+    def add_class(self, name):
+        return self
+
+    def on_click(self, handler):
+        self._handlers.append(handler)
+
+    def click(self):
+        for handler in self._handlers:
+            handler(self)
+
+
+def _make(kind: str, *css: str, **traits):
+    """``ipywidgets.<kind>(**traits)`` with CSS classes (stable hooks for browser tests)."""
+    w = _ipywidgets()
+    widget = _Plain(**traits) if w is None else getattr(w, kind)(**traits)
+    for name in css:
+        widget.add_class(name)
+    return widget
+
+
+_colab = {"enabled": False}
+
+
+def _enable_colab() -> None:
+    """Colab renders ipywidgets 8 only with its custom widget manager: turn it on once."""
+    if "google.colab" in sys.modules and not _colab["enabled"]:
+        _colab["enabled"] = True
+        try:
+            from google.colab import output  # only exists on Colab
+
+            output.enable_custom_widget_manager()
+        except (ImportError, AttributeError):
+            print("Widgets need Colab's custom widget manager: run "
+                  "`from google.colab import output; output.enable_custom_widget_manager()`.")
+
+
+class _View:
+    """Displays ``box`` where widgets render, with ``text()`` as the plain-text fallback."""
+
+    box = None
+
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        if self.box is None or isinstance(self.box, _Plain):
+            print(self.text())
+            return
+        _enable_colab()
+        bundle = self.box._repr_mimebundle_()   # the widget view, and our text for the rest
+        bundle["text/plain"] = self.text()
+        display(bundle, raw=True)
+
+
+def _png(draw, size=(5.0, 2.2)) -> bytes:
+    """Draw on a fresh figure (no pyplot state: safe in the worker thread) -> PNG bytes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=80, constrained_layout=True)
+    draw(fig.add_subplot())
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _image(draw, size=(5.0, 2.2)):
+    return _make("Image", value=_png(draw, size) if _ipywidgets() else b"", format="png",
+                 layout={"max_width": "100%"})
+
+
+def _draw_tokens(ax, tokens) -> None:
+    """The generated codes ``[K, S]`` as a heat map: one row per codebook, one column per frame."""
+    mesh = ax.imshow(tokens.numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
+    ax.figure.colorbar(mesh, ax=ax, label="token id")
+    ax.set_yticks(range(tokens.shape[0]))
+    ax.set_xlabel("frame (S)")
+    ax.set_ylabel("codebook (K)")
+    ax.set_title(f"generated tokens [K, S] = {list(tokens.shape)}")
+
+
+def _wav_bytes(generation: Generation, index: int = 0) -> bytes:
+    """Item ``index`` as WAV bytes, through ``audio.play`` (IPython's Audio encoder)."""
+    from .audio import play
+
+    return play(generation.wav[index], generation.sample_rate).data
+
+
+def _settings(g: Generation) -> str:
+    """One line with what made ``g``: length, sampling settings and the seed actually used."""
+    c = g.config
+    how = "greedy" if not c.use_sampling else f"T={c.temperature:g} k={c.top_k} p={c.top_p:g}"
+    return f"{g.duration:.1f} s, {how}, cfg={c.guidance_scale:g}, seed={g.seeds[0]}"
+
+
+def _audio(g: Generation):
+    """An ``<audio>`` player widget for item 0."""
+    return _make("Audio", value=_wav_bytes(g) if _ipywidgets() else b"", format="wav",
+                 autoplay=False)
+
+
+def _player(g: Generation, title: str):
+    """Title, an ``<audio>`` player and the waveform of item 0 (reused by the A/B compare)."""
+    from .audio import plot_waveform
+
+    wav = g.wav[0]
+    return _make("VBox", children=[
+        _make("HTML", value=f"<b>{html.escape(title)}</b>"), _audio(g),
+        _image(lambda ax: plot_waveform(wav, g.sample_rate, ax=ax, title="waveform"))])
+
+
+# --- the small widgets lectures reuse -------------------------------------------------------
+
+def _control(f: dataclasses.Field, value, max_duration: float):
+    """A control for one GenerationConfig field, from its type and range metadata."""
+    label, meta = f.name.replace("_", " "), f.metadata
+    if not meta:                                                  # bool: use_sampling
+        return _make("Checkbox", value=value, description=label, indent=False)
+    if "choices" in meta:                                         # sampler
+        return _make("Dropdown", options=list(meta["choices"]), value=value, description=label,
+                     tooltip=meta["hint"])
+    low, high = meta["low"], meta["high"]
+    if f.name == "duration":
+        high = min(high, max_duration)       # one decoder window; long form: Python API
+    tooltip = (f"{f.name} in {'(' if meta['low_open'] else '['}{low}, {high}]. {meta['hint']}")
+    common = dict(description=label, tooltip=tooltip, style={"description_width": "110px"})
+    if high is None or (meta["integer"] and high - low > 100_000):    # seed: type it
+        return _make("IntText" if meta["integer"] else "FloatText", value=value or 0, **common)
+    common["layout"] = {"width": "460px"}
+    if meta["integer"]:
+        return _make("IntSlider", min=low, max=high, value=value, **common)
+    step = 10 ** math.floor(math.log10((high - low) / 100))       # ~1/100 of the range, round
+    return _make("FloatSlider", min=low + step if meta["low_open"] else low, max=high,
+                 step=step, value=value, readout_format=".2f", **common)
+
+
+class ParamSliders(_View):
+    """Controls for GenerationConfig fields, built from the ranges in the config's metadata.
+
+    Args:
+        config: the starting values (default ``GenerationConfig()``).
+        names: which fields to show, in order (default :data:`STUDIO_SETTINGS`).
+        max_duration: where the duration slider stops (one decoder window, 30 s).
+
+    Example::
+
+        sliders = mg.param_sliders(mg.GenerationConfig(duration=4, seed=0))
+        sliders.set(temperature=0.7)            # checked first: a bad value raises ConfigError
+        gen.generate("calm piano", **sliders.values())
+    """
+
+    def __init__(self, config: GenerationConfig | None = None, names=STUDIO_SETTINGS,
+                 max_duration: float = 30.0):
+        self.base = config or GenerationConfig()
+        fields = {f.name: f for f in dataclasses.fields(GenerationConfig)}
+        unknown = [n for n in names if n not in fields]
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {unknown}; allowed: "
+                              f"{sorted(fields)}.")
+        self.controls = {n: _control(fields[n], getattr(self.base, n), max_duration)
+                         for n in names}
+        self.random = {n: _make("Checkbox", value=getattr(self.base, n) is None,
+                                description="random", indent=False)
+                       for n in names if fields[n].default is None}   # seed: None = random
+        for name, toggle in self.random.items():
+            self.controls[name].disabled = toggle.value
+            toggle.observe(lambda c, n=name: setattr(self.controls[n], "disabled", c.new),
+                           "value")
+        rows = [_make("HBox", children=[w, self.random[n]]) if n in self.random else w
+                for n, w in self.controls.items()]
+        self.box = _make("VBox", "mg-param-sliders", children=rows)
+
+    def values(self) -> dict:
+        """``{field: value}`` as the controls show them (a random seed is ``None``)."""
+        return {n: None if n in self.random and self.random[n].value else w.value
+                for n, w in self.controls.items()}
+
+    def config(self) -> GenerationConfig:
+        """The config the controls describe; ``ConfigError`` names a bad value."""
+        return self.base.replace(**self.values())
+
+    def set(self, **values) -> None:
+        """Move controls; every value is checked (config range, slider range) before any moves."""
+        self.base.replace(**{**self.values(), **values})                  # ConfigError
+        for name, value in values.items():
+            if name not in self.controls:
+                raise ConfigError(f"{name} has no control here; shown: {list(self.controls)}.")
+            top = getattr(self.controls[name], "max", None)
+            if value is not None and top is not None and value > top:
+                raise ConfigError(f"{name}={value!r} is past this slider's end {top} (one "
+                                  "decoder window); call MusicGenerator.generate for long form.")
+        for name, value in values.items():
+            if name in self.random:
+                self.random[name].value = value is None
+            if value is not None:
+                self.controls[name].value = value
+
+    def text(self) -> str:
+        return "settings: " + ", ".join(f"{k}={v!r}" for k, v in self.values().items())
+
+
+class AudioCompare(_View):
+    """Two results side by side (players, waveforms) and the settings that differ.
+
+    ``differences`` maps each setting that differs to ``(value in a, value in b)``; the seed
+    compared is the one actually used (``Generation.seeds``), prompts and models count too.
+    """
+
+    def __init__(self, a: Generation, b: Generation, labels=("A", "B")):
+        self.a, self.b, self.labels = a, b, tuple(labels)
+        self.differences = {name: (x, y) for name, x, y in self._facts() if x != y}
+        note = ("same settings" if not self.differences else "differs in: " + "; ".join(
+            f"{n} {x!r} → {y!r}" for n, (x, y) in self.differences.items()))
+        self.box = _make("VBox", "mg-audio-compare", children=[
+            _make("HBox", children=[_player(g, f"{label}: {_settings(g)}")
+                                    for g, label in zip((a, b), self.labels)]),
+            _make("HTML", value=html.escape(note))])
+
+    def _facts(self):
+        skip = {"seed"}
+        for f in dataclasses.fields(GenerationConfig):
+            if f.name not in skip:
+                yield f.name, getattr(self.a.config, f.name), getattr(self.b.config, f.name)
+        yield "seed", self.a.seeds[0], self.b.seeds[0]
+        yield "prompt", self.a.prompts[0], self.b.prompts[0]
+        yield "model", self.a.model_name, self.b.model_name
+
+    def text(self) -> str:
+        lines = [f"{label}: {_settings(g)}" for g, label in zip((self.a, self.b), self.labels)]
+        return "\n".join(lines + [f"differences: {self.differences or 'none'}"])
+
+
+class TokenGrid(_View):
+    """The tokens of item ``index`` as a heat map ``[K, S]``, beside the delay pattern that
+    produced them (``codec.plot_delay_pattern`` for the first ``frames`` frames)."""
+
+    def __init__(self, generation: Generation, index: int = 0, frames: int = 6):
+        from .codec import plot_delay_pattern
+
+        self.tokens = generation.tokens[index]                              # [K, S]
+        k, s = self.tokens.shape
+        channels = generation.wav.shape[1]
+        self.box = _make("HBox", "mg-token-grid", children=[
+            _image(lambda ax: _draw_tokens(ax, self.tokens)),
+            _image(lambda ax: plot_delay_pattern(k, max(1, min(frames, s)), channels, ax=ax),
+                   size=(5.0, 0.3 * k + 1.2))])
+
+    def text(self) -> str:
+        return f"tokens [K, S] = {list(self.tokens.shape)}; frame 0: {self.tokens[:, 0].tolist()}"
+
+
+def param_sliders(config: GenerationConfig | None = None, names=STUDIO_SETTINGS,
+                  max_duration: float = 30.0) -> ParamSliders:
+    """Sliders for GenerationConfig fields (see :class:`ParamSliders`)."""
+    return ParamSliders(config, names, max_duration)
+
+
+def audio_compare(a: Generation, b: Generation, labels=("A", "B")) -> AudioCompare:
+    """Play two generations side by side and list what differs (see :class:`AudioCompare`)."""
+    return AudioCompare(a, b, labels)
+
+
+def token_grid(generation: Generation, index: int = 0, frames: int = 6) -> TokenGrid:
+    """Show a generation's tokens and the delay pattern (see :class:`TokenGrid`)."""
+    return TokenGrid(generation, index, frames)
