@@ -9,7 +9,7 @@ filter is the ``sampling.py`` function the decoding loop applies, in the loop's 
     logits [2, K, V] = backend.step(BOS column, fresh KV cache)     rows: [cond; uncond]
     guided  = classifier_free_guidance(cond, uncond, scale)          (only when scale > 1)
     guided -> apply_temperature -> top_k_filter -> top_p_filter      (= process_logits)
-    tokens  = sample_tokens(guided[None], [torch.Generator().manual_seed(seed)])
+    tokens  = sample_counter(guided[None], torch.tensor([seed]), step=0)   (the default sampler)
 
 Vocabulary: logits ``[K, V]`` (codebooks, vocabulary) for one item, ``[B, K, S]`` tokens.
 Entropies are in **nats** (natural log; divide by ``ln 2`` for bits): a uniform distribution
@@ -123,7 +123,7 @@ def filter_steps(logits, temperature: float = 1.0, top_k: int = 0, top_p: float 
         ``OrderedDict`` with keys :data:`STAGES` ``("logits", "cfg", "temperature", "top_k",
         "top_p")``: float32 logits after each stage (a disabled stage repeats the previous one).
         The last entry equals ``process_logits(classifier_free_guidance(...), ...)``: what
-        ``sample_tokens`` receives in ``generate``.
+        the sampler receives in ``generate``.
     """
     if isinstance(logits, dict):
         uncond = logits["uncond"] if uncond is None else uncond

@@ -1,136 +1,42 @@
-"""GenerationConfig, Generation and MusicGenerator: every way to make music with MusicGen.
+"""MusicGenerator: every way to make music with MusicGen (settings and results: generation.py).
 
 The decoding loop lives here, written out once for all modes (text, unconditional,
 continuation, melody, long form, streaming). Its steps follow audiocraft
 ``models/genmodel.py::_generate_tokens`` (long form by sliding windows) and
 ``models/lm.py::generate`` (delay pattern + CFG + sampling), and match transformers'
-``MusicgenForConditionalGeneration.generate`` token for token:
+``MusicgenForConditionalGeneration.generate`` token for token (with
+``sampler="reference"``; the default counter sampler draws the whole batch at once):
 
     prompts ──T5──► conditioning [N, L, D]          (N = 2B with classifier-free guidance)
     grid = build_delay_grid(prompt tokens, F)       [B, K, F + D + 1]  (patterns.py)
     for each column c:  logits = decoder(column c-1, KV cache)      [N, K, V]
                         logits = CFG, temperature, top-k, top-p      (sampling.py)
                         grid[:, :, c] = sample (where still unknown)
+    each stage runs inside self._stage(name): a profiling label, free unless profiled
     tokens = undelay(grid)                          [B, K, F]
     wav = EnCodec.decode(tokens)                    [B, C, T]
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 
 from .backends import Conditioning, get_backend
-from .errors import ConfigError, GenerationError, check_int, check_range
+from .errors import ConfigError, GenerationError, check_range
+from .generation import MAX_SEED, Generation, GenerationConfig
 from .models import MusicGenModel, load_model
 from .patterns import UNKNOWN, build_delay_grid, codebook_delays, undelay
-from .sampling import classifier_free_guidance, process_logits, sample_tokens
+from .sampling import draw_tokens
 
-__all__ = ["GenerationConfig", "Generation", "MusicGenerator"]
+__all__ = ["MusicGenerator"]  # GenerationConfig and Generation: generation.py (imported here too)
 
-MAX_SEED = 2**63 - 1
-
-
-@dataclass
-class GenerationConfig:
-    """How to sample. Defaults are audiocraft's ``MusicGen.set_generation_params`` defaults."""
-
-    duration: float = 8.0           # seconds of audio per item, 0 < duration <= 600 (long form past 30)
-    use_sampling: bool = True       # False = greedy (argmax) decoding
-    top_k: int = 250                # keep the k most likely tokens, 0 <= k <= 2048 (0 = off)
-    top_p: float = 0.0              # nucleus mass, 0 <= p <= 1 (0 = off; applied after top-k)
-    temperature: float = 1.0        # softmax temperature, 0 < T <= 10
-    guidance_scale: float = 3.0     # classifier-free guidance, 1 <= scale <= 30 (1 = off)
-    seed: int | None = None         # None = random (the seeds used are recorded); item i gets seed + i
-    extend_stride: float = 18.0     # seconds a long-form window advances, 0 < stride < window (30 s)
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> "GenerationConfig":
-        """Check every field; raise ConfigError naming the value and its allowed range."""
-        check_range("duration", self.duration, 0, 600, low_open=True,
-                    hint="Durations past the model's 30 s window use sliding-window long form.")
-        if not isinstance(self.use_sampling, bool):
-            raise ConfigError(f"use_sampling must be True or False, got {self.use_sampling!r}.")
-        check_int("top_k", self.top_k, 0, 2048, hint="0 disables top-k filtering.")
-        check_range("top_p", self.top_p, 0, 1, hint="0 disables nucleus filtering.")
-        check_range("temperature", self.temperature, 0, 10, low_open=True,
-                    hint="For deterministic output use use_sampling=False instead of 0.")
-        check_range("guidance_scale", self.guidance_scale, 1, 30,
-                    hint="1 turns classifier-free guidance off; MusicGen uses 3.")
-        if self.seed is not None:
-            check_int("seed", self.seed, 0, MAX_SEED, hint="None draws a random seed.")
-        check_range("extend_stride", self.extend_stride, 0, None, low_open=True)
-        return self
-
-    def replace(self, **changes) -> "GenerationConfig":
-        """A validated copy with some fields changed; unknown names raise ConfigError."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigError(f"unknown generation setting(s) {unknown}; allowed: {sorted(names)}.")
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass
-class Generation:
-    """The result of one generate call: audio, tokens and how it was made."""
-
-    wav: torch.Tensor               # [B, C, T] float32 on the CPU, in [-1, 1]
-    sample_rate: int                # Hz
-    tokens: torch.Tensor            # [B, K, S] EnCodec codes (prompt frames included)
-    prompts: list                   # B text prompts (None = unconditional)
-    config: GenerationConfig        # the settings used
-    seeds: list[int]                # per-item seeds actually used
-    model_name: str = ""
-    timings: dict = field(default_factory=dict)  # load_s, first_step_s, steps, steps_per_s, ...
-
-    def __len__(self) -> int:
-        return self.wav.shape[0]
-
-    @property
-    def duration(self) -> float:
-        """Seconds of audio per item."""
-        return self.wav.shape[-1] / self.sample_rate
-
-    def save(self, path: str | Path, overwrite: bool = False) -> list[Path]:
-        """Write each item atomically: ``out.wav`` for one item, ``out_0.wav, out_1.wav`` for more."""
-        from .audio import save_audio
-
-        path = Path(path)
-        if len(self) == 1:
-            targets = [path]
-        else:
-            targets = [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self))]
-        return [save_audio(t, self.wav[i], self.sample_rate, overwrite=overwrite)
-                for i, t in enumerate(targets)]
-
-    def play(self, index: int = 0):
-        """An IPython audio player for item ``index``."""
-        from .audio import play
-
-        return play(self.wav[index], self.sample_rate)
-
-    def summary(self) -> str:
-        t = self.timings
-        return (f"{len(self)} x {self.duration:.2f} s at {self.sample_rate} Hz, tokens "
-                f"{list(self.tokens.shape)}, {t.get('steps_per_s', 0):.1f} steps/s, "
-                f"RTF {t.get('rtf', 0):.2f} (model {self.model_name}, seeds {self.seeds})")
-
-    def _ipython_display_(self):  # notebooks: a summary line and one player per item
-        from IPython.display import display
-
-        print(self.summary())
-        for i, prompt in enumerate(self.prompts):
-            print(f"[{i}] {prompt!r}")
-            display(self.play(i))
+_UNLABELLED = contextlib.nullcontext()  # MusicGenerator._stage when nobody profiles
 
 
 class _Progress:
@@ -163,8 +69,10 @@ class _Job:
     negatives: list                 # B negative prompts (None = null condition)
     config: GenerationConfig
     seeds: list[int]
-    generators: list[torch.Generator]
+    generators: list[torch.Generator]  # per-item RNGs of the "reference" sampler
+    seed_tensor: torch.Tensor       # [B] int64 seeds of the "counter" sampler, on the device
     total_frames: int               # F: frames in the final output, prompt included
+    step: int = 0                   # decoder steps so far, all windows (the counter's clock)
     prompt_tokens: torch.Tensor | None = None  # [B, K, P] continuation prompt
     chroma: torch.Tensor | None = None         # [B, frames, 12] melody features
     chroma_rate: float = 0.0        # chroma frames per second
@@ -197,6 +105,7 @@ class MusicGenerator:
         self.backend = get_backend(backend, self.model)
         self.config = config or GenerationConfig()
         self.progress = progress                       # show a tqdm bar by default
+        self.stages = None                             # profiling labels (metrics.breakdown)
         self.max_duration = self.model.max_duration    # seconds per decoder window
 
     @property
@@ -286,12 +195,14 @@ class MusicGenerator:
         for done in self._iter_tokens(job, progress, callback):
             if done - last_decode >= every and done > lookahead:
                 last_decode = done
-                wav = self.backend.decode_audio(self._tokens_so_far(job, done)).cpu()
+                with self._stage("audio decode"):
+                    wav = self.backend.decode_audio(self._tokens_so_far(job, done)).cpu()
                 end = (done - lookahead) * hop
                 if end > emitted:
                     yield wav[..., emitted:end].clamp(-1, 1)
                     emitted = end
-        wav = self.backend.decode_audio(torch.cat(job.finished, dim=-1)).cpu()
+        with self._stage("audio decode"):
+            wav = self.backend.decode_audio(torch.cat(job.finished, dim=-1)).cpu()
         yield wav[..., emitted:].clamp(-1, 1)
 
     # --- preparation ------------------------------------------------------------------------
@@ -321,7 +232,8 @@ class MusicGenerator:
                               f"model's window of {self.max_duration} s and at least one frame "
                               f"(1/{self.model.frame_rate} s); MusicGen uses 18 of 30 s.")
         gens = [torch.Generator(device=self.model.device).manual_seed(s) for s in seeds]
-        return _Job(prompts, negatives, cfg, seeds, gens, frames)
+        seed_tensor = torch.tensor(seeds, dtype=torch.long, device=self.model.device)
+        return _Job(prompts, negatives, cfg, seeds, gens, seed_tensor, frames)
 
     @staticmethod
     def _per_item(value, n: int, name: str) -> list:
@@ -396,30 +308,68 @@ class MusicGenerator:
             chroma = None if chroma is None else torch.cat([chroma, chroma])
         else:
             texts, melody_mask = job.prompts, [True] * batch
-        return self.backend.encode_text(texts, chroma=chroma, melody_mask=melody_mask)
+        with self._stage("text encoding"):
+            return self.backend.encode_text(texts, chroma=chroma, melody_mask=melody_mask)
+
+    def _stage(self, name: str):
+        """A profiling label around one stage of the loop (``metrics.breakdown`` sets
+        ``self.stages``); otherwise a shared no-op context, free in the decoding loop."""
+        return _UNLABELLED if self.stages is None else self.stages(name)
+
+    @staticmethod
+    def _draw_settings(job: _Job) -> dict:
+        """``sampling.draw_tokens``' settings for this job (fixed for the whole generation)."""
+        cfg = job.config
+        return dict(batch=len(job.prompts), guidance_scale=cfg.guidance_scale,
+                    use_sampling=cfg.use_sampling, temperature=cfg.temperature, top_k=cfg.top_k,
+                    top_p=cfg.top_p, sampler=cfg.sampler)
 
     def _window(self, job: _Job, cond: Conditioning, prompt: torch.Tensor,
                 frames: int) -> Iterator[int]:
         """Decode one window; after each step yield how many of its frames are complete."""
-        cfg, batch = job.config, len(job.prompts)
-        channels = self.model.audio_channels
-        max_delay = max(codebook_delays(self.model.num_codebooks, channels))
-        grid = build_delay_grid(prompt, frames, self.model.special_token, channels)
+        with self._stage("codebook pattern"):
+            grid = build_delay_grid(prompt, frames, self.model.special_token,
+                                    self.model.audio_channels)
         job.window = (grid, prompt.shape[-1], frames)
-        state = self.backend.start(cond, max_len=grid.shape[-1])
-        guided = len(cond) == 2 * batch
+        with self._stage("text encoding"):                 # text keys/values, once per window
+            state = self.backend.start(cond, max_len=grid.shape[-1])
+        guided = len(cond) == 2 * len(job.prompts)
         feed = grid[:, :, : prompt.shape[-1] + 1]         # prefill: BOS column + prompt
-        for col in range(prompt.shape[-1] + 1, grid.shape[-1]):
-            logits = self.backend.step(feed.repeat(2, 1, 1) if guided else feed, state)
-            if guided:                                     # [2B, K, V] -> [B, K, V]
-                logits = classifier_free_guidance(logits[:batch], logits[batch:], cfg.guidance_scale)
-            if cfg.use_sampling:
-                logits = process_logits(logits, temperature=cfg.temperature, top_k=cfg.top_k,
-                                        top_p=cfg.top_p)
-            sampled = sample_tokens(logits, job.generators, greedy=not cfg.use_sampling)
-            known = grid[:, :, col]                        # prompt tokens and specials win
-            grid[:, :, col] = torch.where(known == UNKNOWN, sampled, known)
-            feed = grid[:, :, col: col + 1]
+        try:
+            yield from self._columns(job, state, grid, feed, guided)
+        finally:
+            self.backend.release(state)                    # pooled buffers go back (native)
+
+    def _columns(self, job: _Job, state, grid: torch.Tensor, feed: torch.Tensor,
+                 guided: bool) -> Iterator[int]:
+        """The decoding loop of one window: fill grid column by column (see the docstring).
+
+        A backend that can run the sampling inside its captured step (``fuses_draw``: the
+        native decoder's fixed-shape steps, with the counter sampler or greedy decoding) gets
+        the whole step at once, ``step_draw``: decoder, CFG, filters and draw in one launch.
+        """
+        stage, settings = self._stage, self._draw_settings(job)
+        draw = dict(settings, seeds=job.seed_tensor, generators=job.generators)
+        fused = (getattr(self.backend, "fuses_draw", False)
+                 and (settings["sampler"] == "counter" or not settings["use_sampling"]))
+        max_delay = max(codebook_delays(self.model.num_codebooks, self.model.audio_channels))
+        for col in range(feed.shape[-1], grid.shape[-1]):
+            with stage("codebook pattern"):
+                rows = feed.repeat(2, 1, 1) if guided else feed             # [N, K, s]
+            if fused:
+                with stage("decoder step"):                                 # + sampling
+                    sampled = self.backend.step_draw(rows, state, settings, job.seed_tensor,
+                                                     job.step)              # [B, K]
+            else:
+                with stage("decoder step"):
+                    logits = self.backend.step(rows, state)                 # [N, K, V]
+                with stage("sampling"):
+                    sampled = draw_tokens(logits, step=job.step, **draw)    # [B, K]
+            with stage("codebook pattern"):
+                known = grid[:, :, col]                    # prompt tokens and specials win
+                grid[:, :, col] = torch.where(known == UNKNOWN, sampled, known)
+                feed = grid[:, :, col: col + 1]
+            job.step += 1
             yield col - max_delay
 
     def _iter_tokens(self, job: _Job, progress: bool | None, callback) -> Iterator[int]:
@@ -445,7 +395,8 @@ class MusicGenerator:
                         job.first_step_s = time.perf_counter() - start
                     yield offset + max(0, done)
                 grid, prompt_len, _ = job.window
-                tokens = undelay(grid, frames, channels)                  # [B, K, frames]
+                with self._stage("codebook pattern"):
+                    tokens = undelay(grid, frames, channels)              # [B, K, frames]
                 job.finished.append(tokens[..., prompt_len:])
                 job.window = None
                 prompt = tokens[..., int(job.config.extend_stride * self.model.frame_rate):]
@@ -461,19 +412,22 @@ class MusicGenerator:
         return torch.cat(parts, dim=-1)[..., :done]
 
     def _complete(self, job: _Job, progress, callback) -> Generation:
-        start = time.perf_counter()
+        start, captured = time.perf_counter(), getattr(self.backend, "capture_s", 0.0)
         steps = sum(1 for _ in self._iter_tokens(job, progress, callback))
         _sync(self.model.device)
         decode_start = time.perf_counter()
         tokens = torch.cat(job.finished, dim=-1)                          # [B, K, F]
-        wav = self.backend.decode_audio(tokens).cpu()                     # [B, C, T]
+        with self._stage("audio decode"):
+            wav = self.backend.decode_audio(tokens).cpu()                 # [B, C, T]
         wav = wav[..., : job.total_frames * (self.sample_rate // self.model.frame_rate)]
         end = time.perf_counter()
         gen_s, audio_s = decode_start - start, wav.shape[-1] / self.sample_rate
         timings = dict(load_s=self.model.load_seconds, first_step_s=job.first_step_s,
                        steps=steps, generate_s=gen_s, steps_per_s=steps / max(gen_s, 1e-9),
                        decode_s=end - decode_start, total_s=end - start,
-                       rtf=(end - start) / audio_s)
+                       rtf=(end - start) / audio_s,
+                       capture_s=getattr(self.backend, "capture_s", 0.0) - captured,
+                       decoder=getattr(self.backend, "path", self.backend.name))
         return Generation(wav=wav.clamp(-1, 1), sample_rate=self.sample_rate, tokens=tokens.cpu(),
                           prompts=job.prompts, config=job.config, seeds=job.seeds,
                           model_name=self.model.name, timings=timings)

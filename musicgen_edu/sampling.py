@@ -13,7 +13,21 @@ Order of operations for one step (logits ``[B, K, V]``: batch, codebooks, vocabu
     2. temperature                l = l / T
     3. top-k                      keep the k largest logits, the rest -> -inf
     4. top-p (nucleus)            keep the smallest set whose probability mass >= p
-    5. softmax + multinomial      one draw per (item, codebook), each item with its own RNG
+    5. the draw, one per (item, codebook), by one of two samplers:
+       "counter" (default)        inverse CDF: the first token whose cumulative probability
+                                  passes U, with U a pure function of (item seed, step,
+                                  codebook): the whole batch in a few tensor ops
+       "reference"                softmax + multinomial with one torch.Generator per item,
+                                  exactly what transformers' ``generate`` draws
+
+Why two. ``reference`` reproduces transformers token for token (the proof that our loop is
+MusicGen's), but it needs a Python loop over the batch with one ``multinomial`` per item,
+each with its own checks and launches, and a generator's state lives outside any CUDA graph.
+``counter`` has no state at all: its uniform comes from a counter-based hash (Salmon et al.
+2011, "Parallel random numbers: as easy as 1, 2, 3", the idea behind Philox), so item i's
+tokens depend only on its own seed: a batch item equals the same prompt alone, run after run,
+and the noise is the same on CPU and GPU. (The Gumbel-max trick, ``argmax(l - log(-log U))``,
+would work too, but needs V uniforms per draw instead of one: 25x slower on a CPU here.)
 """
 
 from __future__ import annotations
@@ -21,7 +35,10 @@ from __future__ import annotations
 import torch
 
 __all__ = ["classifier_free_guidance", "apply_temperature", "top_k_filter", "top_p_filter",
-           "process_logits", "sample_tokens"]
+           "process_logits", "sample_tokens", "counter_uniform", "sample_counter", "draw_tokens",
+           "SAMPLERS"]
+
+SAMPLERS = ("counter", "reference")  # GenerationConfig.sampler: batched Gumbel-max, transformers
 
 NEG_INF = -float("inf")
 
@@ -92,3 +109,86 @@ def sample_tokens(logits: torch.Tensor, generators: list[torch.Generator] | None
         return torch.multinomial(probs.reshape(-1, vocab), 1).view(batch, num_codebooks)
     draws = [torch.multinomial(probs[b], 1, generator=generators[b]) for b in range(batch)]
     return torch.stack([d[:, 0] for d in draws])  # [B, K]
+
+
+# --- the counter-based sampler -------------------------------------------------------------
+# 32-bit integer hashing written with int64 tensors so that no product overflows (torch has no
+# unsigned 32-bit multiply on every device): x < 2^32 times a 16-bit half of the constant stays
+# below 2^48, and only the low 32 bits of the product are kept, as in C's uint32 arithmetic.
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``x * c mod 2^32`` for int64 tensors ``0 <= x < 2^32`` and a 32-bit constant ``c``."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _MASK32
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's finaliser ``fmix32``: every input bit flips each output bit with p = 1/2."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def counter_uniform(seeds: torch.Tensor, step, num_codebooks: int) -> torch.Tensor:
+    """Uniform noise ``[B, K]`` in (0, 1), a pure function of (seed, step, codebook).
+
+    Args:
+        seeds: ``[B]`` int64, one seed per item (``0 <= seed < 2^63``).
+        step: the decoding step, an ``int`` or an int64 tensor ``[1]`` (inside a CUDA graph).
+        num_codebooks: K.
+
+    Rounds of ``fmix32`` chain the seed's two halves, the step and the codebook into a 32-bit
+    hash; its top 23 bits, centred, are the uniform: exact in float32, never 0, never 1.
+    """
+    dev = seeds.device
+    h = _mix32((seeds & _MASK32) ^ 0x9E3779B9)                          # [B]
+    h = _mix32(h ^ ((seeds >> 32) & _MASK32))
+    h = _mix32(h ^ (torch.as_tensor(step, device=dev).reshape(-1) & _MASK32))
+    codebook = torch.arange(num_codebooks, device=dev) * 0x632BE5AB & _MASK32   # [K]
+    h = _mix32(_mix32(h[:, None] ^ codebook))                               # [B, K]
+    return ((h >> 9).float() + 0.5) * (1.0 / 2**23)
+
+
+def sample_counter(logits: torch.Tensor, seeds: torch.Tensor, step) -> torch.Tensor:
+    """Draw one token per (item, codebook) from processed logits ``[B, K, V]`` -> ``[B, K]``.
+
+    Inverse-CDF sampling: the first token whose cumulative probability exceeds
+    ``U = counter_uniform(seeds, step, K)``. Filtered (-inf) tokens have zero width and are
+    never drawn; there is no generator state, no Python loop over the batch and no host
+    synchronisation, so the draw can be captured in a CUDA graph.
+    """
+    vocab = logits.shape[-1]
+    probs = torch.softmax(logits.float(), dim=-1)                          # [B, K, V]
+    cdf = probs.cumsum(dim=-1)
+    u = counter_uniform(seeds, step, logits.shape[1])[..., None]           # [B, K, 1]
+    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).clamp_(max=vocab - 1)
+    # float rounding can carry the draw past the last non-zero probability: take the mode then
+    drawn = torch.where(probs.gather(-1, token) > 0, token, probs.argmax(-1, keepdim=True))
+    return drawn[..., 0]
+
+
+# --- one step, end to end --------------------------------------------------------------------
+def draw_tokens(logits: torch.Tensor, *, batch: int, guidance_scale: float, use_sampling: bool,
+                temperature: float, top_k: int, top_p: float, sampler: str = "counter",
+                seeds: torch.Tensor | None = None, step=0,
+                generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """The decoder's logits ``[N, K, V]`` -> one step's tokens ``[B, K]``: steps 1-5 above.
+
+    ``N = 2B`` rows are ``[cond; uncond]`` and get classifier-free guidance. Greedy decoding
+    is the argmax of the guided logits; sampling filters them and draws with ``sampler``
+    (``"counter"``: ``seeds`` and ``step``; ``"reference"``: ``generators``). With the counter
+    sampler every operation has a fixed shape and no host synchronisation, so a captured
+    decode step can run this too (``NativeBackend.step_draw``: one launch per step).
+    """
+    if logits.shape[0] == 2 * batch:                                  # [2B, K, V] -> [B, K, V]
+        logits = classifier_free_guidance(logits[:batch], logits[batch:], guidance_scale)
+    if not use_sampling:
+        return logits.argmax(dim=-1)                   # greedy: no randomness used
+    logits = process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    if sampler == "counter":
+        return sample_counter(logits, seeds, step)
+    return sample_tokens(logits, generators)

@@ -66,13 +66,17 @@ def test_sampling_the_processed_logits_reproduces_the_generators_first_tokens(
     out = any_gen.generate(PROMPT, negative_prompt=negative, seed=seed,
                            duration=1 / model.frame_rate, **settings_)
     steps = filter_steps(first_step_logits(any_gen, PROMPT, negative), **settings_)
-    rng = torch.Generator(device=model.device).manual_seed(seed)
     if scale == 1.0:  # without CFG the generator runs only the cond row: same up to rounding
         cond = first_step_logits(any_gen, PROMPT, negative)["cond"]
         assert torch.allclose(steps["cfg"], cond)
-    tokens = mg.sample_tokens(steps["top_p"][None], [rng])[0]          # [K]
+    tokens = mg.sample_counter(steps["top_p"][None], torch.tensor([seed]), 0)[0]   # [K]
+    rng = torch.Generator(device=model.device).manual_seed(seed)
+    reference = any_gen.generate(PROMPT, negative_prompt=negative, seed=seed, sampler="reference",
+                                 duration=1 / model.frame_rate, **settings_)
+    by_rng = mg.sample_tokens(steps["top_p"][None], [rng])[0]          # [K]
     for k in _delay0_codebooks(model):  # the codebooks the first step fills
         assert tokens[k].item() == out.tokens[0, k, 0].item()
+        assert by_rng[k].item() == reference.tokens[0, k, 0].item()
 
 
 def test_greedy_first_token_is_the_argmax_of_the_guided_logits(gen, first):

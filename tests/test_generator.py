@@ -111,7 +111,8 @@ def test_tokens_equal_transformers_generate(any_gen, settings_):
         hf.update(top_k=settings_.get("top_k", 0), top_p=settings_.get("top_p", 1.0) or 1.0,
                   temperature=settings_.get("temperature", 1.0))
     ref_tokens, ref_wav = _reference_tokens(any_gen.model, "lo-fi hip hop", 40, 1234, **hf)
-    ours = any_gen.generate("lo-fi hip hop", duration=40 / FR, seed=1234, **settings_)
+    ours = any_gen.generate("lo-fi hip hop", duration=40 / FR, seed=1234, sampler="reference",
+                            **settings_)
     assert torch.equal(ours.tokens, ref_tokens)
     torch.testing.assert_close(ours.wav, ref_wav.clamp(-1, 1))
 
@@ -266,3 +267,30 @@ def test_set_params_changes_defaults(gen):
         assert gen.generate("x", seed=0).tokens.shape[-1] == 10
     finally:
         gen.config = old
+
+
+# --- the two samplers --------------------------------------------------------------------------
+def test_counter_sampler_is_the_default_and_batch_invariant(any_gen):
+    assert mg.GenerationConfig().sampler == "counter"
+    batch = any_gen.generate(["rock", "jazz", "rock"], duration=0.5, seeds=[7, 8, 9])
+    for i, (prompt, seed) in enumerate([("rock", 7), ("jazz", 8), ("rock", 9)]):
+        alone = any_gen.generate(prompt, duration=0.5, seeds=[seed])
+        assert torch.equal(batch.tokens[i], alone.tokens[0])
+    assert not torch.equal(batch.tokens[0], batch.tokens[2])     # same prompt, other seed
+
+
+def test_samplers_differ_but_both_replay(gen):
+    counter = gen.generate("x", duration=0.5, seed=3)
+    reference = gen.generate("x", duration=0.5, seed=3, sampler="reference")
+    assert not torch.equal(counter.tokens, reference.tokens)
+    assert torch.equal(counter.tokens, gen.generate("x", duration=0.5, seed=3).tokens)
+    assert torch.equal(reference.tokens,
+                       gen.generate("x", duration=0.5, seed=3, sampler="reference").tokens)
+    greedy = [gen.generate("x", duration=0.5, use_sampling=False, sampler=s).tokens
+              for s in ("counter", "reference")]
+    assert torch.equal(*greedy)                                   # greedy uses no noise
+
+
+def test_unknown_sampler_is_refused(gen):
+    with pytest.raises(mg.ConfigError, match="sampler='gumbel'.*counter.*reference"):
+        gen.generate("x", duration=0.2, sampler="gumbel")

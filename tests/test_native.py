@@ -1,5 +1,7 @@
 """The native decoder equals transformers: logits, greedy and sampled tokens, every mode."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -55,12 +57,14 @@ def reference(gen):
     return mg.MusicGenerator(gen.model, backend="transformers", progress=False)
 
 
-def test_sampled_tokens_equal_under_the_same_seed(gen, reference):
-    """Both backends share the sampler and its per-item generators, so the RNG consumption is
+@pytest.mark.parametrize("sampler", ["counter", "reference"])
+def test_sampled_tokens_equal_under_the_same_seed(gen, reference, sampler):
+    """Both backends share the sampler (and its per-item seeds or generators), so the noise is
     identical by construction; equal logits then give equal tokens."""
     native, gen = gen, reference
     for kwargs in (dict(seed=4), dict(seed=9, top_k=0, top_p=0.9, temperature=0.8),
                    dict(seed=1, negative_prompt="drums")):
+        kwargs["sampler"] = sampler
         a = gen.generate(["x", "y"], duration=1.0, **kwargs)
         b = native.generate(["x", "y"], duration=1.0, **kwargs)
         assert torch.equal(a.tokens, b.tokens), kwargs
@@ -152,6 +156,10 @@ def test_int8_weights_bound_the_logit_error_and_keep_most_tokens():
     exact, int8 = NativeBackend(model), NativeBackend(model, int8=True)
     assert int8.name == "native-int8" and exact.name == "native"
     assert isinstance(int8.decoder.layers[0].fc1, Int8Linear)
+    for layer in int8.decoder.layers:  # the text keys/values run once per generation: kept exact
+        assert isinstance(layer.encoder_attn.q_proj, Int8Linear)
+        assert not isinstance(layer.encoder_attn.k_proj, Int8Linear)
+        assert not isinstance(layer.encoder_attn.v_proj, Int8Linear)
     assert model.model.decoder.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16  # untouched
     cond = exact.encode_text(["ambient pads", None])
     tokens = torch.randint(0, 2048, (2, 4, 6), generator=torch.Generator().manual_seed(1))
@@ -187,6 +195,31 @@ def test_fixed_shape_step_equals_the_eager_step(name):
     assert s_static.graph is not None and s_static.pos == s_eager.pos
 
 
+def test_attention_buckets():
+    from musicgen_edu.backends.native import attention_length
+
+    assert [attention_length(p, 3000) for p in (0, 255, 256, 511, 512, 1535, 1536, 2999)] == \
+        [256, 256, 512, 512, 1024, 1536, 2048, 3000]
+    assert attention_length(10, 100) == 100                # never past the cache
+    assert all(attention_length(p, 1503) > p for p in range(1503))
+
+
+def test_fixed_shape_step_follows_the_position_across_buckets():
+    """Crossing a bucket boundary (256 slots) changes the attended length, not the logits."""
+    model = mg.load_model("debug", device="cpu")
+    eager, static = NativeBackend(model), NativeBackend(model, graphs=True)
+    cond = eager.encode_text(["lo-fi piano", None])
+    steps = 300
+    tokens = torch.randint(0, 2048, (2, model.num_codebooks, steps),
+                           generator=torch.Generator().manual_seed(4))
+    s_eager, s_static = eager.start(cond, 1500), static.start(cond, 1500)   # a 30 s window
+    for t in range(steps):
+        a = eager.step(tokens[..., t: t + 1], s_eager)
+        b = static.step(tokens[..., t: t + 1], s_static)
+        torch.testing.assert_close(b, a, atol=1e-4 * a.abs().max().item(), rtol=0)
+    assert s_static.graph.lengths == [256, 512]           # not 1500 from the first step on
+
+
 def test_a_finished_generation_frees_its_cache_without_the_garbage_collector():
     """The captured step must not point back at the state (a cycle would keep the KV cache
     alive until the next garbage collection: two caches at once on a GPU)."""
@@ -207,12 +240,36 @@ def test_a_finished_generation_frees_its_cache_without_the_garbage_collector():
         gc.enable()
 
 
-def test_generation_through_the_fixed_shape_step_is_token_identical():
+@pytest.mark.parametrize("settings_", [dict(), dict(use_sampling=False),
+                                       dict(sampler="reference"),
+                                       dict(top_k=0, top_p=0.8, temperature=0.7, guidance_scale=1.0)])
+def test_generation_through_the_fixed_shape_step_is_token_identical(settings_):
+    """Counter sampler and greedy: decoder and draw in one (captured on a GPU) step;
+    reference sampler: the step alone, the draw outside. All equal the eager loop."""
     model = mg.load_model("debug", device="cpu")
-    kwargs = dict(duration=1.0, seed=5, progress=False)
+    kwargs = dict(duration=1.0, seed=5, progress=False, **settings_)
     ref = mg.MusicGenerator(model).generate(["jazz", "rock"], **kwargs)
-    static = mg.MusicGenerator(model, backend=NativeBackend(model, graphs=True))
+    backend = NativeBackend(model, graphs=True)
+    assert backend.fuses_draw
+    static = mg.MusicGenerator(model, backend=backend)
     assert torch.equal(static.generate(["jazz", "rock"], **kwargs).tokens, ref.tokens)
+
+
+@contextlib.contextmanager
+def _one_graph(fn):
+    """``fn`` compiled with ``fullgraph=True`` (any graph break raises), and the list of the
+    graphs its compilations produced; dynamo's caches are reset before and after."""
+    graphs = []
+
+    def count(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    try:
+        yield torch.compile(fn, backend=count, fullgraph=True, dynamic=False), graphs
+    finally:
+        torch._dynamo.reset()
 
 
 def test_fixed_shape_step_traces_to_one_graph_without_host_syncs():
@@ -222,21 +279,9 @@ def test_fixed_shape_step_traces_to_one_graph_without_host_syncs():
     model = mg.load_model("debug", device="cpu")
     backend = NativeBackend(model, graphs=True)
     state = backend.start(backend.encode_text(["x", None]), 8)
-    graphs = []
-
-    def count(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    try:
-        step = torch.compile(backend.decoder.step_static, backend=count, fullgraph=True,
-                             dynamic=False)
-        tokens = torch.zeros(2, model.num_codebooks, 1, dtype=torch.long)
-        with torch.no_grad():
-            outs = [step(tokens, torch.tensor([p]), state) for p in range(4)]
-    finally:
-        torch._dynamo.reset()
+    tokens = torch.zeros(2, model.num_codebooks, 1, dtype=torch.long)
+    with _one_graph(backend.decoder.step_static) as (step, graphs), torch.no_grad():
+        outs = [step(tokens, torch.tensor([p]), state) for p in range(4)]
     assert len(graphs) == 1 and all(o.shape == (2, model.num_codebooks, 2048) for o in outs)
 
 
@@ -253,4 +298,64 @@ def test_cuda_graph_steps_equal_eager_steps_on_a_gpu(dtype):
         a, b = eager.step(tokens[..., cols], s_eager), graphed.step(tokens[..., cols], s_graph)
         torch.testing.assert_close(b, a, atol=(1e-3 if dtype == "float32" else 5e-2)
                                    * a.abs().max().item(), rtol=0)
-    assert s_graph.graph.graph is not None              # really replayed a captured graph
+    assert s_graph.graph.graphs                         # really replayed a captured graph
+
+
+def test_fixed_shape_buffers_and_graphs_are_pooled_across_generations():
+    """Capture once per process: a second generation of the same shape reuses the first one's
+    caches (and, on a GPU, its captured graphs); results equal the eager backend's."""
+    model = mg.load_model("debug", device="cpu")
+    backend = NativeBackend(model, graphs=True)
+    static = mg.MusicGenerator(model, backend=backend, progress=False)
+    eager = mg.MusicGenerator(model, progress=False)
+    kwargs = dict(duration=0.5, seed=2)
+    first = static.generate(["jazz", "rock"], **kwargs)
+    (key, pooled), = backend._pool.items()
+    cache, graph = pooled.k_cache[0], pooled.graph
+    second = static.generate(["a longer prompt", "rock"], **kwargs)   # 16 bytes: same bucket
+    assert backend._pool[key].k_cache[0] is cache and backend._pool[key].graph is graph
+    assert torch.equal(first.tokens, eager.generate(["jazz", "rock"], **kwargs).tokens)
+    assert torch.equal(second.tokens, eager.generate(["a longer prompt",
+                                                      "rock"], **kwargs).tokens)
+    assert second.timings["capture_s"] == 0.0            # nothing captured on a CPU
+    static.generate(["x"], **kwargs)                      # another shape: another entry
+    assert len(backend._pool) == 2
+
+
+def test_whole_decode_step_with_sampling_traces_to_one_graph():
+    """The CPU-checkable half of "one launch per step": decoder step, CFG, temperature, top-k,
+    top-p, the counter draw and the grid write compose into one graph with no breaks (no
+    .item(), no host sync, no Python loop over the batch), with the position and the step as
+    tensors, so one capture can serve every step of a generation."""
+    from musicgen_edu.patterns import UNKNOWN
+    from musicgen_edu.sampling import classifier_free_guidance, process_logits, sample_counter
+
+    model = mg.load_model("debug", device="cpu")
+    backend = NativeBackend(model, graphs=True)
+    state = backend.start(backend.encode_text(["x", "y", None, None]), 8)
+    seeds = torch.tensor([3, 4])
+    column = torch.full((2, model.num_codebooks), UNKNOWN)
+
+    def step(tokens, pos, step_no):
+        logits = backend.decoder.step_static(tokens.repeat(2, 1, 1), pos, state, 8)
+        guided = classifier_free_guidance(logits[:2], logits[2:], 3.0)
+        processed = process_logits(guided, temperature=0.8, top_k=50, top_p=0.9)
+        drawn = sample_counter(processed, seeds, step_no)                  # [B, K]
+        return torch.where(column == UNKNOWN, drawn, column)
+
+    tokens = torch.zeros(2, model.num_codebooks, 1, dtype=torch.long)
+    with _one_graph(step) as (compiled, graphs), torch.no_grad():
+        outs = [compiled(tokens, torch.tensor([p]), torch.tensor([p])) for p in range(4)]
+        eager = step(tokens, torch.tensor([3]), torch.tensor([3]))
+    assert len(graphs) == 1 and all(o.shape == (2, model.num_codebooks) for o in outs)
+    assert torch.equal(outs[-1], eager)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU tier: needs CUDA")
+def test_graphs_are_captured_once_and_replayed_on_a_gpu():
+    model = mg.load_model("random-small", device="cuda", dtype="bfloat16")
+    gen = mg.MusicGenerator(model, progress=False)
+    first = gen.generate("lo-fi piano", duration=6.0, seed=1)      # crosses the 256 bucket
+    second = gen.generate("lo-fi piano", duration=6.0, seed=1)
+    assert first.timings["capture_s"] > 0 and second.timings["capture_s"] == 0
+    assert torch.equal(first.tokens, second.tokens)

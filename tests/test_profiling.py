@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import musicgen_edu as mg
-from musicgen_edu.metrics.profiling import (BREAKDOWN_STAGES, _instrumented_run, _Stages,
-                                            breakdown, decode_bound, kv_cache_comparison,
-                                            measure_bandwidth, plot_breakdown, plot_rtf,
+from musicgen_edu.metrics.bound import decode_bound, measure_bandwidth
+from musicgen_edu.metrics.profiling import (BREAKDOWN_STAGES, _Stages, breakdown,
+                                            kv_cache_comparison, plot_breakdown, plot_rtf,
                                             plot_scaling, profile_generation, profile_summary)
 
 PROMPTS = ["calm lo-fi piano", "driving drums"]
@@ -137,23 +137,38 @@ def test_breakdown_has_every_stage_and_shares_sum_to_one(stages):
 
 
 def _same_as_generate(gen, **settings):
-    config = gen.config.replace(duration=0.1, seed=5, **settings)
-    tokens, wav = _instrumented_run(gen, PROMPTS, config, _Stages(gen.model.device))
+    """Labels on (gen.stages set, inside the profiler) change nothing: same tokens and audio."""
     ref = gen.generate(PROMPTS, duration=0.1, seed=5, **settings)
-    assert torch.equal(tokens, ref.tokens)
-    assert wav.shape[-1] >= ref.wav.shape[-1]  # the generator trims to frames x hop
-    torch.testing.assert_close(wav[..., : ref.wav.shape[-1]].clamp(-1, 1), ref.wav)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        gen.stages = _Stages(gen.model.device)
+        try:
+            labelled = gen.generate(PROMPTS, duration=0.1, seed=5, **settings)
+        finally:
+            gen.stages = None
+    assert torch.equal(labelled.tokens, ref.tokens)
+    torch.testing.assert_close(labelled.wav, ref.wav)
+    names = {e.name for e in prof.events() if e.name.startswith("mg::")}
+    assert names >= {"mg::text encoding", "mg::decoder step", "mg::sampling",
+                     "mg::codebook pattern", "mg::audio decode"}
 
 
-def test_instrumented_loop_makes_the_generators_tokens(any_gen):
+def test_labelled_loop_makes_the_generators_tokens(any_gen):
     """The breakdown's loop is the generator's loop: same seed, same tokens and audio."""
     _same_as_generate(any_gen)
 
 
 @pytest.mark.parametrize("overrides", [dict(guidance_scale=1.0), dict(use_sampling=False),
-                                      dict(top_k=0, top_p=0.9, temperature=0.7)])
-def test_instrumented_loop_follows_the_settings(gen, overrides):
+                                      dict(top_k=0, top_p=0.9, temperature=0.7),
+                                      dict(sampler="reference")])
+def test_labelled_loop_follows_the_settings(gen, overrides):
     _same_as_generate(gen, **overrides)
+
+
+def test_breakdown_stages_cover_the_wall_time(gen):
+    """Labelled stages account for at least 90 % of the profiled run (the rest: 'other')."""
+    df = breakdown(gen, PROMPTS, duration=0.5, warmup=1)
+    assert df.set_index("stage").share["other"] < 0.10, df
+    assert gen.stages is None
 
 
 def test_breakdown_removes_its_hooks(gen, profiled):

@@ -88,3 +88,104 @@ def test_sampling_matches_the_distribution():
     tokens = sample_tokens(logits, [torch.Generator().manual_seed(0)])
     freq = torch.bincount(tokens.flatten(), minlength=3).float() / tokens.numel()
     assert torch.allclose(freq, probs, atol=0.04)
+
+
+# --- the counter-based sampler (GenerationConfig.sampler="counter") ---------------------------
+from scipy import stats  # noqa: E402
+
+from musicgen_edu.sampling import counter_uniform, sample_counter  # noqa: E402
+
+_M32 = 0xFFFFFFFF
+
+
+def _fmix32(h: int) -> int:   # MurmurHash3's finaliser on Python ints, the specification
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
+
+
+def test_counter_uniform_equals_the_integer_specification():
+    seeds = [0, 1, 12345, 2**40 + 3, 2**63 - 1]
+    u = counter_uniform(torch.tensor(seeds), 17, 4)
+    for b, seed in enumerate(seeds):
+        h = _fmix32((seed & _M32) ^ 0x9E3779B9)
+        h = _fmix32(h ^ ((seed >> 32) & _M32))
+        h = _fmix32(h ^ 17)
+        for k in range(4):
+            hk = _fmix32(_fmix32(h ^ ((k * 0x632BE5AB) & _M32)))
+            assert u[b, k].item() == ((hk >> 9) + 0.5) / 2**23
+
+
+@pytest.mark.parametrize("axis", ["seeds", "steps"])
+def test_counter_uniform_is_uniform_and_uncorrelated(axis):
+    if axis == "seeds":
+        u = counter_uniform(torch.arange(40000), 0, 2).flatten()
+    else:
+        u = torch.cat([counter_uniform(torch.tensor([7]), s, 2) for s in range(20000)]).flatten()
+    assert 0 < u.min() and u.max() < 1
+    assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-3
+    assert abs(torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1]) < 0.03
+
+
+def test_counter_step_as_tensor_equals_int():
+    seeds = torch.tensor([3, 4])
+    assert torch.equal(counter_uniform(seeds, 9, 4), counter_uniform(seeds, torch.tensor([9]), 4))
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, 0), (0.7, 5), (1.5, 3)])
+def test_counter_frequencies_match_softmax_chi_square(temperature, top_k):
+    base = torch.tensor([2.0, 1.5, 1.0, 0.2, 0.0, -0.5, -1.0, -3.0])
+    logits = process_logits(base, temperature=temperature, top_k=top_k)
+    probs = torch.softmax(logits, -1)
+    n = 30000
+    tokens = sample_counter(logits.view(1, 1, 8).expand(n, 1, 8), torch.arange(n), 0)
+    counts = torch.bincount(tokens.flatten(), minlength=8).double()
+    kept = probs > 0
+    assert counts[~kept].sum() == 0                               # filtered: never drawn
+    expected = probs[kept].double() / probs[kept].double().sum() * n
+    assert stats.chisquare(counts[kept].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_counter_filtered_tokens_never_drawn_over_steps():
+    logits = top_p_filter(top_k_filter(_logits(9, rows=8).view(2, 4, 64), 10), 0.8)
+    seeds = torch.tensor([11, 12])
+    for step in range(300):
+        tokens = sample_counter(logits, seeds, step)
+        assert torch.isfinite(logits.gather(-1, tokens[..., None])).all()
+
+
+def test_counter_is_batch_invariant_and_reproducible():
+    logits = _logits(4, rows=12).view(3, 4, 64)
+    seeds = torch.tensor([5, 99, 2**40])
+    together = sample_counter(logits, seeds, 42)
+    alone = torch.cat([sample_counter(logits[i:i + 1], seeds[i:i + 1], 42) for i in range(3)])
+    assert torch.equal(together, alone)
+    assert torch.equal(together, sample_counter(logits, seeds, 42))        # same run again
+    assert not torch.equal(together, sample_counter(logits, seeds, 43))    # the step matters
+    assert not torch.equal(together, sample_counter(logits, seeds + 1, 42))  # the seed matters
+
+
+def test_counter_one_certain_token_and_rounding_edge():
+    logits = torch.full((1, 4, 16), -float("inf"))
+    logits[..., 3] = 0.0                                         # all mass on token 3
+    for step in range(50):
+        assert (sample_counter(logits, torch.tensor([1]), step) == 3).all()
+
+
+def test_counter_sampler_compiles_to_one_graph():
+    """No graph breaks (no .item(), no Python loop over the batch): capturable in a CUDA graph."""
+    import torch._dynamo as dynamo
+
+    logits, seeds = _logits(1, rows=8).view(2, 4, 64), torch.tensor([1, 2])
+    explained = dynamo.explain(sample_counter)(logits, seeds, torch.tensor([3]))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU tier: needs CUDA")
+def test_counter_noise_is_the_same_on_cpu_and_gpu():
+    seeds = torch.tensor([0, 5, 2**40 + 1])
+    cpu = counter_uniform(seeds, 12, 4)
+    gpu = counter_uniform(seeds.cuda(), torch.tensor([12], device="cuda"), 4)
+    assert torch.equal(cpu, gpu.cpu())

@@ -1,13 +1,19 @@
 """Replay the decode step as one CUDA graph instead of ~600 kernel launches from Python.
 
 On a GPU, one MusicGen decode step is hundreds of small kernels; launched one by one from
-Python, the launches can cost more than the arithmetic (as gpt-fast found for small batches;
-not yet measured in this project, which has had no GPU so far). A CUDA graph records the kernels of one call *with their memory
+Python, the launches can cost more than the arithmetic (as gpt-fast found for small batches,
+and as an H200 profile of this decoder showed: issue #13). A CUDA graph records the kernels of one call *with their memory
 addresses*; replaying it is a single launch. The price: everything the step reads or writes
 must stay at fixed addresses with fixed shapes. So the token column and the position are
 copied into static tensors, the KV cache and the text keys/values are the generation's own
 preallocated tensors, attention covers the whole cache under a mask
-(:meth:`NativeDecoder.step_static`), and the logits land in a static output tensor.
+(:meth:`NativeDecoder.step_static`), and the logits land in a static output tensor. With the
+counter sampler the graph also runs classifier-free guidance, the filters and the draw
+(``sampling.draw_tokens``, seeds and step in static tensors): one launch per decode step.
+
+Attention covers a bucket of the cache (256, 512, 1024, 1536, then multiples of 512 slots)
+rather than all of it, with one graph per bucket: a fixed shape per graph, yet a step early in
+a 30 s window no longer pays for the whole window.
 
 This is the manual form of ``torch.compile(mode="reduce-overhead")`` used by
 pytorch-labs/gpt-fast (``generate.py``), following PyTorch's "CUDA Graphs" notes
@@ -16,46 +22,86 @@ pytorch-labs/gpt-fast (``generate.py``), following PyTorch's "CUDA Graphs" notes
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 __all__ = ["GraphedStep"]
 
 
 class GraphedStep:
-    """One captured one-token decode step, bound to one generation's state.
+    """Captured one-token decode steps, one graph per attention bucket, for one generation.
 
     Call it with a token column ``[N, K, 1]``, the position (int) to write and the state; it
-    returns the logits ``[N, K, V]``. On a CPU (no graphs) the same static buffers are used and
-    the step runs eagerly, which is how the tests check the plumbing without a GPU. It keeps
-    no reference to the state (the state holds it), so a finished generation's KV cache is
-    freed as soon as the generation is dropped.
+    returns the logits ``[N, K, V]`` (or, given a draw, the sampled tokens ``[B, K]``). Attention covers the bucket of cache slots that holds the
+    position (``native.attention_length``), so a step early in a long window reads a short
+    cache; each bucket's graph is captured the first time the position enters it. On a CPU (no
+    graphs) the same static buffers and buckets are used and the step runs eagerly, which is
+    how the tests check the plumbing without a GPU. It keeps no reference to the state (the
+    state holds it), so a finished generation's KV cache is freed as soon as it is dropped.
     """
 
-    def __init__(self, decoder, state, tokens: torch.Tensor):
-        self.decoder = decoder
+    def __init__(self, decoder, state, tokens: torch.Tensor, on_capture=None):
+        self.decoder, self.on_capture = decoder, on_capture  # on_capture(seconds) per capture
         self.tokens = tokens.clone()                                        # static input [N, K, 1]
         self.pos = torch.full((1,), state.pos, dtype=torch.long, device=tokens.device)
-        self.graph = None
-        if tokens.device.type != "cuda":
-            return
-        with torch.cuda.device(tokens.device):   # streams and capture on the model's GPU
+        self.max_len = state.k_cache[0].shape[2]
+        self.graphs: dict[tuple, tuple] = {}    # (length, sampling) -> (CUDAGraph, static out)
+        self.seeds: dict = {}                   # batch shape -> static seeds of the draw
+        self.step_no = torch.zeros(1, dtype=torch.long, device=tokens.device)  # the draw's clock
+        self.lengths: list[int] = []            # buckets used, in order (for tests and timings)
+        self.cuda = tokens.device.type == "cuda"
+
+    def _capture(self, body) -> tuple:
+        """Capture ``body()`` (one step on the static buffers) as a CUDA graph."""
+        start = time.perf_counter()
+        with torch.cuda.device(self.tokens.device):   # streams and capture on the model's GPU
             # Warm up on a side stream (allocator pools, cuBLAS workspaces), then capture. The
             # warm-up writes this position's keys/values, which the real step rewrites.
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(2):
-                    decoder.step_static(self.tokens, self.pos, state)
+                    body()
             torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = decoder.step_static(self.tokens, self.pos, state)  # static output
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = body()
+        torch.cuda.synchronize(self.tokens.device)
+        if self.on_capture is not None:
+            self.on_capture(time.perf_counter() - start)
+        return graph, out                        # out: the graph's static output
 
-    def __call__(self, tokens: torch.Tensor, pos: int, state) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, pos: int, state, draw=None) -> torch.Tensor:
+        """Logits ``[N, K, V]`` of the step at ``pos``; or, with ``draw = (key, fn, seeds,
+        step)``, the tokens ``fn(logits, seeds=, step=)`` drawn inside the same graph (one
+        graph per bucket and ``key``, the sampling settings)."""
+        from .native import attention_length
+
         self.tokens.copy_(tokens)
         self.pos.fill_(pos)                      # a kernel argument, no host-device sync
-        if self.graph is None:
-            self.logits = self.decoder.step_static(self.tokens, self.pos, state)
-        else:
-            self.graph.replay()                  # reads and writes the state's own tensors
-        return self.logits.clone()              # the next replay overwrites the static output
+        length = attention_length(pos, self.max_len)
+        if not self.lengths or self.lengths[-1] != length:
+            self.lengths.append(length)
+        key, fn = (length, None), None
+        if draw is not None:
+            settings, fn, seeds, step = draw
+            key = (length, settings)
+            static = self.seeds.get(seeds.shape)
+            if static is None:                   # one static seed buffer per batch size
+                static = self.seeds[seeds.shape] = torch.empty_like(seeds)
+            static.copy_(seeds)                  # this generation's seeds (a [B] copy)
+            self.step_no.fill_(step)
+            seeds = static
+
+        def body():
+            logits = self.decoder.step_static(self.tokens, self.pos, state, length)
+            return logits if fn is None else fn(logits, seeds=seeds, step=self.step_no)
+
+        if not self.cuda:
+            return body()
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(body)
+        graph, out = self.graphs[key]
+        graph.replay()                           # reads and writes the state's own tensors
+        return out.clone()                       # the next replay overwrites the static output

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Int8Linear", "quantize_int8", "PackedLinear", "pack_linears", "can_pack"]
+__all__ = ["Int8Linear", "quantize_int8", "PackedLinear", "pack_linears", "can_pack",
+           "ONCE_PER_GENERATION"]
 
 
 def _linears(module: nn.Module, skip: tuple[str, ...] = ()) -> list[tuple[nn.Module, str, nn.Linear]]:
@@ -56,12 +57,20 @@ class Int8Linear(nn.Module):
         return out.view(*x.shape[:-1], -1)
 
 
-def quantize_int8(decoder: nn.Module) -> nn.Module:
-    """Replace every linear layer of the blocks and heads by :class:`Int8Linear` (in place).
+# Cross-attention keys/values of the text: computed once per generation (at start), not per
+# step, so shrinking them saves no step time and only adds error.
+ONCE_PER_GENERATION = ("encoder_attn.k_proj", "encoder_attn.v_proj")
 
-    Embeddings and layer norms stay as they are; the transformers model is not touched.
+
+def quantize_int8(decoder: nn.Module, skip: tuple[str, ...] = ONCE_PER_GENERATION) -> nn.Module:
+    """Replace the linear layers a decode step reads by :class:`Int8Linear` (in place).
+
+    Every linear layer of the blocks and heads, except names containing a ``skip`` entry (by
+    default the text key/value projections of cross-attention, which run once per
+    generation, as :func:`pack_linears` skips them too). Embeddings and layer norms stay as
+    they are; the transformers model is not touched.
     """
-    for parent, name, child in _linears(decoder):
+    for parent, name, child in _linears(decoder, skip):
         setattr(parent, name, Int8Linear(child))
     return decoder
 

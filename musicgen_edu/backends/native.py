@@ -24,6 +24,7 @@ cross-attention: their conditioning is a prefix fed through self-attention at th
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -33,10 +34,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cuda_graph import GraphedStep
-from .linears import can_pack, pack_linears, quantize_int8
+from ..sampling import draw_tokens
+from .linears import PackedLinear, can_pack, pack_linears, quantize_int8
 from .transformers import Conditioning, TransformersBackend
 
-__all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions"]
+__all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
+           "attention_length", "ATTENTION_BUCKETS"]
+
+# Cache lengths the fixed-shape (CUDA-graph) step attends over: the smallest bucket that covers
+# the position, then multiples of 512. Attention over the whole 30 s cache at every step would
+# make step 10 cost as much as step 1500; with buckets a step reads at most ~2x what it needs,
+# for one captured graph per bucket (cuda_graph.py).
+ATTENTION_BUCKETS = (256, 512, 1024, 1536)
+
+
+def attention_length(pos: int, max_len: int) -> int:
+    """The bucket covering cache slots ``0 .. pos``, at most ``max_len``.
+
+    For ``max_len = 3000``: positions 0 and 255 give 256, 256 gives 512, 1600 gives 2048 and
+    2999 gives 3000.
+    """
+    bucket = next((b for b in ATTENTION_BUCKETS if pos < b), (pos // 512 + 1) * 512)
+    return min(bucket, max_len)
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -125,6 +144,7 @@ class NativeState:
     steps: int = 0
     graph: object = None     # the captured one-token step (cuda_graph.GraphedStep), if any
     single_steps: int = 0    # one-token steps run so far (the first runs eagerly)
+    pool_key: tuple | None = None  # where release() returns the buffers (fixed-shape steps)
 
 
 class NativeDecoder(nn.Module):
@@ -174,10 +194,13 @@ class NativeDecoder(nn.Module):
             return x + self.positions[pos: pos + x.shape[1]]
         return x + self.positions.index_select(0, pos)
 
-    def blocks(self, x: torch.Tensor, state: NativeState, pos, self_mask=None) -> torch.Tensor:
-        """Run ``x [N, s, D]`` through every block, reading and writing the state's caches."""
+    def blocks(self, x: torch.Tensor, state: NativeState, pos, self_mask=None,
+               length: int | None = None) -> torch.Tensor:
+        """Run ``x [N, s, D]`` through every block, reading and writing the state's caches
+        (their first ``length`` slots only, when given: the fixed-shape step's bucket)."""
+        view = slice(None) if length is None else slice(0, length)
         for i, block in enumerate(self.layers):
-            x = block(x, state.k_cache[i], state.v_cache[i], pos,
+            x = block(x, state.k_cache[i][:, :, view], state.v_cache[i][:, :, view], pos,
                       state.cross_k[i], state.cross_v[i], state.cross_mask, self_mask)
         return x
 
@@ -187,15 +210,18 @@ class NativeDecoder(nn.Module):
         state.pos += x.shape[1]
         return self.logits(x[:, -1:])
 
-    def step_static(self, tokens: torch.Tensor, pos: torch.Tensor, state: NativeState) -> torch.Tensor:
+    def step_static(self, tokens: torch.Tensor, pos: torch.Tensor, state: NativeState,
+                    length: int | None = None) -> torch.Tensor:
         """One-token step ``[N, K, 1]`` at position ``pos`` (a tensor ``[1]``) with fixed shapes.
 
-        What a CUDA graph can capture: no Python number depends on the position, attention runs
-        over the whole cache under a mask. Does not advance ``state.pos`` (the caller does).
+        What a CUDA graph can capture: no Python number depends on the position; attention runs
+        over the first ``length`` cache slots (default: all; ``attention_length`` gives the
+        bucket) under a mask. Does not advance ``state.pos`` (the caller does).
         """
-        slots = torch.arange(state.k_cache[0].shape[2], device=pos.device)
-        mask = (slots <= pos).view(1, 1, 1, -1)          # [1, 1, 1, max_len]: True = attend
-        return self.logits(self.blocks(self.embed(tokens, pos), state, pos, mask))
+        length = length or state.k_cache[0].shape[2]
+        slots = torch.arange(length, device=pos.device)
+        mask = (slots <= pos).view(1, 1, 1, -1)          # [1, 1, 1, length]: True = attend
+        return self.logits(self.blocks(self.embed(tokens, pos), state, pos, mask, length))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and one head per codebook: ``[N, 1, D]`` -> ``[N, K, V]`` float32."""
@@ -225,10 +251,15 @@ class NativeBackend(TransformersBackend):
 
     name = "native"
 
+    POOL_SIZE = 4            # idle static states (caches + captured graphs) kept per backend
+    TEXT_BUCKET = 32         # text lengths are padded to a multiple of this (fewer pool keys)
+
     def __init__(self, model, int8: bool = False, pack: bool | None = None,
                  graphs: bool | None = None):
         super().__init__(model)
         self.graphs = model.device.type == "cuda" if graphs is None else graphs
+        self.capture_s = 0.0     # seconds spent capturing CUDA graphs, over all generations
+        self._pool: dict[tuple, NativeState] = {}  # (rows, max_len, text_len) -> idle state
         if int8:
             self.name = "native-int8"
         key = "int8" if int8 else "pack-if-possible" if pack is not False else "plain"
@@ -242,35 +273,84 @@ class NativeBackend(TransformersBackend):
                 decoder = pack_linears(decoder, skip=("encoder_attn.k_proj", "encoder_attn.v_proj"))
             built[key] = decoder
         self.decoder = built[key]
+        packed = any(isinstance(m, PackedLinear) for m in self.decoder.modules())
+        # which path this backend's steps take (Generation.timings["decoder"], bench tables)
+        self.path = " + ".join(p for p, on in [
+            (self.name, True), ("int8 weights", int8), ("oneDNN-packed weights", packed),
+            ("fp32 attention" if model.device.type == "cpu" else "", model.device.type == "cpu"),
+            ("fixed-shape steps + CUDA graphs" if model.device.type == "cuda" else
+             "fixed-shape steps", self.graphs)] if on)
 
     @torch.no_grad()
     def start(self, cond: Conditioning, max_len: int | None = None) -> NativeState:
-        """Allocate the KV cache for ``max_len`` positions and precompute text keys/values."""
-        dec, n = self.decoder, len(cond)
+        """Allocate the KV cache for ``max_len`` positions and precompute text keys/values.
+
+        With fixed-shape steps (``graphs``) the buffers come from a pool when an earlier
+        generation left one of the same shape: its captured graphs read and write exactly
+        those tensors, so they are replayed instead of captured again (capture once per
+        process, not once per generation). The text keys/values are copied into the pooled
+        buffers, padded to a multiple of ``TEXT_BUCKET`` tokens under the mask.
+        """
+        dec = self.decoder
         prefix = cond.states.shape[1] if cond.prefix else 0
         max_len = prefix + (max_len or dec.positions.shape[0] - prefix)
-        dim = dec.positions.shape[1]
-        head_dim, dev = dim // dec.heads, dec.positions.device
         # On a CPU, attention runs in fp32 even for bf16/fp16 weights: torch's reduced-precision
         # CPU attention kernels are several times slower for one-token queries (measured here:
         # ~1000 us vs ~155 us per call at cache length 450); on a GPU the model dtype is used.
-        dtype = torch.float32 if dev.type == "cpu" else dec.positions.dtype
-        shape = (n, dec.heads, max_len, head_dim)
+        dtype = torch.float32 if dec.positions.device.type == "cpu" else dec.positions.dtype
+        cross_k, cross_v, mask = self._text_keys_values(cond, dtype)
+        key = (len(cond), max_len, None if mask is None else mask.shape[-1])
+        pooled = self._pool.pop(key, None) if self.graphs else None
+        if pooled is None:
+            k_cache, v_cache = self._caches(len(cond), max_len, dtype)
+            return NativeState(cond, k_cache, v_cache, cross_k, cross_v, mask,
+                               pool_key=key if self.graphs else None)
+        for dst, src in zip(pooled.cross_k + pooled.cross_v, cross_k + cross_v):
+            if dst is not None:                  # the graphs read the pooled tensors: copy in
+                dst.copy_(src)
+        if mask is not None:
+            pooled.cross_mask.copy_(mask)
+        if pooled.graph is not None:
+            pooled.graph.lengths = []                # buckets used by this generation
+        return NativeState(cond, pooled.k_cache, pooled.v_cache, pooled.cross_k, pooled.cross_v,
+                           pooled.cross_mask, graph=pooled.graph, pool_key=key)
+
+    def release(self, state: NativeState) -> None:
+        """Keep a finished generation's static buffers and graphs for the next one."""
+        if state.pool_key is None:
+            return
+        self._pool[state.pool_key] = state
+        while len(self._pool) > self.POOL_SIZE:      # the oldest idle entry goes first
+            del self._pool[next(iter(self._pool))]
+        state.pool_key = None
+
+    def _caches(self, rows: int, max_len: int, dtype: torch.dtype) -> tuple[list, list]:
+        """Per block, key and value caches ``[N, H, max_len, D/H]``."""
+        dec = self.decoder
+        shape = (rows, dec.heads, max_len, dec.positions.shape[1] // dec.heads)
         # Fixed-shape steps attend over every slot, masked or not, and 0 x NaN is NaN: unfilled
         # slots must hold finite numbers, so zeros instead of uninitialised memory.
         new = torch.zeros if self.graphs else torch.empty
-        k_cache = [new(shape, dtype=dtype, device=dev) for _ in dec.layers]
-        v_cache = [new(shape, dtype=dtype, device=dev) for _ in dec.layers]
-        cross_k = cross_v = [None] * len(dec.layers)
-        mask = None
-        if not cond.prefix:
-            states = cond.states.to(dec.positions.dtype)
-            cross_k = [b.encoder_attn.split(b.encoder_attn.k_proj(states)).to(dtype) for b in dec.layers]
-            cross_v = [b.encoder_attn.split(b.encoder_attn.v_proj(states)).to(dtype) for b in dec.layers]
-            keep = cond.mask.bool()[:, None, None, :]                    # [N, 1, 1, L]
-            mask = torch.zeros(keep.shape, dtype=dtype, device=dev).masked_fill(
-                ~keep, torch.finfo(dtype).min)
-        return NativeState(cond, k_cache, v_cache, cross_k, cross_v, mask)
+        dev = dec.positions.device
+        return ([new(shape, dtype=dtype, device=dev) for _ in dec.layers],
+                [new(shape, dtype=dtype, device=dev) for _ in dec.layers])
+
+    def _text_keys_values(self, cond: Conditioning, dtype: torch.dtype) -> tuple:
+        """Cross-attention keys and values ``[N, H, L, D/H]`` per block, and the additive mask
+        ``[N, 1, 1, L]``; Nones for melody models (their condition is a self-attention prefix)."""
+        dec = self.decoder
+        if cond.prefix:
+            return [None] * len(dec.layers), [None] * len(dec.layers), None
+        states, keep = cond.states.to(dec.positions.dtype), cond.mask.bool()
+        if self.graphs:                          # pad the text to a bucket (fewer pool keys)
+            pad = -states.shape[1] % self.TEXT_BUCKET
+            states, keep = F.pad(states, (0, 0, 0, pad)), F.pad(keep, (0, pad))
+        cross_k = [b.encoder_attn.split(b.encoder_attn.k_proj(states)).to(dtype) for b in dec.layers]
+        cross_v = [b.encoder_attn.split(b.encoder_attn.v_proj(states)).to(dtype) for b in dec.layers]
+        keep = keep[:, None, None, :]                                    # [N, 1, 1, L]
+        mask = torch.zeros(keep.shape, dtype=dtype, device=states.device).masked_fill(
+            ~keep, torch.finfo(dtype).min)
+        return cross_k, cross_v, mask
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: NativeState) -> torch.Tensor:
@@ -282,15 +362,55 @@ class NativeBackend(TransformersBackend):
         state.single_steps += single
         # Capture from the second one-token step on: a one-off step (a single-step probe, as
         # in distributions.py) is not worth a warm-up and a capture.
-        if self.graphs and single and state.single_steps > 1:
+        # A pooled state's graphs are already captured: replay from its first one-token step.
+        if self.graphs and single and (state.graph is not None or state.single_steps > 1):
             if state.graph is None:
-                try:
-                    state.graph = GraphedStep(self.decoder, state, tokens)
-                except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
-                    warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
-                    self.graphs = False
-                    return self.decoder(tokens, state, prefix)
-            logits = state.graph(tokens, state.pos, state)
+                state.graph = GraphedStep(self.decoder, state, tokens, on_capture=self._captured)
+            try:
+                logits = state.graph(tokens, state.pos, state)   # captures a bucket's first step
+            except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
+                warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
+                self.graphs, state.graph = False, None
+                return self.decoder(tokens, state, prefix)
             state.pos += 1
             return logits
         return self.decoder(tokens, state, prefix)
+
+    @property
+    def fuses_draw(self) -> bool:
+        """With fixed-shape steps the sampling joins the captured step (``step_draw``)."""
+        return self.graphs
+
+    @torch.no_grad()
+    def step_draw(self, tokens: torch.Tensor, state: NativeState, settings: dict,
+                  seeds: torch.Tensor, step: int) -> torch.Tensor:
+        """A decode step and its sampling: tokens ``[N, K, s]`` -> the drawn tokens ``[B, K]``.
+
+        ``settings`` are ``sampling.draw_tokens``' (fixed for a generation; a graph is captured
+        per bucket and settings), ``seeds`` the items' seeds ``[B]`` and ``step`` the counter
+        sampler's clock. Steps that cannot be replayed (the prefill, a first one-token step)
+        run eagerly, then draw.
+        """
+        draw = functools.partial(draw_tokens, **settings)
+        single = tokens.shape[-1] == 1 and not (state.cond.prefix and state.steps == 0)
+        # as in step(): replay from the second one-token step, or at once with a pooled graph
+        if not (self.graphs and single and (state.graph is not None or state.single_steps >= 1)):
+            return draw(self.step(tokens, state), seeds=seeds, step=step)
+        if state.graph is None:
+            state.graph = GraphedStep(self.decoder, state, tokens, on_capture=self._captured)
+        state.steps += 1
+        state.single_steps += 1
+        key = tuple(sorted(settings.items()))
+        try:
+            drawn = state.graph(tokens.to(self.mg.device), state.pos, state, (key, draw, seeds, step))
+        except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
+            warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
+            self.graphs, state.graph = False, None
+            state.steps -= 1
+            state.single_steps -= 1
+            return draw(self.step(tokens, state), seeds=seeds, step=step)
+        state.pos += 1
+        return drawn
+
+    def _captured(self, seconds: float) -> None:
+        self.capture_s += seconds

@@ -115,6 +115,9 @@ class TransformersBackend:
         """
         return DecoderState(cond=cond)
 
+    def release(self, state: DecoderState) -> None:
+        """The generation is done with ``state``: backends that pool buffers take them back."""
+
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Feed delayed-grid columns ``[N, K, s]``; return the last position's logits ``[N, K, V]``.

@@ -6,17 +6,14 @@ Four tools for lecture 05 (``notebooks/05_latency.ipynb``):
   durations and batch sizes, from the generator's own ``Generation.timings`` (generator.py
   ``_complete``: it synchronises the GPU after the first step and after the loop, and the
   EnCodec output ends with ``.cpu()``, which waits for the GPU, so GPU timings are real);
-* :func:`breakdown` runs one generation under ``torch.profiler`` with a ``record_function``
+* :func:`breakdown` runs one ``generate`` under ``torch.profiler`` with a ``record_function``
   label per stage (text encoding, decoder attention / MLP / heads, sampling, codebook pattern,
-  EnCodec decode), by driving the backend's public pieces in the loop of
-  ``MusicGenerator._window`` (``tests/test_profiling.py`` checks it makes the same tokens);
+  EnCodec decode): the labels live in the generator's own loop (``MusicGenerator._stage``),
+  free when nobody profiles, so the profiled loop is the real one;
 * :func:`kv_cache_comparison` shows why the KV cache matters: a cached step vs recomputing
   every position;
-* :func:`decode_bound` is the memory-bandwidth lower bound of one decoder step — each step
-  must read every decoder weight and the whole KV cache once — divided by a bandwidth
-  :func:`measure_bandwidth` measures with a copy benchmark. It follows the roofline reasoning
-  of Pope et al. 2022 ("Efficiently Scaling Transformer Inference", sec. 2) and of
-  pytorch-labs/gpt-fast ("model size x tokens/s = achieved bandwidth").
+* the memory-bandwidth lower bound of a step, :func:`~musicgen_edu.metrics.bound.decode_bound`
+  and :func:`~musicgen_edu.metrics.bound.measure_bandwidth`, lives in ``bound.py``.
 
 Vocabulary: ``[B, K, S]`` tokens, ``[B, C, T]`` waveforms; "step" = one decoder call that
 produces one token per codebook for every item; "rows" = ``2B`` with classifier-free
@@ -26,6 +23,7 @@ guidance (conditional + unconditional), ``B`` without.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import numbers
 import statistics
@@ -37,13 +35,10 @@ import torch
 
 from ..errors import ConfigError, check_range
 from ..generator import MusicGenerator
-from ..models import MusicGenModel, resolve_device
-from ..patterns import UNKNOWN, build_delay_grid, codebook_delays, undelay
-from ..sampling import classifier_free_guidance, process_logits, sample_tokens
+from ..patterns import codebook_delays
 
 __all__ = ["profile_generation", "profile_summary", "breakdown", "kv_cache_comparison",
-           "measure_bandwidth", "decode_bound", "plot_scaling", "plot_rtf", "plot_breakdown",
-           "BREAKDOWN_STAGES"]
+           "plot_scaling", "plot_rtf", "plot_breakdown", "BREAKDOWN_STAGES"]
 
 # Stage -> what its time includes (breakdown's rows, in this order).
 BREAKDOWN_STAGES: dict[str, str] = {
@@ -56,7 +51,8 @@ BREAKDOWN_STAGES: dict[str, str] = {
     "decoder: lm heads": "the K linear heads: hidden state -> logits over 2048 tokens per codebook",
     "decoder: other": "the rest of backend.step: codebook embeddings, positions, layer norms, "
                       "residual adds, cast of the logits to float32",
-    "sampling": "classifier-free guidance, temperature, top-k, top-p, softmax, multinomial draws",
+    "sampling": "classifier-free guidance, temperature, top-k, top-p, softmax and the draw "
+                "(the counter sampler's inverse CDF, or one multinomial per item)",
     "codebook pattern": "build_delay_grid, reading each column (duplicated for CFG rows), "
                         "writing sampled tokens where unknown, undelay",
     "audio decode": "EnCodec: tokens -> waveform, and the copy to the CPU",
@@ -298,62 +294,16 @@ def _instrument(generator: MusicGenerator, stages: _Stages):
             stages.exit()
 
 
-@torch.no_grad()
-def _instrumented_run(generator: MusicGenerator, prompts: list[str], config, stages: _Stages):
-    """``MusicGenerator._window`` for text prompts, one window, every stage labelled.
-
-    Returns ``(tokens [B, K, F], wav [B, C, T])`` — the same as ``generate`` with this config.
-    """
-    model, backend, batch = generator.model, generator.backend, len(prompts)
-    channels, k = model.audio_channels, model.num_codebooks
-    frames = max(1, round(config.duration * model.frame_rate))
-    rngs = [torch.Generator(device=model.device).manual_seed(config.seed + i)
-            for i in range(batch)]
-    guided = config.guidance_scale > 1                               # rows [cond; uncond]
-    texts, melody_mask = prompts, [True] * batch
-    if guided:
-        texts, melody_mask = prompts + [None] * batch, melody_mask + [False] * batch
-    with stages("text encoding"):
-        cond = backend.encode_text(texts, melody_mask=melody_mask)   # N = 2B or B rows
-    with stages("codebook pattern"):
-        empty = torch.zeros(batch, k, 0, dtype=torch.long, device=model.device)
-        grid = build_delay_grid(empty, frames, model.special_token, channels)  # [B, K, F+D+1]
-    with stages("text encoding"):
-        state = backend.start(cond, max_len=grid.shape[-1])
-    feed = grid[:, :, :1]                                            # the BOS column
-    for col in range(1, grid.shape[-1]):
-        with stages("codebook pattern"):
-            rows = feed.repeat(2, 1, 1) if guided else feed          # [N, K, 1]
-        with stages("decoder step"):
-            logits = backend.step(rows, state)                       # [N, K, V]
-        with stages("sampling"):
-            if guided:
-                logits = classifier_free_guidance(logits[:batch], logits[batch:],
-                                                  config.guidance_scale)
-            if config.use_sampling:
-                logits = process_logits(logits, temperature=config.temperature,
-                                         top_k=config.top_k, top_p=config.top_p)
-            sampled = sample_tokens(logits, rngs, greedy=not config.use_sampling)  # [B, K]
-        with stages("codebook pattern"):
-            known = grid[:, :, col]
-            grid[:, :, col] = torch.where(known == UNKNOWN, sampled, known)
-            feed = grid[:, :, col: col + 1]
-    with stages("codebook pattern"):
-        tokens = undelay(grid, frames, channels)                     # [B, K, F]
-    with stages("audio decode"):
-        wav = backend.decode_audio(tokens).cpu()                     # [B, C, T]
-    return tokens.cpu(), wav
-
-
 def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: float = 1.0,
               *, seed: int = 0, warmup: int = 1, trace_path: str | None = None, **settings):
     """Profile one generation and split its time into stages (see ``BREAKDOWN_STAGES``).
 
-    The loop is the generator's own (``_window``) driven through public pieces —
-    ``backend.encode_text / start / step / decode_audio``, ``sampling.py``, ``patterns.py``
-    — with a ``torch.profiler.record_function`` range per stage; forward hooks on the
-    decoder's blocks (native or transformers) label attention, MLP and heads inside each
-    step. A stage's seconds are the CPU wall time of its ranges; on a GPU every range ends
+    The loop is the generator's own: ``generate`` runs with ``generator.stages`` set, so the
+    labels ``MusicGenerator._window`` puts around each stage become
+    ``torch.profiler.record_function`` ranges; forward hooks on the decoder's blocks (native
+    or transformers) label attention, MLP and heads inside each step. On a GPU the warm-up
+    run captures the decode step's CUDA graphs (kept by the backend), so the profiled run
+    replays them: a replayed step is one "decoder step" range, with no attention/MLP split. A stage's seconds are the CPU wall time of its ranges; on a GPU every range ends
     with a synchronisation, so it includes the GPU work it launched (the syncs cost a few
     microseconds each: the total is a little above an unprofiled run). The profiler adds a
     few microseconds per operator too, which matters for tiny models: read the shares.
@@ -381,18 +331,26 @@ def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: 
     config = generator.config.replace(duration=float(duration), seed=_count("seed", seed, 0),
                                       **settings)
     device = generator.model.device
-    for _ in range(_count("warmup", warmup, 0)):
-        _instrumented_run(generator, texts, config, _Stages(device))
+
+    def run():
+        return generator.generate(texts, progress=False, **dataclasses.asdict(config))
+
+    for _ in range(_count("warmup", warmup, 0)):   # also captures CUDA graphs (pooled, reused)
+        run()
     stages = _Stages(device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         with _instrument(generator, stages):
-            _sync(device)
-            start = time.perf_counter()
-            tokens, _ = _instrumented_run(generator, texts, config, stages)
-            wall = time.perf_counter() - start
+            generator.stages = stages               # the loop's own labels (generator._stage)
+            try:
+                _sync(device)
+                start = time.perf_counter()
+                tokens = run().tokens
+                wall = time.perf_counter() - start
+            finally:
+                generator.stages = None
     if trace_path is not None:
         prof.export_chrome_trace(str(trace_path))
     seconds = dict.fromkeys([*BREAKDOWN_STAGES, "decoder step"], 0.0)
@@ -463,111 +421,6 @@ def _timed(device: torch.device, fn, *args) -> float:
     fn(*args)
     _sync(device)
     return time.perf_counter() - start
-
-
-# --- the physical limit: bytes per step / memory bandwidth --------------------------------
-
-def measure_bandwidth(device: str | torch.device | None = None, size_mb: float = 256,
-                      repeats: int = 10) -> float:
-    """Memory bandwidth in GB/s (1e9 bytes/s): the median of timed ``dst.copy_(src)``.
-
-    A copy reads ``size`` bytes and writes ``size`` bytes, so it moves ``2 x size``; the
-    source is filled first (untouched pages would all map to one zero page and flatter the
-    CPU). One untimed copy warms up; GPU copies are synchronised before and after.
-
-    Args:
-        device: ``None``/"auto" (cuda > mps > cpu) or a device.
-        size_mb: MiB per tensor, in [1, 16384]; use a size well above the CPU's caches.
-        repeats: timed copies, >= 1.
-    """
-    dev = resolve_device("auto" if device is None else device)
-    check_range("size_mb", size_mb, 1, 16384)
-    n = int(size_mb * 2**20) // 4                                   # float32 elements
-    src = torch.ones(n, dtype=torch.float32, device=dev)
-    dst = torch.empty_like(src)
-    dst.copy_(src)                                                  # warm-up, touches dst
-    times = [_timed(dev, dst.copy_, src) for _ in range(_count("repeats", repeats, 1))]
-    return 2 * n * 4 / statistics.median(times) / 1e9
-
-
-def _weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of the decoder weights one step reads (each tensor once, however shared).
-
-    Left out: the embedding tables (a step reads K rows of them), the position table, and
-    the cross-attention key/value projections (applied to the text once per generation).
-    """
-    skip = ("embed_tokens", "positions", "encoder_attn.k_proj", "encoder_attn.v_proj")
-    seen, total = set(), 0
-    for name, t in [*module.named_parameters(), *module.named_buffers()]:
-        key = id(t) if t.is_mkldnn else t.data_ptr()      # packed CPU weights have no pointer
-        if any(s in name for s in skip) or key in seen:
-            continue
-        seen.add(key)
-        total += t.numel() * t.element_size()
-    return total
-
-
-def decode_bound(model, device=None, batch_size: int = 1, cache_len: int | None = None,
-                 cfg: bool = True, text_len: int = 0, bandwidth_gbs: float | None = None,
-                 size_mb: float = 256) -> dict:
-    """The fastest one decoder step can be if reading memory were its only cost.
-
-    Each step reads every decoder weight once (whatever the batch) and the KV cache of every
-    row::
-
-        kv_bytes = 2 (keys, values) x layers x rows x heads x head_dim x cache_len x dtype bytes
-        bound_s_per_step = (weight_bytes + kv_bytes [+ text kv]) / bandwidth
-
-    with ``rows = 2 x batch_size`` under classifier-free guidance. Real steps also compute,
-    launch kernels and run Python, so measured steps/s stays below ``bound_steps_per_s``.
-
-    Args:
-        model: a loaded MusicGenModel, or a MusicGenerator (then its backend's decoder
-            weights are counted, e.g. int8 for "native-int8").
-        device: where to measure the bandwidth; default the model's device.
-        batch_size: items per step, >= 1.
-        cache_len: cached positions a step attends to; default half a full window (the
-            average over a 30 s clip). Use ``steps // 2`` for a clip of ``steps`` steps.
-        cfg: classifier-free guidance on (doubles the rows).
-        text_len: text tokens cross-attended (adds their cached keys/values; 0 = ignore).
-        bandwidth_gbs: a known bandwidth in GB/s instead of measuring one.
-        size_mb: tensor size of the bandwidth benchmark.
-
-    Returns:
-        dict ``model, device, dtype, batch_size, rows, cache_len, weight_bytes, kv_bytes,
-        bytes_per_step, bandwidth_gbs, bound_s_per_step, bound_steps_per_s``.
-    """
-    if isinstance(model, MusicGenerator):
-        decoder = getattr(model.backend, "decoder", None)            # native: its own weights
-        mg_model = model.model
-        decoder = mg_model.model.decoder if decoder is None else decoder
-    elif isinstance(model, MusicGenModel):
-        decoder, mg_model = model.model.decoder, model
-    else:
-        raise ConfigError(f"expected a MusicGenModel or MusicGenerator, got "
-                          f"{type(model).__name__}; use mg.load_model('debug').")
-    cfg_dec = mg_model.config.decoder
-    layers, heads = int(cfg_dec.num_hidden_layers), int(cfg_dec.num_attention_heads)
-    head_dim = int(cfg_dec.hidden_size) // heads
-    rows = _count("batch_size", batch_size, 1) * (2 if cfg else 1)
-    if cache_len is None:
-        cache_len = int(mg_model.max_duration * mg_model.frame_rate) // 2
-    _count("cache_len", cache_len, 0)
-    _count("text_len", text_len, 0)
-    dtype_bytes = torch.empty((), dtype=mg_model.dtype).element_size()
-    weight_bytes = _weight_bytes(decoder)
-    text_len = 0 if mg_model.is_melody else text_len                 # melody: text is in the cache
-    kv_bytes = 2 * layers * rows * heads * head_dim * (cache_len + text_len) * dtype_bytes
-    if bandwidth_gbs is None:
-        bandwidth_gbs = measure_bandwidth(device or mg_model.device, size_mb)
-    check_range("bandwidth_gbs", bandwidth_gbs, 0, None, low_open=True)
-    total = weight_bytes + kv_bytes
-    bound = total / (bandwidth_gbs * 1e9)
-    return dict(model=mg_model.name, device=str(device or mg_model.device),
-                dtype=str(mg_model.dtype).replace("torch.", ""), batch_size=batch_size,
-                rows=rows, cache_len=cache_len, text_len=text_len, weight_bytes=weight_bytes,
-                kv_bytes=kv_bytes, bytes_per_step=total, bandwidth_gbs=float(bandwidth_gbs),
-                bound_s_per_step=bound, bound_steps_per_s=1 / bound)
 
 
 # --- plots (matplotlib loads on first use) ------------------------------------------------

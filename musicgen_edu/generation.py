@@ -1,0 +1,144 @@
+"""GenerationConfig and Generation: how to sample, and what one generate call made.
+
+The two data types of every generation mode (``generator.py`` holds the loop that turns the
+one into the other): a validated settings dataclass whose fields carry their allowed ranges
+as metadata (read by ``validate``, the widgets and the service's request schema, so each range
+is written once), and the result with audio ``[B, C, T]``, tokens ``[B, K, S]``, the seeds
+actually used and the timings. Defaults follow audiocraft's ``MusicGen.set_generation_params``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError, check_int, check_range
+from .sampling import SAMPLERS
+
+__all__ = ["GenerationConfig", "Generation", "MAX_SEED"]
+
+MAX_SEED = 2**63 - 1
+_LONG_FORM = "Durations past the model's 30 s window use sliding-window long form."
+_NOT_ZERO = "For deterministic output use use_sampling=False instead of 0."
+
+
+def _limits(default, low, high, *, low_open: bool = False, integer: bool = False, hint: str = ""):
+    """A dataclass field whose metadata holds its allowed range (read by validate and widgets)."""
+    return field(default=default, metadata=dict(low=low, high=high, low_open=low_open,
+                                                integer=integer, hint=hint))
+
+
+@dataclass
+class GenerationConfig:
+    """How to sample. Defaults are audiocraft's ``MusicGen.set_generation_params`` defaults.
+
+    Each numeric field carries its allowed range as field metadata
+    (``dataclasses.fields(GenerationConfig)[i].metadata``: ``low``, ``high``, ``low_open``,
+    ``integer``, ``hint``): :meth:`validate` checks against it and the widgets build their
+    sliders from it, so the ranges are written once. ``duration`` in (0, 600] (long form past
+    30 s), ``top_k`` in [0, 2048] (0 = off), ``top_p`` in [0, 1] (0 = off, applied after
+    top-k), ``temperature`` in (0, 10], ``guidance_scale`` in [1, 30] (1 = off), ``seed`` in
+    [0, 2**63 - 1] or None, ``extend_stride`` > 0 and shorter than the 30 s window.
+    ``sampler`` (metadata ``choices``) picks how tokens are drawn (sampling.py): ``"counter"``
+    (default: the whole batch in one draw, per-item seeds, capturable in a CUDA graph) or
+    ``"reference"`` (transformers' ``generate``, token for token).
+    """
+
+    duration: float = _limits(8.0, 0, 600, low_open=True, hint=_LONG_FORM)  # seconds per item
+    use_sampling: bool = True       # False = greedy (argmax) decoding
+    top_k: int = _limits(250, 0, 2048, integer=True,
+                         hint="0 disables top-k filtering.")  # keep the k most likely tokens
+    top_p: float = _limits(0.0, 0, 1, hint="0 disables nucleus filtering.")  # nucleus mass
+    temperature: float = _limits(1.0, 0, 10, low_open=True, hint=_NOT_ZERO)  # softmax temperature
+    guidance_scale: float = _limits(3.0, 1, 30, hint="1 turns classifier-free guidance off; "
+                                    "MusicGen uses 3.")  # classifier-free guidance strength
+    seed: int | None = _limits(None, 0, MAX_SEED, integer=True, hint="None draws a random "
+                               "seed.")  # None = random (recorded); item i gets seed + i
+    extend_stride: float = _limits(18.0, 0, None, low_open=True)  # long-form window advance, s
+    sampler: str = field(default="counter", metadata=dict(choices=SAMPLERS, hint=(
+        "'reference' draws exactly what transformers' generate draws.")))  # how tokens are drawn
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "GenerationConfig":
+        """Check every field; raise ConfigError naming the value and its allowed range."""
+        for f in dataclasses.fields(self):   # in field order; ranges from the field metadata
+            value, limits = getattr(self, f.name), f.metadata
+            if not limits:                   # use_sampling
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{f.name} must be True or False, got {value!r}.")
+            elif "choices" in limits:        # sampler
+                if value not in limits["choices"]:
+                    raise ConfigError(f"{f.name}={value!r} is not available; choose one of "
+                                      f"{list(limits['choices'])}. {limits['hint']}")
+            elif value is not None or f.default is not None:   # seed may be None
+                check = check_int if limits["integer"] else check_range
+                kwargs = {} if limits["integer"] else {"low_open": limits["low_open"]}
+                check(f.name, value, limits["low"], limits["high"], hint=limits["hint"], **kwargs)
+        return self
+
+    def replace(self, **changes) -> "GenerationConfig":
+        """A validated copy with some fields changed; unknown names raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {unknown}; allowed: {sorted(names)}.")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Generation:
+    """The result of one generate call: audio, tokens and how it was made."""
+
+    wav: torch.Tensor               # [B, C, T] float32 on the CPU, in [-1, 1]
+    sample_rate: int                # Hz
+    tokens: torch.Tensor            # [B, K, S] EnCodec codes (prompt frames included)
+    prompts: list                   # B text prompts (None = unconditional)
+    config: GenerationConfig        # the settings used
+    seeds: list[int]                # per-item seeds actually used
+    model_name: str = ""
+    timings: dict = field(default_factory=dict)  # load_s, first_step_s, steps, steps_per_s, ...
+
+    def __len__(self) -> int:
+        return self.wav.shape[0]
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio per item."""
+        return self.wav.shape[-1] / self.sample_rate
+
+    def save(self, path: str | Path, overwrite: bool = False) -> list[Path]:
+        """Write each item atomically: ``out.wav`` for one item, ``out_0.wav, out_1.wav`` for more."""
+        from .audio import save_audio
+
+        path = Path(path)
+        if len(self) == 1:
+            targets = [path]
+        else:
+            targets = [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self))]
+        return [save_audio(t, self.wav[i], self.sample_rate, overwrite=overwrite)
+                for i, t in enumerate(targets)]
+
+    def play(self, index: int = 0):
+        """An IPython audio player for item ``index``."""
+        from .audio import play
+
+        return play(self.wav[index], self.sample_rate)
+
+    def summary(self) -> str:
+        t = self.timings
+        return (f"{len(self)} x {self.duration:.2f} s at {self.sample_rate} Hz, tokens "
+                f"{list(self.tokens.shape)}, {t.get('steps_per_s', 0):.1f} steps/s, "
+                f"RTF {t.get('rtf', 0):.2f} (model {self.model_name}, seeds {self.seeds})")
+
+    def _ipython_display_(self):  # notebooks: a summary line and one player per item
+        from IPython.display import display
+
+        print(self.summary())
+        for i, prompt in enumerate(self.prompts):
+            print(f"[{i}] {prompt!r}")
+            display(self.play(i))
