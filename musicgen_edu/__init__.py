@@ -22,7 +22,8 @@ from .codec import (decode_tokens, decode_with_codebooks, encode_audio, plot_del
 from .distributions import (entropy, filter_steps, first_step_logits, plot_distribution,
                             plot_filter_steps, step_logits, token_diversity)
 from .errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
-from .generator import Generation, GenerationConfig, MusicGenerator
+from .generation import Generation, GenerationConfig
+from .generator import MusicGenerator
 from .metrics import *  # noqa: F401,F403  (profiling and evaluation; see metrics/__init__)
 from .metrics import __all__ as _metrics_all
 from .models import (DEBUG_MODELS, HUB_MODELS, MusicGenModel, clear_model_cache, list_models,
@@ -31,8 +32,10 @@ from .patterns import build_delay_grid, codebook_delays, delay_pattern, undelay
 from .prompt import (PromptEngineer, PromptReport, PromptSettings, clean_prompt, load_vocabulary,
                      prompt_report)
 from .text import embed_prompts, prompt_similarity, tokenize_prompt
-from .sampling import (apply_temperature, classifier_free_guidance, process_logits, sample_tokens,
-                       top_k_filter, top_p_filter)
+from .studio import Studio
+from .widgets import audio_compare, param_sliders, token_grid
+from .sampling import (apply_temperature, classifier_free_guidance, counter_uniform,
+                       process_logits, sample_counter, sample_tokens, top_k_filter, top_p_filter)
 
 from . import exercises, metrics  # noqa: E402  (checks for the lectures' exercises: mg.exercises.check_*)
 
@@ -63,7 +66,7 @@ __all__ = [
     # how it works
     "delay_pattern", "build_delay_grid", "undelay", "codebook_delays",
     "classifier_free_guidance", "apply_temperature", "top_k_filter", "top_p_filter",
-    "process_logits", "sample_tokens", "chroma_features",
+    "process_logits", "sample_tokens", "sample_counter", "counter_uniform", "chroma_features",
     # experiments (lecture 06)
     "BatchRunner", "grid", "load_rows", "read_manifest", "run_batch",
     # prompt engineering
@@ -79,6 +82,8 @@ __all__ = [
     "plot_distribution", "plot_filter_steps",
     # latency profiling (lecture 05) and music evaluation (lecture 08)
     *_metrics_all, "metrics",
+    # widgets: explore by ear (lecture 07; ipywidgets is imported only when one is made)
+    "Studio", "param_sliders", "audio_compare", "token_grid",
     # serving (lecture 09; needs pip install 'musicgen-edu[serve]')
     "start_server", "create_app", "ServerHandle", "load_settings", "Settings",
     # exercise checks

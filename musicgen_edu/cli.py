@@ -1,25 +1,99 @@
-"""The ``musicgen-edu`` command line (typer + rich): ``generate``, ``prompt``, ``batch``, ``info``,
-``serve`` and ``config show``.
+"""The ``musicgen-edu`` command line (typer + rich): every lecture job from the shell.
 
-A thin caller of :class:`~musicgen_edu.generator.MusicGenerator`: it validates nothing itself
+Commands: ``generate``, ``prompt``, ``batch``, ``info``, ``evaluate``, ``profile`` and
+``experiments`` (the last three in ``cli_measure.py``), ``serve`` and ``config show``. The path
+of one command::
+
+    shell -> typer parses the options -> _guard(command) -> the library function it names
+          -> stdout: a table (rich), or --json / --format csv|json for scripts
+          -> exit code: 0 ok | 1 some rows or runs failed | 2 a MusicGenEduError or bad usage
+                        | 130 interrupted (Ctrl-C)
+
+A thin caller of the library (:class:`~musicgen_edu.generator.MusicGenerator`,
+:class:`~musicgen_edu.batch.BatchRunner`, ``mg.metrics``, ...): it validates nothing itself
 beyond paths, so the CLI and notebooks share one set of rules and error messages. Errors of
-the package print as one red paragraph (exit code 2), never as a traceback.
+the package print as one red paragraph on stderr (exit code 2), never as a traceback. Help
+texts are rich markup: write ``\\[`` for a literal ``[`` (``musicgen-edu\\[ray]``).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import platform
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .errors import MusicGenEduError
+from .errors import ConfigError, MusicGenEduError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "EXIT_OK", "EXIT_FAILED_ROWS", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
-app = typer.Typer(help="Generate music with MusicGen and inspect your set-up.",
+EXIT_OK = 0              # everything asked for was done
+EXIT_FAILED_ROWS = 1     # batch / experiments / prompt: some rows, runs or checks failed
+EXIT_ERROR = 2           # a MusicGenEduError (bad setting, missing file, ...) or a usage error
+EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT), as shells report it
+
+app = typer.Typer(help="Generate music with MusicGen, measure it, and inspect your set-up.\n\n"
+                  "Exit codes: 0 ok, 1 some rows or runs failed, 2 an error of the package "
+                  "(the message says what to change) or a usage error, 130 interrupted.",
                   no_args_is_help=True, add_completion=False)
+
+
+def _fail(message: str) -> None:
+    """Print one red error paragraph on stderr and exit with code 2."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code=EXIT_ERROR)
+
+
+def _guard(command):
+    """Run a command with the documented exit codes: 2 for our errors, 130 for Ctrl-C."""
+    @functools.wraps(command)
+    def guarded(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MusicGenEduError as err:
+            _fail(str(err))
+        except KeyboardInterrupt:
+            from rich.console import Console
+
+            Console(stderr=True).print("interrupted (Ctrl-C); files already written are "
+                                       "complete (writes are atomic).", highlight=False)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    return guarded
+
+
+def command(*args, **kwargs):
+    """``@app.command(...)`` with :func:`_guard` around the function."""
+    def register(function):
+        return app.command(*args, **kwargs)(_guard(function))
+    return register
+
+
+def emit(table, fmt: str = "table", columns: list[str] | None = None, title: str | None = None):
+    """Print a DataFrame as a rich table (``columns`` only), CSV or JSON records on stdout."""
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"--format {fmt!r} is not available; choose table, csv or json.")
+    if fmt == "csv":
+        table.to_csv(sys.stdout, index=False)
+    elif fmt == "json":
+        print(table.to_json(orient="records", indent=2, default_handler=str))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        shown = Table(title=title)
+        columns = [c for c in (columns or list(table.columns)) if c in table.columns]
+        for column in columns:
+            shown.add_column(column, no_wrap=column in ("run", "file", "name"))
+        for row in table[columns].itertuples(index=False):
+            shown.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        Console().print(shown)
 
 
 def _targets(output: Path, count: int) -> list[Path]:
@@ -29,14 +103,7 @@ def _targets(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(count)]
 
 
-def _fail(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=2)
-
-
-@app.command()
+@command()
 def generate(
     prompts: List[str] = typer.Argument(..., help="One or more text prompts (batched together)."),
     duration: float = typer.Option(8.0, "--duration", "-d", help="Seconds per clip (long form past 30)."),
@@ -53,56 +120,64 @@ def generate(
     backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (files, seeds, timings) instead of text."),
 ):
-    """Generate music from text and write it to a file (atomically)."""
+    """Generate music from text and write it to a file (atomically).
+
+    Example: musicgen-edu generate "lo-fi piano, 80 bpm" -d 8 --seed 1 -o piano.wav
+    """
     from rich.console import Console
 
     from .generator import MusicGenerator
 
-    console = Console()
     targets = _targets(output, len(prompts))
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:  # refuse before spending minutes on generation
         _fail(f"{', '.join(existing)} already exist(s); pass --overwrite or choose another --output.")
-    try:
-        gen = MusicGenerator(model, device=device, dtype=dtype, backend=backend, progress=progress)
-        result = gen.generate(prompts, duration=duration, seed=seed, top_k=top_k, top_p=top_p,
-                              temperature=temperature, guidance_scale=guidance_scale,
-                              negative_prompt=negative_prompt)
-        paths = result.save(output, overwrite=overwrite)
-    except MusicGenEduError as err:
-        _fail(str(err))
+    gen = MusicGenerator(model, device=device, dtype=dtype, backend=backend, progress=progress)
+    result = gen.generate(prompts, duration=duration, seed=seed, top_k=top_k, top_p=top_p,
+                          temperature=temperature, guidance_scale=guidance_scale,
+                          negative_prompt=negative_prompt)
+    paths = result.save(output, overwrite=overwrite)
+    if as_json:
+        print(json.dumps(dict(files=[str(p.resolve()) for p in paths], prompts=result.prompts,
+                              seeds=result.seeds, model=result.model_name,
+                              duration=result.duration, sample_rate=result.sample_rate,
+                              timings=result.timings), indent=2, default=str))
+        return
+    console = Console()
     console.print(f"[green]{result.summary()}[/]", highlight=False)
     for path in paths:
         console.print(f"wrote [bold]{path.resolve()}[/]", highlight=False)
 
 
-@app.command()
+@command()
 def batch(
-    source: Path = typer.Argument(..., help="CSV or JSONL of rows: prompt, duration, seed, ..."),
+    source: Path = typer.Argument(..., help="CSV or JSONL of rows: prompt, duration, seed, ... (other columns are kept as metadata)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the clips and manifest."),
     model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
     resume: bool = typer.Option(False, "--resume", help="Skip items already in the manifest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate and replace files."),
     max_batch_size: int = typer.Option(8, help="Largest batch (halved on out-of-memory)."),
-    executor: str = typer.Option("local", help="local, or ray (pip install musicgen-edu[ray])."),
+    executor: str = typer.Option("local", help="local, or ray (pip install 'musicgen-edu\\[ray]')."),
     workers: Optional[int] = typer.Option(None, help="Ray actors (default: one per GPU)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
     backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
-    """Generate every row of a table into a folder, with a manifest; resumable."""
+    """Generate every row of a table into a folder, with a manifest; resumable.
+
+    Example: musicgen-edu batch prompts.csv -o runs/monday --max-batch-size 4 --resume
+    """
     from rich.console import Console
+    from rich.markup import escape
 
     from .batch import run_batch
 
-    try:
-        table = run_batch(source, output, model=model, resume=resume, max_batch_size=max_batch_size,
-                          executor=executor, overwrite=overwrite, progress=progress,
-                          num_workers=workers, device=device, dtype=dtype, backend=backend)
-    except MusicGenEduError as err:
-        _fail(str(err))
+    table = run_batch(source, output, model=model, resume=resume, max_batch_size=max_batch_size,
+                      executor=executor, overwrite=overwrite, progress=progress,
+                      num_workers=workers, device=device, dtype=dtype, backend=backend)
     console = Console()
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     resumed = int(table["resumed"].fillna(False).astype(bool).sum()) if "resumed" in table else 0
@@ -110,11 +185,11 @@ def batch(
                   f"{counts.get('invalid', 0)} invalid, {counts.get('failed', 0)} failed; "
                   f"manifest in {Path(output).resolve()}", highlight=False)
     for row in table[table["status"] != "ok"].itertuples():
-        console.print(f"[red]{row.error}[/]", highlight=False)
-    raise typer.Exit(code=0 if counts.get("ok", 0) == len(table) else 1)
+        console.print(f"[red]{escape(str(row.error))}[/]", highlight=False)
+    raise typer.Exit(code=EXIT_OK if counts.get("ok", 0) == len(table) else EXIT_FAILED_ROWS)
 
 
-@app.command()
+@command()
 def prompt(
     text: str = typer.Argument(..., help="The prompt to check."),
     improve: bool = typer.Option(False, "--improve", help="Also print an improved prompt."),
@@ -123,53 +198,71 @@ def prompt(
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="Count tokens with this model's tokenizer."),
 ):
-    """Validate a prompt, show its facets, and optionally improve it or vary it."""
+    """Validate a prompt, show its facets, and optionally improve it or vary it.
+
+    Example: musicgen-edu prompt "calm piano" --improve -n 3
+    """
     from .prompt import PromptEngineer, prompt_report
 
-    try:
-        print(prompt_report(text, improve=improve, variations=variations, seed=seed, model=model))
-        ok = PromptEngineer(model).validate(text).ok
-    except MusicGenEduError as err:
-        _fail(str(err))
-    raise typer.Exit(code=0 if ok else 1)
+    print(prompt_report(text, improve=improve, variations=variations, seed=seed, model=model))
+    ok = PromptEngineer(model).validate(text).ok
+    raise typer.Exit(code=EXIT_OK if ok else EXIT_FAILED_ROWS)
 
 
-@app.command()
-def info():
-    """Print versions, the device that 'auto' picks, and the models you can load."""
+def _info() -> dict:
+    """Versions, the device and dtype "auto" picks, and every loadable model."""
     import numpy
     import torch
     import transformers
-    from rich.console import Console
-    from rich.table import Table
 
     from . import __version__
     from .models import DEBUG_MODELS, HUB_MODELS, RANDOM_MODELS, resolve_device, resolve_dtype
 
-    console = Console()
     dev = resolve_device("auto")
+    models = [dict(name=name, channels=channels, melody=melody, size="~2M (random)",
+                   needs="nothing (offline)") for name, (channels, melody) in DEBUG_MODELS.items()]
+    for name in RANDOM_MODELS:
+        size = HUB_MODELS[name.replace("random", "facebook/musicgen")][2]
+        models.append(dict(name=name, channels=1, melody=False, size=f"{size}M (random)",
+                           needs="nothing (offline)"))
+    models += [dict(name=name, channels=channels, melody=melody, size=f"{size}M",
+                    needs="network once") for name, (channels, melody, size) in HUB_MODELS.items()]
+    return {"versions": {"musicgen_edu": __version__, "python": platform.python_version(),
+                         "torch": torch.__version__, "transformers": transformers.__version__,
+                         "numpy": numpy.__version__},
+            "device": str(dev), "dtype": str(resolve_dtype("auto", dev)),
+            "cuda": torch.cuda.get_device_name() if dev.type == "cuda" else None,
+            "models": models}
+
+
+@command()
+def info(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")):
+    """Print versions, the device that 'auto' picks, and the models you can load.
+
+    Example: musicgen-edu info --json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    facts = _info()
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return
+    console = Console()
     table = Table(title="musicgen_edu", show_header=False)
-    for key, value in [("musicgen_edu", __version__), ("python", platform.python_version()),
-                       ("torch", torch.__version__), ("transformers", transformers.__version__),
-                       ("numpy", numpy.__version__), ("device (auto)", str(dev)),
-                       ("dtype (auto)", str(resolve_dtype("auto", dev))),
-                       ("cuda", torch.cuda.get_device_name() if dev.type == "cuda" else "not available")]:
+    for key, value in [*facts["versions"].items(), ("device (auto)", facts["device"]),
+                       ("dtype (auto)", facts["dtype"]), ("cuda", facts["cuda"] or "not available")]:
         table.add_row(key, value)
     console.print(table)
     models = Table(title="models")
     for col in ("name", "channels", "melody", "size", "needs"):
         models.add_column(col, no_wrap=(col == "name"))
-    for name, (channels, melody) in DEBUG_MODELS.items():
-        models.add_row(name, str(channels), str(melody), "~2M (random)", "nothing (offline)")
-    for name in RANDOM_MODELS:
-        size = HUB_MODELS[name.replace("random", "facebook/musicgen")][2]
-        models.add_row(name, "1", "False", f"{size}M (random)", "nothing (offline)")
-    for name, (channels, melody, size) in HUB_MODELS.items():
-        models.add_row(name, str(channels), str(melody), f"{size}M", "network once")
+    for model in facts["models"]:
+        models.add_row(*(str(v) for v in model.values()))
     console.print(models)
 
 
-@app.command()
+@command()
 def serve(
     host: Optional[str] = typer.Option(None, help="Interface to bind (setting api_host)."),
     port: Optional[int] = typer.Option(None, help="TCP port (setting api_port)."),
@@ -178,15 +271,17 @@ def serve(
     env: Optional[str] = typer.Option(None, help="Profile: development or production "
                                       "(default $MUSICGEN_ENV or development)."),
 ):
-    """Run the REST + streaming service (pip install 'musicgen-edu[serve]') until Ctrl-C.
+    """Run the REST + streaming service (pip install 'musicgen-edu\\[serve]') until Ctrl-C.
 
     Settings come from configs/<env>.yaml and MUSICGEN_* variables; the options win.
+
+    Example: musicgen-edu serve --port 8000 --env development
     """
     try:
         from .serve import run_server
         from .settings import load_settings
     except ImportError as exc:
-        _fail(f"the service needs its extra: pip install 'musicgen-edu\\[serve]' ({exc}).")
+        _fail(f"the service needs its extra: pip install 'musicgen-edu[serve]' ({exc}).")
     overrides = {k: v for k, v in dict(api_host=host, api_port=port).items() if v is not None}
     try:
         if model is not None:  # the default model must be one the service offers
@@ -208,11 +303,15 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
+@_guard
 def config_show(
     env: Optional[str] = typer.Option(None, help="Profile (default $MUSICGEN_ENV or development)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """Print the effective settings (file + MUSICGEN_* + defaults), secrets masked."""
+    """Print the effective settings (file + MUSICGEN_* + defaults), secrets masked.
+
+    Example: musicgen-edu config show --env production --json
+    """
     import json
 
     from rich.console import Console
@@ -238,8 +337,16 @@ def config_show(
     Console().print(table)
 
 
-def main() -> None:  # the console-script entry point
-    app()
+# evaluate, profile and experiments register themselves on `app` (kept apart for file size)
+from . import cli_measure  # noqa: E402,F401
+
+
+def main() -> None:
+    """The console-script entry point (``musicgen-edu``, ``python -m musicgen_edu``)."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command (while importing or parsing)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

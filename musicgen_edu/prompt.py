@@ -9,8 +9,7 @@ tempo, key, era, production, vocals, plus bpm and key parsed with regular expres
 contradicting the prompt: never a second genre or tempo, instruments and moods of the genre, a
 key whose mode suits the mood), ``variations``, ``fill_template`` and ``negative``, all
 deterministic under a seed. Detection is word matching, longest term first, plural ``s``
-allowed; each facet masks its matches before the next looks (genre, production, instrument,
-era, tempo, mood), so "drum and bass" is a genre, not two instruments::
+allowed (``prompt_facets.py``: the vocabulary and the detection)::
 
     >>> PromptEngineer().improve("calm piano")
     'calm piano, classical, 98 bpm, in A major, romantic era style, soft dynamics'
@@ -18,70 +17,23 @@ era, tempo, mood), so "drum and bass" is a genre, not two instruments::
 
 from __future__ import annotations
 
-import json
 import numbers
 import random
 import re
 import string
 import unicodedata
 from dataclasses import dataclass, field, fields, replace
-from functools import lru_cache
-from importlib import resources
 
 from .errors import ConfigError, check_int, check_range
+from .prompt_facets import (FACETS, FacetFinder, _estimate_tokens, _unique,  # noqa: F401
+                            clean_prompt, load_vocabulary)
 
-__all__ = ["PromptEngineer", "PromptSettings", "PromptReport", "prompt_report", "clean_prompt",
-           "load_vocabulary", "FACETS", "TEMPLATE_FIELDS"]
+# clean_prompt, load_vocabulary and FACETS live in prompt_facets.py and stay importable here
+__all__ = ["PromptEngineer", "PromptSettings", "PromptReport", "prompt_report", "TEMPLATE_FIELDS"]
 
-# facets explain() reports, in the order improve() adds them ("vocals" is only reported)
-FACETS = ("genre", "mood", "instrument", "tempo", "key", "era", "production", "vocals")
-_MASK_ORDER = ("genre", "production", "instrument", "era", "tempo", "mood")  # detection order
 TEMPLATE_FIELDS = ("genre", "mood", "instrument", "bpm", "key", "era", "production")
 MAX_SEED = 2**63 - 1        # same range as GenerationConfig.seed
 MAX_VARIATIONS = 100        # variations(n=...) upper bound
-
-_BPM = re.compile(r"(?<![\w.])([0-9]{1,3}(?:\.[0-9]+)?)\s?-?\s?(?:bpm|beats per minute)(?!\w)")
-_DECADE = re.compile(r"(?<![\w'’])['’]?((?:19|20)?[0-9]0)s(?!\w)")      # 80s, '90s, 1970s
-_ACC = r"(#|♯|b|♭|-sharp|-flat| sharp| flat)?"
-_KEY_UPPER = re.compile(rf"(?<![\w#♯♭])([A-G]){_ACC}[ -]?(?i:(major|minor|maj|min))(?!\w)")
-_KEY_IN = re.compile(rf"(?i)(?<!\w)(?:in|key of)\s+([a-g]){_ACC}[ -]?(major|minor|maj|min)(?!\w)"
-                     r"(?!\s+keys?(?!\w))")                  # "in a minor key": any minor key
-_MODE_ONLY = re.compile(r"(?i)(?<!\w)(major|minor)[ -]keys?(?!\w)")
-
-
-@lru_cache(maxsize=1)
-def _packaged_vocabulary() -> str:
-    return (resources.files("musicgen_edu") / "data" / "prompt_vocabulary.json").read_text("utf-8")
-
-
-def load_vocabulary() -> dict:
-    """The curated prompt vocabulary shipped in ``musicgen_edu/data`` (a fresh copy to edit)."""
-    return json.loads(_packaged_vocabulary())
-
-
-def clean_prompt(text: str) -> str:
-    """One tidy line: whitespace runs -> a space, invisible characters dropped, no trailing ,;:."""
-    kept = (" " if c.isspace() else c for c in text
-            if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
-    return re.sub(" +", " ", "".join(kept)).strip().rstrip(" ,;:.")
-
-
-
-def _estimate_tokens(text: str) -> int:
-    """Rough T5 count without a tokenizer: one per 6 letters of an ASCII word, one per digit,
-    punctuation mark or other character, plus ``</s>``. Monotone: appending never lowers it."""
-    return 1 + sum(-(-len(p) // 6) if p.isascii() and p.isalpha() else 1
-                   for p in re.findall(r"[A-Za-z]+|\S", text))
-
-
-def _key_name(tonic: str, accidental: str | None, mode: str) -> str:
-    acc = (accidental or "").strip(" -").lower()
-    sign = "#" if acc in ("#", "♯", "sharp") else "b" if acc in ("b", "♭", "flat") else ""
-    return f"{tonic.upper()}{sign} {'major' if mode.lower().startswith('maj') else 'minor'}"
-
-
-def _unique(items) -> list:
-    return list(dict.fromkeys(items))
 
 
 @dataclass
@@ -162,24 +114,9 @@ class PromptEngineer:
         self.settings = replace(settings or PromptSettings(), **overrides)
         self.tokenizer = None if model is None else self._tokenizer(model)
         self.vocabulary = vocabulary if vocabulary is not None else load_vocabulary()
+        self._facets = FacetFinder(self.vocabulary)          # checks the vocabulary's keys
+        self._known = self._facets.known                    # words the language check knows
         voc = self.vocabulary
-        missing = [k for k in ("genres", "moods", "instruments", "eras", "production", "keys",
-                               "tempo_words", "vocal_words", "negative_base", "templates")
-                   if k not in voc]
-        if missing:
-            raise ConfigError(f"vocabulary lacks {missing}; start from mg.load_vocabulary().")
-        terms = {"genre": {t: g for g, info in voc["genres"].items()
-                           for t in [g, *info.get("aliases", [])]},
-                 "production": voc["production"], "instrument": voc["instruments"],
-                 "era": voc["eras"], "tempo": voc["tempo_words"], "mood": list(voc["moods"]),
-                 "vocals": voc["vocal_words"]}
-        self._canon = {f: t if isinstance(t, dict) else {x: x for x in t} for f, t in terms.items()}
-        self._regex = {f: re.compile(r"(?<!\w)(" + "|".join(
-            re.escape(t) for t in sorted(c, key=len, reverse=True)) + r")(?:e?s)?(?!\w)")
-            for f, c in self._canon.items()}
-        words = " ".join([*voc.get("stopwords", []), *(t for c in self._canon.values() for t in c),
-                          *(o for m in voc["moods"].values() for o in m["opposites"])])
-        self._known = set(re.findall(r"[^\W\d_]+", words))
         self.templates = tuple(voc["templates"])   # e.g. "{mood} {genre} with {instrument}, ..."
 
     @staticmethod
@@ -260,35 +197,7 @@ class PromptEngineer:
             >>> PromptEngineer().explain("dark techno, 130 bpm, in A minor")["key"]
             ['A minor']
         """
-        text = self._require_str(prompt)
-        low = text.lower()
-        found = {f: [] for f in FACETS}
-        work = low
-        for facet in _MASK_ORDER:   # each facet hides what it matched from the next ones
-            spans = []
-            if facet == "era":
-                for m in _DECADE.finditer(work):
-                    d = m.group(1)   # "80" -> "1980s", "10" -> "2010s", "1970" -> "1970s"
-                    century = "" if len(d) == 4 else "20" if d in ("00", "10") else "19"
-                    found["era"].append(f"{century}{d}s")
-                    spans.append(m.span())
-            if facet == "tempo":
-                for m in _BPM.finditer(work):
-                    found["tempo"].append(f"{round(float(m.group(1)))} bpm")
-                    spans.append(m.span())
-            for m in self._regex[facet].finditer(work):
-                found[facet].append(self._canon[facet][m.group(1)])
-                spans.append(m.span())
-            for a, b in spans:
-                work = work[:a] + " " * (b - a) + work[b:]
-        found["vocals"] = [self._canon["vocals"][m[1]] for m in self._regex["vocals"].finditer(low)]
-        keys = sorted([(m.start(), _key_name(*m.groups())) for r in (_KEY_UPPER, _KEY_IN)
-                       for m in r.finditer(text)])
-        found["key"] = [k for _, k in keys] or [f"{m.group(1).lower()} key"
-                                                 for m in _MODE_ONLY.finditer(text)]
-        found = {f: _unique(v) for f, v in found.items()}
-        bpms = [int(t.split()[0]) for t in found["tempo"] if t.endswith(" bpm")]
-        return {**found, "bpm": bpms[0] if bpms else None}
+        return self._facets.explain(self._require_str(prompt))
 
     def validate(self, prompt) -> PromptReport:
         """Check a prompt before generating; never raises. See :class:`PromptReport`."""

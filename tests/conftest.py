@@ -41,3 +41,15 @@ def failed(check) -> bool:
 
     assert isinstance(check, CheckResult) and check.message
     return not check.passed and "Not yet" in repr(check)
+
+
+def passes(check_result) -> None:
+    """Assert an exercise check accepted the answer (and prints as "✅ Correct")."""
+    assert check_result.passed, check_result.message
+    assert repr(check_result).startswith("✅")
+
+
+def fails(check_result) -> None:
+    """Assert an exercise check rejected the answer (and prints as "❌ Not yet")."""
+    assert not check_result.passed
+    assert repr(check_result).startswith("❌ Not yet")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from musicgen_edu.distributions import first_step_logits
 from musicgen_edu.exercises.lecture04 import (check_cfg_by_hand, check_greedy_token,
                                               check_nucleus_size, check_temperature_for_entropy)
-from conftest import load_solutions
+from conftest import fails, load_solutions, passes
 
 
 @pytest.fixture(scope="module")
@@ -21,44 +21,34 @@ def first(gen):
     return first_step_logits(gen, "calm lo-fi piano")
 
 
-def _passes(check_result):
-    assert check_result.passed, check_result.message
-    assert repr(check_result).startswith("✅")
-
-
-def _fails(check_result):
-    assert not check_result.passed
-    assert repr(check_result).startswith("❌ Not yet")
-
-
 @pytest.mark.parametrize("scale", [1.0, 3.0, 7.5])
 def test_cfg_by_hand(sol, first, scale):
-    _passes(check_cfg_by_hand(first, scale, sol.solve_cfg_by_hand(first, scale)))
-    _passes(check_cfg_by_hand(first, scale, sol.solve_cfg_by_hand(first, scale).numpy()))
-    _fails(check_cfg_by_hand(first, scale, None))
-    _fails(check_cfg_by_hand(first, scale, "cond"))
-    _fails(check_cfg_by_hand(first, scale, sol.solve_cfg_by_hand(first, scale)[0]))  # one codebook
+    passes(check_cfg_by_hand(first, scale, sol.solve_cfg_by_hand(first, scale)))
+    passes(check_cfg_by_hand(first, scale, sol.solve_cfg_by_hand(first, scale).numpy()))
+    fails(check_cfg_by_hand(first, scale, None))
+    fails(check_cfg_by_hand(first, scale, "cond"))
+    fails(check_cfg_by_hand(first, scale, sol.solve_cfg_by_hand(first, scale)[0]))  # one codebook
     wrong = first["cond"] + scale * (first["cond"] - first["uncond"])  # cond instead of uncond
     if scale != 1.0:
-        _fails(check_cfg_by_hand(first, scale, wrong))
-        _fails(check_cfg_by_hand(first, scale, first["cond"]))  # no guidance
+        fails(check_cfg_by_hand(first, scale, wrong))
+        fails(check_cfg_by_hand(first, scale, first["cond"]))  # no guidance
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_greedy_token(sol, first, scale):
     answer = sol.solve_greedy_token(first, scale)
-    _passes(check_greedy_token(first, scale, answer))
-    _passes(check_greedy_token(first, scale, torch.tensor(answer)))
-    _fails(check_greedy_token(first, scale, None))
-    _fails(check_greedy_token(first, scale, "top"))
-    _fails(check_greedy_token(first, scale, (answer + 1) % first["cond"].shape[-1]))
-    _fails(check_greedy_token(first, scale, int(first["cond"][0].argmin())))
+    passes(check_greedy_token(first, scale, answer))
+    passes(check_greedy_token(first, scale, torch.tensor(answer)))
+    fails(check_greedy_token(first, scale, None))
+    fails(check_greedy_token(first, scale, "top"))
+    fails(check_greedy_token(first, scale, (answer + 1) % first["cond"].shape[-1]))
+    fails(check_greedy_token(first, scale, int(first["cond"][0].argmin())))
 
 
 def test_greedy_token_needs_guidance(sol, first):
     unguided = int(first["cond"][0].argmax())
     if unguided != sol.solve_greedy_token(first, 3.0):  # the usual mistake, when it differs
-        _fails(check_greedy_token(first, 3.0, unguided))
+        fails(check_greedy_token(first, 3.0, unguided))
 
 
 @settings(max_examples=30, deadline=None)
@@ -66,19 +56,19 @@ def test_greedy_token_needs_guidance(sol, first):
 def test_nucleus_size_solution_matches_top_p_filter(sol, seed, p, scale):
     logits = torch.randn(500, generator=torch.Generator().manual_seed(seed)) * scale
     answer = sol.solve_nucleus_size(logits, p)
-    _passes(check_nucleus_size(logits, p, answer))
-    _fails(check_nucleus_size(logits, p, answer + 1))
+    passes(check_nucleus_size(logits, p, answer))
+    fails(check_nucleus_size(logits, p, answer + 1))
     if answer > 1:
-        _fails(check_nucleus_size(logits, p, answer - 1))
+        fails(check_nucleus_size(logits, p, answer - 1))
 
 
 @pytest.mark.parametrize("p", [0.5, 0.9])
 def test_nucleus_size_on_the_model(sol, first, p):
     logits = first["cond"][0]
-    _passes(check_nucleus_size(logits, p, sol.solve_nucleus_size(logits, p)))
-    _fails(check_nucleus_size(logits, p, None))
-    _fails(check_nucleus_size(logits, p, "many"))
-    _fails(check_nucleus_size(logits, p, round(p * logits.shape[-1])))  # p of the vocabulary
+    passes(check_nucleus_size(logits, p, sol.solve_nucleus_size(logits, p)))
+    fails(check_nucleus_size(logits, p, None))
+    fails(check_nucleus_size(logits, p, "many"))
+    fails(check_nucleus_size(logits, p, round(p * logits.shape[-1])))  # p of the vocabulary
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.25])
@@ -86,10 +76,10 @@ def test_temperature_for_entropy(sol, first, fraction):
     logits = first["cond"][0]
     answer = sol.solve_temperature_for_entropy(logits, fraction)
     assert 0 < answer < 1
-    _passes(check_temperature_for_entropy(logits, answer, fraction))
-    _fails(check_temperature_for_entropy(logits, None, fraction))
-    _fails(check_temperature_for_entropy(logits, 1.0, fraction))     # T = 1 changes nothing
-    _fails(check_temperature_for_entropy(logits, 2.0, fraction))     # the wrong direction
-    _fails(check_temperature_for_entropy(logits, 0.0, fraction))     # out of range
-    _fails(check_temperature_for_entropy(logits, "cold", fraction))
-    _fails(check_temperature_for_entropy(logits, True, fraction))
+    passes(check_temperature_for_entropy(logits, answer, fraction))
+    fails(check_temperature_for_entropy(logits, None, fraction))
+    fails(check_temperature_for_entropy(logits, 1.0, fraction))     # T = 1 changes nothing
+    fails(check_temperature_for_entropy(logits, 2.0, fraction))     # the wrong direction
+    fails(check_temperature_for_entropy(logits, 0.0, fraction))     # out of range
+    fails(check_temperature_for_entropy(logits, "cold", fraction))
+    fails(check_temperature_for_entropy(logits, True, fraction))

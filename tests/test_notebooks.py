@@ -107,6 +107,19 @@ EXPECTED = {
                             "first_token_matches_generator": True, "greedy_matches_argmax": True,
                             "same_seed_same_tokens": True,
                             "tokens_shape": [4, 4, int(DURATION * FRAME_RATE)]},
+    "07_studio": {"model": "debug", "seed": SEED, "duration": DURATION,
+                  "sample_rate": SAMPLE_RATE,
+                  "controls": ["duration", "temperature", "top_k", "top_p", "guidance_scale",
+                               "seed", "use_sampling"],
+                  "ranges": {"duration": [0, 600], "top_k": [0, 2048], "top_p": [0, 1],
+                             "temperature": [0, 10], "guidance_scale": [1, 30],
+                             "seed": [0, 2**63 - 1], "extend_stride": [0, None]},
+                  "bad_value_message": True, "settings_match": True,
+                  "tokens_shape": [1, 4, int(DURATION * FRAME_RATE)],
+                  "history_len": 1 + 3 + 2 + 3 + 2, "temperatures": [0.5, 1.0, 1.5],
+                  "ab_differences": ["temperature"], "cancel_kept_nothing": True,
+                  "continuation_tokens_shape": [1, 4, int((DURATION + 1) * FRAME_RATE)],
+                  "melody_model": "debug-melody"},
 }
 
 
