@@ -2,7 +2,11 @@
 
 mkdocs only builds pages under ``docs/``, but the lectures live in ``notebooks/``. These hooks
 put each ``notebooks/NN_*.ipynb`` into the build under the same path (mkdocs-jupyter renders
-it, not executed; the section's own page is ``docs/notebooks/index.md``), append it to the
+it without executing anything; the section's own page is ``docs/notebooks/index.md``). Where
+the notebook tier has run a lecture (``tests/test_notebooks.py`` keeps each papermill run in
+``build/executed/notebooks/``, with the offline debug model and 1 s clips) and that run is
+newer than the lecture, the executed copy is rendered, so the site shows plots, tables and
+players while the committed notebooks stay clean; append it to the
 "Lectures" section of the nav, and expand the ``<!-- lectures -->`` marker of a page into a
 table of the lectures, so a new lecture appears on the site without touching mkdocs.yml or
 any page. Every lecture page also gets "Open in Colab" and "download" links.
@@ -27,6 +31,7 @@ log = logging.getLogger("mkdocs.hooks.musicgen_edu")
 
 ROOT = Path(__file__).resolve().parent.parent       # the repository root
 NOTEBOOKS = ROOT / "notebooks"
+EXECUTED = ROOT / "build" / "executed"               # the notebook tier's runs (not committed)
 LECTURE_GLOB = "[0-9][0-9]_*.ipynb"                  # notebooks/NN_topic.ipynb (STYLE.md rule 11)
 LECTURES_DIR = "notebooks"                           # where lectures appear in the site
 LECTURES_MARKER = "<!-- lectures -->"
@@ -37,6 +42,12 @@ API_DIRECTIVE = re.compile(r"^::: (musicgen_edu[\w.]*)[ \t]*\n(?:[ \t]+\S.*\n)*"
 def lecture_notebooks() -> list[Path]:
     """The lecture notebooks, sorted by number."""
     return sorted(NOTEBOOKS.glob(LECTURE_GLOB))
+
+
+def executed_copy(nb: Path) -> Path | None:
+    """The notebook tier's run of lecture ``nb``, if there is one newer than the lecture."""
+    run = EXECUTED / LECTURES_DIR / nb.name
+    return run if run.is_file() and run.stat().st_mtime >= nb.stat().st_mtime else None
 
 
 def notebook_title(path: Path) -> str:
@@ -84,9 +95,11 @@ def on_config(config):
 def on_files(files, config):
     """Add notebooks/NN_*.ipynb (outside docs_dir) to the build, at the same path."""
     for nb in lecture_notebooks():
-        # a plain File with the repository root as its source folder: mkdocs-jupyter wraps it
-        # like any .ipynb in docs/ (File.generated files lose their source path in its wrapper)
-        files.append(File(f"{LECTURES_DIR}/{nb.name}", src_dir=str(ROOT),
+        # a plain File with the repository root (or the executed copies' folder) as its source
+        # folder: mkdocs-jupyter wraps it like any .ipynb in docs/ (File.generated files lose
+        # their source path in its wrapper)
+        src_dir = EXECUTED if executed_copy(nb) else ROOT
+        files.append(File(f"{LECTURES_DIR}/{nb.name}", src_dir=str(src_dir),
                           dest_dir=config.site_dir, use_directory_urls=config.use_directory_urls))
     return files
 
@@ -132,7 +145,10 @@ def on_page_content(html, page, config, files):
         colab = colab_url(NOTEBOOKS / name, config.repo_url)
         if colab:
             links.insert(0, f'<a href="{colab}"><strong>Open in Colab</strong></a>')
-        html = (f'<p class="mg-lecture-links">{" · ".join(links)} — shown here without outputs; '
-                "run it to see and hear them (on Colab the first cell installs musicgen_edu; set "
+        shown = ("shown as the test suite ran it, with the offline debug model (random weights, "
+                 "1 s clips: noise, through the real code path)" if executed_copy(NOTEBOOKS / name)
+                 else "shown here without outputs")
+        html = (f'<p class="mg-lecture-links">{" · ".join(links)} — {shown}; run it yourself '
+                "to see and hear your own (on Colab the first cell installs musicgen_edu; set "
                 '<code>MODEL = "facebook/musicgen-small"</code> on a GPU runtime).</p>\n' + html)
     return html

@@ -163,3 +163,24 @@ def test_every_module_is_rendered_in_api_page(site):
     raw = (site / "api" / "index.html").read_text(encoding="utf-8")
     missing = [name for name in package_modules() if f'id="{name}"' not in raw]
     assert not missing, f"the built API page has no section for {missing}"
+
+
+def test_lectures_render_the_notebook_tiers_runs(site):
+    """Each lecture the notebook tier ran (earlier in the same session: the docs tests run
+    last) is published with its outputs: plots, tables and players, not just code."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        from hooks import executed_copy
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    executed = [nb for nb in LECTURES if executed_copy(nb)]
+    if not executed:
+        pytest.skip("no executed lectures in build/executed/: run the notebook tier first "
+                    "(`make test` runs it before the docs build)")
+    for nb in executed:
+        raw = (site / "notebooks" / nb.stem / "index.html").read_text(encoding="utf-8")
+        assert "shown as the test suite ran it" in raw, nb.name
+        assert raw.count('class="jp-OutputArea-child') >= 3, f"{nb.name}: no outputs rendered"
+    for nb in set(LECTURES) - set(executed):
+        raw = (site / "notebooks" / nb.stem / "index.html").read_text(encoding="utf-8")
+        assert "shown here without outputs" in raw and 'class="jp-OutputArea-child' not in raw
