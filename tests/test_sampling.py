@@ -108,7 +108,9 @@ def _fmix32(h: int) -> int:   # MurmurHash3's finaliser on Python ints, the spec
 
 def test_counter_uniform_equals_the_integer_specification():
     seeds = [0, 1, 12345, 2**40 + 3, 2**63 - 1]
+    ids = torch.tensor([0, 7, 2047]).expand(len(seeds), 4, 3)
     u = counter_uniform(torch.tensor(seeds), 17, 4)
+    per_token = counter_uniform(torch.tensor(seeds), 17, 4, ids)
     for b, seed in enumerate(seeds):
         h = _fmix32((seed & _M32) ^ 0x9E3779B9)
         h = _fmix32(h ^ ((seed >> 32) & _M32))
@@ -116,6 +118,9 @@ def test_counter_uniform_equals_the_integer_specification():
         for k in range(4):
             hk = _fmix32(_fmix32(h ^ ((k * 0x632BE5AB) & _M32)))
             assert u[b, k].item() == ((hk >> 9) + 0.5) / 2**23
+            for j, token in enumerate([0, 7, 2047]):
+                ht = _fmix32(hk ^ token)
+                assert per_token[b, k, j].item() == ((ht >> 9) + 0.5) / 2**23
 
 
 @pytest.mark.parametrize("axis", ["seeds", "steps"])
@@ -140,7 +145,8 @@ def test_counter_frequencies_match_softmax_chi_square(temperature, top_k):
     logits = process_logits(base, temperature=temperature, top_k=top_k)
     probs = torch.softmax(logits, -1)
     n = 30000
-    tokens = sample_counter(logits.view(1, 1, 8).expand(n, 1, 8), torch.arange(n), 0)
+    tokens = sample_counter(logits.view(1, 1, 8).expand(n, 1, 8), torch.arange(n), 0,
+                            top_k=top_k)
     counts = torch.bincount(tokens.flatten(), minlength=8).double()
     kept = probs > 0
     assert counts[~kept].sum() == 0                               # filtered: never drawn
@@ -165,6 +171,26 @@ def test_counter_is_batch_invariant_and_reproducible():
     assert torch.equal(together, sample_counter(logits, seeds, 42))        # same run again
     assert not torch.equal(together, sample_counter(logits, seeds, 43))    # the step matters
     assert not torch.equal(together, sample_counter(logits, seeds + 1, 42))  # the seed matters
+
+
+def test_counter_top_k_candidates_give_the_full_vocabulary_draw():
+    """Noise for the k candidates only is the same draw as noise for every token."""
+    logits = top_k_filter(_logits(6, rows=12).view(3, 4, 64), 10)
+    seeds = torch.tensor([1, 2, 3])
+    for step in range(40):
+        assert torch.equal(sample_counter(logits, seeds, step, top_k=10),
+                           sample_counter(logits, seeds, step))
+
+
+def test_counter_draw_is_stable_under_tiny_logit_changes():
+    """The Gumbel race moves a token only when two noisy scores nearly tie: a perturbation
+    of the size of bf16 rounding keeps almost every draw (an inverse CDF keeps 96 % here)."""
+    logits = process_logits(_logits(7, rows=2000, vocab=256).view(500, 4, 256), top_k=50)
+    noisy = logits + 0.01 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
+    seeds = torch.arange(500)
+    same = (sample_counter(logits, seeds, 3, top_k=50) ==
+            sample_counter(noisy, seeds, 3, top_k=50)).float().mean()
+    assert same > 0.985, same
 
 
 def test_counter_one_certain_token_and_rounding_edge():
