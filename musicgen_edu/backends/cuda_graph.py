@@ -47,7 +47,7 @@ class GraphedStep:
         self.pos = torch.full((1,), state.pos, dtype=torch.long, device=tokens.device)
         self.max_len = state.k_cache[0].shape[2]
         self.graphs: dict[tuple, tuple] = {}    # (length, sampling) -> (CUDAGraph, static out)
-        self.seeds: dict = {}                   # batch shape -> static seeds of the draw
+        self.seeds: dict = {}                   # batch shape -> (static seeds, their source)
         self.step_no = torch.zeros(1, dtype=torch.long, device=tokens.device)  # the draw's clock
         self.lengths: list[int] = []            # buckets used, in order (for tests and timings)
         self.cuda = tokens.device.type == "cuda"
@@ -87,10 +87,12 @@ class GraphedStep:
         if draw is not None:
             settings, fn, seeds, step = draw
             key = (length, settings)
-            static = self.seeds.get(seeds.shape)
+            static, source = self.seeds.get(seeds.shape, (None, None))
             if static is None:                   # one static seed buffer per batch size
-                static = self.seeds[seeds.shape] = torch.empty_like(seeds)
-            static.copy_(seeds)                  # this generation's seeds (a [B] copy)
+                static = torch.empty_like(seeds)
+            if source is not seeds:              # a new generation's seeds: copy them in once
+                static.copy_(seeds)
+                self.seeds[seeds.shape] = (static, seeds)
             self.step_no.fill_(step)
             seeds = static
 

@@ -52,7 +52,7 @@ BREAKDOWN_STAGES: dict[str, str] = {
     "decoder: other": "the rest of backend.step: codebook embeddings, positions, layer norms, "
                       "residual adds, cast of the logits to float32",
     "sampling": "classifier-free guidance, temperature, top-k, top-p, softmax and the draw "
-                "(the counter sampler's inverse CDF, or one multinomial per item)",
+                "(the counter sampler's Gumbel race, or one multinomial per item)",
     "codebook pattern": "build_delay_grid, reading each column (duplicated for CFG rows), "
                         "writing sampled tokens where unknown, undelay",
     "audio decode": "EnCodec: tokens -> waveform, and the copy to the CPU",
