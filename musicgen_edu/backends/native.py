@@ -355,26 +355,7 @@ class NativeBackend(TransformersBackend):
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: NativeState) -> torch.Tensor:
         """Same contract as :meth:`TransformersBackend.step`: ``[N, K, s]`` -> ``[N, K, V]``."""
-        prefix = state.cond.states if state.cond.prefix and state.steps == 0 else None
-        tokens = tokens.to(self.mg.device)
-        state.steps += tokens.shape[-1]
-        single = prefix is None and tokens.shape[-1] == 1
-        state.single_steps += single
-        # Capture from the second one-token step on: a one-off step (a single-step probe, as
-        # in distributions.py) is not worth a warm-up and a capture.
-        # A pooled state's graphs are already captured: replay from its first one-token step.
-        if self.graphs and single and (state.graph is not None or state.single_steps > 1):
-            if state.graph is None:
-                state.graph = GraphedStep(self.decoder, state, tokens, on_capture=self._captured)
-            try:
-                logits = state.graph(tokens, state.pos, state)   # captures a bucket's first step
-            except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
-                warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
-                self.graphs, state.graph = False, None
-                return self.decoder(tokens, state, prefix)
-            state.pos += 1
-            return logits
-        return self.decoder(tokens, state, prefix)
+        return self._step(tokens, state)
 
     @property
     def fuses_draw(self) -> bool:
@@ -392,25 +373,35 @@ class NativeBackend(TransformersBackend):
         run eagerly, then draw.
         """
         draw = functools.partial(draw_tokens, **settings)
-        single = tokens.shape[-1] == 1 and not (state.cond.prefix and state.steps == 0)
-        # as in step(): replay from the second one-token step, or at once with a pooled graph
-        if not (self.graphs and single and (state.graph is not None or state.single_steps >= 1)):
-            return draw(self.step(tokens, state), seeds=seeds, step=step)
-        if state.graph is None:
-            state.graph = GraphedStep(self.decoder, state, tokens, on_capture=self._captured)
-        state.steps += 1
-        state.single_steps += 1
-        key = tuple(sorted(settings.items()))
-        try:
-            drawn = state.graph(tokens.to(self.mg.device), state.pos, state, (key, draw, seeds, step))
-        except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
-            warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
-            self.graphs, state.graph = False, None
-            state.steps -= 1
-            state.single_steps -= 1
-            return draw(self.step(tokens, state), seeds=seeds, step=step)
-        state.pos += 1
-        return drawn
+        return self._step(tokens, state, (tuple(sorted(settings.items())), draw, seeds, step))
+
+    def _step(self, tokens: torch.Tensor, state: NativeState, draw=None) -> torch.Tensor:
+        """One decoder call: the logits, or with ``draw = (key, fn, seeds, step)`` the tokens
+        ``fn`` draws from them, inside the captured graph when the step is replayed."""
+        prefix = state.cond.states if state.cond.prefix and state.steps == 0 else None
+        tokens = tokens.to(self.mg.device)
+        state.steps += tokens.shape[-1]
+        single = prefix is None and tokens.shape[-1] == 1
+        state.single_steps += single
+        # Capture from the second one-token step on: a one-off step (a single-step probe, as
+        # in distributions.py) is not worth a warm-up and a capture.
+        # A pooled state's graphs are already captured: replay from its first one-token step.
+        if self.graphs and single and (state.graph is not None or state.single_steps > 1):
+            if state.graph is None:
+                state.graph = GraphedStep(self.decoder, state, tokens, on_capture=self._captured)
+            try:
+                out = state.graph(tokens, state.pos, state, draw)  # captures a bucket's first step
+            except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
+                warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
+                self.graphs, state.graph = False, None
+            else:
+                state.pos += 1
+                return out
+        logits = self.decoder(tokens, state, prefix)
+        if draw is None:
+            return logits
+        _, fn, seeds, step = draw
+        return fn(logits, seeds=seeds, step=step)
 
     def _captured(self, seconds: float) -> None:
         self.capture_s += seconds
