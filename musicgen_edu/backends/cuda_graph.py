@@ -50,6 +50,7 @@ class GraphedStep:
         self.seeds: dict = {}                   # batch shape -> (static seeds, their source)
         self.step_no = torch.zeros(1, dtype=torch.long, device=tokens.device)  # the draw's clock
         self.lengths: list[int] = []            # buckets used, in order (for tests and timings)
+        self.replays = 0                        # steps run as a replay (captured first if new)
         self.cuda = tokens.device.type == "cuda"
 
     def _capture(self, body) -> tuple:
@@ -72,10 +73,13 @@ class GraphedStep:
             self.on_capture(time.perf_counter() - start)
         return graph, out                        # out: the graph's static output
 
-    def __call__(self, tokens: torch.Tensor, pos: int, state, draw=None) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, pos: int, state, draw=None,
+                 replay: bool = True) -> torch.Tensor:
         """Logits ``[N, K, V]`` of the step at ``pos``; or, with ``draw = (key, fn, seeds,
         step)``, the tokens ``fn(logits, seeds=, step=)`` drawn inside the same graph (one
-        graph per bucket and ``key``, the sampling settings)."""
+        graph per bucket and ``key``, the sampling settings). ``replay=False`` runs the same
+        step eagerly on the same buffers, without capturing: the same kernels, the same
+        numbers as a replay."""
         from .native import attention_length
 
         self.tokens.copy_(tokens)
@@ -100,6 +104,9 @@ class GraphedStep:
             logits = self.decoder.step_static(self.tokens, self.pos, state, length)
             return logits if fn is None else fn(logits, seeds=seeds, step=self.step_no)
 
+        if not replay:
+            return body()
+        self.replays += 1
         if not self.cuda:
             return body()
         if key not in self.graphs:

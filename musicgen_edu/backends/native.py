@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cuda_graph import GraphedStep
 from ..sampling import draw_tokens
@@ -39,13 +40,21 @@ from .linears import PackedLinear, can_pack, pack_linears, quantize_int8
 from .transformers import Conditioning, TransformersBackend
 
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
-           "attention_length", "ATTENTION_BUCKETS"]
+           "attention_length", "ATTENTION_BUCKETS", "REPEATABLE_ATTENTION"]
 
 # Cache lengths the fixed-shape (CUDA-graph) step attends over: the smallest bucket that covers
 # the position, then multiples of 512. Attention over the whole 30 s cache at every step would
 # make step 10 cost as much as step 1500; with buckets a step reads at most ~2x what it needs,
 # for one captured graph per bucket (cuda_graph.py).
 ATTENTION_BUCKETS = (256, 512, 1024, 1536)
+
+# On CUDA, PyTorch may pick cuDNN's fused attention, whose last bits vary from run to run:
+# on an H200 (torch 2.11) two identical bf16 generations of 6 s differed in 2-7 tokens, always
+# after the 256-slot bucket. "Same seed, same tokens" is a promise of this library, so steps
+# use the other (run-to-run exact) kernels by default. The price, measured there: 3.15 vs 2.65
+# ms per bf16 step at batch 1 (bench/results/gpu/README.md); ``repeatable=False`` pays it back.
+REPEATABLE_ATTENTION = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH)
 
 
 def attention_length(pos: int, max_len: int) -> int:
@@ -242,6 +251,9 @@ class NativeBackend(TransformersBackend):
         graphs: replay one-token steps as a captured CUDA graph (``cuda_graph.py``); ``None``
             (default) means on CUDA devices. ``True`` on a CPU runs the same fixed-shape step
             without a graph (how the tests check it).
+        repeatable: on CUDA, keep attention off cuDNN's kernel (``REPEATABLE_ATTENTION``), so
+            the same seed gives the same tokens run after run; ``False`` is ≈ 16 % faster per
+            step on an H200 and may change a few tokens between runs. No effect on a CPU.
 
     The decoder holds no per-generation state, so it is built once per model and setting and
     shared by every backend (and generator) over that model. Packed and int8 decoders are
@@ -255,9 +267,10 @@ class NativeBackend(TransformersBackend):
     TEXT_BUCKET = 32         # text lengths are padded to a multiple of this (fewer pool keys)
 
     def __init__(self, model, int8: bool = False, pack: bool | None = None,
-                 graphs: bool | None = None):
+                 graphs: bool | None = None, repeatable: bool = True):
         super().__init__(model)
         self.graphs = model.device.type == "cuda" if graphs is None else graphs
+        self.repeatable = repeatable and model.device.type == "cuda"
         self.capture_s = 0.0     # seconds spent capturing CUDA graphs, over all generations
         self._pool: dict[tuple, NativeState] = {}  # (rows, max_len, text_len) -> idle state
         if int8:
@@ -279,7 +292,8 @@ class NativeBackend(TransformersBackend):
             (self.name, True), ("int8 weights", int8), ("oneDNN-packed weights", packed),
             ("fp32 attention" if model.device.type == "cpu" else "", model.device.type == "cpu"),
             ("fixed-shape steps + CUDA graphs" if model.device.type == "cuda" else
-             "fixed-shape steps", self.graphs)] if on)
+             "fixed-shape steps", self.graphs),
+            ("cuDNN attention allowed", model.device.type == "cuda" and not repeatable)] if on)
 
     @torch.no_grad()
     def start(self, cond: Conditioning, max_len: int | None = None) -> NativeState:
@@ -378,19 +392,28 @@ class NativeBackend(TransformersBackend):
     def _step(self, tokens: torch.Tensor, state: NativeState, draw=None) -> torch.Tensor:
         """One decoder call: the logits, or with ``draw = (key, fn, seeds, step)`` the tokens
         ``fn`` draws from them, inside the captured graph when the step is replayed."""
+        if self.repeatable:     # kernels are chosen at capture: a replay keeps the choice
+            with sdpa_kernel(list(REPEATABLE_ATTENTION)):
+                return self._step_body(tokens, state, draw)
+        return self._step_body(tokens, state, draw)
+
+    def _step_body(self, tokens: torch.Tensor, state: NativeState, draw) -> torch.Tensor:
         prefix = state.cond.states if state.cond.prefix and state.steps == 0 else None
         tokens = tokens.to(self.mg.device)
         state.steps += tokens.shape[-1]
         single = prefix is None and tokens.shape[-1] == 1
         state.single_steps += single
-        # Capture from the second one-token step on: a one-off step (a single-step probe, as
-        # in distributions.py) is not worth a warm-up and a capture.
-        # A pooled state's graphs are already captured: replay from its first one-token step.
-        if self.graphs and single and (state.graph is not None or state.single_steps > 1):
+        # Every one-token step runs the fixed-shape step, so a generation's arithmetic does not
+        # depend on what was captured before (on a GPU, the dynamic-shape step rounds bf16
+        # differently: a pooled and a fresh generation drew different tokens). Capture from the
+        # second one-token step on: a one-off step (a single-step probe, as in distributions.py)
+        # is not worth a warm-up and a capture; a pooled state's graphs are replayed at once.
+        if self.graphs and single:
+            replay = state.graph is not None or state.single_steps > 1
             if state.graph is None:
                 state.graph = GraphedStep(self.decoder, state, tokens, on_capture=self._captured)
             try:
-                out = state.graph(tokens, state.pos, state, draw)  # captures a bucket's first step
+                out = state.graph(tokens, state.pos, state, draw, replay=replay)
             except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
                 warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
                 self.graphs, state.graph = False, None
