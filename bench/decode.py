@@ -23,6 +23,7 @@ Writes ``bench/results/decode_<machine>.csv`` and ``.md``. Time nothing else mea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import platform
 import resource
@@ -68,6 +69,15 @@ def reset_peak():
         torch.cuda.reset_peak_memory_stats()
 
 
+def pytorch_attention_defaults():
+    """Every attention kernel allowed, as PyTorch ships: a native backend on CUDA switches
+    cuDNN's off for the process (repeatable tokens), which must not slow the reference down."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH])
+
+
 def run_transformers(model, batch, frames, seed):
     """transformers' own `generate` (the reference): returns (wav [B, C, T], tokens, seconds)."""
     net, captured = model.model, []
@@ -83,8 +93,9 @@ def run_transformers(model, batch, frames, seed):
         torch.manual_seed(seed)
         sync()
         start = time.perf_counter()
-        wav = net.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0,
-                           max_new_tokens=frames + model.num_codebooks - 1)
+        with pytorch_attention_defaults():
+            wav = net.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0,
+                               max_new_tokens=frames + model.num_codebooks - 1)
         sync()
         seconds = time.perf_counter() - start
     finally:
@@ -107,6 +118,7 @@ def run_ours(model, backend, batch, frames, seed):
     out = gen.generate([PROMPT] * batch, duration=frames / model.frame_rate, seed=seed)
     sync()
     run_ours.loop_steps_per_s = out.timings["steps_per_s"]
+    run_ours.path = out.timings["decoder"]       # the path the backend took (chosen by timing)
     return out.wav, out.tokens, time.perf_counter() - start
 
 
@@ -114,7 +126,9 @@ def first_audio_seconds(model, backend, frames) -> float:
     gen = GENERATORS.get((id(model), backend)) or mg.MusicGenerator(model, backend=backend,
                                                                     progress=False)
     start = time.perf_counter()
-    next(iter(gen.stream(PROMPT, duration=frames / model.frame_rate, seed=0, chunk_seconds=1.0)))
+    with pytorch_attention_defaults() if backend == "transformers" else contextlib.nullcontext():
+        next(iter(gen.stream(PROMPT, duration=frames / model.frame_rate, seed=0,
+                             chunk_seconds=1.0)))
     sync()
     return time.perf_counter() - start
 
@@ -152,14 +166,18 @@ def main() -> None:
     import pandas as pd
 
     machine, rows, reference = machine_name(), [], {}
+
+    def runs_reference(precision: str) -> bool:       # does transformers run in this precision?
+        return precision in (args.reference_precisions or [precision])
+
     print(f"machine: {machine} | torch {torch.__version__} | model {args.model}")
     for precision in args.precisions:
         model = mg.load_model(args.model, dtype=precision)
         for impl in args.impls:
             if impl == "native-int8" and precision == "float32":
-                continue
-            if impl == "transformers" and precision not in (args.reference_precisions or [precision]):
                 continue  # int8 weights with fp32 activations have no fast kernel: not a use case
+            if impl == "transformers" and not runs_reference(precision):
+                continue
             runner = (lambda b, f: run_transformers(model, b, f, args.seed)) if impl == "transformers" \
                 else (lambda b, f, be=impl.replace("ours-", ""): run_ours(model, be, b, f, args.seed))
             runner(1, 8)  # warm-up: kernels, allocator, lazy init
@@ -175,6 +193,7 @@ def main() -> None:
                            peak_mem_mb=round(peak_memory_mb()))
                 if impl != "transformers":  # decoder loop alone (no T5, no EnCodec)
                     row["loop_steps_per_s"] = round(run_ours.loop_steps_per_s, 2)
+                    row["decoder"] = run_ours.path
                 key = (impl, batch, duration)
                 if precision == "float32":
                     reference[key] = (wav, tokens)
@@ -186,7 +205,7 @@ def main() -> None:
                     row["snr_db_vs_fp32"] = round(snr_db(ref_wav, wav), 1)
                 rows.append(row)
                 print(row, flush=True)
-        for impl in ("transformers", "native"):
+        for impl in ("transformers", "native")[0 if runs_reference(precision) else 1:]:
             rows.append(dict(machine=machine, impl=f"stream:{impl}", precision=precision, batch=1,
                              duration_s=configs[0][1],
                              first_audio_s=round(first_audio_seconds(model, impl, round(
@@ -225,7 +244,8 @@ def main() -> None:
               "`x_vs_transformers_fp32` compares end-to-end steps/s with transformers' "
               "`generate` in fp32 in the same run; `token_agreement` / `snr_db_vs_fp32` compare "
               "the same seed with the same implementation in fp32 (int8: with native fp32); "
-              "`peak_mem_mb` is CUDA max allocated on a GPU and the process's peak RSS so far "
+              "`decoder` is the path our backend ran (`Generation.timings[\"decoder\"]`: on a CPU "
+              "chosen by timing at first use); `peak_mem_mb` is CUDA max allocated on a GPU and the process's peak RSS so far "
               "on a CPU; `first_audio_s` is the time to the first chunk of `stream()`.\n\n")
     stem.with_suffix(".md").write_text(header + markdown(table) + "\n")
     print(markdown(table))

@@ -1,7 +1,7 @@
 """Where a GPU decode step goes (issue #13, items 4-6): kernels per step and time per step for
 the three ways the native decoder can run a one-token step on CUDA.
 
-- ``eager``: the fixed-shape step launched op by op from Python (``graphs`` off);
+- ``eager``: the ordinary (dynamic-shape) step launched op by op from Python (``graphs`` off);
 - ``graph``: the same step (and the draw) replayed as one CUDA graph (the default);
 - ``inductor``: the step body compiled by Inductor (``torch.compile``, which fuses norms,
   residuals, GELU and picks its own GEMM kernels), captured inside the same graph.

@@ -1,9 +1,14 @@
-"""backends/cpu.py: the machine facts every CPU speed figure is labelled with."""
+"""backends/cpu.py: the machine facts every CPU speed figure is labelled with, and the
+decoder path chosen by timing at first use (issue #14)."""
 
+import pytest
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu.backends.cpu import ISA_FLAGS, cpu_info
+from musicgen_edu.backends import NativeBackend
+from musicgen_edu.backends import cpu as cpu_module
+from musicgen_edu.backends.cpu import ISA_FLAGS, choose_native_path, cpu_info, fastest
+from musicgen_edu.backends.linears import PackedLinear, can_pack
 
 
 def test_cpu_info_names_the_machine():
@@ -20,3 +25,111 @@ def test_generation_records_the_decoder_path(gen):
     assert timings["decoder"].startswith("native") and "fp32 attention" in timings["decoder"]
     plain = mg.MusicGenerator(gen.model, backend="transformers", progress=False)
     assert plain.generate("x", duration=0.2, seed=0).timings["decoder"] == "transformers"
+
+
+def _fake_clock_candidates(costs: dict[str, float]):
+    """Candidates that advance a fake clock by their cost: timing without real time."""
+    now = [0.0]
+    calls = {name: 0 for name in costs}
+
+    def make(name):
+        def run():
+            calls[name] += 1
+            now[0] += costs[name]
+        return run
+    return {name: make(name) for name in costs}, (lambda: now[0]), calls
+
+
+def test_fastest_takes_the_smallest_median_and_times_each_candidate_alike():
+    candidates, clock, calls = _fake_clock_candidates({"a": 0.030, "b": 0.010, "c": 0.020})
+    best, medians = fastest(candidates, repeats=4, clock=clock)
+    assert best == "b" and medians == pytest.approx({"a": 0.030, "b": 0.010, "c": 0.020})
+    assert calls == {"a": 5, "b": 5, "c": 5}                  # one warm-up + 4 timed each
+
+
+def test_fastest_keeps_the_default_unless_clearly_beaten():
+    candidates, clock, _ = _fake_clock_candidates({"default": 0.100, "other": 0.090})
+    assert fastest(candidates, clock=clock, prefer="default")[0] == "default"  # 10 %: noise
+    candidates, clock, _ = _fake_clock_candidates({"default": 0.100, "other": 0.080})
+    assert fastest(candidates, clock=clock, prefer="default")[0] == "other"    # 20 %: a win
+
+
+def _needs_packing(model):
+    if not can_pack(NativeBackend(model, pack=False).decoder):
+        pytest.skip("this torch build or CPU cannot pack weights for oneDNN")
+
+
+@pytest.fixture
+def fresh_choices(monkeypatch, tmp_path):
+    """No choice in this process or on this machine yet (the saved file lives in tmp_path)."""
+    monkeypatch.setattr(cpu_module, "CHOICES", {})
+    monkeypatch.setattr(cpu_module, "choices_file", lambda: tmp_path / "cpu_paths.json")
+    return tmp_path / "cpu_paths.json"
+
+
+def test_the_native_backend_times_its_path_once_per_machine(monkeypatch, fresh_choices):
+    model = mg.load_model("debug", device="cpu")
+    _needs_packing(model)
+    model.extra.pop("native_decoders", None)
+    first = NativeBackend(model)
+    assert first.choice["timed"] and set(first.choice["ms_per_step"]) == {
+        "packed weights, float32 attention", "plain weights, float32 attention"}
+    assert all(ms > 0 for ms in first.choice["ms_per_step"].values())
+    assert "chosen by timing on this CPU" in first.path
+    assert ("oneDNN-packed weights" in first.path) == (first.choice["weights"] == "packed")
+    second = NativeBackend(model)                        # the same process: no timing again
+    assert not second.choice["timed"] and second.decoder is first.decoder
+    assert len(cpu_module.CHOICES) == 1
+    monkeypatch.setattr(cpu_module, "CHOICES", {})      # a new process on the same machine
+    third = NativeBackend(model)
+    assert not third.choice["timed"] and third.choice["weights"] == first.choice["weights"]
+    fresh_choices.write_text("{ damaged")               # unreadable: time again, save again
+    monkeypatch.setattr(cpu_module, "CHOICES", {})
+    assert NativeBackend(model).choice["timed"] and '"weights"' in fresh_choices.read_text()
+
+
+def test_the_first_saved_choice_wins(fresh_choices):
+    """Two processes timing at once must agree: the second adopts the first one's choice."""
+    import json
+
+    assert cpu_module._save_choice("k", {"weights": "plain", "attention": "float32"})["weights"] \
+        == "plain"
+    assert cpu_module._save_choice("k", {"weights": "packed", "attention": "float32"})["weights"] \
+        == "plain"
+    assert json.loads(fresh_choices.read_text())["k"]["weights"] == "plain"
+    assert not list(fresh_choices.parent.glob(".*.tmp"))   # atomic: no temporary left
+
+
+@pytest.mark.parametrize("weights", ["plain", "packed"])
+def test_the_chosen_path_is_the_one_that_runs(monkeypatch, fresh_choices, weights):
+    """The choice decides the decoder; a packed copy built only to lose is dropped (memory)."""
+    model = mg.load_model("debug", device="cpu", dtype="bfloat16")
+    _needs_packing(model)
+    model.extra.pop("native_decoders", None)
+    probe = NativeBackend(model, pack=False)
+    with monkeypatch.context() as m:                     # record a choice without timing
+        m.setattr(cpu_module, "fastest",
+                  lambda c, **k: (f"{weights} weights, bfloat16 attention", dict.fromkeys(c, 1.0)))
+        model.extra.pop("native_decoders", None)
+        backend = NativeBackend(model)
+    assert backend.choice["weights"] == weights and backend.attention_dtype == torch.bfloat16
+    assert isinstance(backend.decoder.layers[0].fc1, PackedLinear) == (weights == "packed")
+    assert ("packed" in model.extra["native_decoders"]) == (weights == "packed")
+    state = backend.start(backend.encode_text(["x", None]), 4)
+    assert state.k_cache[0].dtype == torch.bfloat16 and "bf16 attention" in backend.path
+    gen = mg.MusicGenerator(model, backend=backend, progress=False)
+    forced = NativeBackend(model, pack=weights == "packed")
+    forced.attention_dtype = torch.bfloat16
+    same = mg.MusicGenerator(model, backend=forced, progress=False)
+    assert torch.equal(gen.generate("x", duration=0.3, seed=2).tokens,
+                       same.generate("x", duration=0.3, seed=2).tokens)
+    assert probe.choice is None                          # pack=False: no timing
+
+
+def test_choose_native_path_leaves_the_backend_as_it_found_it(fresh_choices):
+    model = mg.load_model("debug", device="cpu", dtype="bfloat16")
+    backend = NativeBackend(model, pack=False, graphs=True)
+    decoder, attention = backend.decoder, backend.attention_dtype
+    choice = choose_native_path(backend, {"plain": lambda: decoder})
+    assert choice["weights"] == "plain" and choice["timed"]
+    assert backend.graphs and backend.decoder is decoder and backend.attention_dtype == attention

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import musicgen_edu as mg
 from musicgen_edu.backends import NativeBackend, TransformersBackend
-from musicgen_edu.backends.linears import Int8Linear, PackedLinear, can_pack
+from musicgen_edu.backends.linears import (DynamicInt8Linear, Int8Linear, PackedLinear, can_pack,
+                                           can_quantize_dynamic)
 
 
 def _logits_both(model, prompts, steps, prefill=5, seed=0):
@@ -98,18 +99,18 @@ def test_weights_are_shared_not_copied():
     assert native.embed_tokens[0].weight.data_ptr() == hf.model.decoder.embed_tokens[0].weight.data_ptr()
     if not can_pack(native):
         pytest.skip("this torch build or CPU cannot pack weights for oneDNN")
-    packed = NativeBackend(model).decoder              # CPU default: linears packed for oneDNN
+    packed = NativeBackend(model, pack=True).decoder    # linears packed for oneDNN
     assert isinstance(packed.layers[0].fc1, PackedLinear)
     assert packed.layer_norm.weight is hf.model.decoder.layer_norm.weight  # the rest is shared
     text_k = packed.layers[0].encoder_attn.k_proj                   # used once: not packed
     assert text_k.weight is hf.model.decoder.layers[0].encoder_attn.k_proj.weight
-    assert NativeBackend(model).decoder is packed       # built once per model and setting
+    assert NativeBackend(model, pack=True).decoder is packed  # built once per model and setting
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_packed_linears_equal_plain_ones(dtype):
     model = mg.load_model("random-small", device="cpu", dtype=dtype)
-    plain, packed = NativeBackend(model, pack=False), NativeBackend(model)
+    plain, packed = NativeBackend(model, pack=False), NativeBackend(model, pack=True)
     if not can_pack(plain.decoder):
         pytest.skip(f"this torch build or CPU cannot pack {dtype} weights for oneDNN")
     assert isinstance(packed.decoder.layers[0].fc1, PackedLinear)
@@ -152,15 +153,21 @@ def test_bfloat16_logits_stay_close_to_float32():
     assert agree >= 0.75
 
 
-def test_int8_weights_bound_the_logit_error_and_keep_most_tokens():
+@pytest.mark.parametrize("activations", ["bf16", "int8"])
+def test_int8_weights_bound_the_logit_error_and_keep_most_tokens(activations):
+    """Weight-only int8 (``pack=False``) and int8 activations too (``pack=True``, the quantized
+    CPU engine): the same error bounds against bf16."""
     model = mg.load_model("random-small", device="cpu", dtype="bfloat16")
-    exact, int8 = NativeBackend(model), NativeBackend(model, int8=True)
+    kind = Int8Linear if activations == "bf16" else DynamicInt8Linear
+    if kind is DynamicInt8Linear and not can_quantize_dynamic(NativeBackend(model, pack=False).decoder):
+        pytest.skip("this torch build has no quantized CPU engine")
+    exact, int8 = NativeBackend(model), NativeBackend(model, int8=True, pack=activations == "int8")
     assert int8.name == "native-int8" and exact.name == "native"
-    assert isinstance(int8.decoder.layers[0].fc1, Int8Linear)
+    assert isinstance(int8.decoder.layers[0].fc1, kind)
     for layer in int8.decoder.layers:  # the text keys/values run once per generation: kept exact
-        assert isinstance(layer.encoder_attn.q_proj, Int8Linear)
-        assert not isinstance(layer.encoder_attn.k_proj, Int8Linear)
-        assert not isinstance(layer.encoder_attn.v_proj, Int8Linear)
+        assert isinstance(layer.encoder_attn.q_proj, kind)
+        assert not isinstance(layer.encoder_attn.k_proj, kind)
+        assert not isinstance(layer.encoder_attn.v_proj, kind)
     assert model.model.decoder.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16  # untouched
     cond = exact.encode_text(["ambient pads", None])
     tokens = torch.randint(0, 2048, (2, 4, 6), generator=torch.Generator().manual_seed(1))
@@ -365,26 +372,29 @@ def test_graphs_are_captured_once_and_replayed_on_a_gpu():
 
 
 @pytest.mark.parametrize("repeatable", [True, False])
-def test_repeatable_steps_keep_attention_off_cudnn(monkeypatch, repeatable):
-    """cuDNN's attention is not run-to-run exact on a GPU: with ``repeatable`` every attention
-    call of a step runs with it disabled (CPU builds carry the same switches, so the choice is
-    checked here; the GPU tier checks the tokens)."""
+def test_repeatable_backends_keep_attention_off_cudnn(monkeypatch, repeatable):
+    """cuDNN's attention is not run-to-run exact on a GPU: a repeatable backend switches it off
+    for the process before any step runs (CPU builds carry the same switch, so it is checked
+    here; the GPU tier checks the tokens)."""
     import musicgen_edu.backends.native as native
 
+    torch.backends.cuda.enable_cudnn_sdp(True)
     model = mg.load_model("debug", device="cpu")
-    backend = NativeBackend(model, graphs=True)
-    backend.repeatable = repeatable          # on a CPU the constructor turns it off (no effect)
-    cond = backend.encode_text(["lo-fi piano", None])     # T5 attention: not a decoder step
-    seen, sdpa = [], F.scaled_dot_product_attention
+    try:
+        assert NativeBackend(model).repeatable is False       # CPU default: nothing to do
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        backend = NativeBackend(model, graphs=True, repeatable=repeatable)
+        cond = backend.encode_text(["lo-fi piano", None])     # T5 attention: not a decoder step
+        seen, sdpa = [], F.scaled_dot_product_attention
 
-    def spy(*args, **kwargs):
-        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
-        return sdpa(*args, **kwargs)
+        def spy(*args, **kwargs):
+            seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+            return sdpa(*args, **kwargs)
 
-    monkeypatch.setattr(native.F, "scaled_dot_product_attention", spy)
-    state = backend.start(cond, 8)
-    for t in range(4):
-        backend.step(torch.full((2, model.num_codebooks, 1), t), state)
-    assert seen and set(seen) == {not repeatable}
-    assert torch.backends.cuda.cudnn_sdp_enabled()          # restored after the step
-    assert NativeBackend(model).repeatable is False          # CPU: nothing to keep off
+        monkeypatch.setattr(native.F, "scaled_dot_product_attention", spy)
+        state = backend.start(cond, 8)
+        for t in range(4):
+            backend.step(torch.full((2, model.num_codebooks, 1), t), state)
+        assert seen and set(seen) == {not repeatable}
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)

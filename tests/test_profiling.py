@@ -239,10 +239,17 @@ def test_decode_bound_matches_a_hand_computation(gen, batch, cfg, cache):
     assert got["bound_steps_per_s"] == pytest.approx(10e9 / (WEIGHT_BYTES + kv))
 
 
-def test_decode_bound_counts_the_backends_weights(gen):
+@pytest.mark.parametrize("activations", ["float", "int8"])
+def test_decode_bound_counts_the_backends_weights(gen, activations):
+    from musicgen_edu.backends import NativeBackend
+    from musicgen_edu.backends.linears import can_quantize_dynamic
+
     shared = decode_bound(gen, cache_len=0, bandwidth_gbs=1.0)  # native shares the weights
     assert shared["weight_bytes"] == WEIGHT_BYTES
-    int8 = decode_bound(mg.MusicGenerator(gen.model, backend="native-int8", progress=False),
+    if activations == "int8" and not can_quantize_dynamic(gen.backend.decoder):
+        pytest.skip("this torch build has no quantized CPU engine")
+    backend = NativeBackend(gen.model, int8=True, pack=activations == "int8")  # prepacked or not
+    int8 = decode_bound(mg.MusicGenerator(gen.model, backend=backend, progress=False),
                         cache_len=0, bandwidth_gbs=1.0)
     # int8 linear weights + one float32 scale per output row; layer norms stay float32
     linears = 4 * D * D + 2 * D * D + 2 * D * FFN

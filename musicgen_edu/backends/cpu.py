@@ -1,21 +1,34 @@
-"""What this CPU can do: model name, the ISA torch dispatches to, and the flags that matter.
+"""What this CPU can do, and which decoder path is fastest on it (timed, not guessed).
 
 Decoding speed on a CPU depends on which kernels the matrix products run (``ONEDNN_VERBOSE=1``
 names them): AVX2 or AVX-512 for float32, AVX512-BF16 or AMX tiles for bfloat16, VNNI or AMX
-for int8. The same code can double on one CPU family and gain nothing on another, so every
-speed figure names its machine with :func:`cpu_info` (``bench/decode.py`` writes one table
-per CPU, and ``Generation.timings["decoder"]`` says which path a generation ran).
+for int8. The same code can double on one CPU family and gain nothing on another (issue #14:
+packing the weights for oneDNN made fp32 2x faster on an AMD EPYC and 1.0x on an AVX-512/AMX
+Xeon), so every speed figure names its machine with :func:`cpu_info` (``bench/decode.py``
+writes one table per CPU), and the native backend does not guess its path from flags:
+:func:`choose_native_path` times one decode step of each candidate (weights plain or packed;
+for int8, weight-only or with int8 activations on VNNI/AMX; attention in fp32 or the model's
+dtype) at first use, keeps the fastest, and
+``Generation.timings["decoder"]`` says which path a generation ran. The choice is saved per
+machine (``cpu_paths.json`` in ``$MUSICGEN_CACHE_DIR`` or ``~/.cache/musicgen_edu``), like
+FFTW's wisdom: paths round differently, so every later process and session on the machine
+(Ray workers, a restarted server) must take the same one for a seed to give the same tokens.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import platform
+import statistics
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-__all__ = ["cpu_info", "ISA_FLAGS"]
+__all__ = ["cpu_info", "ISA_FLAGS", "fastest", "choose_native_path", "choices_file", "CHOICES"]
 
 # /proc/cpuinfo flags that decide the fast path (x86): float32, bfloat16 and int8 kernels
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -44,3 +57,124 @@ def cpu_info() -> dict:
     family = "-".join(model.replace("(R)", "").replace("(TM)", "").split()[:3]) or "cpu"
     return dict(model=model, capability=capability, flags=present,
                 threads=torch.get_num_threads(), family=family)
+
+
+# What timing chose, per process: (CPU, threads, decoder architecture, dtype, torch) -> choice.
+# A second backend over the same model, or the same architecture loaded again, reuses it.
+CHOICES: dict[str, dict] = {}
+PROBE_POSITION = 250     # cached positions when a candidate step is timed (mid-way into 10 s)
+
+
+def fastest(candidates: dict[str, Callable[[], object]], repeats: int = 3,
+            clock: Callable[[], float] = time.perf_counter, prefer: str | None = None,
+            margin: float = 0.15) -> tuple[str, dict[str, float]]:
+    """Call each candidate once (warm-up), then ``repeats`` times, interleaved so a slow
+    moment of the machine hits every candidate alike; return the winner and every median
+    (seconds). The winner is ``prefer`` unless another candidate's median is more than
+    ``margin`` (a fraction) below it, else the smallest median: paths round differently, so
+    a choice that flipped with timing noise from one session to the next would change a
+    seed's tokens; only a clear win moves off the default."""
+    for run in candidates.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            start = clock()
+            run()
+            times[name].append(clock() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    best = min(medians, key=medians.get)
+    if prefer is not None and medians[best] >= (1 - margin) * medians[prefer]:
+        best = prefer
+    return best, medians
+
+
+def choices_file() -> Path:
+    """Where the choices of this machine are kept across processes and sessions."""
+    root = os.environ.get("MUSICGEN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "musicgen_edu")
+    return Path(root) / "cpu_paths.json"
+
+
+def _saved_choices() -> dict:
+    try:
+        saved = json.loads(choices_file().read_text())
+    except (OSError, ValueError):                # none yet, unreadable or damaged: time again
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _save_choice(key: str, choice: dict) -> dict:
+    """Keep ``choice`` for this machine; the first process to save a key wins (two processes
+    timing at once must still agree). Atomic (temporary file + ``os.replace``); a folder that
+    cannot be written only costs the timing next time."""
+    saved = _saved_choices()
+    if isinstance(saved.get(key), dict):
+        return saved[key]
+    saved[key] = choice
+    path = choices_file()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(saved, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    return choice
+
+
+@torch.no_grad()
+def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module]]) -> dict:
+    """The fastest (weights, attention dtype) for ``backend`` (a CPU ``NativeBackend``).
+
+    ``decoders`` maps a weights layout (``"packed"``/``"plain"``, or ``"int8"``/``"int8-dynamic"``)
+    to a function building that decoder (so a layout already known to lose is never built);
+    the first is the default,
+    kept unless another candidate is more than 15 % faster (:func:`fastest`). Each runs one
+    one-token step for one item with CFG (2 rows) at ``PROBE_POSITION`` cached positions;
+    attention in the model's dtype is a candidate only for reduced-precision models. Returns
+    ``dict(weights=, attention=, ms_per_step={candidate: ms}, timed=bool)``: ``timed`` is
+    False when the choice came from this process's cache or this machine's saved choices.
+    """
+    plain = backend.decoder
+    first = plain.layers[0]
+    arch = (len(plain.layers), plain.positions.shape[1], plain.heads, plain.num_codebooks,
+            first.fc1.weight.shape[0], hasattr(first, "encoder_attn"))
+    dtype = plain.positions.dtype
+    key = (f"{cpu_info()['model']} | {cpu_info()['capability']} | "
+           f"{torch.get_num_threads()} threads | decoder {arch} | {dtype} | torch {torch.__version__}"
+           f" | {' or '.join(decoders)}")
+    if key not in CHOICES and isinstance(_saved_choices().get(key), dict):
+        CHOICES[key] = _saved_choices()[key]
+    if key in CHOICES:
+        return {**CHOICES[key], "timed": False}
+    cond = backend.encode_text(["a probe prompt for the fastest decoder path", None])
+    tokens = torch.zeros((2, plain.num_codebooks, 1), dtype=torch.long)
+    graphs, attention_dtype, candidates = backend.graphs, backend.attention_dtype, {}
+    backend.graphs = False                       # time the eager (dynamic-shape) CPU step
+    try:
+        for weights, build in decoders.items():
+            decoder = build()
+            for attention in dict.fromkeys([torch.float32, dtype]):
+                backend.decoder, backend.attention_dtype = decoder, attention
+                state = backend.start(cond, PROBE_POSITION + 1)
+                for cache in state.k_cache + state.v_cache:   # not uninitialised memory:
+                    cache.normal_()                            # NaNs or denormals run slow
+                start_pos = state.k_cache[0].shape[2] - 1  # (+ a melody prefix, if any)
+
+                def run(decoder=decoder, attention=attention, state=state, pos=start_pos):
+                    backend.decoder, backend.attention_dtype = decoder, attention
+                    state.pos, state.steps = pos, pos    # rewrite the last slot each time
+                    backend.step(tokens, state)
+
+                candidates[f"{weights} weights, {str(attention).removeprefix('torch.')} "
+                           "attention"] = run
+        # the default, unless clearly beaten: the first layout given, fp32 attention
+        name, medians = fastest(candidates, prefer=next(iter(candidates)))
+    finally:
+        backend.graphs, backend.decoder, backend.attention_dtype = graphs, plain, attention_dtype
+    weights, attention = name.split(" weights, ")
+    choice = dict(weights=weights, attention=attention.removesuffix(" attention"),
+                  ms_per_step={n: round(1000 * t, 2) for n, t in medians.items()})
+    CHOICES[key] = _save_choice(key, choice)     # another process's, if it saved first
+    return {**CHOICES[key], "timed": True}

@@ -15,9 +15,10 @@ What makes it fast is what it does *not* do each step: no cache objects growing 
 concatenation, no re-projection of the text states, no mask tensors rebuilt from scratch,
 no Python bookkeeping beyond one loop over the blocks. Weights are *shared* with the loaded
 transformers model (no copy on disk); ``NativeDecoder.from_transformers`` is the state-dict
-mapping. On a CPU the linear weights are additionally *packed* once into oneDNN's blocked
-layout (``linears.PackedLinear``): the decode loop runs ≈ 2x faster in fp32 and ≈ 1.2x in bf16
-(``bench/results/``), at the price of a second copy of those weights in memory. On a GPU each
+mapping. On a CPU the linear weights can be *packed* once into oneDNN's blocked layout
+(``linears.PackedLinear``): on the project's AMD EPYC the decode loop runs ≈ 2x faster in fp32
+and ≈ 1.2x in bf16 (``bench/results/``), on an AMX Xeon no faster, so the backend times both
+at first use (``cpu.choose_native_path``); packed costs a second copy of those weights. On a GPU each
 one-token step is replayed as a CUDA graph (``cuda_graph.py``). Melody models have no
 cross-attention: their conditioning is a prefix fed through self-attention at the first step.
 """
@@ -32,15 +33,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .cpu import choose_native_path
 from .cuda_graph import GraphedStep
 from ..sampling import draw_tokens
-from .linears import PackedLinear, can_pack, pack_linears, quantize_int8
+from .linears import (DynamicInt8Linear, PackedLinear, can_pack, can_quantize_dynamic,
+                      pack_linears, quantize_int8)
 from .transformers import Conditioning, TransformersBackend
 
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
-           "attention_length", "ATTENTION_BUCKETS", "REPEATABLE_ATTENTION"]
+           "attention_length", "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
 
 # Cache lengths the fixed-shape (CUDA-graph) step attends over: the smallest bucket that covers
 # the position, then multiples of 512. Attention over the whole 30 s cache at every step would
@@ -48,13 +50,21 @@ __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_position
 # for one captured graph per bucket (cuda_graph.py).
 ATTENTION_BUCKETS = (256, 512, 1024, 1536)
 
-# On CUDA, PyTorch may pick cuDNN's fused attention, whose last bits vary from run to run:
-# on an H200 (torch 2.11) two identical bf16 generations of 6 s differed in 2-7 tokens, always
-# after the 256-slot bucket. "Same seed, same tokens" is a promise of this library, so steps
-# use the other (run-to-run exact) kernels by default. The price, measured there: 3.15 vs 2.65
-# ms per bf16 step at batch 1 (bench/results/gpu/README.md); ``repeatable=False`` pays it back.
-REPEATABLE_ATTENTION = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                        SDPBackend.MATH)
+SHORT_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def keep_attention_off_cudnn() -> None:
+    """Switch PyTorch's cuDNN attention off for this process.
+
+    On CUDA, PyTorch may pick cuDNN's fused attention, whose last bits vary from run to run:
+    on an H200 (torch 2.11) two identical bf16 generations of 6 s differed in 2-7 tokens, always
+    after the 256-slot bucket, and with cuDNN off they never did. "Same seed, same tokens" is a
+    promise of this library, so a repeatable backend turns it off, for the whole process: the
+    switch is global, and flipping it around each step would race between the server's worker
+    threads. The price, measured there: 3.15 vs 2.65 ms per bf16 step at batch 1
+    (``bench/results/gpu/README.md``).
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def attention_length(pos: int, max_len: int) -> int:
@@ -246,14 +256,20 @@ class NativeBackend(TransformersBackend):
         int8: quantize the decoder's linear weights to int8 (weight-only): a step reads a
             quarter of the fp32 bytes, at a small cost in fidelity (``tests/test_native.py``
             bounds it). The int8 copy comes on top of the transformers weights, which stay.
-        pack: on a CPU, pack the linear weights for oneDNN (``linears.PackedLinear``); ``None``
-            (default) packs wherever ``linears.can_pack`` says it works. Ignored with ``int8``.
+        pack: on a CPU, pack the linear weights for oneDNN (``linears.PackedLinear``) where
+            ``linears.can_pack`` says it works; with ``int8``, use int8 activations on the
+            quantized CPU engine (``linears.DynamicInt8Linear``) rather than weight-only int8.
+            ``None`` (default) times a step both ways (and, for bf16, attention in fp32 and
+            bf16) once per machine and takes the faster (``cpu.choose_native_path``;
+            ``self.choice``); ``False``: plain (weight-only int8) without timing.
         graphs: replay one-token steps as a captured CUDA graph (``cuda_graph.py``); ``None``
             (default) means on CUDA devices. ``True`` on a CPU runs the same fixed-shape step
             without a graph (how the tests check it).
-        repeatable: on CUDA, keep attention off cuDNN's kernel (``REPEATABLE_ATTENTION``), so
-            the same seed gives the same tokens run after run; ``False`` is ≈ 16 % faster per
-            step on an H200 and may change a few tokens between runs. No effect on a CPU.
+        repeatable: switch cuDNN's attention off in this process
+            (:func:`keep_attention_off_cudnn`), so the same seed gives the same tokens run after
+            run; ``None`` (default) means on CUDA devices. ``False`` leaves PyTorch's choice
+            alone (≈ 16 % faster per step on an H200, a few tokens may change between runs)
+            unless a repeatable backend in the same process has switched it off.
 
     The decoder holds no per-generation state, so it is built once per model and setting and
     shared by every backend (and generator) over that model. Packed and int8 decoders are
@@ -267,33 +283,62 @@ class NativeBackend(TransformersBackend):
     TEXT_BUCKET = 32         # text lengths are padded to a multiple of this (fewer pool keys)
 
     def __init__(self, model, int8: bool = False, pack: bool | None = None,
-                 graphs: bool | None = None, repeatable: bool = True):
+                 graphs: bool | None = None, repeatable: bool | None = None):
         super().__init__(model)
         self.graphs = model.device.type == "cuda" if graphs is None else graphs
-        self.repeatable = repeatable and model.device.type == "cuda"
+        self.repeatable = model.device.type == "cuda" if repeatable is None else repeatable
+        if self.repeatable:
+            keep_attention_off_cudnn()
+        self.replays = 0         # steps run as CUDA-graph replays, over all generations
         self.capture_s = 0.0     # seconds spent capturing CUDA graphs, over all generations
         self._pool: dict[tuple, NativeState] = {}  # (rows, max_len, text_len) -> idle state
+        cpu = model.device.type == "cpu"
+        # On a CPU, attention may run in fp32 even for bf16/fp16 weights: torch's
+        # reduced-precision CPU attention kernels were several times slower for one-token
+        # queries on the machines measured (~1000 us vs ~155 us per call at cache length 450).
+        self.attention_dtype = torch.float32 if cpu else model.dtype
+        self.choice: dict | None = None          # what timing chose on this CPU (cpu.py)
         if int8:
             self.name = "native-int8"
-        key = "int8" if int8 else "pack-if-possible" if pack is not False else "plain"
         built = model.extra.setdefault("native_decoders", {})
-        if key not in built:
-            decoder = NativeDecoder.from_transformers(self.net.decoder)
-            if int8:
-                decoder = quantize_int8(decoder)
-            elif pack is not False and can_pack(decoder):
-                # the text key/value projections run once per generation: not worth a copy
-                decoder = pack_linears(decoder, skip=("encoder_attn.k_proj", "encoder_attn.v_proj"))
-            built[key] = decoder
-        self.decoder = built[key]
-        packed = any(isinstance(m, PackedLinear) for m in self.decoder.modules())
+        before = set(built)                      # decoders other backends may be using
+
+        def build(key: str) -> nn.Module:        # each decoder once per model and setting
+            if key not in built:
+                decoder = NativeDecoder.from_transformers(self.net.decoder)
+                if key.startswith("int8"):
+                    decoder = quantize_int8(decoder, dynamic=key == "int8-dynamic")
+                elif key == "packed":  # text keys/values run once per generation: not worth a copy
+                    decoder = pack_linears(decoder, skip=("encoder_attn.k_proj", "encoder_attn.v_proj"))
+                built[key] = decoder
+            return built[key]
+
+        # Two CPU candidates per kind: (default first, its faster alternative, can it run here)
+        default, other = ("int8", "int8-dynamic") if int8 else ("packed", "plain")
+        self.decoder = build("int8" if int8 else "plain")
+        possible = can_quantize_dynamic(self.decoder) if int8 else can_pack(self.decoder)
+        if pack is not False and possible:
+            if pack:                             # asked for: the prepacked kernel, no timing
+                self.decoder = build("int8-dynamic" if int8 else "packed")
+            else:                                # default: time both on this CPU, keep one
+                self.choice = choose_native_path(self, {default: lambda: build(default),
+                                                        other: lambda: build(other)})
+                self.attention_dtype = getattr(torch, self.choice["attention"])
+                self.decoder = build(self.choice["weights"])
+                for key in {default, other} - {self.choice["weights"]} - before:
+                    built.pop(key, None)         # a losing copy built for the timing goes
+        kinds = {type(m) for m in self.decoder.modules()}
         # which path this backend's steps take (Generation.timings["decoder"], bench tables)
         self.path = " + ".join(p for p, on in [
-            (self.name, True), ("int8 weights", int8), ("oneDNN-packed weights", packed),
-            ("fp32 attention" if model.device.type == "cpu" else "", model.device.type == "cpu"),
+            (self.name, True), ("int8 weights", int8),
+            ("int8 activations (quantized CPU engine)", DynamicInt8Linear in kinds),
+            ("oneDNN-packed weights", PackedLinear in kinds),
+            (f"{SHORT_DTYPES[self.attention_dtype]} attention", cpu),
+            ("chosen by timing on this CPU", self.choice is not None),
             ("fixed-shape steps + CUDA graphs" if model.device.type == "cuda" else
              "fixed-shape steps", self.graphs),
-            ("cuDNN attention allowed", model.device.type == "cuda" and not repeatable)] if on)
+            ("cuDNN attention allowed", model.device.type == "cuda" and not self.repeatable
+             and torch.backends.cuda.cudnn_sdp_enabled())] if on)
 
     @torch.no_grad()
     def start(self, cond: Conditioning, max_len: int | None = None) -> NativeState:
@@ -308,10 +353,7 @@ class NativeBackend(TransformersBackend):
         dec = self.decoder
         prefix = cond.states.shape[1] if cond.prefix else 0
         max_len = prefix + (max_len or dec.positions.shape[0] - prefix)
-        # On a CPU, attention runs in fp32 even for bf16/fp16 weights: torch's reduced-precision
-        # CPU attention kernels are several times slower for one-token queries (measured here:
-        # ~1000 us vs ~155 us per call at cache length 450); on a GPU the model dtype is used.
-        dtype = torch.float32 if dec.positions.device.type == "cpu" else dec.positions.dtype
+        dtype = self.attention_dtype             # caches and text keys/values (see __init__)
         cross_k, cross_v, mask = self._text_keys_values(cond, dtype)
         key = (len(cond), max_len, None if mask is None else mask.shape[-1])
         pooled = self._pool.pop(key, None) if self.graphs else None
@@ -325,7 +367,7 @@ class NativeBackend(TransformersBackend):
         if mask is not None:
             pooled.cross_mask.copy_(mask)
         if pooled.graph is not None:
-            pooled.graph.lengths = []                # buckets used by this generation
+            pooled.graph.lengths, pooled.graph.replays = [], 0  # this generation's
         return NativeState(cond, pooled.k_cache, pooled.v_cache, pooled.cross_k, pooled.cross_v,
                            pooled.cross_mask, graph=pooled.graph, pool_key=key)
 
@@ -392,12 +434,6 @@ class NativeBackend(TransformersBackend):
     def _step(self, tokens: torch.Tensor, state: NativeState, draw=None) -> torch.Tensor:
         """One decoder call: the logits, or with ``draw = (key, fn, seeds, step)`` the tokens
         ``fn`` draws from them, inside the captured graph when the step is replayed."""
-        if self.repeatable:     # kernels are chosen at capture: a replay keeps the choice
-            with sdpa_kernel(list(REPEATABLE_ATTENTION)):
-                return self._step_body(tokens, state, draw)
-        return self._step_body(tokens, state, draw)
-
-    def _step_body(self, tokens: torch.Tensor, state: NativeState, draw) -> torch.Tensor:
         prefix = state.cond.states if state.cond.prefix and state.steps == 0 else None
         tokens = tokens.to(self.mg.device)
         state.steps += tokens.shape[-1]
@@ -419,6 +455,7 @@ class NativeBackend(TransformersBackend):
                 self.graphs, state.graph = False, None
             else:
                 state.pos += 1
+                self.replays += replay
                 return out
         logits = self.decoder(tokens, state, prefix)
         if draw is None:

@@ -59,6 +59,10 @@ def _weight_bytes(module: torch.nn.Module) -> int:
             continue
         seen.add(key)
         total += t.numel() * t.element_size()
+    for name, child in module.named_modules():  # prepacked int8 (an opaque object, no tensors):
+        if hasattr(child, "packed") and not isinstance(child.packed, torch.Tensor) \
+                and not any(s in name for s in skip):
+            total += child.in_features * child.out_features + 4 * child.out_features  # + scales
     return total
 
 

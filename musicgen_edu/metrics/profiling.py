@@ -338,7 +338,7 @@ def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: 
 
     for _ in range(_count("warmup", warmup, 0)):   # also captures CUDA graphs (pooled, reused)
         run()
-    stages = _Stages(device)
+    stages, replays = _Stages(device), getattr(generator.backend, "replays", 0)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -366,7 +366,7 @@ def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: 
     includes = dict(BREAKDOWN_STAGES)
     # Replayed CUDA graphs run the whole step as one launch: no per-layer split to read, and
     # with a fused draw the sampling is inside it (an H200 run: 81 % "decoder: other", 0 % MLP).
-    replayed = device.type == "cuda" and not any(seconds[p] for p in _PARTS)
+    replayed = device.type == "cuda" and getattr(generator.backend, "replays", 0) > replays
     if replayed:
         includes["decoder: other"] = ("the whole decode step, replayed as one CUDA graph: "
                                       "attention, MLP, heads" + (", CFG and the draw" if getattr(
