@@ -14,7 +14,8 @@ time to first audio of ``MusicGenerator.stream`` on both backends.
 Implementations: ``transformers`` (HF ``generate``, the reference), ``native`` (our decoder with
 its device-specific speed-ups: oneDNN-packed weights on a CPU, CUDA graphs on a GPU),
 ``native-plain`` (the same decoder without them, to show what they add; first configuration
-only) and ``native-int8``.
+only), ``native-int8`` (weight-only int8) and ``native-int8-act`` (int8 activations too, on
+the quantized CPU engine: opt-in, not batch-invariant).
 
 Writes ``bench/results/decode_<machine>.csv`` and ``.md``. Time nothing else meanwhile: on a
 2-core machine a second process halves the numbers.
@@ -111,6 +112,8 @@ def run_ours(model, backend, batch, frames, seed):
     if key not in GENERATORS:
         if backend == "native-plain":  # no packed CPU weights, no CUDA graphs
             backend = NativeBackend(model, pack=False, graphs=False)
+        elif backend == "native-int8-act":  # int8 activations too (opt-in: not batch-invariant)
+            backend = NativeBackend(model, int8=True, pack=True)
         GENERATORS[key] = mg.MusicGenerator(model, backend=backend, progress=False)
     gen = GENERATORS[key]
     sync()
@@ -155,7 +158,8 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+",
                         default=["transformers", "native", "native-plain", "native-int8"],
                         help="transformers = HF generate; ours-transformers = our loop on HF "
-                             "modules; native-int8 runs in reduced precisions only")
+                             "modules; native-int8 (weight-only) and native-int8-act (int8 "
+                             "activations too, CPU) run in reduced precisions only")
     parser.add_argument("--reference-precisions", nargs="+", default=None,
                         help="run transformers only in these precisions (default: all of "
                              "--precisions); its bf16 is slow on a GPU and not the baseline")
@@ -174,7 +178,7 @@ def main() -> None:
     for precision in args.precisions:
         model = mg.load_model(args.model, dtype=precision)
         for impl in args.impls:
-            if impl == "native-int8" and precision == "float32":
+            if impl.startswith("native-int8") and precision == "float32":
                 continue  # int8 weights with fp32 activations have no fast kernel: not a use case
             if impl == "transformers" and not runs_reference(precision):
                 continue
@@ -197,7 +201,7 @@ def main() -> None:
                 key = (impl, batch, duration)
                 if precision == "float32":
                     reference[key] = (wav, tokens)
-                elif impl == "native-int8":
+                elif impl.startswith("native-int8"):
                     key = ("native", batch, duration)
                 if precision != "float32" and key in reference:  # same seed, lower precision
                     ref_wav, ref_tokens = reference[key]

@@ -2,9 +2,15 @@
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The CPU path timed at first use is saved per machine (backends/cpu.py); the suite keeps its
+# own file, shared with the processes it starts (servers, Ray workers, notebook kernels), and
+# leaves the user's ~/.cache alone.
+os.environ.setdefault("MUSICGEN_CPU_PATHS", os.path.join(
+    tempfile.mkdtemp(prefix="musicgen-cpu-paths-"), "cpu_paths.json"))
 
 import pytest  # noqa: E402
 

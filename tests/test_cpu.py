@@ -1,6 +1,8 @@
 """backends/cpu.py: the machine facts every CPU speed figure is labelled with, and the
 decoder path chosen by timing at first use (issue #14)."""
 
+import os
+
 import pytest
 import torch
 
@@ -97,7 +99,60 @@ def test_the_first_saved_choice_wins(fresh_choices):
     assert cpu_module._save_choice("k", {"weights": "packed", "attention": "float32"})["weights"] \
         == "plain"
     assert json.loads(fresh_choices.read_text())["k"]["weights"] == "plain"
-    assert not list(fresh_choices.parent.glob(".*.tmp"))   # atomic: no temporary left
+    assert {p.name for p in fresh_choices.parent.iterdir()} == {"cpu_paths.json",
+                                                                "cpu_paths.json.lock"}  # atomic
+
+
+def _save_in_a_process(path, name, results):
+    os.environ["MUSICGEN_CPU_PATHS"] = str(path)
+    results.put(cpu_module._save_choice("key", {"weights": name, "attention": "float32"})["weights"])
+
+
+def test_processes_saving_at_once_all_take_the_same_choice(tmp_path):
+    """Ray workers start together: under the file lock every one adopts the first saved."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    path = tmp_path / "cpu_paths.json"
+    workers = [context.Process(target=_save_in_a_process, args=(path, f"layout{i}", results))
+               for i in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    chosen = [results.get(timeout=10) for _ in workers]
+    assert len(set(chosen)) == 1 and chosen[0].startswith("layout")
+
+
+@pytest.mark.parametrize("entry", [{}, {"weights": "int8", "attention": "float32"},
+                                   {"weights": "plain", "attention": "bogus"}, "not a dict"])
+def test_a_saved_choice_that_names_no_candidate_is_timed_again(fresh_choices, entry):
+    """An older version or a hand edit may leave anything in the file: never trust it blindly."""
+    import json
+
+    model = mg.load_model("debug", device="cpu")
+    _needs_packing(model)
+    backend = NativeBackend(model, pack=False)
+    decoders = {"packed": lambda: NativeBackend(model, pack=True).decoder,
+                "plain": lambda: backend.decoder}
+    first = choose_native_path(backend, decoders)                  # saves a valid entry
+    (key,) = json.loads(fresh_choices.read_text())
+    fresh_choices.write_text(json.dumps({key: entry}))
+    cpu_module.CHOICES.clear()                                      # a new process
+    again = choose_native_path(backend, decoders)
+    assert again["timed"] and again["weights"] in decoders and again["attention"] == "float32"
+    assert json.loads(fresh_choices.read_text())[key]["weights"] in decoders   # healed
+    assert first["weights"] in decoders
+
+
+def test_timing_leaves_the_global_random_state_alone(fresh_choices):
+    model = mg.load_model("debug", device="cpu")
+    _needs_packing(model)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    NativeBackend(model)
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 @pytest.mark.parametrize("weights", ["plain", "packed"])

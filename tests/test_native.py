@@ -178,6 +178,26 @@ def test_int8_weights_bound_the_logit_error_and_keep_most_tokens(activations):
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.75
 
 
+def test_int8_backend_is_batch_invariant_and_int8_activations_are_not():
+    """Weight-only int8 (the default) keeps "item i of a batch = the same prompt alone"; int8
+    activations (``pack=True``) share one scale per call, so the batch changes an item's
+    rounding — why they are opt-in and never chosen by timing."""
+    model = mg.load_model("debug", device="cpu")
+    gens = {kind: mg.MusicGenerator(model, backend=NativeBackend(model, int8=True, pack=pack),
+                                    progress=False)
+            for kind, pack in [("weights", None), ("activations", True)]}
+    if not isinstance(gens["activations"].backend.decoder.layers[0].fc1, DynamicInt8Linear):
+        pytest.skip("this torch build has no quantized CPU engine")
+    differ = {}
+    for kind, gen in gens.items():
+        batch = gen.generate(["rock", "jazz", "lo-fi"], duration=0.5, seeds=[7, 8, 9])
+        alone = [gen.generate(p, duration=0.5, seeds=[s]).tokens[0]
+                 for p, s in [("rock", 7), ("jazz", 8), ("lo-fi", 9)]]
+        differ[kind] = sum(not torch.equal(batch.tokens[i], a) for i, a in enumerate(alone))
+    assert differ == {"weights": 0, "activations": differ["activations"]}
+    assert differ["activations"] > 0
+
+
 def test_backend_choice_is_validated(gen):
     with pytest.raises(mg.ConfigError, match="backend='fast'"):
         mg.MusicGenerator(gen.model, backend="fast")

@@ -7,21 +7,23 @@ packing the weights for oneDNN made fp32 2x faster on an AMD EPYC and 1.0x on an
 Xeon), so every speed figure names its machine with :func:`cpu_info` (``bench/decode.py``
 writes one table per CPU), and the native backend does not guess its path from flags:
 :func:`choose_native_path` times one decode step of each candidate (weights plain or packed;
-for int8, weight-only or with int8 activations on VNNI/AMX; attention in fp32 or the model's
-dtype) at first use, keeps the fastest, and
+attention in fp32 or the model's dtype) at first use, keeps the fastest, and
 ``Generation.timings["decoder"]`` says which path a generation ran. The choice is saved per
-machine (``cpu_paths.json`` in ``$MUSICGEN_CACHE_DIR`` or ``~/.cache/musicgen_edu``), like
+machine (``$MUSICGEN_CPU_PATHS``, default ``~/.cache/musicgen_edu/cpu_paths.json``), like
 FFTW's wisdom: paths round differently, so every later process and session on the machine
 (Ray workers, a restarted server) must take the same one for a seed to give the same tokens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import platform
 import statistics
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -90,10 +92,28 @@ def fastest(candidates: dict[str, Callable[[], object]], repeats: int = 3,
 
 
 def choices_file() -> Path:
-    """Where the choices of this machine are kept across processes and sessions."""
-    root = os.environ.get("MUSICGEN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "musicgen_edu")
-    return Path(root) / "cpu_paths.json"
+    """Where the choices of this machine are kept across processes and sessions:
+    ``$MUSICGEN_CPU_PATHS``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)``/musicgen_edu/``."""
+    if os.environ.get("MUSICGEN_CPU_PATHS"):
+        return Path(os.environ["MUSICGEN_CPU_PATHS"])
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(root) / "musicgen_edu" / "cpu_paths.json"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Hold an exclusive lock on ``<path>.lock`` (POSIX ``flock``; elsewhere no lock), so that
+    processes starting together (Ray workers) read, decide and write one after another."""
+    try:
+        import fcntl
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _saved_choices() -> dict:
@@ -104,62 +124,87 @@ def _saved_choices() -> dict:
     return saved if isinstance(saved, dict) else {}
 
 
-def _save_choice(key: str, choice: dict) -> dict:
-    """Keep ``choice`` for this machine; the first process to save a key wins (two processes
-    timing at once must still agree). Atomic (temporary file + ``os.replace``); a folder that
-    cannot be written only costs the timing next time."""
-    saved = _saved_choices()
-    if isinstance(saved.get(key), dict):
-        return saved[key]
-    saved[key] = choice
+def _valid(choice, decoders, attentions: list[str]) -> bool:
+    """A saved choice is used only if it names one of today's candidates (an older version or
+    a hand edit may have left anything there)."""
+    return (isinstance(choice, dict) and choice.get("weights") in decoders
+            and choice.get("attention") in attentions)
+
+
+def _save_choice(key: str, choice: dict, decoders=None, attentions=None) -> dict:
+    """Keep ``choice`` for this machine; the first valid entry saved for a key wins (processes
+    timing at once must still agree), an invalid one is replaced. Under a file lock, written
+    atomically (a temporary file + ``os.replace``); a folder that cannot be written only costs
+    the timing next time."""
     path = choices_file()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(saved, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with _file_lock(path):
+        saved = _saved_choices()
+        old = saved.get(key)
+        if isinstance(old, dict) and (decoders is None or _valid(old, decoders, attentions)):
+            return old
+        saved[key] = choice
+        try:
+            handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(handle, "w") as out:
+                out.write(json.dumps(saved, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(tmp)
     return choice
+
+
+_TIMING = threading.Lock()   # one first-use timing at a time in a process (server threads)
 
 
 @torch.no_grad()
 def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module]]) -> dict:
     """The fastest (weights, attention dtype) for ``backend`` (a CPU ``NativeBackend``).
 
-    ``decoders`` maps a weights layout (``"packed"``/``"plain"``, or ``"int8"``/``"int8-dynamic"``)
-    to a function building that decoder (so a layout already known to lose is never built);
-    the first is the default,
-    kept unless another candidate is more than 15 % faster (:func:`fastest`). Each runs one
-    one-token step for one item with CFG (2 rows) at ``PROBE_POSITION`` cached positions;
-    attention in the model's dtype is a candidate only for reduced-precision models. Returns
-    ``dict(weights=, attention=, ms_per_step={candidate: ms}, timed=bool)``: ``timed`` is
-    False when the choice came from this process's cache or this machine's saved choices.
+    ``decoders`` maps a weights layout (``"packed"``, ``"plain"``, ``"int8"``) to a function
+    building that decoder (so a layout already known to lose is never built); the first is
+    the default, kept unless another candidate is more than 15 % faster (:func:`fastest`).
+    Each runs one one-token step for one item with CFG (2 rows) at ``PROBE_POSITION`` cached
+    positions; attention in the model's dtype is a candidate only for reduced-precision
+    models. Returns ``dict(weights=, attention=, ms_per_step={candidate: ms}, timed=bool)``:
+    ``timed`` is False when the choice came from this process's cache or this machine's
+    saved choices.
     """
     plain = backend.decoder
     first = plain.layers[0]
     arch = (len(plain.layers), plain.positions.shape[1], plain.heads, plain.num_codebooks,
             first.fc1.weight.shape[0], hasattr(first, "encoder_attn"))
     dtype = plain.positions.dtype
+    attentions = list(dict.fromkeys(["float32", str(dtype).removeprefix("torch.")]))
     key = (f"{cpu_info()['model']} | {cpu_info()['capability']} | "
            f"{torch.get_num_threads()} threads | decoder {arch} | {dtype} | torch {torch.__version__}"
            f" | {' or '.join(decoders)}")
-    if key not in CHOICES and isinstance(_saved_choices().get(key), dict):
-        CHOICES[key] = _saved_choices()[key]
-    if key in CHOICES:
-        return {**CHOICES[key], "timed": False}
+    with _TIMING:
+        if key not in CHOICES and _valid(_saved_choices().get(key), decoders, attentions):
+            CHOICES[key] = _saved_choices()[key]
+        if key in CHOICES:
+            return {**CHOICES[key], "timed": False}
+        choice = _time_candidates(backend, decoders, [getattr(torch, a) for a in attentions])
+        CHOICES[key] = _save_choice(key, choice, decoders, attentions)  # another process's, if first
+    return {**CHOICES[key], "timed": True}
+
+
+def _time_candidates(backend, decoders: dict, attentions: list[torch.dtype]) -> dict:
+    """Time a step of every (weights, attention) pair; the backend is left as it was."""
+    plain = backend.decoder
     cond = backend.encode_text(["a probe prompt for the fastest decoder path", None])
     tokens = torch.zeros((2, plain.num_codebooks, 1), dtype=torch.long)
+    noise = torch.Generator().manual_seed(0)     # the global random state stays untouched
     graphs, attention_dtype, candidates = backend.graphs, backend.attention_dtype, {}
     backend.graphs = False                       # time the eager (dynamic-shape) CPU step
     try:
         for weights, build in decoders.items():
             decoder = build()
-            for attention in dict.fromkeys([torch.float32, dtype]):
+            for attention in attentions:
                 backend.decoder, backend.attention_dtype = decoder, attention
                 state = backend.start(cond, PROBE_POSITION + 1)
                 for cache in state.k_cache + state.v_cache:   # not uninitialised memory:
-                    cache.normal_()                            # NaNs or denormals run slow
+                    cache.normal_(generator=noise)             # NaNs or denormals run slow
                 start_pos = state.k_cache[0].shape[2] - 1  # (+ a melody prefix, if any)
 
                 def run(decoder=decoder, attention=attention, state=state, pos=start_pos):
@@ -174,7 +219,5 @@ def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module
     finally:
         backend.graphs, backend.decoder, backend.attention_dtype = graphs, plain, attention_dtype
     weights, attention = name.split(" weights, ")
-    choice = dict(weights=weights, attention=attention.removesuffix(" attention"),
-                  ms_per_step={n: round(1000 * t, 2) for n, t in medians.items()})
-    CHOICES[key] = _save_choice(key, choice)     # another process's, if it saved first
-    return {**CHOICES[key], "timed": True}
+    return dict(weights=weights, attention=attention.removesuffix(" attention"),
+                ms_per_step={n: round(1000 * t, 2) for n, t in medians.items()})
