@@ -26,7 +26,38 @@ import time
 
 import torch
 
-__all__ = ["GraphedStep"]
+__all__ = ["GraphedStep", "attention_length", "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
+
+
+# Cache lengths the fixed-shape (CUDA-graph) step attends over: the smallest bucket that covers
+# the position, then multiples of 512. Attention over the whole 30 s cache at every step would
+# make step 10 cost as much as step 1500; with buckets a step reads at most ~2x what it needs,
+# for one captured graph per bucket.
+ATTENTION_BUCKETS = (256, 512, 1024, 1536)
+
+
+def keep_attention_off_cudnn() -> None:
+    """Switch PyTorch's cuDNN attention off for this process.
+
+    On CUDA, PyTorch may pick cuDNN's fused attention, whose last bits vary from run to run:
+    on an H200 (torch 2.11) two identical bf16 generations of 6 s differed in 2-7 tokens, always
+    after the 256-slot bucket, and with cuDNN off they never did. "Same seed, same tokens" is a
+    promise of this library, so a repeatable backend turns it off, for the whole process: the
+    switch is global, and flipping it around each step would race between the server's worker
+    threads. The price, measured there: 3.15 vs 2.65 ms per bf16 step at batch 1
+    (``bench/results/gpu/README.md``).
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def attention_length(pos: int, max_len: int) -> int:
+    """The bucket covering cache slots ``0 .. pos``, at most ``max_len``.
+
+    For ``max_len = 3000``: positions 0 and 255 give 256, 256 gives 512, 1600 gives 2048 and
+    2999 gives 3000.
+    """
+    bucket = next((b for b in ATTENTION_BUCKETS if pos < b), (pos // 512 + 1) * 512)
+    return min(bucket, max_len)
 
 
 class GraphedStep:
@@ -34,7 +65,7 @@ class GraphedStep:
 
     Call it with a token column ``[N, K, 1]``, the position (int) to write and the state; it
     returns the logits ``[N, K, V]`` (or, given a draw, the sampled tokens ``[B, K]``). Attention covers the bucket of cache slots that holds the
-    position (``native.attention_length``), so a step early in a long window reads a short
+    position (:func:`attention_length`), so a step early in a long window reads a short
     cache; each bucket's graph is captured the first time the position enters it. On a CPU (no
     graphs) the same static buffers and buckets are used and the step runs eagerly, which is
     how the tests check the plumbing without a GPU. It keeps no reference to the state (the
@@ -80,8 +111,6 @@ class GraphedStep:
         graph per bucket and ``key``, the sampling settings). ``replay=False`` runs the same
         step eagerly on the same buffers, without capturing: the same kernels, the same
         numbers as a replay."""
-        from .native import attention_length
-
         self.tokens.copy_(tokens)
         self.pos.fill_(pos)                      # a kernel argument, no host-device sync
         length = attention_length(pos, self.max_len)

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpu import choose_native_path
-from .cuda_graph import GraphedStep
+from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # noqa: F401
+                         keep_attention_off_cudnn)
 from ..sampling import draw_tokens
 from .linears import (DynamicInt8Linear, PackedLinear, can_pack, can_quantize_dynamic,
                       pack_linears, quantize_int8)
@@ -44,37 +45,7 @@ from .transformers import Conditioning, TransformersBackend
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
            "attention_length", "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
 
-# Cache lengths the fixed-shape (CUDA-graph) step attends over: the smallest bucket that covers
-# the position, then multiples of 512. Attention over the whole 30 s cache at every step would
-# make step 10 cost as much as step 1500; with buckets a step reads at most ~2x what it needs,
-# for one captured graph per bucket (cuda_graph.py).
-ATTENTION_BUCKETS = (256, 512, 1024, 1536)
-
 SHORT_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def keep_attention_off_cudnn() -> None:
-    """Switch PyTorch's cuDNN attention off for this process.
-
-    On CUDA, PyTorch may pick cuDNN's fused attention, whose last bits vary from run to run:
-    on an H200 (torch 2.11) two identical bf16 generations of 6 s differed in 2-7 tokens, always
-    after the 256-slot bucket, and with cuDNN off they never did. "Same seed, same tokens" is a
-    promise of this library, so a repeatable backend turns it off, for the whole process: the
-    switch is global, and flipping it around each step would race between the server's worker
-    threads. The price, measured there: 3.15 vs 2.65 ms per bf16 step at batch 1
-    (``bench/results/gpu/README.md``).
-    """
-    torch.backends.cuda.enable_cudnn_sdp(False)
-
-
-def attention_length(pos: int, max_len: int) -> int:
-    """The bucket covering cache slots ``0 .. pos``, at most ``max_len``.
-
-    For ``max_len = 3000``: positions 0 and 255 give 256, 256 gives 512, 1600 gives 2048 and
-    2999 gives 3000.
-    """
-    bucket = next((b for b in ATTENTION_BUCKETS if pos < b), (pos // 512 + 1) * 512)
-    return min(bucket, max_len)
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
