@@ -180,8 +180,9 @@ def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module
            f"{torch.get_num_threads()} threads | decoder {arch} | {dtype} | torch {torch.__version__}"
            f" | {' or '.join(decoders)}")
     with _TIMING:
-        if key not in CHOICES and _valid(_saved_choices().get(key), decoders, attentions):
-            CHOICES[key] = _saved_choices()[key]
+        saved = _saved_choices().get(key) if key not in CHOICES else None
+        if _valid(saved, decoders, attentions):
+            CHOICES[key] = saved
         if key in CHOICES:
             return {**CHOICES[key], "timed": False}
         choice = _time_candidates(backend, decoders, [getattr(torch, a) for a in attentions])

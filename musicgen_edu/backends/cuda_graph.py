@@ -81,7 +81,6 @@ class GraphedStep:
         self.seeds: dict = {}                   # batch shape -> (static seeds, their source)
         self.step_no = torch.zeros(1, dtype=torch.long, device=tokens.device)  # the draw's clock
         self.lengths: list[int] = []            # buckets used, in order (for tests and timings)
-        self.replays = 0                        # steps run as a replay (captured first if new)
         self.cuda = tokens.device.type == "cuda"
 
     def _capture(self, body) -> tuple:
@@ -133,10 +132,7 @@ class GraphedStep:
             logits = self.decoder.step_static(self.tokens, self.pos, state, length)
             return logits if fn is None else fn(logits, seeds=seeds, step=self.step_no)
 
-        if not replay:
-            return body()
-        self.replays += 1
-        if not self.cuda:
+        if not replay or not self.cuda:
             return body()
         if key not in self.graphs:
             self.graphs[key] = self._capture(body)

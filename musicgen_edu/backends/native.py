@@ -38,8 +38,8 @@ from .cpu import choose_native_path
 from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # noqa: F401
                          keep_attention_off_cudnn)
 from ..sampling import draw_tokens
-from .linears import (DynamicInt8Linear, PackedLinear, can_pack, can_quantize_dynamic,
-                      pack_linears, quantize_int8)
+from .linears import (ONCE_PER_GENERATION, DynamicInt8Linear, PackedLinear, can_pack,
+                      can_quantize_dynamic, pack_linears, quantize_int8)
 from .transformers import Conditioning, TransformersBackend
 
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
@@ -262,7 +262,8 @@ class NativeBackend(TransformersBackend):
         self.repeatable = model.device.type == "cuda" if repeatable is None else repeatable
         if self.repeatable:
             keep_attention_off_cudnn()
-        self.replays = 0         # steps run as CUDA-graph replays, over all generations
+        self.replays = 0         # one-token steps run through a graph replay (captured first if
+                                 # new; eagerly on a CPU), over all generations
         self.capture_s = 0.0     # seconds spent capturing CUDA graphs, over all generations
         self._pool: dict[tuple, NativeState] = {}  # (rows, max_len, text_len) -> idle state
         cpu = model.device.type == "cpu"
@@ -282,13 +283,13 @@ class NativeBackend(TransformersBackend):
                 if key.startswith("int8"):
                     decoder = quantize_int8(decoder, dynamic=key == "int8-dynamic")
                 elif key == "packed":  # text keys/values run once per generation: not worth a copy
-                    decoder = pack_linears(decoder, skip=("encoder_attn.k_proj", "encoder_attn.v_proj"))
+                    decoder = pack_linears(decoder, skip=ONCE_PER_GENERATION)
                 built[key] = decoder
             return built[key]
 
         # Weight layouts to run, default first: int8 activations only when asked for (an
         # item's rounding then depends on its batch: not batch-invariant), packed if it can.
-        self.decoder = build("int8" if int8 else "plain")
+        self.decoder = build("plain")            # shares the weights: free; decides what can run
         layouts = (["int8-dynamic"] if int8 and pack and can_quantize_dynamic(self.decoder)
                    else ["int8"] if int8
                    else ["plain"] if pack is False or not can_pack(self.decoder)
@@ -341,7 +342,7 @@ class NativeBackend(TransformersBackend):
         if mask is not None:
             pooled.cross_mask.copy_(mask)
         if pooled.graph is not None:
-            pooled.graph.lengths, pooled.graph.replays = [], 0  # this generation's
+            pooled.graph.lengths = []                # buckets used by this generation
         return NativeState(cond, pooled.k_cache, pooled.v_cache, pooled.cross_k, pooled.cross_v,
                            pooled.cross_mask, graph=pooled.graph, pool_key=key)
 

@@ -14,6 +14,7 @@ import statistics
 
 import torch
 
+from ..backends.linears import DynamicInt8Linear
 from ..errors import ConfigError, check_range
 from ..generator import MusicGenerator
 from ..models import MusicGenModel, resolve_device
@@ -60,8 +61,7 @@ def _weight_bytes(module: torch.nn.Module) -> int:
         seen.add(key)
         total += t.numel() * t.element_size()
     for name, child in module.named_modules():  # prepacked int8 (an opaque object, no tensors):
-        if hasattr(child, "packed") and not isinstance(child.packed, torch.Tensor) \
-                and not any(s in name for s in skip):
+        if isinstance(child, DynamicInt8Linear) and not any(s in name for s in skip):
             total += child.in_features * child.out_features + 4 * child.out_features  # + scales
     return total
 
