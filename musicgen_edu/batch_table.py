@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -167,6 +168,7 @@ def _slug(text: str, width: int = 40) -> str:
 
 # ---------------------------------------------------------------- settings, typos, metadata
 
+@functools.lru_cache(maxsize=1024)   # split_columns runs per row: one difflib search per name
 def _close_setting(column: str) -> str | None:
     """The setting an unknown column name most likely means, or None (then it is metadata).
 

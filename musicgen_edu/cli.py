@@ -283,13 +283,10 @@ def serve(
     except ImportError as exc:
         _fail(f"the service needs its extra: pip install 'musicgen-edu[serve]' ({exc}).")
     overrides = {k: v for k, v in dict(api_host=host, api_port=port).items() if v is not None}
-    try:
-        if model is not None:  # the default model must be one the service offers
-            base = load_settings(env)
-            overrides.update(default_model=model, models=list(dict.fromkeys([model, *base.models])))
-        settings = load_settings(env, **overrides)
-    except MusicGenEduError as err:
-        _fail(str(err))
+    if model is not None:  # the default model must be one the service offers
+        base = load_settings(env)
+        overrides.update(default_model=model, models=list(dict.fromkeys([model, *base.models])))
+    settings = load_settings(env, **overrides)    # a bad setting: exit 2 (_guard)
     from rich.console import Console
 
     Console(stderr=True).print(f"musicgen_edu service ({settings.env}) on "
@@ -319,11 +316,8 @@ def config_show(
 
     from .settings import config_path, load_settings
 
-    try:
-        settings = load_settings(env)
-        source = config_path(settings.env)
-    except MusicGenEduError as err:
-        _fail(str(err))
+    settings = load_settings(env)                  # a bad setting: exit 2 (_guard)
+    source = config_path(settings.env)
     values = settings.public()
     if as_json:
         print(json.dumps(values, indent=2))
