@@ -128,8 +128,8 @@ class PackedLinear(nn.Module):
 
     A decode step multiplies 2 rows (one prompt with CFG) by every weight matrix, so it is as
     fast as the weights can be read from memory. torch's default CPU kernel for such a thin
-    product reads them at ~8 GB/s in fp32 and ~18 GB/s in bf16 on our 2-core benchmark machine;
-    reordered *once* into the layout oneDNN's kernels want, the same product reads ~18 and
+    product reads them at ~8 GB/s in fp32 and ~18 GB/s in bf16 on the project's 2-thread AMD
+    EPYC (AVX-512); reordered *once* into the layout oneDNN's kernels want, it reads ~18 and
     ~23 GB/s (``bench/results/``). This is what ``torch.compile``'s CPU backend does to frozen
     weights (inductor's mkldnn weight prepacking), written out. The results equal ``F.linear``
     up to float rounding (a different summation order); the packed copy costs the memory of
