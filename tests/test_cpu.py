@@ -10,7 +10,7 @@ import musicgen_edu as mg
 from musicgen_edu.backends import NativeBackend
 from musicgen_edu.backends import cpu as cpu_module
 from musicgen_edu.backends.cpu import ISA_FLAGS, choose_native_path, cpu_info, fastest
-from musicgen_edu.backends.linears import PackedLinear, can_pack
+from musicgen_edu.backends.linears import PackedLinear, ThinLinear, can_pack, can_thin
 
 
 def test_cpu_info_names_the_machine():
@@ -75,7 +75,8 @@ def test_the_native_backend_times_its_path_once_per_machine(monkeypatch, fresh_c
     model.extra.pop("native_decoders", None)
     first = NativeBackend(model)
     assert first.choice["timed"] and set(first.choice["ms_per_step"]) == {
-        "packed weights, float32 attention", "plain weights, float32 attention"}
+        "packed weights, float32 attention", "plain weights, float32 attention",
+        *(["thin weights, float32 attention"] if can_thin(first.decoder) else [])}
     assert all(ms > 0 for ms in first.choice["ms_per_step"].values())
     assert "chosen by timing on this CPU" in first.path
     assert ("oneDNN-packed weights" in first.path) == (first.choice["weights"] == "packed")
@@ -155,13 +156,15 @@ def test_timing_leaves_the_global_random_state_alone(fresh_choices):
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
-@pytest.mark.parametrize("weights", ["plain", "packed"])
+@pytest.mark.parametrize("weights", ["plain", "packed", "thin"])
 def test_the_chosen_path_is_the_one_that_runs(monkeypatch, fresh_choices, weights):
     """The choice decides the decoder; a packed copy built only to lose is dropped (memory)."""
     model = mg.load_model("debug", device="cpu", dtype="bfloat16")
     _needs_packing(model)
     model.extra.pop("native_decoders", None)
     probe = NativeBackend(model, pack=False)
+    if weights == "thin" and not can_thin(probe.decoder):
+        pytest.skip("thin_linear.cpp cannot be built here")
     with monkeypatch.context() as m:                     # record a choice without timing
         m.setattr(cpu_module, "fastest",
                   lambda c, **k: (f"{weights} weights, bfloat16 attention", dict.fromkeys(c, 1.0)))
@@ -169,11 +172,13 @@ def test_the_chosen_path_is_the_one_that_runs(monkeypatch, fresh_choices, weight
         backend = NativeBackend(model)
     assert backend.choice["weights"] == weights and backend.attention_dtype == torch.bfloat16
     assert isinstance(backend.decoder.layers[0].fc1, PackedLinear) == (weights == "packed")
-    assert ("packed" in model.extra["native_decoders"]) == (weights == "packed")
+    assert isinstance(backend.decoder.layers[0].fc1, ThinLinear) == (weights == "thin")
+    for layout in ("packed", "thin"):                  # the loser's copy is gone
+        assert (layout in model.extra["native_decoders"]) == (weights == layout)
     state = backend.start(backend.encode_text(["x", None]), 4)
     assert state.k_cache[0].dtype == torch.bfloat16 and "bf16 attention" in backend.path
     gen = mg.MusicGenerator(model, backend=backend, progress=False)
-    forced = NativeBackend(model, pack=weights == "packed")
+    forced = NativeBackend(model, pack={"plain": False, "packed": True, "thin": "thin"}[weights])
     forced.attention_dtype = torch.bfloat16
     same = mg.MusicGenerator(model, backend=forced, progress=False)
     assert torch.equal(gen.generate("x", duration=0.3, seed=2).tokens,

@@ -8,26 +8,34 @@ is how fast the weights can be read from memory. Two ways to read them faster, b
   ``WeightOnlyInt8QuantHandler``); :class:`DynamicInt8Linear` also rounds the activations to
   8 bits, so the product runs on int8 dot-product instructions (VNNI, AMX-INT8);
 * :class:`PackedLinear` stores the same weights in the blocked layout oneDNN's CPU kernels
-  read fastest (what inductor's mkldnn weight prepacking does under ``torch.compile``).
+  read fastest (what inductor's mkldnn weight prepacking does under ``torch.compile``);
+* :class:`ThinLinear` runs our own small C++ kernel (``thin_linear.cpp``) made for products
+  of a few rows, compiled on the user's machine at first use (``torch.utils.cpp_extension``).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Int8Linear", "DynamicInt8Linear", "quantize_int8", "can_quantize_dynamic",
-           "PackedLinear", "pack_linears", "can_pack", "ONCE_PER_GENERATION"]
+           "PackedLinear", "pack_linears", "can_pack", "ONCE_PER_GENERATION",
+           "ThinLinear", "thin_linears", "thin_kernel", "can_thin"]
 
 
-def _linears(module: nn.Module, skip: tuple[str, ...] = ()) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """Every ``(parent, attribute name, nn.Linear)`` below ``module``, except names in ``skip``."""
+def _linears(module: nn.Module, skip: tuple[str, ...] = (),
+             kinds: tuple[type, ...] = (nn.Linear,)) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Every ``(parent, attribute name, layer)`` below ``module`` whose layer is one of
+    ``kinds``, except names containing a ``skip`` entry."""
     return [(parent, name, child) for path, parent in list(module.named_modules())
-            for name, child in parent.named_children() if isinstance(child, nn.Linear)
+            for name, child in parent.named_children() if isinstance(child, kinds)
             and not any(part in f"{path}.{name}" for part in skip)]
 
 
@@ -194,4 +202,113 @@ def pack_linears(decoder: nn.Module, rows: int = 2, skip: tuple[str, ...] = ()) 
         return decoder
     for parent, name, child in linears:
         setattr(parent, name, PackedLinear(child, rows))
+    return decoder
+
+
+THIN_SOURCE = Path(__file__).with_name("thin_linear.cpp")
+THIN_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+_THIN_SHAPE: list = []                  # the fake (shape-only) kernel is registered once
+
+
+@functools.lru_cache(maxsize=1)
+def thin_kernel():
+    """The operator of ``thin_linear.cpp`` compiled for this CPU (once per machine, ~25 s on 2 cores, then
+    loaded from torch's extension cache), or ``None`` where it cannot be built (no C++
+    compiler, not Linux/macOS, not a CPU torch build...), with a warning naming why.
+
+    ``-march=native`` makes the code use every instruction this CPU has, so the cache entry
+    is named after the CPU and flags too: a home folder shared between machines must not hand
+    one CPU's build to another.
+    """
+    from .cpu import cpu_info                       # (cpu.py imports nothing from here)
+    info = cpu_info()
+    key = f"{info['model']}|{info['flags']}|{THIN_SOURCE.read_bytes()!r}|{THIN_FLAGS}"
+    name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    try:
+        from torch.utils.cpp_extension import load
+        load(name=name, sources=[str(THIN_SOURCE)], extra_cflags=THIN_FLAGS,
+             extra_ldflags=["-fopenmp"], verbose=False)
+        op = torch.ops.musicgen_edu.thin_linear
+        if not _THIN_SHAPE:                     # the output's shape, for torch.compile
+            torch.library.register_fake("musicgen_edu::thin_linear")(
+                lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16),
+                                                     dtype=torch.float32))
+            _THIN_SHAPE.append(True)
+        return op
+    except Exception as err:  # noqa: BLE001 - any build failure means "use torch's kernels"
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        warnings.warn(f"could not build the CPU kernel thin_linear.cpp ({reason}); decoding "
+                      "uses torch's kernels.", stacklevel=2)
+        return None
+
+
+class ThinLinear(nn.Module):
+    """CPU only: a bias-free linear layer whose products of a few rows run ``thin_linear.cpp``.
+
+    A decode step multiplies 2 rows (one prompt with CFG) by every weight matrix. oneDNN's and
+    MKL's kernels are built for many rows and read such thin products at about 15-20 GB/s on
+    the project's 2-thread AMD EPYC; the kernel here reads them at 23-35 GB/s (fp32, bf16,
+    int8 weights: ``bench/README.md``). Its layout is the weights in blocks of 16 output rows,
+    ``[O, I] -> [O / 16, I, 16]``: one vector load gives 16 outputs' weights for one input,
+    multiplied by that input broadcast to all lanes, so no sums across lanes are needed.
+
+    Each output is one running sum over the inputs in order, for any number of rows, so an
+    item's result does not depend on the rest of its batch. Float weights take the kernel up
+    to ``MAX_ROWS`` rows (8 prompts with CFG) and ``F.linear`` beyond (a prompt's prefill,
+    big batches: there a GEMM is faster); int8 weights always take the kernel, ``MAX_ROWS``
+    at a time. The blocked copy costs the memory of the weights once more (float), or
+    replaces the int8 copy.
+    """
+
+    MAX_ROWS = 16
+
+    def __init__(self, layer: nn.Linear | Int8Linear):
+        super().__init__()
+        int8 = isinstance(layer, Int8Linear)
+        weight = layer.weight.detach()                                   # [O, I]
+        if not int8 and layer.bias is not None:
+            raise ValueError("ThinLinear is for MusicGen's bias-free linear layers.")
+        out_features, in_features = weight.shape
+        if out_features % 16:
+            raise ValueError(f"ThinLinear needs a multiple of 16 output features, got "
+                             f"{out_features}.")
+        self.in_features, self.out_features = in_features, out_features
+        self.kernel = thin_kernel()
+        if self.kernel is None:
+            raise RuntimeError("thin_linear.cpp could not be built on this machine.")
+        # [O, I] -> [O / 16, I, 16]: 16 output rows side by side for each input
+        self.register_buffer("blocked", weight.view(out_features // 16, 16, in_features)
+                             .transpose(1, 2).contiguous())
+        self.register_buffer("scale", layer.scale.float() if int8 else torch.empty(0))
+        # float weights as they are, for many rows: the nn.Linear's own tensor (no copy),
+        # not registered here (the state dict and the bandwidth bound count what a step reads)
+        object.__setattr__(self, "plain", None if int8 else layer.weight.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)                           # [M, I]
+        if flat.shape[0] <= self.MAX_ROWS:                               # a decode step
+            out = self.kernel(flat, self.blocked, self.scale).to(x.dtype)
+        elif self.plain is not None:
+            out = F.linear(flat, self.plain)
+        else:
+            out = torch.cat([self.kernel(rows, self.blocked, self.scale)
+                             for rows in flat.split(self.MAX_ROWS)]).to(x.dtype)
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+def can_thin(decoder: nn.Module) -> bool:
+    """True where :class:`ThinLinear` works: CPU weights in fp32 or bf16, and
+    ``thin_linear.cpp`` builds here (the first call on a machine compiles it)."""
+    weights = decoder.positions                    # a buffer in the decoder's dtype and device
+    return (weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.bfloat16)
+            and thin_kernel() is not None)
+
+
+def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
+    """Replace every ``nn.Linear`` and :class:`Int8Linear` of the decoder (except names in
+    ``skip``, and layers whose output size is not a multiple of 16) by :class:`ThinLinear`,
+    in place."""
+    for parent, name, child in _linears(decoder, skip, (nn.Linear, Int8Linear)):
+        if child.weight.shape[0] % 16 == 0:
+            setattr(parent, name, ThinLinear(child))
     return decoder

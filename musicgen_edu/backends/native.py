@@ -38,8 +38,9 @@ from .cpu import choose_native_path
 from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # noqa: F401
                          keep_attention_off_cudnn)
 from ..sampling import draw_tokens
-from .linears import (ONCE_PER_GENERATION, DynamicInt8Linear, PackedLinear, can_pack,
-                      can_quantize_dynamic, pack_linears, quantize_int8)
+from ..errors import ConfigError
+from .linears import (ONCE_PER_GENERATION, DynamicInt8Linear, PackedLinear, ThinLinear, can_pack,
+                      can_quantize_dynamic, can_thin, pack_linears, quantize_int8, thin_linears)
 from .transformers import Conditioning, TransformersBackend
 
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
@@ -227,14 +228,17 @@ class NativeBackend(TransformersBackend):
         int8: quantize the decoder's linear weights to int8 (weight-only): a step reads a
             quarter of the fp32 bytes, at a small cost in fidelity (``tests/test_native.py``
             bounds it). The int8 copy comes on top of the transformers weights, which stay.
-        pack: on a CPU, pack the linear weights for oneDNN (``linears.PackedLinear``) where
-            ``linears.can_pack`` says it works. ``None`` (default) times a step packed and
-            plain (and, for bf16, attention in fp32 and bf16) once per machine and takes the
-            faster (``cpu.choose_native_path``; ``self.choice``); ``False``: plain, no timing.
-            With ``int8``, ``True`` rounds the activations to int8 too, on the quantized CPU
-            engine (``linears.DynamicInt8Linear``: VNNI/AMX, 21 % faster per step on the
-            project's EPYC), at a price: one scale per call, so an item's tokens depend on
-            the rest of its batch. Otherwise int8 stays weight-only.
+        pack: how the linear weights are laid out on a CPU. ``None`` (default) times one
+            step of each layout that works here (and, for bf16, attention in fp32 and bf16)
+            once per machine and takes the fastest (``cpu.choose_native_path``;
+            ``self.choice``): oneDNN-packed (``linears.PackedLinear``, where
+            ``linears.can_pack`` says it works), plain, and our thin-product kernel
+            (``linears.ThinLinear``, where ``thin_linear.cpp`` builds). ``True``: packed;
+            ``"thin"``: the kernel; ``False``: plain; none of them is timed. With ``int8``,
+            ``None`` times torch's int8 kernel against ours, ``"thin"`` takes ours, ``False``
+            torch's, and ``True`` rounds the activations to int8 too, on the quantized CPU
+            engine (``linears.DynamicInt8Linear``: VNNI/AMX), at a price: one scale per
+            call, so an item's tokens depend on the rest of its batch.
         graphs: replay one-token steps as a captured CUDA graph (``cuda_graph.py``); ``None``
             (default) means on CUDA devices. ``True`` on a CPU runs the same fixed-shape step
             without a graph (how the tests check it).
@@ -272,6 +276,9 @@ class NativeBackend(TransformersBackend):
         # queries on the machines measured (~1000 us vs ~155 us per call at cache length 450).
         self.attention_dtype = torch.float32 if cpu else model.dtype
         self.choice: dict | None = None          # what timing chose on this CPU (cpu.py)
+        if pack not in (None, True, False, "thin"):
+            raise ConfigError(f"pack={pack!r} is not a weight layout: use None (time them), "
+                              "True (oneDNN-packed), 'thin' (our kernel) or False (plain).")
         if int8:
             self.name = "native-int8"
         built = model.extra.setdefault("native_decoders", {})
@@ -284,16 +291,25 @@ class NativeBackend(TransformersBackend):
                     decoder = quantize_int8(decoder, dynamic=key == "int8-dynamic")
                 elif key == "packed":  # text keys/values run once per generation: not worth a copy
                     decoder = pack_linears(decoder, skip=ONCE_PER_GENERATION)
+                if key.endswith("thin"):
+                    decoder = thin_linears(decoder, skip=ONCE_PER_GENERATION)
                 built[key] = decoder
             return built[key]
 
         # Weight layouts to run, default first: int8 activations only when asked for (an
-        # item's rounding then depends on its batch: not batch-invariant), packed if it can.
+        # item's rounding then depends on its batch: not batch-invariant); our kernel where
+        # it builds (compiled once per machine), packed where oneDNN can.
         self.decoder = build("plain")            # shares the weights: free; decides what can run
-        layouts = (["int8-dynamic"] if int8 and pack and can_quantize_dynamic(self.decoder)
-                   else ["int8"] if int8
-                   else ["plain"] if pack is False or not can_pack(self.decoder)
-                   else ["packed"] if pack else ["packed", "plain"])
+        thin = cpu and pack in (None, "thin") and can_thin(self.decoder)
+        if int8:
+            layouts = (["int8-dynamic"] if pack is True and can_quantize_dynamic(self.decoder)
+                       else ["int8-thin"] if pack == "thin" and thin
+                       else ["int8"] + (["int8-thin"] if pack is None and thin else []))
+        else:
+            layouts = (["thin"] if pack == "thin" and thin
+                       else ["plain"] if pack is False or not can_pack(self.decoder)
+                       else ["packed"] if pack else ["packed", "plain"])
+            layouts += ["thin"] if pack is None and thin else []
         if pack is None and cpu and (len(layouts) > 1 or model.dtype != torch.float32):
             # the default: time the layouts (and attention dtypes) on this CPU, keep one
             self.choice = choose_native_path(self, {k: functools.partial(build, k) for k in layouts})
@@ -308,6 +324,7 @@ class NativeBackend(TransformersBackend):
             (self.name, True), ("int8 weights", int8),
             ("int8 activations (quantized CPU engine)", DynamicInt8Linear in kinds),
             ("oneDNN-packed weights", PackedLinear in kinds),
+            ("thin-product kernel (thin_linear.cpp)", ThinLinear in kinds),
             (f"{SHORT_DTYPES[self.attention_dtype]} attention", cpu),
             ("chosen by timing on this CPU", self.choice is not None),
             ("fixed-shape steps + CUDA graphs" if model.device.type == "cuda" else

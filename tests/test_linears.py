@@ -1,0 +1,135 @@
+"""backends/linears.py: ThinLinear and its C++ kernel (thin_linear.cpp), issue #14.
+
+The kernel is compiled on this machine at first use; where it cannot be (no compiler) the
+tests that need it skip, and the fallback is tested with a build that is made to fail.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import musicgen_edu as mg
+from musicgen_edu.backends import NativeBackend
+from musicgen_edu.backends import linears
+from musicgen_edu.backends.linears import Int8Linear, ThinLinear, thin_kernel, thin_linears
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    if thin_kernel() is None:
+        pytest.skip("thin_linear.cpp cannot be built here (no C++ compiler?)")
+    return thin_kernel()
+
+
+def _layer(out_features, in_features, dtype, int8=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    linear = nn.Linear(in_features, out_features, bias=False)
+    linear.weight.data = torch.randn(out_features, in_features, generator=gen).to(dtype)
+    return Int8Linear(linear) if int8 else linear
+
+
+@pytest.mark.parametrize("dtype,int8", [(torch.float32, False), (torch.bfloat16, False),
+                                        (torch.float32, True), (torch.bfloat16, True)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 16, 17, 40])
+def test_thin_linear_equals_the_product_it_replaces(kernel, dtype, int8, rows):
+    """Any number of rows (the kernel up to MAX_ROWS, then F.linear or MAX_ROWS at a time);
+    input sizes that are not a multiple of the vector width (72)."""
+    layer = _layer(48, 72, dtype, int8)
+    thin = ThinLinear(layer)
+    x = torch.randn(rows, 72, generator=torch.Generator().manual_seed(rows)).to(dtype)
+    if int8:                                   # what the int8 weights stand for, in float64
+        ref = F.linear(x.double(), layer.weight.double()) * layer.scale.double()
+    else:
+        ref = F.linear(x.double(), layer.weight.double())
+    out = thin(x.view(1, rows, 72))
+    assert out.shape == (1, rows, 48) and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-2             # bf16: the output is rounded
+    torch.testing.assert_close(out[0].double(), ref, atol=tol * ref.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize("dtype,int8", [(torch.float32, False), (torch.bfloat16, False),
+                                        (torch.bfloat16, True)])
+def test_a_row_gives_the_same_bits_whatever_else_is_in_the_call(kernel, dtype, int8):
+    """The promise behind "an item of a batch = that prompt alone": each output is one
+    running sum over the inputs in order, however many rows share the call."""
+    thin = ThinLinear(_layer(64, 1024, dtype, int8))
+    x = torch.randn(ThinLinear.MAX_ROWS + (8 if int8 else 0), 1024).to(dtype)
+    together = thin(x)
+    for i in (0, 1, 5, len(x) - 1):
+        assert torch.equal(thin(x[i: i + 1])[0], together[i])
+    assert torch.equal(thin(x[2:4]), together[2:4])
+
+
+def test_thin_linear_refuses_what_it_cannot_run(kernel):
+    with pytest.raises(ValueError, match="multiple of 16 output features, got 40"):
+        ThinLinear(_layer(40, 64, torch.float32))
+    with pytest.raises(ValueError, match="bias-free"):
+        ThinLinear(nn.Linear(64, 64))
+    with pytest.raises(RuntimeError, match=r"x \[M, I\] and weight \[O / 16, I, 16\]"):
+        kernel(torch.zeros(2, 8), torch.zeros(16, 8), torch.empty(0))
+
+
+def test_thin_linears_swaps_what_it_can_and_shares_the_weights(kernel):
+    model = mg.load_model("debug", device="cpu")
+    decoder = NativeBackend(model, pack=False).decoder
+    fc1 = decoder.layers[0].fc1
+    copy = type(decoder).from_transformers(model.model.decoder)
+    thin_linears(copy, skip=linears.ONCE_PER_GENERATION)
+    assert isinstance(copy.layers[0].fc1, ThinLinear)
+    assert isinstance(copy.layers[0].encoder_attn.k_proj, nn.Linear)     # once per generation
+    assert copy.layers[0].fc1.plain.data_ptr() == fc1.weight.data_ptr()  # no float copy kept
+    # the state dict holds the blocked weights once (what a step reads), not the plain ones
+    assert not any(k.endswith("fc1.plain") for k in copy.state_dict())
+
+
+def test_the_thin_backend_is_batch_invariant_and_agrees_with_plain(kernel):
+    model = mg.load_model("debug", device="cpu", dtype="bfloat16")
+    for int8 in (False, True):
+        backend = NativeBackend(model, pack="thin", int8=int8)
+        assert isinstance(backend.decoder.layers[0].fc1, ThinLinear)
+        assert "thin-product kernel" in backend.path
+        gen = mg.MusicGenerator(model, backend=backend, progress=False)
+        batch = gen.generate(["rock", "jazz", "lo-fi"], duration=0.5, seeds=[7, 8, 9])
+        for i, (prompt, seed) in enumerate([("rock", 7), ("jazz", 8), ("lo-fi", 9)]):
+            assert torch.equal(batch.tokens[i], gen.generate(prompt, duration=0.5,
+                                                             seeds=[seed]).tokens[0])
+    plain = mg.MusicGenerator(model, backend=NativeBackend(model, pack=False), progress=False)
+    thin = mg.MusicGenerator(model, backend=NativeBackend(model, pack="thin"), progress=False)
+    a, b = (g.generate("rock", duration=1.0, seed=1).tokens for g in (plain, thin))
+    assert (a == b).float().mean() >= 0.9                  # summation order only
+
+
+def test_a_bad_layout_is_refused_by_name():
+    model = mg.load_model("debug", device="cpu")
+    with pytest.raises(mg.ConfigError, match="pack='fast'.*'thin'"):
+        NativeBackend(model, pack="fast")
+
+
+def test_a_failed_build_warns_and_decoding_uses_torch(monkeypatch):
+    import torch.utils.cpp_extension as cpp
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension: g++: not found")
+    model = mg.load_model("debug", device="cpu")
+    thin_kernel.cache_clear()
+    monkeypatch.setattr(cpp, "load", no_compiler)
+    try:
+        with pytest.warns(UserWarning, match="could not build the CPU kernel.*g\\+\\+: not found"):
+            assert thin_kernel() is None
+        model.extra.pop("native_decoders", None)
+        backend = NativeBackend(model, pack="thin")     # asked for, not there: torch's kernels
+        assert not isinstance(backend.decoder.layers[0].fc1, ThinLinear)
+        assert "thin" not in backend.path
+    finally:
+        thin_kernel.cache_clear()                       # later tests build (or load) it again
+        model.extra.pop("native_decoders", None)
+
+
+def test_the_kernel_is_an_operator_torch_compile_traces(kernel):
+    """CUDA-graph-style fixed-shape steps are checked with ``fullgraph=True`` (test_native.py):
+    the kernel must not break the graph, so it is a registered operator with a shape rule."""
+    thin = ThinLinear(_layer(32, 64, torch.float32))
+    x = torch.randn(2, 1, 64)
+    compiled = torch.compile(thin, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(x), thin(x))
