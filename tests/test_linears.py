@@ -12,14 +12,14 @@ from torch import nn
 import musicgen_edu as mg
 from musicgen_edu.backends import NativeBackend
 from musicgen_edu.backends import linears
-from musicgen_edu.backends.linears import Int8Linear, ThinLinear, thin_kernel, thin_linears
+from musicgen_edu.backends.linears import Int8Linear, ThinLinear, thin_kernels, thin_linears
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    if thin_kernel() is None:
+    if thin_kernels() is None:
         pytest.skip("thin_linear.cpp cannot be built here (no C++ compiler?)")
-    return thin_kernel()
+    return thin_kernels()
 
 
 def _layer(out_features, in_features, dtype, int8=False, seed=0):
@@ -67,7 +67,7 @@ def test_thin_linear_refuses_what_it_cannot_run(kernel):
     with pytest.raises(ValueError, match="bias-free"):
         ThinLinear(nn.Linear(64, 64))
     with pytest.raises(RuntimeError, match=r"x \[M, I\] and weight \[O / 16, I, 16\]"):
-        kernel(torch.zeros(2, 8), torch.zeros(16, 8), torch.empty(0))
+        kernel.thin_linear(torch.zeros(2, 8), torch.zeros(16, 8), torch.empty(0))
 
 
 def test_thin_linears_swaps_what_it_can_and_shares_the_weights(kernel):
@@ -112,17 +112,17 @@ def test_a_failed_build_warns_and_decoding_uses_torch(monkeypatch):
     def no_compiler(**kwargs):
         raise RuntimeError("Error building extension: g++: not found")
     model = mg.load_model("debug", device="cpu")
-    thin_kernel.cache_clear()
+    thin_kernels.cache_clear()
     monkeypatch.setattr(cpp, "load", no_compiler)
     try:
         with pytest.warns(UserWarning, match="could not build the CPU kernel.*g\\+\\+: not found"):
-            assert thin_kernel() is None
+            assert thin_kernels() is None
         model.extra.pop("native_decoders", None)
         backend = NativeBackend(model, pack="thin")     # asked for, not there: torch's kernels
         assert not isinstance(backend.decoder.layers[0].fc1, ThinLinear)
         assert "thin" not in backend.path
     finally:
-        thin_kernel.cache_clear()                       # later tests build (or load) it again
+        thin_kernels.cache_clear()                       # later tests build (or load) it again
         model.extra.pop("native_decoders", None)
 
 
@@ -133,3 +133,63 @@ def test_the_kernel_is_an_operator_torch_compile_traces(kernel):
     x = torch.randn(2, 1, 64)
     compiled = torch.compile(thin, fullgraph=True, backend="eager")
     assert torch.equal(compiled(x), thin(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 251])
+def test_decode_attention_equals_sdpa_over_the_filled_cache(kernel, dtype, length):
+    """One query per head over the first ``length`` cached positions (the rest of the cache
+    is garbage that must not leak in), head sizes 16 and 64."""
+    gen = torch.Generator().manual_seed(length)
+    for heads, dim in [(4, 16), (16, 64)]:
+        q = torch.randn(2, heads, 1, dim, generator=gen).to(dtype)
+        k, v = (torch.randn(2, heads, 300, dim, generator=gen).to(dtype) for _ in range(2))
+        k[:, :, length:] = v[:, :, length:] = 1e4                # beyond the filled part
+        ref = F.scaled_dot_product_attention(q.double(), k[:, :, :length].double(),
+                                             v[:, :, :length].double())
+        out = kernel.decode_attention(q, k, v, length)
+        assert out.shape == q.shape and out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_attention_refuses_bad_shapes_by_value(kernel):
+    q, cache = torch.zeros(1, 2, 1, 16), torch.zeros(1, 2, 8, 16)
+    with pytest.raises(RuntimeError, match=r"length must be in \[1, 8\], got 9"):
+        kernel.decode_attention(q, cache, cache, 9)
+    with pytest.raises(RuntimeError, match="head size must be a multiple of 16 up to 128, got 8"):
+        kernel.decode_attention(torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 8, 8),
+                                torch.zeros(1, 2, 8, 8), 4)
+    with pytest.raises(RuntimeError, match=r"q \[N, H, 1, D\] and caches \[N, H, Lmax, D\]"):
+        kernel.decode_attention(torch.zeros(1, 2, 3, 16), cache, cache, 4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_thin_steps_equal_plain_steps(kernel, dtype):
+    """The whole decoder on our kernels (linears and one-token attention) against torch's:
+    a prefill, then one-token steps, on MusicGen-small's architecture."""
+    model = mg.load_model("random-small", device="cpu", dtype=dtype)
+    plain, thin = NativeBackend(model, pack=False), NativeBackend(model, pack="thin")
+    assert thin.decoder.layers[0].self_attn.decode_kernel is not None
+    for backend in (plain, thin):
+        backend.attention_dtype = model.dtype          # bf16 caches too
+    cond = plain.encode_text(["ambient pads", None])
+    tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(2))
+    s_plain, s_thin = plain.start(cond, 9), thin.start(cond, 9)
+    for cols in (slice(0, 5), slice(5, 6), slice(6, 7), slice(7, 8)):  # prefill, then steps
+        a, b = plain.step(tokens[..., cols], s_plain), thin.step(tokens[..., cols], s_thin)
+        tol = 2e-4 if dtype == "float32" else 3e-2                 # summation order only
+        torch.testing.assert_close(b, a, atol=tol * a.abs().max().item(), rtol=0)
+
+
+def test_decode_attention_adds_the_text_mask(kernel):
+    """Cross-attention: padded text positions carry the dtype's minimum in an additive mask."""
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 4, n, 16, generator=gen) for n in (1, 12, 12))
+    keep = torch.ones(2, 1, 1, 12, dtype=torch.bool)
+    keep[1, ..., 7:] = False                                     # the second text is shorter
+    mask = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(kernel.decode_attention(q, k, v, 12, mask), ref,
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match=r"mask \[N, 1, 1, length\] = \[2, 1, 1, 12\]"):
+        kernel.decode_attention(q, k, v, 12, mask[..., :5])

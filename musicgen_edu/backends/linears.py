@@ -27,7 +27,7 @@ from torch import nn
 
 __all__ = ["Int8Linear", "DynamicInt8Linear", "quantize_int8", "can_quantize_dynamic",
            "PackedLinear", "pack_linears", "can_pack", "ONCE_PER_GENERATION",
-           "ThinLinear", "thin_linears", "thin_kernel", "can_thin"]
+           "ThinLinear", "thin_linears", "thin_kernels", "can_thin"]
 
 
 def _linears(module: nn.Module, skip: tuple[str, ...] = (),
@@ -211,8 +211,9 @@ _THIN_SHAPE: list = []                  # the fake (shape-only) kernel is regist
 
 
 @functools.lru_cache(maxsize=1)
-def thin_kernel():
-    """The operator of ``thin_linear.cpp`` compiled for this CPU (once per machine, ~25 s on 2 cores, then
+def thin_kernels():
+    """The operators of ``thin_linear.cpp`` compiled for this CPU (``.thin_linear``,
+    ``.decode_attention``) (once per machine, ~25 s on 2 cores, then
     loaded from torch's extension cache), or ``None`` where it cannot be built (no C++
     compiler, not Linux/macOS, not a CPU torch build...), with a warning naming why.
 
@@ -228,13 +229,16 @@ def thin_kernel():
         from torch.utils.cpp_extension import load
         load(name=name, sources=[str(THIN_SOURCE)], extra_cflags=THIN_FLAGS,
              extra_ldflags=["-fopenmp"], verbose=False)
-        op = torch.ops.musicgen_edu.thin_linear
-        if not _THIN_SHAPE:                     # the output's shape, for torch.compile
+        ops = torch.ops.musicgen_edu
+        if not _THIN_SHAPE:                     # output shapes, for torch.compile
             torch.library.register_fake("musicgen_edu::thin_linear")(
                 lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16),
                                                      dtype=torch.float32))
+            torch.library.register_fake("musicgen_edu::decode_attention")(
+                lambda q, k_cache, v_cache, length, mask=None: q.new_empty(q.shape,
+                                                                           dtype=torch.float32))
             _THIN_SHAPE.append(True)
-        return op
+        return ops
     except Exception as err:  # noqa: BLE001 - any build failure means "use torch's kernels"
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"could not build the CPU kernel thin_linear.cpp ({reason}); decoding "
@@ -273,9 +277,10 @@ class ThinLinear(nn.Module):
             raise ValueError(f"ThinLinear needs a multiple of 16 output features, got "
                              f"{out_features}.")
         self.in_features, self.out_features = in_features, out_features
-        self.kernel = thin_kernel()
+        self.kernel = thin_kernels()
         if self.kernel is None:
             raise RuntimeError("thin_linear.cpp could not be built on this machine.")
+        self.kernel = self.kernel.thin_linear
         # [O, I] -> [O / 16, I, 16]: 16 output rows side by side for each input
         self.register_buffer("blocked", weight.view(out_features // 16, 16, in_features)
                              .transpose(1, 2).contiguous())
@@ -301,7 +306,7 @@ def can_thin(decoder: nn.Module) -> bool:
     ``thin_linear.cpp`` builds here (the first call on a machine compiles it)."""
     weights = decoder.positions                    # a buffer in the decoder's dtype and device
     return (weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.bfloat16)
-            and thin_kernel() is not None)
+            and thin_kernels() is not None)
 
 
 def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:

@@ -40,7 +40,8 @@ from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # no
 from ..sampling import draw_tokens
 from ..errors import ConfigError
 from .linears import (ONCE_PER_GENERATION, DynamicInt8Linear, PackedLinear, ThinLinear, can_pack,
-                      can_quantize_dynamic, can_thin, pack_linears, quantize_int8, thin_linears)
+                      can_quantize_dynamic, can_thin, pack_linears, quantize_int8, thin_kernels,
+                      thin_linears)
 from .transformers import Conditioning, TransformersBackend
 
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
@@ -64,6 +65,10 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head attention without biases; queries from ``x``, keys/values given or cached."""
 
+    # On a CPU with our kernels (the "thin" layout): torch.ops.musicgen_edu.decode_attention,
+    # for one-token eager steps (thin_linear.cpp); otherwise torch's SDPA.
+    decode_kernel = None
+
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
@@ -84,6 +89,9 @@ class Attention(nn.Module):
         k, v = self.split(self.k_proj(x)), self.split(self.v_proj(x))
         if isinstance(pos, int):
             k_cache[:, :, pos: pos + s], v_cache[:, :, pos: pos + s] = k, v  # cast to cache dtype
+            if s == 1 and self.decode_kernel is not None:   # reads the filled part only
+                out = self.decode_kernel(self.split(self.q_proj(x)), k_cache, v_cache, pos + 1)
+                return self.out_proj(out.to(x.dtype).transpose(1, 2).reshape(x.shape))
             k_cache, v_cache = k_cache[:, :, : pos + s], v_cache[:, :, : pos + s]
         else:
             k_cache.index_copy_(2, pos, k.to(k_cache.dtype))
@@ -96,7 +104,10 @@ class Attention(nn.Module):
     def cross(self, x, k, v, mask) -> torch.Tensor:
         """Attention to precomputed text keys/values ``[N, H, L, D/H]`` with an additive mask."""
         q = self.split(self.q_proj(x)).to(k.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if x.shape[1] == 1 and self.decode_kernel is not None and k.is_contiguous():
+            out = self.decode_kernel(q, k, v, k.shape[2], mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out_proj(out.to(x.dtype).transpose(1, 2).reshape(x.shape))
 
 
@@ -291,8 +302,12 @@ class NativeBackend(TransformersBackend):
                     decoder = quantize_int8(decoder, dynamic=key == "int8-dynamic")
                 elif key == "packed":  # text keys/values run once per generation: not worth a copy
                     decoder = pack_linears(decoder, skip=ONCE_PER_GENERATION)
-                if key.endswith("thin"):
+                if key.endswith("thin"):              # our CPU kernels: linears, attention
                     decoder = thin_linears(decoder, skip=ONCE_PER_GENERATION)
+                    for layer in decoder.layers:
+                        for attention in (layer.self_attn, getattr(layer, "encoder_attn", None)):
+                            if attention is not None:
+                                attention.decode_kernel = thin_kernels().decode_attention
                 built[key] = decoder
             return built[key]
 
@@ -393,8 +408,10 @@ class NativeBackend(TransformersBackend):
         if self.graphs:                          # pad the text to a bucket (fewer pool keys)
             pad = -states.shape[1] % self.TEXT_BUCKET
             states, keep = F.pad(states, (0, 0, 0, pad)), F.pad(keep, (0, pad))
-        cross_k = [b.encoder_attn.split(b.encoder_attn.k_proj(states)).to(dtype) for b in dec.layers]
-        cross_v = [b.encoder_attn.split(b.encoder_attn.v_proj(states)).to(dtype) for b in dec.layers]
+        cross_k = [b.encoder_attn.split(b.encoder_attn.k_proj(states)).to(dtype).contiguous()
+                   for b in dec.layers]
+        cross_v = [b.encoder_attn.split(b.encoder_attn.v_proj(states)).to(dtype).contiguous()
+                   for b in dec.layers]
         keep = keep[:, None, None, :]                                    # [N, 1, 1, L]
         mask = torch.zeros(keep.shape, dtype=dtype, device=states.device).masked_fill(
             ~keep, torch.finfo(dtype).min)

@@ -1,4 +1,5 @@
-// Thin matrix products for the decode step: y[m, o] = sum_i x[m, i] * w[o, i], few rows m.
+// Thin products for the decode step on a CPU: the linear layers, y[m, o] = sum_i x[m, i] w[o, i]
+// for few rows m, and attention of one query over the cached keys and values.
 //
 // One decode step multiplies 2 rows (one prompt with CFG) by every weight matrix, so it is
 // as fast as the weights stream from memory. General GEMM kernels (oneDNN, MKL) are built for
@@ -10,7 +11,8 @@
 // compiler maps to one AVX-512 register, two AVX2 registers or four NEON ones. It is
 // compiled on the user's machine at first use (-march=native, linears.py), so it uses what
 // that CPU has, and it is threaded with at::parallel_for (torch's own OpenMP pool).
-// It registers one operator, torch.ops.musicgen_edu.thin_linear (at the end of the file).
+// It registers two operators, torch.ops.musicgen_edu.thin_linear and .decode_attention (at
+// the end of the file).
 //
 // Weights: float32, bfloat16 (stored as uint16: a bf16 is the top half of a float32) or int8
 // with one float scale per output row (y = scale[o] * sum_i x[m, i] * q[o, i]).
@@ -22,6 +24,7 @@
 
 #include <cstdint>
 #include <algorithm>
+#include <cmath>
 
 typedef float f32x16 __attribute__((vector_size(64), aligned(4)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
@@ -129,10 +132,130 @@ torch::Tensor thin_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor s
   return y;
 }
 
+// ---- Attention of one query per head over the cache (a one-token decode step) -------------
+//
+// softmax(q . k[p] / sqrt(D)) over the positions p < L, then the weighted sum of v[p]: the
+// same as torch's scaled_dot_product_attention, reading each cached key and value once, in
+// float32 or bfloat16 (the cache's dtype), with the sums in float32.
+
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+
+static inline float hsum(f32x16 v) {                    // v[0] + ... + v[15], by halves
+  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+// e^x for x <= 0 (scores minus their maximum), 16 at a time: 2^n e^r with |r| <= ln(2)/2 and
+// Cephes' expf polynomial for e^r (relative error ~1e-7, like expf).
+static inline f32x16 exp16(f32x16 x) {
+  x = x < -87.0f ? f32x16{} - 87.0f : x;               // below: 0 to float precision
+  const i32x16 n = __builtin_convertvector(x * 1.44269504f - 0.5f, i32x16);  // round(x / ln 2)
+  const f32x16 nf = __builtin_convertvector(n, f32x16);
+  const f32x16 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;               // x - n ln 2
+  f32x16 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * (f32x16)((n + 127) << 23);                // times 2^n, built from its bits
+}
+
+// q [NH, D] float32; k, v [NH, Lmax, D] (first L positions used); mask [NH / H, L] added to
+// the scores (or null); scores [NH, L16] scratch; out [NH, D]. D a multiple of 16, <= 128.
+template <typename T>
+static void attend(const float* q, const T* k, const T* v, const float* mask, float* scores,
+                   float* out, int64_t NH, int64_t H, int64_t Lmax, int64_t L, int64_t L16,
+                   int64_t D) {
+  const float scale = 1.0f / std::sqrt(float(D));
+  const int64_t V = D / kLanes;                         // vectors per head, <= 8
+  at::parallel_for(0, NH, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const T* kh = k + h * Lmax * D;
+      const T* vh = v + h * Lmax * D;
+      float* s = scores + h * L16;
+      f32x16 qv[8];
+      for (int64_t j = 0; j < V; ++j) qv[j] = *(const f32x16*)(q + h * D + j * kLanes) * scale;
+      float top = -INFINITY;                            // 1. scores and their maximum
+      for (int64_t p = 0; p < L; ++p) {
+        f32x16 acc = {};
+        for (int64_t j = 0; j < V; ++j) acc += widen16(kh + p * D + j * kLanes) * qv[j];
+        s[p] = hsum(acc) + (mask ? mask[h / H * L + p] : 0.0f);
+        top = std::max(top, s[p]);
+      }
+      for (int64_t p = L; p < L16; ++p) s[p] = top;     // padding: a whole vector, dropped below
+      f32x16 total = {};                                // 2. e^(s - max) and their sum
+      for (int64_t p = 0; p < L16; p += kLanes) {
+        const f32x16 e = exp16(*(f32x16*)(s + p) - top);
+        *(f32x16*)(s + p) = e;
+        total += p + kLanes <= L ? e : f32x16{};
+      }
+      float sum = hsum(total);
+      for (int64_t p = L - L % kLanes; p < L; ++p) sum += s[p];   // the last partial vector
+      f32x16 o[8] = {};                                 // 3. the weighted sum of values
+      for (int64_t p = 0; p < L; ++p)
+        for (int64_t j = 0; j < V; ++j) o[j] += widen16(vh + p * D + j * kLanes) * s[p];
+      for (int64_t j = 0; j < V; ++j) *(f32x16*)(out + h * D + j * kLanes) = o[j] / sum;
+    }
+  });
+}
+
+// q [N, H, 1, D] (any float dtype); k_cache, v_cache [N, H, Lmax, D] float32 or bfloat16,
+// contiguous; attends to the first `length` positions; mask: None or [N, 1, 1, length] added
+// to the scores (0 attend, a large negative number not). Returns [N, H, 1, D] float32.
+torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
+                               int64_t length, const std::optional<torch::Tensor>& mask) {
+  TORCH_CHECK(q.dim() == 4 && q.size(2) == 1 && k_cache.dim() == 4 &&
+              k_cache.sizes() == v_cache.sizes() && q.size(0) == k_cache.size(0) &&
+              q.size(1) == k_cache.size(1) && q.size(3) == k_cache.size(3),
+              "decode_attention: q [N, H, 1, D] and caches [N, H, Lmax, D] expected, got ",
+              q.sizes(), " and ", k_cache.sizes());
+  const int64_t N = q.size(0), H = q.size(1), D = q.size(3), Lmax = k_cache.size(2);
+  TORCH_CHECK(D % kLanes == 0 && D <= 8 * kLanes, "decode_attention: head size must be a "
+              "multiple of 16 up to 128, got ", D);
+  TORCH_CHECK(length >= 1 && length <= Lmax, "decode_attention: length must be in [1, ",
+              Lmax, "], got ", length);
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() &&
+              k_cache.scalar_type() == v_cache.scalar_type() && k_cache.device().is_cpu(),
+              "decode_attention: contiguous CPU caches of one dtype expected");
+  const auto qf = q.to(torch::kFloat).contiguous();
+  torch::Tensor mf;                                     // [N, length] float32, or undefined
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->numel() == N * length, "decode_attention: mask [N, 1, 1, length] = [",
+                N, ", 1, 1, ", length, "] expected, got ", mask->sizes());
+    mf = mask->to(torch::kFloat).contiguous();
+  }
+  const float* mp = mf.defined() ? mf.data_ptr<float>() : nullptr;
+  const int64_t L16 = (length + kLanes - 1) / kLanes * kLanes;
+  auto scores = torch::empty({N * H, L16}, qf.options());
+  auto out = torch::empty({N, H, 1, D}, qf.options());
+  switch (k_cache.scalar_type()) {
+    case torch::kFloat:
+      attend(qf.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), mp,
+             scores.data_ptr<float>(), out.data_ptr<float>(), N * H, H, Lmax, length, L16, D);
+      break;
+    case torch::kBFloat16:
+      attend(qf.data_ptr<float>(), reinterpret_cast<const uint16_t*>(k_cache.data_ptr()),
+             reinterpret_cast<const uint16_t*>(v_cache.data_ptr()), mp, scores.data_ptr<float>(),
+             out.data_ptr<float>(), N * H, H, Lmax, length, L16, D);
+      break;
+    default: TORCH_CHECK(false, "decode_attention: caches must be float32 or bfloat16");
+  }
+  return out;
+}
+
 // An operator torch knows (torch.ops.musicgen_edu.thin_linear), so torch.compile can trace
 // through it (linears.py gives it a shape function); the Python module itself is empty.
 TORCH_LIBRARY(musicgen_edu, m) {
   m.def("thin_linear(Tensor x, Tensor weight, Tensor scale) -> Tensor");
+  m.def("decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, int length, "
+        "Tensor? mask=None) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(musicgen_edu, CPU, m) { m.impl("thin_linear", &thin_linear); }
+TORCH_LIBRARY_IMPL(musicgen_edu, CPU, m) {
+  m.impl("thin_linear", &thin_linear);
+  m.impl("decode_attention", &decode_attention);
+}
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {}
