@@ -12,7 +12,8 @@ time to first audio of ``MusicGenerator.stream`` on both backends.
     python bench/decode.py --configs 1x10 32x10     # batch x seconds (GPU: run with PYTHONPATH=.)
 
 Implementations: ``transformers`` (HF ``generate``, the reference), ``native`` (our decoder with
-its device-specific speed-ups: oneDNN-packed weights on a CPU, CUDA graphs on a GPU),
+its device-specific speed-ups: on a CPU the weight layout and kernels timed at first use —
+oneDNN-packed, plain or our own ``thin_linear.cpp``; CUDA graphs on a GPU),
 ``native-plain`` (the same decoder without them, to show what they add; first configuration
 only), ``native-int8`` (weight-only int8) and ``native-int8-act`` (int8 activations too, on
 the quantized CPU engine: opt-in, not batch-invariant).
@@ -136,6 +137,11 @@ def first_audio_seconds(model, backend, frames) -> float:
     return time.perf_counter() - start
 
 
+def bandwidth_now(device) -> float:
+    """Copy bandwidth in GB/s now: the median of three measurements of 256 MiB copies."""
+    return sorted(mg.measure_bandwidth(device) for _ in range(3))[1]
+
+
 def snr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
     noise = (ref - test).pow(2).mean()
     return float(10 * torch.log10(ref.pow(2).mean() / noise.clamp_min(1e-20)))
@@ -198,6 +204,15 @@ def main() -> None:
                 if impl != "transformers":  # decoder loop alone (no T5, no EnCodec)
                     row["loop_steps_per_s"] = round(run_ours.loop_steps_per_s, 2)
                     row["decoder"] = run_ours.path
+                    # the memory-bandwidth bound, measured right after the run (a shared
+                    # machine's bandwidth drifts by 30 % within a day), mean cache length
+                    bound = mg.decode_bound(GENERATORS[(id(model), impl.replace("ours-", ""))],
+                                            batch_size=batch, cache_len=steps // 2,
+                                            bandwidth_gbs=bandwidth_now(model.device))
+                    row["bandwidth_gbs"] = round(bound["bandwidth_gbs"], 1)
+                    row["bound_steps_per_s"] = round(bound["bound_steps_per_s"], 1)
+                    row["pct_of_bound"] = round(100 * run_ours.loop_steps_per_s
+                                                / bound["bound_steps_per_s"], 1)
                 key = (impl, batch, duration)
                 if precision == "float32":
                     reference[key] = (wav, tokens)
@@ -250,7 +265,10 @@ def main() -> None:
               "the same seed with the same implementation in fp32 (int8: with native fp32); "
               "`decoder` is the path our backend ran (`Generation.timings[\"decoder\"]`: on a CPU "
               "chosen by timing at first use); `peak_mem_mb` is CUDA max allocated on a GPU and the process's peak RSS so far "
-              "on a CPU; `first_audio_s` is the time to the first chunk of `stream()`.\n\n")
+              "on a CPU; `first_audio_s` is the time to the first chunk of `stream()`; "
+              "`bandwidth_gbs` is `mg.measure_bandwidth()` right after the run (median of 3), "
+              "`bound_steps_per_s` what `mg.decode_bound` makes of it for this backend's weights "
+              "and the mean cache length, `pct_of_bound` the loop's share of that bound.\n\n")
     stem.with_suffix(".md").write_text(header + markdown(table) + "\n")
     print(markdown(table))
 

@@ -1,4 +1,4 @@
-"""Faster linear layers for the decode step: int8 weights, and oneDNN-packed CPU weights.
+"""Faster linear layers for the decode step: int8 weights, oneDNN-packed and our own CPU kernels.
 
 A decode step multiplies a couple of rows by every weight matrix of the decoder, so its speed
 is how fast the weights can be read from memory. Two ways to read them faster, both swapping

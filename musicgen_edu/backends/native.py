@@ -15,11 +15,14 @@ What makes it fast is what it does *not* do each step: no cache objects growing 
 concatenation, no re-projection of the text states, no mask tensors rebuilt from scratch,
 no Python bookkeeping beyond one loop over the blocks. Weights are *shared* with the loaded
 transformers model (no copy on disk); ``NativeDecoder.from_transformers`` is the state-dict
-mapping. On a CPU the linear weights can be *packed* once into oneDNN's blocked layout
-(``linears.PackedLinear``): on the project's AMD EPYC the decode loop runs ≈ 2x faster in fp32
-and ≈ 1.2x in bf16 (``bench/results/``), on an AMX Xeon no faster, so the backend times both
-at first use (``cpu.choose_native_path``); packed costs a second copy of those weights. On a GPU each
-one-token step is replayed as a CUDA graph (``cuda_graph.py``). Melody models have no
+mapping. On a CPU the linear weights can be laid out for the kernel that reads them: packed
+once into oneDNN's blocked layout (``linears.PackedLinear``), or in blocks of 16 rows for our
+own thin-product kernels (``linears.ThinLinear``, ``thin_linear.cpp``, which also run the
+one-token attention). Which is fastest depends on the CPU family (on the project's AMD EPYC
+ours are ≈ 2x packed in fp32 and 1.5x in bf16; packed was ≈ 2x plain in fp32 there and 1.0x
+on an AMX Xeon), so the backend times them at first use (``cpu.choose_native_path``); either
+costs a second copy of those weights. On a GPU each one-token step is replayed as a CUDA graph
+(``cuda_graph.py``). Melody models have no
 cross-attention: their conditioning is a prefix fed through self-attention at the first step.
 """
 
