@@ -32,17 +32,19 @@ def _layer(out_features, in_features, dtype, int8=False, seed=0):
 @pytest.mark.parametrize("dtype,int8", [(torch.float32, False), (torch.bfloat16, False),
                                         (torch.float32, True), (torch.bfloat16, True)])
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 16, 17, 40])
-def test_thin_linear_equals_the_product_it_replaces(kernel, dtype, int8, rows):
+@pytest.mark.parametrize("inputs", [72, 73])
+def test_thin_linear_equals_the_product_it_replaces(kernel, dtype, int8, rows, inputs):
     """Any number of rows (the kernel up to MAX_ROWS, then F.linear or MAX_ROWS at a time);
-    input sizes that are not a multiple of the vector width (72)."""
-    layer = _layer(48, 72, dtype, int8)
+    input sizes that are not a multiple of the vector width, even (bf16 pairs, where the CPU
+    has AVX512-BF16) and odd."""
+    layer = _layer(48, inputs, dtype, int8)
     thin = ThinLinear(layer)
-    x = torch.randn(rows, 72, generator=torch.Generator().manual_seed(rows)).to(dtype)
+    x = torch.randn(rows, inputs, generator=torch.Generator().manual_seed(rows)).to(dtype)
     if int8:                                   # what the int8 weights stand for, in float64
         ref = F.linear(x.double(), layer.weight.double()) * layer.scale.double()
     else:
         ref = F.linear(x.double(), layer.weight.double())
-    out = thin(x.view(1, rows, 72))
+    out = thin(x.view(1, rows, inputs))
     assert out.shape == (1, rows, 48) and out.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-2             # bf16: the output is rounded
     torch.testing.assert_close(out[0].double(), ref, atol=tol * ref.abs().max().item(), rtol=0)

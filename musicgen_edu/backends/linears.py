@@ -254,7 +254,9 @@ class ThinLinear(nn.Module):
     the project's 2-thread AMD EPYC; the kernel here reads them at 23-35 GB/s (fp32, bf16,
     int8 weights: ``bench/README.md``). Its layout is the weights in blocks of 16 output rows,
     ``[O, I] -> [O / 16, I, 16]``: one vector load gives 16 outputs' weights for one input,
-    multiplied by that input broadcast to all lanes, so no sums across lanes are needed.
+    multiplied by that input broadcast to all lanes, so no sums across lanes are needed (bf16
+    on CPUs with AVX512-BF16: ``[O / 16, I / 2, 16, 2]``, two inputs per dot-product
+    instruction, which keeps batches of several prompts fast too).
 
     Each output is one running sum over the inputs in order, for any number of rows, so an
     item's result does not depend on the rest of its batch. Float weights take the kernel up
@@ -277,13 +279,13 @@ class ThinLinear(nn.Module):
             raise ValueError(f"ThinLinear needs a multiple of 16 output features, got "
                              f"{out_features}.")
         self.in_features, self.out_features = in_features, out_features
-        self.kernel = thin_kernels()
-        if self.kernel is None:
+        kernels = thin_kernels()
+        if kernels is None:
             raise RuntimeError("thin_linear.cpp could not be built on this machine.")
-        self.kernel = self.kernel.thin_linear
-        # [O, I] -> [O / 16, I, 16]: 16 output rows side by side for each input
-        self.register_buffer("blocked", weight.view(out_features // 16, 16, in_features)
-                             .transpose(1, 2).contiguous())
+        self.kernel = kernels.thin_linear
+        # [O, I] -> [O / 16, I, 16]: 16 output rows side by side for each input (bf16 on
+        # AVX512-BF16: [O / 16, I / 2, 16, 2], pairs of inputs for its dot-product instruction)
+        self.register_buffer("blocked", kernels.thin_pack(weight))
         self.register_buffer("scale", layer.scale.float() if int8 else torch.empty(0))
         # float weights as they are, for many rows: the nn.Linear's own tensor (no copy),
         # not registered here (the state dict and the bandwidth bound count what a step reads)
