@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -207,43 +208,47 @@ def pack_linears(decoder: nn.Module, rows: int = 2, skip: tuple[str, ...] = ()) 
 
 THIN_SOURCE = Path(__file__).with_name("thin_linear.cpp")
 THIN_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
-_THIN_SHAPE: list = []                  # the fake (shape-only) kernel is registered once
+_THIN_SHAPE: list = []                  # the fake (shape-only) kernels are registered once
+_THIN_LOCK = threading.Lock()           # server threads building backends at once: one build
 
 
 @functools.lru_cache(maxsize=1)
 def thin_kernels():
-    """The operators of ``thin_linear.cpp`` compiled for this CPU (``.thin_linear``,
-    ``.decode_attention``) (once per machine, ~25 s on 2 cores, then
-    loaded from torch's extension cache), or ``None`` where it cannot be built (no C++
-    compiler, not Linux/macOS, not a CPU torch build...), with a warning naming why.
-
-    ``-march=native`` makes the code use every instruction this CPU has, so the cache entry
-    is named after the CPU and flags too: a home folder shared between machines must not hand
-    one CPU's build to another.
-    """
+    """The operators of ``thin_linear.cpp`` (``.thin_pack``, ``.thin_linear``,
+    ``.decode_attention``) compiled for this CPU — once per machine, ~25 s on 2 cores, then
+    loaded from torch's extension cache — or ``None`` where it cannot be built (no C++
+    compiler, a read-only cache folder...), with a warning naming why. Thread-safe."""
+    # -march=native makes the code use every instruction this CPU has, so the cache entry is
+    # named after the CPU and its flags too: a home folder shared between machines must not
+    # hand one CPU's build to another.
     from .cpu import cpu_info                       # (cpu.py imports nothing from here)
     info = cpu_info()
     key = f"{info['model']}|{info['flags']}|{THIN_SOURCE.read_bytes()!r}|{THIN_FLAGS}"
     name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
     try:
         from torch.utils.cpp_extension import load
-        load(name=name, sources=[str(THIN_SOURCE)], extra_cflags=THIN_FLAGS,
-             extra_ldflags=["-fopenmp"], verbose=False)
-        ops = torch.ops.musicgen_edu
-        if not _THIN_SHAPE:                     # output shapes, for torch.compile
-            torch.library.register_fake("musicgen_edu::thin_linear")(
-                lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16),
-                                                     dtype=torch.float32))
-            torch.library.register_fake("musicgen_edu::decode_attention")(
-                lambda q, k_cache, v_cache, length, mask=None: q.new_empty(q.shape,
-                                                                           dtype=torch.float32))
-            _THIN_SHAPE.append(True)
-        return ops
+        with _THIN_LOCK:
+            return _load_thin(load, name)
     except Exception as err:  # noqa: BLE001 - any build failure means "use torch's kernels"
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"could not build the CPU kernel thin_linear.cpp ({reason}); decoding "
                       "uses torch's kernels.", stacklevel=2)
         return None
+
+
+def _load_thin(load, name: str):
+    """Build (or load from torch's extension cache) and give the operators their shapes."""
+    load(name=name, sources=[str(THIN_SOURCE)], extra_cflags=THIN_FLAGS,
+         extra_ldflags=["-fopenmp"], verbose=False)
+    if not _THIN_SHAPE:                         # output shapes, for torch.compile
+        torch.library.register_fake("musicgen_edu::thin_linear")(
+            lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16),
+                                                 dtype=torch.float32))
+        torch.library.register_fake("musicgen_edu::decode_attention")(
+            lambda q, k_cache, v_cache, length, mask=None: q.new_empty(q.shape,
+                                                                       dtype=torch.float32))
+        _THIN_SHAPE.append(True)
+    return torch.ops.musicgen_edu
 
 
 class ThinLinear(nn.Module):
