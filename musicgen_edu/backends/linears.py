@@ -213,7 +213,7 @@ _THIN_LOCK = threading.Lock()           # server threads building backends at on
 
 
 @functools.lru_cache(maxsize=1)
-def thin_kernels():
+def thin_kernels() -> "torch._ops._OpNamespace | None":
     """The operators of ``thin_linear.cpp`` (``.thin_pack``, ``.thin_linear``,
     ``.decode_attention``) compiled for this CPU — once per machine, ~25 s on 2 cores, then
     loaded from torch's extension cache — or ``None`` where it cannot be built (no C++

@@ -273,7 +273,7 @@ class NativeBackend(TransformersBackend):
     POOL_SIZE = 4            # idle static states (caches + captured graphs) kept per backend
     TEXT_BUCKET = 32         # text lengths are padded to a multiple of this (fewer pool keys)
 
-    def __init__(self, model, int8: bool = False, pack: bool | None = None,
+    def __init__(self, model, int8: bool = False, pack: bool | str | None = None,
                  graphs: bool | None = None, repeatable: bool | None = None):
         super().__init__(model)
         self.graphs = model.device.type == "cuda" if graphs is None else graphs
