@@ -44,23 +44,27 @@ def test_thin_linear_equals_the_product_it_replaces(kernel, dtype, int8, rows, i
         ref = F.linear(x.double(), layer.weight.double()) * layer.scale.double()
     else:
         ref = F.linear(x.double(), layer.weight.double())
-    out = thin(x.view(1, rows, inputs))
-    assert out.shape == (1, rows, 48) and out.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-2             # bf16: the output is rounded
-    torch.testing.assert_close(out[0].double(), ref, atol=tol * ref.abs().max().item(), rtol=0)
+    for shape in [(rows, 1, inputs), (1, rows, inputs)]:       # one-token steps; a prefill
+        out = thin(x.view(shape))
+        assert out.shape == (*shape[:2], 48) and out.dtype == dtype
+        torch.testing.assert_close(out.view(rows, 48).double(), ref,
+                                   atol=tol * ref.abs().max().item(), rtol=0)
 
 
 @pytest.mark.parametrize("dtype,int8", [(torch.float32, False), (torch.bfloat16, False),
-                                        (torch.bfloat16, True)])
+                                        (torch.float32, True), (torch.bfloat16, True)])
 def test_a_row_gives_the_same_bits_whatever_else_is_in_the_call(kernel, dtype, int8):
     """The promise behind "an item of a batch = that prompt alone": each output is one
-    running sum over the inputs in order, however many rows share the call."""
+    running sum over the inputs in order, however many rows share the call (blocks of 1 to 4
+    rows inside the kernel, MAX_ROWS per call, any batch of one-token steps)."""
     thin = ThinLinear(_layer(64, 1024, dtype, int8))
-    x = torch.randn(ThinLinear.MAX_ROWS + (8 if int8 else 0), 1024).to(dtype)
+    x = torch.randn(ThinLinear.MAX_ROWS + 8, 1, 1024).to(dtype)          # [N, 1, I]
     together = thin(x)
     for i in (0, 1, 5, len(x) - 1):
-        assert torch.equal(thin(x[i: i + 1])[0], together[i])
-    assert torch.equal(thin(x[2:4]), together[2:4])
+        assert torch.equal(thin(x[i: i + 1]), together[i: i + 1])
+    assert torch.equal(thin(x[2:5]), together[2:5])                     # a block of 3
+    assert torch.equal(thin(x[3:5]), together[3:5])
 
 
 def test_thin_linear_refuses_what_it_cannot_run(kernel):
@@ -120,9 +124,9 @@ def test_a_failed_build_warns_and_decoding_uses_torch(monkeypatch):
         with pytest.warns(UserWarning, match="could not build the CPU kernel.*g\\+\\+: not found"):
             assert thin_kernels() is None
         model.extra.pop("native_decoders", None)
-        backend = NativeBackend(model, pack="thin")     # asked for, not there: torch's kernels
-        assert not isinstance(backend.decoder.layers[0].fc1, ThinLinear)
-        assert "thin" not in backend.path
+        backend = NativeBackend(model, pack="thin")     # asked for, not there: plain weights
+        assert type(backend.decoder.layers[0].fc1) is nn.Linear
+        assert "thin" not in backend.path and "packed" not in backend.path
     finally:
         thin_kernels.cache_clear()                       # later tests build (or load) it again
         model.extra.pop("native_decoders", None)
@@ -195,3 +199,29 @@ def test_decode_attention_adds_the_text_mask(kernel):
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(RuntimeError, match=r"mask \[N, 1, 1, length\] = \[2, 1, 1, 12\]"):
         kernel.decode_attention(q, k, v, 12, mask[..., :5])
+    with pytest.raises(RuntimeError, match="additive float mask expected"):
+        kernel.decode_attention(q, k, v, 12, keep)
+
+
+def test_a_text_padded_in_a_batch_attends_with_the_same_bits_as_alone(kernel):
+    """A prompt batched with a longer one has its text padded under the mask: the padding
+    must add exact zeros (e^-inf = 0, sums over whole vectors), whatever the padded length."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(1, 4, n, 16, generator=gen) for n in (1, 10, 10))
+    alone = kernel.decode_attention(q, k, v, 10, torch.zeros(1, 1, 1, 10))
+    for padded in (11, 16, 17, 40):
+        pad = torch.randn(1, 4, padded - 10, 16, generator=gen)
+        mask = torch.zeros(1, 1, 1, padded)
+        mask[..., 10:] = torch.finfo(torch.float32).min
+        out = kernel.decode_attention(q, torch.cat([k, pad], 2), torch.cat([v, pad], 2),
+                                      padded, mask)
+        assert torch.equal(out, alone), padded
+
+
+def test_thin_layout_is_skipped_with_a_warning_when_memory_is_short(kernel, monkeypatch):
+    model = mg.load_model("debug", device="cpu")
+    decoder = type(NativeBackend(model, pack=False).decoder).from_transformers(model.model.decoder)
+    monkeypatch.setattr(linears, "_free_memory_bytes", lambda: 1000)
+    with pytest.warns(UserWarning, match="not laying the decoder's weights out"):
+        thin_linears(decoder)
+    assert type(decoder.layers[0].fc1) is nn.Linear

@@ -37,20 +37,28 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_b
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_info() -> dict:
-    """``model``, ``capability`` (torch's dispatch ISA, e.g. ``"AVX512"``), ``flags`` (those of
-    :data:`ISA_FLAGS` present), ``threads`` and a short ``family`` name for file names."""
-    model, flags = platform.processor() or platform.machine(), set()
+def _cpuinfo() -> tuple[str, tuple[str, ...]]:
+    """The CPU's model name and *all* its flags (``/proc/cpuinfo``; elsewhere the platform's
+    name and no flags)."""
+    model, flags = platform.processor() or platform.machine(), ()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and model in ("", platform.machine()):
                 model = value.strip()
             elif key.strip() == "flags":
-                flags = set(value.split())
+                flags = tuple(value.split())
                 break
     except OSError:                                  # not Linux: no flags, the model only
         pass
+    return model, flags
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """``model``, ``capability`` (torch's dispatch ISA, e.g. ``"AVX512"``), ``flags`` (those of
+    :data:`ISA_FLAGS` present), ``threads`` and a short ``family`` name for file names."""
+    model, flags = _cpuinfo()
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:                           # older torch
@@ -161,7 +169,8 @@ _TIMING = threading.Lock()   # one first-use timing at a time in a process (serv
 def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module]]) -> dict:
     """The fastest (weights, attention dtype) for ``backend`` (a CPU ``NativeBackend``).
 
-    ``decoders`` maps a weights layout (``"packed"``, ``"plain"``, ``"int8"``) to a function
+    ``decoders`` maps a weights layout (``"packed"``, ``"plain"``, ``"thin"`` (our kernels),
+    ``"int8"``, ``"int8-thin"``) to a function
     building that decoder (so a layout already known to lose is never built); the first is
     the default, kept unless another candidate is more than 15 % faster (:func:`fastest`).
     Each runs one one-token step for one item with CFG (2 rows) at ``PROBE_POSITION`` cached

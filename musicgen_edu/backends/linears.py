@@ -221,11 +221,10 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
     # -march=native makes the code use every instruction this CPU has, so the cache entry is
     # named after the CPU and its flags too: a home folder shared between machines must not
     # hand one CPU's build to another.
-    from .cpu import cpu_info                       # (cpu.py imports nothing from here)
-    info = cpu_info()
-    key = f"{info['model']}|{info['flags']}|{THIN_SOURCE.read_bytes()!r}|{THIN_FLAGS}"
-    name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    from .cpu import _cpuinfo                       # (cpu.py imports nothing from here)
     try:
+        key = f"{_cpuinfo()}|{THIN_SOURCE.read_bytes()!r}|{THIN_FLAGS}"   # model, all flags
+        name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
         from torch.utils.cpp_extension import load
         with _THIN_LOCK:
             return _load_thin(load, name)
@@ -255,20 +254,20 @@ class ThinLinear(nn.Module):
     """CPU only: a bias-free linear layer whose products of a few rows run ``thin_linear.cpp``.
 
     A decode step multiplies 2 rows (one prompt with CFG) by every weight matrix. oneDNN's and
-    MKL's kernels are built for many rows and read such thin products at about 15-20 GB/s on
-    the project's 2-thread AMD EPYC; the kernel here reads them at 23-35 GB/s (fp32, bf16,
-    int8 weights: ``bench/README.md``). Its layout is the weights in blocks of 16 output rows,
+    MKL's kernels are built for many rows and read such thin products at about 19-22 GB/s on
+    the project's 2-thread AMD EPYC; the kernel here reads fp32 and bf16 weights at 30-35 GB/s
+    and int8 at 19-24 GB/s (torch's int8 kernel: 13-17; ``bench/README.md``). Its layout is the weights in blocks of 16 output rows,
     ``[O, I] -> [O / 16, I, 16]``: one vector load gives 16 outputs' weights for one input,
     multiplied by that input broadcast to all lanes, so no sums across lanes are needed (bf16
     on CPUs with AVX512-BF16: ``[O / 16, I / 2, 16, 2]``, two inputs per dot-product
     instruction, which keeps batches of several prompts fast too).
 
     Each output is one running sum over the inputs in order, for any number of rows, so an
-    item's result does not depend on the rest of its batch. Float weights take the kernel up
-    to ``MAX_ROWS`` rows (8 prompts with CFG) and ``F.linear`` beyond (a prompt's prefill,
-    big batches: there a GEMM is faster); int8 weights always take the kernel, ``MAX_ROWS``
-    at a time. The blocked copy costs the memory of the weights once more (float), or
-    replaces the int8 copy.
+    item's result does not depend on the rest of its batch. One-token steps of any batch take
+    the kernel, ``MAX_ROWS`` rows at a time; a prompt's prefill (many tokens at once) takes
+    ``F.linear`` on float weights (a GEMM is faster there) and the kernel on int8 ones. The
+    blocked copy costs the memory of the weights once more (float), or replaces the int8
+    copy. CPU only and not convertible: ``.to()`` does not move the float weights it keeps.
     """
 
     MAX_ROWS = 16
@@ -298,10 +297,11 @@ class ThinLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)                           # [M, I]
-        if flat.shape[0] <= self.MAX_ROWS:                               # a decode step
-            out = self.kernel(flat, self.blocked, self.scale).to(x.dtype)
-        elif self.plain is not None:
+        one_token = x.dim() == 2 or x.shape[-2] == 1                     # [N, D] or [N, 1, D]
+        if self.plain is not None and not one_token:                     # float prefill
             out = F.linear(flat, self.plain)
+        elif flat.shape[0] <= self.MAX_ROWS:
+            out = self.kernel(flat, self.blocked, self.scale).to(x.dtype)
         else:
             out = torch.cat([self.kernel(rows, self.blocked, self.scale)
                              for rows in flat.split(self.MAX_ROWS)]).to(x.dtype)
@@ -319,8 +319,17 @@ def can_thin(decoder: nn.Module) -> bool:
 def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
     """Replace every ``nn.Linear`` and :class:`Int8Linear` of the decoder (except names in
     ``skip``, and layers whose output size is not a multiple of 16) by :class:`ThinLinear`,
-    in place."""
-    for parent, name, child in _linears(decoder, skip, (nn.Linear, Int8Linear)):
-        if child.weight.shape[0] % 16 == 0:
-            setattr(parent, name, ThinLinear(child))
+    in place. Skipped, with a warning, when the copy would not fit in the free memory twice
+    over (as :func:`pack_linears`)."""
+    layers = [(parent, name, child) for parent, name, child
+              in _linears(decoder, skip, (nn.Linear, Int8Linear)) if child.weight.shape[0] % 16 == 0]
+    size = sum(c.weight.numel() * c.weight.element_size() for _, _, c in layers
+               if isinstance(c, nn.Linear))                  # int8: replaced, not copied
+    if 2 * size > _free_memory_bytes():
+        warnings.warn(f"not laying the decoder's weights out for our CPU kernels "
+                      f"({size / 2**30:.1f} GiB more memory than is free); decoding will be "
+                      "slower.", stacklevel=3)
+        return decoder
+    for parent, name, child in layers:
+        setattr(parent, name, ThinLinear(child))
     return decoder

@@ -68,8 +68,9 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head attention without biases; queries from ``x``, keys/values given or cached."""
 
-    # On a CPU with our kernels (the "thin" layout): torch.ops.musicgen_edu.decode_attention,
-    # for one-token eager steps (thin_linear.cpp); otherwise torch's SDPA.
+    # On a CPU with our kernels (the "thin" layout): torch.ops.musicgen_edu.decode_attention
+    # (thin_linear.cpp) for one-token queries — eager self-attention steps, and cross-attention
+    # to the text; otherwise torch's SDPA.
     decode_kernel = None
 
     def __init__(self, dim: int, heads: int):
@@ -92,7 +93,7 @@ class Attention(nn.Module):
         k, v = self.split(self.k_proj(x)), self.split(self.v_proj(x))
         if isinstance(pos, int):
             k_cache[:, :, pos: pos + s], v_cache[:, :, pos: pos + s] = k, v  # cast to cache dtype
-            if s == 1 and self.decode_kernel is not None:   # reads the filled part only
+            if s == 1 and mask is None and self.decode_kernel is not None:  # the filled part
                 out = self.decode_kernel(self.split(self.q_proj(x)), k_cache, v_cache, pos + 1)
                 return self.out_proj(out.to(x.dtype).transpose(1, 2).reshape(x.shape))
             k_cache, v_cache = k_cache[:, :, : pos + s], v_cache[:, :, : pos + s]
@@ -107,7 +108,8 @@ class Attention(nn.Module):
     def cross(self, x, k, v, mask) -> torch.Tensor:
         """Attention to precomputed text keys/values ``[N, H, L, D/H]`` with an additive mask."""
         q = self.split(self.q_proj(x)).to(k.dtype)
-        if x.shape[1] == 1 and self.decode_kernel is not None and k.is_contiguous():
+        if x.shape[1] == 1 and self.decode_kernel is not None and k.is_contiguous() \
+                and v.is_contiguous():
             out = self.decode_kernel(q, k, v, k.shape[2], mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -324,8 +326,8 @@ class NativeBackend(TransformersBackend):
                        else ["int8-thin"] if pack == "thin" and thin
                        else ["int8"] + (["int8-thin"] if pack is None and thin else []))
         else:
-            layouts = (["thin"] if pack == "thin" and thin
-                       else ["plain"] if pack is False or not can_pack(self.decoder)
+            layouts = (["thin"] if pack == "thin" and thin      # (asked, not built: plain)
+                       else ["plain"] if pack in (False, "thin") or not can_pack(self.decoder)
                        else ["packed"] if pack else ["packed", "plain"])
             layouts += ["thin"] if pack is None and thin else []
         if pack is None and cpu and (len(layouts) > 1 or model.dtype != torch.float32):

@@ -17,7 +17,7 @@
 // Weights: float32, bfloat16 (stored as uint16: a bf16 is the top half of a float32) or int8
 // with one float scale per output row (y = scale[o] * sum_i x[m, i] * q[o, i]).
 // Each output is summed in the same order whatever the number of rows, so an item's result
-// does not depend on its batch (tests/test_native.py checks it).
+// does not depend on its batch (tests/test_linears.py checks the bits).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -217,20 +217,18 @@ torch::Tensor thin_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor s
 // same as torch's scaled_dot_product_attention, reading each cached key and value once, in
 // float32 or bfloat16 (the cache's dtype), with the sums in float32.
 
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef float f32x4 __attribute__((vector_size(16)));
-
 static inline float hsum(f32x16 v) {                    // v[0] + ... + v[15], by halves
-  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
+  float h[8];                                           // (GCC < 12 has no shufflevector)
+  for (int l = 0; l < 8; ++l) h[l] = v[l] + v[l + 8];
+  for (int l = 0; l < 4; ++l) h[l] += h[l + 4];
+  return (h[0] + h[2]) + (h[1] + h[3]);
 }
 
 // e^x for x <= 0 (scores minus their maximum), 16 at a time: 2^n e^r with |r| <= ln(2)/2 and
-// Cephes' expf polynomial for e^r (relative error ~1e-7, like expf).
-static inline f32x16 exp16(f32x16 x) {
-  x = x < -87.0f ? f32x16{} - 87.0f : x;               // below: 0 to float precision
+// Cephes' expf polynomial for e^r (relative error ~1e-7, like expf); exactly 0 below -87, so
+// masked positions (and padding) add nothing at all.
+static inline f32x16 exp16(f32x16 in) {
+  const f32x16 x = in < -87.0f ? f32x16{} - 87.0f : in;
   const i32x16 n = __builtin_convertvector(x * 1.44269504f - 0.5f, i32x16);  // round(x / ln 2)
   const f32x16 nf = __builtin_convertvector(n, f32x16);
   const f32x16 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;               // x - n ln 2
@@ -240,7 +238,8 @@ static inline f32x16 exp16(f32x16 x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * (f32x16)((n + 127) << 23);                // times 2^n, built from its bits
+  const f32x16 e = p * (f32x16)((n + 127) << 23);      // times 2^n, built from its bits
+  return in < -87.0f ? f32x16{} : e;
 }
 
 // q [NH, D] float32; k, v [NH, Lmax, D] (first L positions used); mask [NH / H, L] added to
@@ -265,15 +264,14 @@ static void attend(const float* q, const T* k, const T* v, const float* mask, fl
         s[p] = hsum(acc) + (mask ? mask[h / H * L + p] : 0.0f);
         top = std::max(top, s[p]);
       }
-      for (int64_t p = L; p < L16; ++p) s[p] = top;     // padding: a whole vector, dropped below
-      f32x16 total = {};                                // 2. e^(s - max) and their sum
-      for (int64_t p = 0; p < L16; p += kLanes) {
-        const f32x16 e = exp16(*(f32x16*)(s + p) - top);
-        *(f32x16*)(s + p) = e;
-        total += p + kLanes <= L ? e : f32x16{};
+      for (int64_t p = L; p < L16; ++p) s[p] = -INFINITY;   // padding: e^-inf = 0 below
+      f32x16 total = {};                                // 2. e^(s - max) and their sum, in
+      for (int64_t p = 0; p < L16; p += kLanes) {       //    whole vectors: masked text and
+        const f32x16 e = exp16(*(f32x16*)(s + p) - top); //    padding add exact zeros, so a
+        *(f32x16*)(s + p) = e;                          //    prompt padded in a batch sums
+        total += e;                                     //    the same bits as alone
       }
-      float sum = hsum(total);
-      for (int64_t p = L - L % kLanes; p < L; ++p) sum += s[p];   // the last partial vector
+      const float sum = hsum(total);
       f32x16 o[8] = {};                                 // 3. the weighted sum of values
       for (int64_t p = 0; p < L; ++p)
         for (int64_t j = 0; j < V; ++j) o[j] += widen16(vh + p * D + j * kLanes) * s[p];
@@ -305,6 +303,8 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Te
   if (mask.has_value()) {
     TORCH_CHECK(mask->numel() == N * length, "decode_attention: mask [N, 1, 1, length] = [",
                 N, ", 1, 1, ", length, "] expected, got ", mask->sizes());
+    TORCH_CHECK(mask->is_floating_point(), "decode_attention: an additive float mask expected "
+                "(0 attend, a large negative number not), got ", mask->scalar_type());
     mf = mask->to(torch::kFloat).contiguous();
   }
   const float* mp = mf.defined() ? mf.data_ptr<float>() : nullptr;
