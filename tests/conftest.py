@@ -13,6 +13,7 @@ os.environ.setdefault("MUSICGEN_CPU_PATHS", os.path.join(
     tempfile.mkdtemp(prefix="musicgen-cpu-paths-"), "cpu_paths.json"))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import musicgen_edu as mg  # noqa: E402
 
@@ -65,3 +66,15 @@ def fails(check_result) -> None:
     """Assert an exercise check rejected the answer (and prints as "❌ Not yet")."""
     assert not check_result.passed
     assert repr(check_result).startswith("❌ Not yet")
+
+
+def assert_steps_agree(reference, backend, tol: float, prompt: str = "ambient pads"):
+    """Feed both backends the same random tokens — a 5-token prefill, then three one-token
+    steps — and check their logits agree within ``tol`` of the largest (a different summation
+    order is all that may differ: packed weights, our CPU kernels)."""
+    cond = reference.encode_text([prompt, None])
+    tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(2))
+    s_ref, s_other = reference.start(cond, 9), backend.start(cond, 9)
+    for cols in (slice(0, 5), slice(5, 6), slice(6, 7), slice(7, 8)):
+        a, b = reference.step(tokens[..., cols], s_ref), backend.step(tokens[..., cols], s_other)
+        torch.testing.assert_close(b, a, atol=tol * a.abs().max().item(), rtol=0)

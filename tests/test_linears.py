@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import musicgen_edu as mg
+from conftest import assert_steps_agree
 from musicgen_edu.backends import NativeBackend
 from musicgen_edu.backends import linears
 from musicgen_edu.backends.linears import Int8Linear, ThinLinear, thin_kernels, thin_linears
@@ -178,13 +179,7 @@ def test_thin_steps_equal_plain_steps(kernel, dtype):
     assert thin.decoder.layers[0].self_attn.decode_kernel is not None
     for backend in (plain, thin):
         backend.attention_dtype = model.dtype          # bf16 caches too
-    cond = plain.encode_text(["ambient pads", None])
-    tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(2))
-    s_plain, s_thin = plain.start(cond, 9), thin.start(cond, 9)
-    for cols in (slice(0, 5), slice(5, 6), slice(6, 7), slice(7, 8)):  # prefill, then steps
-        a, b = plain.step(tokens[..., cols], s_plain), thin.step(tokens[..., cols], s_thin)
-        tol = 2e-4 if dtype == "float32" else 3e-2                 # summation order only
-        torch.testing.assert_close(b, a, atol=tol * a.abs().max().item(), rtol=0)
+    assert_steps_agree(plain, thin, tol=2e-4 if dtype == "float32" else 3e-2)
 
 
 def test_decode_attention_adds_the_text_mask(kernel):

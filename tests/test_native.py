@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import musicgen_edu as mg
+from conftest import assert_steps_agree
 from musicgen_edu.backends import NativeBackend, TransformersBackend
 from musicgen_edu.backends.linears import (DynamicInt8Linear, Int8Linear, PackedLinear, can_pack,
                                            can_quantize_dynamic)
@@ -114,13 +115,7 @@ def test_packed_linears_equal_plain_ones(dtype):
     if not can_pack(plain.decoder):
         pytest.skip(f"this torch build or CPU cannot pack {dtype} weights for oneDNN")
     assert isinstance(packed.decoder.layers[0].fc1, PackedLinear)
-    cond = plain.encode_text(["ambient pads", None])
-    tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(2))
-    s_plain, s_packed = plain.start(cond, 9), packed.start(cond, 9)
-    for cols in (slice(0, 5), slice(5, 6), slice(6, 7), slice(7, 8)):  # prefill, then steps
-        a, b = plain.step(tokens[..., cols], s_plain), packed.step(tokens[..., cols], s_packed)
-        tol = 2e-4 if dtype == "float32" else 2e-2                 # summation order only
-        torch.testing.assert_close(b, a, atol=tol * a.abs().max().item(), rtol=0)
+    assert_steps_agree(plain, packed, tol=2e-4 if dtype == "float32" else 2e-2)
     fc1 = packed.decoder.layers[0].fc1
     x = torch.randn(3, 5, fc1.in_features, dtype=model.dtype)       # any number of rows
     ref = torch.nn.functional.linear(x, plain.decoder.layers[0].fc1.weight)
