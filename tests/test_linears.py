@@ -220,3 +220,21 @@ def test_thin_layout_is_skipped_with_a_warning_when_memory_is_short(kernel, monk
     with pytest.warns(UserWarning, match="not laying the decoder's weights out"):
         thin_linears(decoder)
     assert type(decoder.layers[0].fc1) is nn.Linear
+
+
+def test_candidate_layouts_for_every_setting(kernel):
+    """Default first; several only when timing (pack=None); what cannot run falls back."""
+    from musicgen_edu.backends.linears import can_pack, can_quantize_dynamic, candidate_layouts
+    decoder = NativeBackend(mg.load_model("debug", device="cpu"), pack=False).decoder
+    packed = ["packed"] if can_pack(decoder) else []
+    assert candidate_layouts(decoder, False, None) == [*packed, "plain", "thin"]
+    assert candidate_layouts(decoder, False, True) == (packed or ["plain"])
+    assert candidate_layouts(decoder, False, False) == ["plain"]
+    assert candidate_layouts(decoder, False, "thin") == ["thin"]
+    assert candidate_layouts(decoder, True, None) == ["int8", "int8-thin"]
+    assert candidate_layouts(decoder, True, False) == ["int8"]
+    assert candidate_layouts(decoder, True, "thin") == ["int8-thin"]
+    assert candidate_layouts(decoder, True, True) == (
+        ["int8-dynamic"] if can_quantize_dynamic(decoder) else ["int8"])
+    with pytest.raises(mg.ConfigError, match="pack='fast' is not a weight layout"):
+        candidate_layouts(decoder, False, "fast")

@@ -26,9 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["Int8Linear", "DynamicInt8Linear", "quantize_int8", "can_quantize_dynamic",
            "PackedLinear", "pack_linears", "can_pack", "ONCE_PER_GENERATION",
-           "ThinLinear", "thin_linears", "thin_kernels", "can_thin"]
+           "ThinLinear", "thin_linears", "thin_kernels", "can_thin", "LAYOUTS", "lay_out",
+           "candidate_layouts"]
 
 
 def _linears(module: nn.Module, skip: tuple[str, ...] = (),
@@ -333,3 +336,46 @@ def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
     for parent, name, child in layers:
         setattr(parent, name, ThinLinear(child))
     return decoder
+
+
+# ---- Weight layouts of a NativeDecoder, and which of them a backend may run ----------------
+
+LAYOUTS = ("plain", "packed", "thin", "int8", "int8-thin", "int8-dynamic")
+
+
+def lay_out(decoder: nn.Module, layout: str) -> nn.Module:
+    """Give a fresh decoder copy one of :data:`LAYOUTS`, in place: ``plain`` (torch's kernels
+    on the shared weights), ``packed`` (oneDNN), ``thin`` (our kernels, linears and one-token
+    attention), ``int8`` (weight-only, torch's int8 kernel), ``int8-thin`` (int8 weights on our
+    kernels) or ``int8-dynamic`` (int8 activations too). The text key/value projections run
+    once per generation and keep their weights."""
+    if layout.startswith("int8"):
+        quantize_int8(decoder, dynamic=layout == "int8-dynamic")
+    elif layout == "packed":
+        pack_linears(decoder, skip=ONCE_PER_GENERATION)
+    if layout.endswith("thin"):
+        thin_linears(decoder, skip=ONCE_PER_GENERATION)
+        for module in decoder.modules():             # the attention modules
+            if hasattr(module, "decode_kernel"):
+                module.decode_kernel = thin_kernels().decode_attention
+    return decoder
+
+
+def candidate_layouts(decoder: nn.Module, int8: bool, pack: bool | str | None) -> list[str]:
+    """The layouts a backend over ``decoder`` (plain, on its device) may run, default first:
+    more than one only when ``pack`` is ``None`` (then they are timed). int8 activations only
+    when asked for (an item's rounding then depends on its batch); our kernels where they
+    build (compiled once per machine); oneDNN-packed where it works. A layout asked for that
+    cannot run here falls back to plain (or int8 weight-only)."""
+    if pack not in (None, True, False, "thin"):
+        raise ConfigError(f"pack={pack!r} is not a weight layout: use None (time them), "
+                          "True (oneDNN-packed), 'thin' (our kernels) or False (plain).")
+    thin = pack in (None, "thin") and can_thin(decoder)           # (CPU only)
+    if int8:
+        return (["int8-dynamic"] if pack is True and can_quantize_dynamic(decoder)
+                else ["int8-thin"] if pack == "thin" and thin
+                else ["int8"] + (["int8-thin"] if pack is None and thin else []))
+    layouts = (["thin"] if pack == "thin" and thin
+               else ["plain"] if pack in (False, "thin") or not can_pack(decoder)
+               else ["packed"] if pack else ["packed", "plain"])
+    return layouts + (["thin"] if pack is None and thin else [])

@@ -41,10 +41,7 @@ from .cpu import choose_native_path
 from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # noqa: F401
                          keep_attention_off_cudnn)
 from ..sampling import draw_tokens
-from ..errors import ConfigError
-from .linears import (ONCE_PER_GENERATION, DynamicInt8Linear, PackedLinear, ThinLinear, can_pack,
-                      can_quantize_dynamic, can_thin, pack_linears, quantize_int8, thin_kernels,
-                      thin_linears)
+from .linears import DynamicInt8Linear, PackedLinear, ThinLinear, candidate_layouts, lay_out
 from .transformers import Conditioning, TransformersBackend
 
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
@@ -292,44 +289,18 @@ class NativeBackend(TransformersBackend):
         # queries on the machines measured (~1000 us vs ~155 us per call at cache length 450).
         self.attention_dtype = torch.float32 if cpu else model.dtype
         self.choice: dict | None = None          # what timing chose on this CPU (cpu.py)
-        if pack not in (None, True, False, "thin"):
-            raise ConfigError(f"pack={pack!r} is not a weight layout: use None (time them), "
-                              "True (oneDNN-packed), 'thin' (our kernel) or False (plain).")
         if int8:
             self.name = "native-int8"
         built = model.extra.setdefault("native_decoders", {})
         before = set(built)                      # decoders other backends may be using
 
-        def build(key: str) -> nn.Module:        # each decoder once per model and setting
-            if key not in built:
-                decoder = NativeDecoder.from_transformers(self.net.decoder)
-                if key.startswith("int8"):
-                    decoder = quantize_int8(decoder, dynamic=key == "int8-dynamic")
-                elif key == "packed":  # text keys/values run once per generation: not worth a copy
-                    decoder = pack_linears(decoder, skip=ONCE_PER_GENERATION)
-                if key.endswith("thin"):              # our CPU kernels: linears, attention
-                    decoder = thin_linears(decoder, skip=ONCE_PER_GENERATION)
-                    for layer in decoder.layers:
-                        for attention in (layer.self_attn, getattr(layer, "encoder_attn", None)):
-                            if attention is not None:
-                                attention.decode_kernel = thin_kernels().decode_attention
-                built[key] = decoder
-            return built[key]
+        def build(layout: str) -> nn.Module:     # each decoder once per model and layout
+            if layout not in built:
+                built[layout] = lay_out(NativeDecoder.from_transformers(self.net.decoder), layout)
+            return built[layout]
 
-        # Weight layouts to run, default first: int8 activations only when asked for (an
-        # item's rounding then depends on its batch: not batch-invariant); our kernel where
-        # it builds (compiled once per machine), packed where oneDNN can.
         self.decoder = build("plain")            # shares the weights: free; decides what can run
-        thin = cpu and pack in (None, "thin") and can_thin(self.decoder)
-        if int8:
-            layouts = (["int8-dynamic"] if pack is True and can_quantize_dynamic(self.decoder)
-                       else ["int8-thin"] if pack == "thin" and thin
-                       else ["int8"] + (["int8-thin"] if pack is None and thin else []))
-        else:
-            layouts = (["thin"] if pack == "thin" and thin      # (asked, not built: plain)
-                       else ["plain"] if pack in (False, "thin") or not can_pack(self.decoder)
-                       else ["packed"] if pack else ["packed", "plain"])
-            layouts += ["thin"] if pack is None and thin else []
+        layouts = candidate_layouts(self.decoder, int8, pack)   # default first (linears.py)
         if pack is None and cpu and (len(layouts) > 1 or model.dtype != torch.float32):
             # the default: time the layouts (and attention dtypes) on this CPU, keep one
             self.choice = choose_native_path(self, {k: functools.partial(build, k) for k in layouts})
