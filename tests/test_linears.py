@@ -222,11 +222,14 @@ def test_thin_layout_is_skipped_with_a_warning_when_memory_is_short(kernel, monk
     assert type(decoder.layers[0].fc1) is nn.Linear
 
 
-def test_candidate_layouts_for_every_setting(kernel):
+def test_candidate_layouts_for_every_setting(kernel, monkeypatch):
     """Default first; several only when timing (pack=None); what cannot run falls back."""
     from musicgen_edu.backends.linears import can_pack, can_quantize_dynamic, candidate_layouts
     decoder = NativeBackend(mg.load_model("debug", device="cpu"), pack=False).decoder
     packed = ["packed"] if can_pack(decoder) else []
+    assert candidate_layouts(decoder, False, None) == [*packed, "plain"]   # tiny: not worth
+    assert candidate_layouts(decoder, True, None) == ["int8"]              # a 25 s build
+    monkeypatch.setattr(linears, "THIN_MIN_BYTES", 0)                     # as if it were big
     assert candidate_layouts(decoder, False, None) == [*packed, "plain", "thin"]
     assert candidate_layouts(decoder, False, True) == (packed or ["plain"])
     assert candidate_layouts(decoder, False, False) == ["plain"]

@@ -341,6 +341,10 @@ def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
 # ---- Weight layouts of a NativeDecoder, and which of them a backend may run ----------------
 
 LAYOUTS = ("plain", "packed", "thin", "int8", "int8-thin", "int8-dynamic")
+# Our kernels are timed at first use only for decoders whose linear weights reach this size:
+# compiling them costs ≈ 25 s once per machine, and a tiny model (the offline `debug` ones,
+# 2.4 MB) steps in well under a millisecond either way. MusicGen-small: 0.36-1.44 GB.
+THIN_MIN_BYTES = 64 * 2**20
 
 
 def lay_out(decoder: nn.Module, layout: str) -> nn.Module:
@@ -365,12 +369,15 @@ def candidate_layouts(decoder: nn.Module, int8: bool, pack: bool | str | None) -
     """The layouts a backend over ``decoder`` (plain, on its device) may run, default first:
     more than one only when ``pack`` is ``None`` (then they are timed). int8 activations only
     when asked for (an item's rounding then depends on its batch); our kernels where they
-    build (compiled once per machine); oneDNN-packed where it works. A layout asked for that
+    build (compiled once per machine; timed only for decoders of ``THIN_MIN_BYTES`` or more);
+    oneDNN-packed where it works. A layout asked for that
     cannot run here falls back to plain (or int8 weight-only)."""
     if pack not in (None, True, False, "thin"):
         raise ConfigError(f"pack={pack!r} is not a weight layout: use None (time them), "
                           "True (oneDNN-packed), 'thin' (our kernels) or False (plain).")
-    thin = pack in (None, "thin") and can_thin(decoder)           # (CPU only)
+    big = sum(c.weight.numel() * c.weight.element_size()
+              for _, _, c in _linears(decoder)) >= THIN_MIN_BYTES
+    thin = (pack == "thin" or pack is None and big) and can_thin(decoder)   # (CPU only)
     if int8:
         return (["int8-dynamic"] if pack is True and can_quantize_dynamic(decoder)
                 else ["int8-thin"] if pack == "thin" and thin
