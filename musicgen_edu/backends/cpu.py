@@ -6,8 +6,8 @@ for int8. The same code can double on one CPU family and gain nothing on another
 packing the weights for oneDNN made fp32 2x faster on an AMD EPYC and 1.0x on an AVX-512/AMX
 Xeon), so every speed figure names its machine with :func:`cpu_info` (``bench/decode.py``
 writes one table per CPU), and the native backend does not guess its path from flags:
-:func:`choose_native_path` times one decode step of each candidate (weights plain or packed;
-attention in fp32 or the model's dtype) at first use, keeps the fastest, and
+:func:`choose_native_path` times one decode step of each candidate (weights plain, packed or
+on our own kernels, ``thin_linear.cpp``; attention in fp32 or the model's dtype) at first use, keeps the fastest, and
 ``Generation.timings["decoder"]`` says which path a generation ran. The choice is saved per
 machine (``$MUSICGEN_CPU_PATHS``, default ``~/.cache/musicgen_edu/cpu_paths.json``), like
 FFTW's wisdom: paths round differently, so every later process and session on the machine

@@ -192,6 +192,21 @@ def _free_memory_bytes() -> int:
         return 1 << 62
 
 
+def _nbytes(layers) -> int:
+    """Bytes of the weights of ``(parent, name, layer)`` entries (as :func:`_linears` gives)."""
+    return sum(layer.weight.numel() * layer.weight.element_size() for _, _, layer in layers)
+
+
+def _room_for_copy(size: int, what: str) -> bool:
+    """True when a copy of ``size`` bytes fits in the free memory twice over; otherwise warn
+    that ``what`` is skipped and decoding will be slower."""
+    if 2 * size <= _free_memory_bytes():
+        return True
+    warnings.warn(f"not {what} ({size / 2**30:.1f} GiB more memory than is free); decoding "
+                  "will be slower.", stacklevel=4)
+    return False
+
+
 def pack_linears(decoder: nn.Module, rows: int = 2, skip: tuple[str, ...] = ()) -> nn.Module:
     """Replace every ``nn.Linear`` of the decoder (except names in ``skip``) by :class:`PackedLinear`.
 
@@ -199,10 +214,7 @@ def pack_linears(decoder: nn.Module, rows: int = 2, skip: tuple[str, ...] = ()) 
     twice over.
     """
     linears = _linears(decoder, skip)
-    size = sum(c.weight.numel() * c.weight.element_size() for _, _, c in linears)
-    if 2 * size > _free_memory_bytes():
-        warnings.warn(f"not packing the decoder's weights for the CPU ({size / 2**30:.1f} GiB "
-                      "more memory than is free); decoding will be slower.", stacklevel=3)
+    if not _room_for_copy(_nbytes(linears), "packing the decoder's weights for the CPU"):
         return decoder
     for parent, name, child in linears:
         setattr(parent, name, PackedLinear(child, rows))
@@ -228,9 +240,8 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
     try:
         key = f"{_cpuinfo()}|{THIN_SOURCE.read_bytes()!r}|{THIN_FLAGS}"   # model, all flags
         name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-        from torch.utils.cpp_extension import load
         with _THIN_LOCK:
-            return _load_thin(load, name)
+            return _load_thin(name)
     except Exception as err:  # noqa: BLE001 - any build failure means "use torch's kernels"
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"could not build the CPU kernel thin_linear.cpp ({reason}); decoding "
@@ -238,8 +249,9 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
         return None
 
 
-def _load_thin(load, name: str):
+def _load_thin(name: str):
     """Build (or load from torch's extension cache) and give the operators their shapes."""
+    from torch.utils.cpp_extension import load
     load(name=name, sources=[str(THIN_SOURCE)], extra_cflags=THIN_FLAGS,
          extra_ldflags=["-fopenmp"], verbose=False)
     if not _THIN_SHAPE:                         # output shapes, for torch.compile
@@ -296,7 +308,7 @@ class ThinLinear(nn.Module):
         self.register_buffer("scale", layer.scale.float() if int8 else torch.empty(0))
         # float weights as they are, for many rows: the nn.Linear's own tensor (no copy),
         # not registered here (the state dict and the bandwidth bound count what a step reads)
-        object.__setattr__(self, "plain", None if int8 else layer.weight.detach())
+        object.__setattr__(self, "plain", None if int8 else weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)                           # [M, I]
@@ -326,12 +338,8 @@ def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
     over (as :func:`pack_linears`)."""
     layers = [(parent, name, child) for parent, name, child
               in _linears(decoder, skip, (nn.Linear, Int8Linear)) if child.weight.shape[0] % 16 == 0]
-    size = sum(c.weight.numel() * c.weight.element_size() for _, _, c in layers
-               if isinstance(c, nn.Linear))                  # int8: replaced, not copied
-    if 2 * size > _free_memory_bytes():
-        warnings.warn(f"not laying the decoder's weights out for our CPU kernels "
-                      f"({size / 2**30:.1f} GiB more memory than is free); decoding will be "
-                      "slower.", stacklevel=3)
+    copied = [entry for entry in layers if isinstance(entry[2], nn.Linear)]  # int8: replaced
+    if not _room_for_copy(_nbytes(copied), "laying the decoder's weights out for our CPU kernels"):
         return decoder
     for parent, name, child in layers:
         setattr(parent, name, ThinLinear(child))
@@ -375,8 +383,7 @@ def candidate_layouts(decoder: nn.Module, int8: bool, pack: bool | str | None) -
     if pack not in (None, True, False, "thin"):
         raise ConfigError(f"pack={pack!r} is not a weight layout: use None (time them), "
                           "True (oneDNN-packed), 'thin' (our kernels) or False (plain).")
-    big = sum(c.weight.numel() * c.weight.element_size()
-              for _, _, c in _linears(decoder)) >= THIN_MIN_BYTES
+    big = _nbytes(_linears(decoder)) >= THIN_MIN_BYTES
     thin = (pack == "thin" or pack is None and big) and can_thin(decoder)   # (CPU only)
     if int8:
         return (["int8-dynamic"] if pack is True and can_quantize_dynamic(decoder)

@@ -79,6 +79,10 @@ class Attention(nn.Module):
     def split(self, x: torch.Tensor) -> torch.Tensor:   # [N, s, D] -> [N, H, s, D/H]
         return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
 
+    def merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Heads ``[N, H, s, D/H]`` -> ``[N, s, D]`` in ``x``'s dtype, then the output projection."""
+        return self.out_proj(out.to(x.dtype).transpose(1, 2).reshape(x.shape))
+
     def forward(self, x, k_cache, v_cache, pos, mask=None) -> torch.Tensor:
         """Causal self-attention: write this step's keys/values at ``pos``, attend to ``[0, pos+s)``.
 
@@ -92,7 +96,7 @@ class Attention(nn.Module):
             k_cache[:, :, pos: pos + s], v_cache[:, :, pos: pos + s] = k, v  # cast to cache dtype
             if s == 1 and mask is None and self.decode_kernel is not None:  # the filled part
                 out = self.decode_kernel(self.split(self.q_proj(x)), k_cache, v_cache, pos + 1)
-                return self.out_proj(out.to(x.dtype).transpose(1, 2).reshape(x.shape))
+                return self.merge(out, x)
             k_cache, v_cache = k_cache[:, :, : pos + s], v_cache[:, :, : pos + s]
         else:
             k_cache.index_copy_(2, pos, k.to(k_cache.dtype))
@@ -100,7 +104,7 @@ class Attention(nn.Module):
         q = self.split(self.q_proj(x)).to(k_cache.dtype)
         out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask,
                                              is_causal=s > 1 and mask is None)
-        return self.out_proj(out.to(x.dtype).transpose(1, 2).reshape(x.shape))
+        return self.merge(out, x)
 
     def cross(self, x, k, v, mask) -> torch.Tensor:
         """Attention to precomputed text keys/values ``[N, H, L, D/H]`` with an additive mask."""
@@ -110,7 +114,7 @@ class Attention(nn.Module):
             out = self.decode_kernel(q, k, v, k.shape[2], mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(out.to(x.dtype).transpose(1, 2).reshape(x.shape))
+        return self.merge(out, x)
 
 
 class Block(nn.Module):
