@@ -18,9 +18,9 @@ transformers model (no copy on disk); ``NativeDecoder.from_transformers`` is the
 mapping. On a CPU the linear weights can be laid out for the kernel that reads them: packed
 once into oneDNN's blocked layout (``linears.PackedLinear``), or in blocks of 16 rows for our
 own thin-product kernels (``linears.ThinLinear``, ``thin_linear.cpp``, which also run the
-one-token attention). Which is fastest depends on the CPU family (on the project's AMD EPYC
-ours are ≈ 2x packed in fp32 and 1.5x in bf16; packed was ≈ 2x plain in fp32 there and 1.0x
-on an AMX Xeon), so the backend times them at first use (``cpu.choose_native_path``); either
+one-token attention). Which is fastest depends on the CPU family (per step on the project's
+2-thread AMD EPYC, AVX512-BF16, ours ran 1.7-2.2x faster than packed in fp32 and ≈ 1.6x in bf16
+(``bench/README.md``); packed was ≈ 2x plain in fp32 there and 1.0x on an AMX Xeon), so the backend times them at first use (``cpu.choose_native_path``); either
 costs a second copy of those weights. On a GPU each one-token step is replayed as a CUDA graph
 (``cuda_graph.py``). Melody models have no
 cross-attention: their conditioning is a prefix fed through self-attention at the first step.
