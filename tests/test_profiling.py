@@ -192,6 +192,23 @@ def test_breakdown_removes_its_hooks(gen, profiled):
     assert torch.equal(after, before)
 
 
+def test_breakdown_splits_blocks_that_run_in_one_call(gen):
+    """Native on a CPU with our kernels runs each block in one C++ call (decode_block); the
+    breakdown profiles their Python forward instead, so attention and MLP still show, and
+    the one-call steps are back afterwards."""
+    from musicgen_edu.backends import NativeBackend
+    from musicgen_edu.backends.linears import thin_kernels
+    if thin_kernels() is None:
+        pytest.skip("thin_linear.cpp cannot be built here")
+    thin = mg.MusicGenerator(gen.model, backend=NativeBackend(gen.model, pack="thin"),
+                             progress=False)
+    steps = [layer.decode_step for layer in thin.backend.decoder.layers]
+    assert all(step is not None for step in steps)
+    measured = breakdown(thin, PROMPTS[0], duration=0.2, warmup=0).set_index("stage").seconds
+    assert measured["decoder: attention"] > 0 and measured["decoder: MLP"] > 0
+    assert [layer.decode_step for layer in thin.backend.decoder.layers] == steps
+
+
 def test_breakdown_on_the_transformers_backend(gen, tmp_path):
     reference = mg.MusicGenerator(gen.model, backend="transformers", progress=False)
     trace = tmp_path / "trace.json"

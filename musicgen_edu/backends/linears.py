@@ -256,11 +256,9 @@ def _load_thin(name: str):
          extra_ldflags=["-fopenmp"], verbose=False)
     if not _THIN_SHAPE:                         # output shapes, for torch.compile
         torch.library.register_fake("musicgen_edu::thin_linear")(
-            lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16),
-                                                 dtype=torch.float32))
+            lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16)))
         torch.library.register_fake("musicgen_edu::decode_attention")(
-            lambda q, k_cache, v_cache, length, mask=None: q.new_empty(q.shape,
-                                                                       dtype=torch.float32))
+            lambda q, k_cache, v_cache, length, mask=None: q.new_empty(q.shape))
         _THIN_SHAPE.append(True)
     return torch.ops.musicgen_edu
 
@@ -303,7 +301,8 @@ class ThinLinear(nn.Module):
             raise RuntimeError("thin_linear.cpp could not be built on this machine.")
         self.kernel = kernels.thin_linear
         # [O, I] -> [O / 16, I, 16]: 16 output rows side by side for each input (bf16 on
-        # AVX512-BF16: [O / 16, I / 2, 16, 2], pairs of inputs for its dot-product instruction)
+        # AVX512-BF16 and int8 on AVX512-VNNI: [O / 16, I / 2, 16, 2], pairs of inputs for
+        # their dot-product instructions)
         self.register_buffer("blocked", kernels.thin_pack(weight))
         self.register_buffer("scale", layer.scale.float() if int8 else torch.empty(0))
         # float weights as they are, for many rows: the nn.Linear's own tensor (no copy),
@@ -316,10 +315,10 @@ class ThinLinear(nn.Module):
         if self.plain is not None and not one_token:                     # float prefill
             out = F.linear(flat, self.plain)
         elif flat.shape[0] <= self.MAX_ROWS:
-            out = self.kernel(flat, self.blocked, self.scale).to(x.dtype)
+            out = self.kernel(flat, self.blocked, self.scale)            # in x's dtype
         else:
             out = torch.cat([self.kernel(rows, self.blocked, self.scale)
-                             for rows in flat.split(self.MAX_ROWS)]).to(x.dtype)
+                             for rows in flat.split(self.MAX_ROWS)])
         return out.view(*x.shape[:-1], self.out_features)
 
 
@@ -346,6 +345,35 @@ def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
     return decoder
 
 
+def block_kernels(decoder: nn.Module) -> nn.Module:
+    """Give each decoder block whose linear layers are all :class:`ThinLinear` a
+    ``decode_step``: its one-token forward as one call of ``decode_block`` (thin_linear.cpp),
+    the same operators in the same order, so the same bits, without Python between them."""
+    op = thin_kernels().decode_block
+    for block in getattr(decoder, "layers", []):
+        attns = [block.self_attn] + ([block.encoder_attn] if block.cross else [])
+        layers = [*(getattr(block.self_attn, f"{p}_proj") for p in ("q", "k", "v", "out")),
+                  *([block.encoder_attn.q_proj, block.encoder_attn.out_proj] if block.cross else []),
+                  block.fc1, block.fc2]
+        norms = [block.self_attn_layer_norm, *([block.encoder_attn_layer_norm] if block.cross
+                                               else []), block.final_layer_norm]
+        if not all(isinstance(layer, ThinLinear) for layer in layers) or len(
+                {norm.eps for norm in norms}) > 1 or any(a.decode_kernel is None for a in attns):
+            continue
+        block.decode_step = functools.partial(
+            _decode_block, op, [layer.blocked for layer in layers],
+            [layer.scale for layer in layers],
+            [t for norm in norms for t in (norm.weight, norm.bias)], block.self_attn.heads,
+            norms[0].eps)
+    return decoder
+
+
+def _decode_block(op, weights, scales, norms, heads, eps, x, k_cache, v_cache, pos, cross_k,
+                  cross_v, cross_mask):
+    return op(x, weights, scales, norms, k_cache, v_cache, pos, cross_k, cross_v, cross_mask,
+              heads, eps)
+
+
 # ---- Weight layouts of a NativeDecoder, and which of them a backend may run ----------------
 
 LAYOUTS = ("plain", "packed", "thin", "int8", "int8-thin", "int8-dynamic")
@@ -370,6 +398,7 @@ def lay_out(decoder: nn.Module, layout: str) -> nn.Module:
         for module in decoder.modules():             # the attention modules
             if hasattr(module, "decode_kernel"):
                 module.decode_kernel = thin_kernels().decode_attention
+        block_kernels(decoder)
     return decoder
 
 

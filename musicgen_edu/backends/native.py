@@ -108,12 +108,12 @@ class Attention(nn.Module):
 
     def cross(self, x, k, v, mask) -> torch.Tensor:
         """Attention to precomputed text keys/values ``[N, H, L, D/H]`` with an additive mask."""
-        q = self.split(self.q_proj(x)).to(k.dtype)
+        q = self.split(self.q_proj(x))
         if x.shape[1] == 1 and self.decode_kernel is not None and k.is_contiguous() \
                 and v.is_contiguous():
-            out = self.decode_kernel(q, k, v, k.shape[2], mask)
+            out = self.decode_kernel(q, k, v, k.shape[2], mask)     # reads q in x's dtype
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask)
         return self.merge(out, x)
 
 
@@ -128,9 +128,15 @@ class Block(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim)
         self.fc1, self.fc2 = nn.Linear(dim, ffn_dim, bias=False), nn.Linear(ffn_dim, dim, bias=False)
         self.cross = cross
+        # CPU, our kernels: this forward for one token in one C++ call, same bits, no Python
+        # between its ~40 operators (linears.block_kernels; thin_linear.cpp, decode_block)
+        self.decode_step = None
 
     def forward(self, x, k_cache, v_cache, pos, cross_k=None, cross_v=None, cross_mask=None,
                 self_mask=None):
+        if self.decode_step is not None and isinstance(pos, int) and x.shape[1] == 1 \
+                and self_mask is None:
+            return self.decode_step(x, k_cache, v_cache, pos, cross_k, cross_v, cross_mask)
         x = x + self.self_attn(self.self_attn_layer_norm(x), k_cache, v_cache, pos, self_mask)
         if self.cross:
             x = x + self.encoder_attn.cross(self.encoder_attn_layer_norm(x), cross_k, cross_v,
