@@ -266,7 +266,7 @@ def test_candidate_layouts_for_every_setting(kernel, monkeypatch):
 @pytest.mark.parametrize("dtype,int8", [("float32", False), ("bfloat16", False),
                                         ("bfloat16", True)])
 def test_a_block_in_one_call_gives_the_bits_of_its_python_forward(kernel, dtype, int8):
-    """Block.decode_step (thin_linear.cpp's decode_block) runs Block.forward's operators in
+    """Block.decode_step (decode_step.cpp's decode_block) runs Block.forward's operators in
     its order: logits and caches equal bit for bit, step after step, batch of 2 prompts."""
     model = mg.load_model("debug", device="cpu", dtype=dtype)
     backend = NativeBackend(model, pack="thin", int8=int8)

@@ -221,7 +221,8 @@ def pack_linears(decoder: nn.Module, rows: int = 2, skip: tuple[str, ...] = ()) 
     return decoder
 
 
-THIN_SOURCE = Path(__file__).with_name("thin_linear.cpp")
+THIN_SOURCES = [Path(__file__).with_name(name) for name in    # built as one extension
+                ("thin_linear.cpp", "decode_step.cpp", "thin_vectors.h")]
 THIN_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
 _THIN_SHAPE: list = []                  # the fake (shape-only) kernels are registered once
 _THIN_LOCK = threading.Lock()           # server threads building backends at once: one build
@@ -229,8 +230,9 @@ _THIN_LOCK = threading.Lock()           # server threads building backends at on
 
 @functools.lru_cache(maxsize=1)
 def thin_kernels() -> "torch._ops._OpNamespace | None":
-    """The operators of ``thin_linear.cpp`` (``.thin_pack``, ``.thin_linear``,
-    ``.decode_attention``) compiled for this CPU — once per machine, ~25 s on 2 cores, then
+    """The operators of ``thin_linear.cpp`` and ``decode_step.cpp`` (``.thin_pack``,
+    ``.thin_linear``, ``.decode_attention``, ``.decode_block``) compiled for this CPU — once
+    per machine, ~30 s on 2 cores, then
     loaded from torch's extension cache — or ``None`` where it cannot be built (no C++
     compiler, a read-only cache folder...), with a warning naming why. Thread-safe."""
     # -march=native makes the code use every instruction this CPU has, so the cache entry is
@@ -238,7 +240,8 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
     # hand one CPU's build to another.
     from .cpu import _cpuinfo                       # (cpu.py imports nothing from here)
     try:
-        key = f"{_cpuinfo()}|{THIN_SOURCE.read_bytes()!r}|{THIN_FLAGS}"   # model, all flags
+        sources = b"".join(path.read_bytes() for path in THIN_SOURCES)
+        key = f"{_cpuinfo()}|{sources!r}|{THIN_FLAGS}"   # CPU model, all flags, code
         name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
         with _THIN_LOCK:
             return _load_thin(name)
@@ -252,8 +255,8 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
 def _load_thin(name: str):
     """Build (or load from torch's extension cache) and give the operators their shapes."""
     from torch.utils.cpp_extension import load
-    load(name=name, sources=[str(THIN_SOURCE)], extra_cflags=THIN_FLAGS,
-         extra_ldflags=["-fopenmp"], verbose=False)
+    load(name=name, sources=[str(path) for path in THIN_SOURCES if path.suffix == ".cpp"],
+         extra_cflags=THIN_FLAGS, extra_ldflags=["-fopenmp"], verbose=False)
     if not _THIN_SHAPE:                         # output shapes, for torch.compile
         torch.library.register_fake("musicgen_edu::thin_linear")(
             lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16)))
@@ -347,7 +350,7 @@ def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
 
 def block_kernels(decoder: nn.Module) -> nn.Module:
     """Give each decoder block whose linear layers are all :class:`ThinLinear` a
-    ``decode_step``: its one-token forward as one call of ``decode_block`` (thin_linear.cpp),
+    ``decode_step``: its one-token forward as one call of ``decode_block`` (decode_step.cpp),
     the same operators in the same order, so the same bits, without Python between them."""
     op = thin_kernels().decode_block
     for block in getattr(decoder, "layers", []):

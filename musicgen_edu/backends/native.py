@@ -66,7 +66,7 @@ class Attention(nn.Module):
     """Multi-head attention without biases; queries from ``x``, keys/values given or cached."""
 
     # On a CPU with our kernels (the "thin" layout): torch.ops.musicgen_edu.decode_attention
-    # (thin_linear.cpp) for one-token queries — eager self-attention steps, and cross-attention
+    # (decode_step.cpp) for one-token queries — eager self-attention steps, and cross-attention
     # to the text; otherwise torch's SDPA.
     decode_kernel = None
 
@@ -129,7 +129,7 @@ class Block(nn.Module):
         self.fc1, self.fc2 = nn.Linear(dim, ffn_dim, bias=False), nn.Linear(ffn_dim, dim, bias=False)
         self.cross = cross
         # CPU, our kernels: this forward for one token in one C++ call, same bits, no Python
-        # between its ~40 operators (linears.block_kernels; thin_linear.cpp, decode_block)
+        # between its ~40 operators (linears.block_kernels; decode_step.cpp, decode_block)
         self.decode_step = None
 
     def forward(self, x, k_cache, v_cache, pos, cross_k=None, cross_v=None, cross_mask=None,
