@@ -82,6 +82,35 @@ def test_bf16_activations_come_back_rounded_as_torch_rounds(kernel, int8):
     assert torch.equal(out, thin(x.float()).bfloat16())
 
 
+def test_bf16_results_round_ties_to_even_as_torch_does(kernel):
+    """Exact halfway cases: 1 + 2^-8 lies between the bf16 neighbours 1 and 1 + 2^-7 (rounds to
+    the even one, 1); 1 + 2^-7 + 2^-8 between 1 + 2^-7 and 1 + 2^-6 (rounds to 1 + 2^-6)."""
+    layer = nn.Linear(2, 16, bias=False)
+    layer.weight.data = torch.ones(16, 2)
+    x = torch.tensor([[1, 2**-8], [1 + 2**-7, 2**-8], [-1, -2**-8], [-1 - 2**-7, -2**-8]])
+    out = ThinLinear(layer)(x.bfloat16().view(4, 1, 2))[:, 0, 0]
+    expected = torch.tensor([1.0, 1 + 2**-6, -1.0, -1 - 2**-6])
+    assert torch.equal(out.float(), expected)
+    assert torch.equal(out, x.sum(1).bfloat16())                 # torch's own rounding
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_int8_products_keep_their_bound_across_flushes(kernel, rows):
+    """600 inputs (300 pairs: the 32-bit sums are moved to floats twice) and 80 outputs (one
+    4-group block and one group left over at 2 rows); a row with a NaN gives NaNs."""
+    layer = _layer(80, 600, torch.float32, int8=True)
+    x = torch.randn(rows, 600, generator=torch.Generator().manual_seed(rows)) * 30
+    ref = F.linear(x.double(), layer.weight.double()) * layer.scale.double()
+    bound = 1e-5 * ref.abs().max() + (layer.weight.double().abs()
+                                      * layer.scale.double()[:, None]).sum(1) \
+        * x.double().abs().amax(1, keepdim=True) / 65534
+    out = ThinLinear(layer)(x.view(rows, 1, 600)).view(rows, 80)
+    assert ((out.double() - ref).abs() <= bound).all()
+    x[0, 7] = float("nan")
+    out = ThinLinear(layer)(x.view(rows, 1, 600)).view(rows, 80)
+    assert out[0].isnan().all() and not out[1:].isnan().any()
+
+
 def test_thin_linear_refuses_what_it_cannot_run(kernel):
     with pytest.raises(ValueError, match="multiple of 16 output features, got 40"):
         ThinLinear(_layer(40, 64, torch.float32))
@@ -263,13 +292,18 @@ def test_candidate_layouts_for_every_setting(kernel, monkeypatch):
         candidate_layouts(decoder, False, "fast")
 
 
-@pytest.mark.parametrize("dtype,int8", [("float32", False), ("bfloat16", False),
-                                        ("bfloat16", True)])
-def test_a_block_in_one_call_gives_the_bits_of_its_python_forward(kernel, dtype, int8):
+@pytest.mark.parametrize("name,dtype,int8,caches", [
+    ("debug", "float32", False, "float32"), ("debug", "bfloat16", False, "float32"),
+    ("debug", "bfloat16", False, "bfloat16"), ("debug", "bfloat16", True, "bfloat16"),
+    ("debug-melody", "bfloat16", True, "float32")])
+def test_a_block_in_one_call_gives_the_bits_of_its_python_forward(kernel, name, dtype, int8,
+                                                                  caches):
     """Block.decode_step (decode_step.cpp's decode_block) runs Block.forward's operators in
-    its order: logits and caches equal bit for bit, step after step, batch of 2 prompts."""
-    model = mg.load_model("debug", device="cpu", dtype=dtype)
+    its order: logits and caches equal bit for bit, step after step, batch of 2 prompts; fp32
+    or bf16 caches; a text model (cross-attention) and a melody one (none)."""
+    model = mg.load_model(name, device="cpu", dtype=dtype)
     backend = NativeBackend(model, pack="thin", int8=int8)
+    backend.attention_dtype = getattr(torch, caches)
     blocks = backend.decoder.layers
     assert all(block.decode_step is not None for block in blocks)
     cond = backend.encode_text(["rock", "a longer prompt about jazz", None, None])   # CFG

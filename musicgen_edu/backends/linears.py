@@ -10,7 +10,9 @@ is how fast the weights can be read from memory. Two ways to read them faster, b
 * :class:`PackedLinear` stores the same weights in the blocked layout oneDNN's CPU kernels
   read fastest (what inductor's mkldnn weight prepacking does under ``torch.compile``);
 * :class:`ThinLinear` runs our own small C++ kernel (``thin_linear.cpp``) made for products
-  of a few rows, compiled on the user's machine at first use (``torch.utils.cpp_extension``).
+  of a few rows, compiled on the user's machine at first use (``torch.utils.cpp_extension``);
+  :func:`block_kernels` then runs each decoder block of a one-token step in one call
+  (``decode_step.cpp``, built with it: its attention and its layer).
 """
 
 from __future__ import annotations
@@ -262,6 +264,9 @@ def _load_thin(name: str):
             lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16)))
         torch.library.register_fake("musicgen_edu::decode_attention")(
             lambda q, k_cache, v_cache, length, mask=None: q.new_empty(q.shape))
+        torch.library.register_fake("musicgen_edu::decode_block")(
+            lambda x, weights, scales, norms, k_cache, v_cache, pos, cross_k, cross_v,
+            cross_mask, heads, eps: x.new_empty(x.shape))
         _THIN_SHAPE.append(True)
     return torch.ops.musicgen_edu
 
@@ -271,12 +276,14 @@ class ThinLinear(nn.Module):
 
     A decode step multiplies 2 rows (one prompt with CFG) by every weight matrix. oneDNN's and
     MKL's kernels are built for many rows and read such thin products at about 19-22 GB/s on
-    the project's 2-thread AMD EPYC; the kernel here reads fp32 and bf16 weights at 30-35 GB/s
-    and int8 at 19-24 GB/s (torch's int8 kernel: 13-17; ``bench/README.md``). Its layout is the weights in blocks of 16 output rows,
-    ``[O, I] -> [O / 16, I, 16]``: one vector load gives 16 outputs' weights for one input,
-    multiplied by that input broadcast to all lanes, so no sums across lanes are needed (bf16
-    on CPUs with AVX512-BF16: ``[O / 16, I / 2, 16, 2]``, two inputs per dot-product
-    instruction, which keeps batches of several prompts fast too).
+    the project's 2-thread AMD EPYC; the kernel here reads fp32 and bf16 weights at 30-38 GB/s
+    and int8 at 25-31 GB/s (torch's int8 kernel: 13-17; ``bench/README.md``). Its layout is
+    the weights in blocks of 16 output rows, ``[O, I] -> [O / 16, I, 16]``: one vector load
+    gives 16 outputs' weights for one input, multiplied by that input broadcast to all lanes,
+    so no sums across lanes are needed (bf16 on CPUs with AVX512-BF16, int8 on CPUs with
+    AVX512-VNNI: ``[O / 16, I / 2, 16, 2]``, two inputs per dot-product instruction; for int8
+    each row of ``x`` is then rounded to int16 with its own scale, an error of at most
+    ``max|x[m]| / 65534`` per input).
 
     Each output is one running sum over the inputs in order, for any number of rows, so an
     item's result does not depend on the rest of its batch. One-token steps of any batch take
@@ -355,9 +362,9 @@ def block_kernels(decoder: nn.Module) -> nn.Module:
     op = thin_kernels().decode_block
     for block in getattr(decoder, "layers", []):
         attns = [block.self_attn] + ([block.encoder_attn] if block.cross else [])
+        cross = [block.encoder_attn.q_proj, block.encoder_attn.out_proj] if block.cross else []
         layers = [*(getattr(block.self_attn, f"{p}_proj") for p in ("q", "k", "v", "out")),
-                  *([block.encoder_attn.q_proj, block.encoder_attn.out_proj] if block.cross else []),
-                  block.fc1, block.fc2]
+                  *cross, block.fc1, block.fc2]
         norms = [block.self_attn_layer_norm, *([block.encoder_attn_layer_norm] if block.cross
                                                else []), block.final_layer_norm]
         if not all(isinstance(layer, ThinLinear) for layer in layers) or len(

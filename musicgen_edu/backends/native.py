@@ -17,8 +17,9 @@ no Python bookkeeping beyond one loop over the blocks. Weights are *shared* with
 transformers model (no copy on disk); ``NativeDecoder.from_transformers`` is the state-dict
 mapping. On a CPU the linear weights can be laid out for the kernel that reads them: packed
 once into oneDNN's blocked layout (``linears.PackedLinear``), or in blocks of 16 rows for our
-own thin-product kernels (``linears.ThinLinear``, ``thin_linear.cpp``, which also run the
-one-token attention). Which is fastest depends on the CPU family (per step on the project's
+own thin-product kernels (``linears.ThinLinear``, ``thin_linear.cpp``; ``decode_step.cpp``
+runs the one-token attention, and each block of a one-token step in one call). Which is
+fastest depends on the CPU family (per step on the project's
 2-thread AMD EPYC, AVX512-BF16, ours ran 1.7-2.2x faster than packed in fp32 and ≈ 1.6x in bf16
 (``bench/README.md``); packed was ≈ 2x plain in fp32 there and 1.0x on an AMX Xeon), so the backend times them at first use (``cpu.choose_native_path``); either
 costs a second copy of those weights. On a GPU each one-token step is replayed as a CUDA graph
@@ -134,9 +135,10 @@ class Block(nn.Module):
 
     def forward(self, x, k_cache, v_cache, pos, cross_k=None, cross_v=None, cross_mask=None,
                 self_mask=None):
-        if self.decode_step is not None and isinstance(pos, int) and x.shape[1] == 1 \
-                and self_mask is None:
-            return self.decode_step(x, k_cache, v_cache, pos, cross_k, cross_v, cross_mask)
+        step = self.decode_step                  # (read once: breakdown may swap it meanwhile)
+        if step is not None and isinstance(pos, int) and x.shape[1] == 1 and self_mask is None \
+                and (cross_k is None or cross_k.is_contiguous() and cross_v.is_contiguous()):
+            return step(x, k_cache, v_cache, pos, cross_k, cross_v, cross_mask)
         x = x + self.self_attn(self.self_attn_layer_norm(x), k_cache, v_cache, pos, self_mask)
         if self.cross:
             x = x + self.encoder_attn.cross(self.encoder_attn_layer_norm(x), cross_k, cross_v,
@@ -251,6 +253,8 @@ class NativeBackend(TransformersBackend):
         int8: quantize the decoder's linear weights to int8 (weight-only): a step reads a
             quarter of the fp32 bytes, at a small cost in fidelity (``tests/test_native.py``
             bounds it). The int8 copy comes on top of the transformers weights, which stay.
+            Activations stay in the model's precision (our kernels on an AVX512-VNNI CPU round
+            each row to int16 inside the product: ``linears.ThinLinear``).
         pack: how the linear weights are laid out on a CPU. ``None`` (default) times one
             step of each layout that works here (and, for bf16, attention in fp32 and bf16)
             once per machine and takes the fastest (``cpu.choose_native_path``;

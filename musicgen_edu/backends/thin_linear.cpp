@@ -24,6 +24,10 @@
 #include "thin_vectors.h"
 
 constexpr int kRows = 4;     // input rows per pass over a weight row (accumulators in registers)
+
+// Output columns [16 c, 16 c + 16 B) for input rows [m0, m0 + R): x [M, I] float32,
+// wb [O / 16, I, 16] (16 output rows interleaved, see ThinLinear), y [M, O]. One vector of 16
+// weights times one input value broadcast: no sums across lanes, and each output is one
 // running sum over i in order, whatever R and B are (so whatever the batch).
 template <int R, int B, typename W, typename Y>
 static inline void block_rows(const float* x, const W* wb, const float* scale, Y* y,
@@ -159,6 +163,9 @@ static inline void vnni_rows(const uint32_t* x2, const float* sx, const int8_t* 
 }
 
 // x [M, I] -> qx [M, I] int16 (read as pairs) and sx [M]: qx = round(x / sx), sx = max|x| / 32767.
+// A row holding a NaN or an infinity gets sx = NaN, so all its outputs are NaN (a float
+// product's would be NaN or infinite); one whose largest |x| is below 1e-30 counts as zeros
+// (32767 / max|x| would overflow).
 template <typename X>
 static void quantize_rows(const X* x, int64_t M, int64_t I, std::vector<int16_t>& qx,
                           std::vector<float>& sx) {
@@ -168,17 +175,26 @@ static void quantize_rows(const X* x, int64_t M, int64_t I, std::vector<int16_t>
   for (int64_t m = 0; m < M; ++m) {
     const X* xm = x + m * I;
     __m512 top16 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < I16; i += kLanes)
-      top16 = _mm512_max_ps(top16, _mm512_abs_ps((__m512)widen16(xm + i)));
+    __mmask16 nan = 0;                                  // max_ps would drop a NaN
+    for (int64_t i = 0; i < I16; i += kLanes) {
+      const __m512 v = (__m512)widen16(xm + i);
+      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      top16 = _mm512_max_ps(top16, _mm512_abs_ps(v));
+    }
     float top = _mm512_reduce_max_ps(top16);
-    for (int64_t i = I16; i < I; ++i) top = std::max(top, std::fabs(scalar(xm[i])));
-    sx[m] = top > 0.0f ? top / 32767.0f : 1.0f;
-    const float inv = top > 0.0f ? 32767.0f / top : 0.0f;
+    for (int64_t i = I16; i < I; ++i) {
+      nan |= std::isnan(scalar(xm[i]));
+      top = std::max(top, std::fabs(scalar(xm[i])));
+    }
+    const bool finite = !nan && std::isfinite(top), tiny = top < 1e-30f;
+    sx[m] = !finite ? std::numeric_limits<float>::quiet_NaN() : tiny ? 1.0f : top / 32767.0f;
+    const float inv = finite && !tiny ? 32767.0f / top : 0.0f;
     int16_t* q = qx.data() + m * I;
     for (int64_t i = 0; i < I16; i += kLanes)          // rounded to nearest (even), as below
       _mm256_storeu_si256((__m256i*)(q + i), _mm512_cvtepi32_epi16(
           _mm512_cvtps_epi32(_mm512_mul_ps((__m512)widen16(xm + i), _mm512_set1_ps(inv)))));
-    for (int64_t i = I16; i < I; ++i) q[i] = int16_t(std::nearbyint(scalar(xm[i]) * inv));
+    for (int64_t i = I16; i < I; ++i)
+      q[i] = inv > 0.0f ? int16_t(std::nearbyint(scalar(xm[i]) * inv)) : 0;
   }
 }
 #else
@@ -293,8 +309,8 @@ torch::Tensor thin_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor s
 }
 
 // Operators torch knows (torch.ops.musicgen_edu.*, all four declared here; decode_step.cpp
-// registers its two), so torch.compile can trace through them (linears.py gives them shape
-// functions); the Python module itself is empty.
+// registers its two), so torch.compile can trace through them (linears.py gives thin_linear,
+// decode_attention and decode_block shape functions); the Python module itself is empty.
 TORCH_LIBRARY(musicgen_edu, m) {
   m.def("thin_pack(Tensor weight) -> Tensor");
   m.def("thin_linear(Tensor x, Tensor weight, Tensor scale) -> Tensor");

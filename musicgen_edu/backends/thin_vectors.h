@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -52,8 +53,9 @@ static inline float scalar(uint16_t b) {
   return v;
 }
 
-// 16 results to memory: float32, or bfloat16 rounded to nearest-even as torch rounds (NaN
-// stays a NaN), so a kernel that writes bf16 gives the bits of float32 output then .to(bf16).
+// 16 results to memory: float32, or bfloat16 rounded to nearest-even as torch rounds, so a
+// kernel that writes bf16 gives the bits of float32 output then .to(bf16) (a NaN stays a NaN:
+// 0x7FC0 as torch's scalar conversion; its vectorised one may write another NaN pattern).
 static inline void put16(float* y, f32x16 v) { *(f32x16*)y = v; }
 static inline void put16(uint16_t* y, f32x16 v) {
   const u32x16 b = (u32x16)v;
@@ -61,10 +63,6 @@ static inline void put16(uint16_t* y, f32x16 v) {
   const u32x16 nan = (u32x16)(v != v);                  // all ones where v is a NaN
   *(u16x16*)y = __builtin_convertvector((r & ~nan) | (0x7FC0u & nan), u16x16);
 }
-
-// Output columns [16 c, 16 c + 16 B) for input rows [m0, m0 + R): x [M, I] float32,
-// wb [O / 16, I, 16] (16 output rows interleaved, see ThinLinear), y [M, O]. One vector of 16
-// weights times one input value broadcast: no sums across lanes, and each output is one
 
 // thin_linear.cpp
 torch::Tensor thin_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor scale);

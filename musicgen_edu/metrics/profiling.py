@@ -268,13 +268,23 @@ def _decoder_modules(generator: MusicGenerator):
 def _instrument(generator: MusicGenerator, stages: _Stages):
     """Hooks that label attention, MLP and heads inside every decoder step; removed after."""
     layers, heads = _decoder_modules(generator)
-    handles, patched = [], []
     # a block in one C++ call (native on a CPU with our kernels) has nothing inside to label:
-    # profile its Python forward, the same operators with the same bits
+    # profile its Python forward, the same operators with the same bits (the layers are shared
+    # by the model's backends: other generations meanwhile take that forward too)
     fused = [(layer, layer.decode_step) for layer in layers
              if getattr(layer, "decode_step", None) is not None]
-    for layer, _ in fused:
-        layer.decode_step = None
+    try:
+        for layer, _ in fused:
+            layer.decode_step = None
+        yield from _hooks(layers, heads, stages)
+    finally:
+        for layer, step in fused:
+            layer.decode_step = step
+
+
+def _hooks(layers, heads, stages: _Stages):
+    """The hooks of :func:`_instrument`, removed when its ``with`` block ends."""
+    handles, patched = [], []
     for layer in layers:
         for name in ("self_attn", "encoder_attn"):
             attn = getattr(layer, name, None)
@@ -296,8 +306,6 @@ def _instrument(generator: MusicGenerator, stages: _Stages):
             handle.remove()
         for attn in patched:
             del attn.cross
-        for layer, step in fused:
-            layer.decode_step = step
         while stages.open:  # an error inside a range: close what is still open
             stages.exit()
 
@@ -311,11 +319,11 @@ def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: 
     ``torch.profiler.record_function`` ranges; forward hooks on the decoder's blocks (native
     or transformers) label attention, MLP and heads inside each step. On a GPU the warm-up
     run captures the decode step's CUDA graphs (kept by the backend), so the profiled run
-    replays them: a replayed step is one "decoder step" range, with no attention/MLP split. On
-    a CPU with our kernels the profiled steps run each block's Python forward (the same
+    replays them: a replayed step is one "decoder step" range, with no attention/MLP split.
+    On a CPU with our kernels the profiled steps run each block's Python forward (the same
     operators and bits; a block in one C++ call would hide the split), so they are slower
-    than unprofiled ones. A stage's seconds are the CPU wall time of its ranges; on a GPU every range ends
-    with a synchronisation, so it includes the GPU work it launched (the syncs cost a few
+    than unprofiled ones. A stage's seconds are the CPU wall time of its ranges; on a GPU
+    every range ends with a synchronisation, so it includes the GPU work it launched (the syncs cost a few
     microseconds each: the total is a little above an unprofiled run). The profiler adds a
     few microseconds per operator too, which matters for tiny models: read the shares.
 
