@@ -48,42 +48,37 @@ static inline void block_rows(const float* x, const W* wb, const float* scale, Y
 }
 
 // Constants as values: blocks of B column groups and R rows are template arguments (so the
-// accumulators stay in registers), chosen at run time by the two loops below.
+// accumulators stay in registers), chosen at run time by over_blocks.
 template <int N> using Int = std::integral_constant<int, N>;
 
-// Rows [m0, m0 + R) in groups of up to kRows: run(m0, Int<R>{}).
-template <typename F>
-static inline void over_rows(int64_t M, F run) {
-  for (int64_t m0 = 0; m0 < M; m0 += kRows) {
-    switch (std::min<int64_t>(M - m0, kRows)) {
-      case 1: run(m0, Int<1>{}); break;
-      case 2: run(m0, Int<2>{}); break;
-      case 3: run(m0, Int<3>{}); break;
-      default: run(m0, Int<4>{}); break;
+// Every block of y [M, O]: kernel(m0, c, Int<R>{}, Int<B>{}) for rows [m0, m0 + R) (R <= kRows)
+// and columns [16 c, 16 c + 16 B), B = G column groups per pass (1 for each group left over).
+// Threads split the column blocks into contiguous ranges; each block's weights are read from
+// memory once, and from the cache again for each further kRows input rows.
+template <int G = 2, typename K>
+static inline void over_blocks(int64_t M, int64_t O, K kernel) {
+  auto rows = [&](int64_t c, auto B) {
+    for (int64_t m0 = 0; m0 < M; m0 += kRows) {
+      switch (std::min<int64_t>(M - m0, kRows)) {
+        case 1: kernel(m0, c, Int<1>{}, B); break;
+        case 2: kernel(m0, c, Int<2>{}, B); break;
+        case 3: kernel(m0, c, Int<3>{}, B); break;
+        default: kernel(m0, c, Int<4>{}, B); break;
+      }
     }
-  }
-}
-
-// Output columns in blocks of G 16-wide groups, split over threads: run(c, Int<G>{}) for
-// columns [16 c, 16 c + 16 G), and Int<1> for each group left over. Each thread takes a
-// contiguous range; each block's weights are read from memory once, and from the cache again
-// for each further kRows input rows.
-template <int G = 2, typename F>
-static inline void over_columns(int64_t O, F run) {
+  };
   const int64_t groups = O / (G * kLanes);
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) run(G * g, Int<G>{});
+    for (int64_t g = g0; g < g1; ++g) rows(G * g, Int<G>{});
   });
-  for (int64_t c = groups * G; c < O / kLanes; ++c) run(c, Int<1>{});
+  for (int64_t c = groups * G; c < O / kLanes; ++c) rows(c, Int<1>{});
 }
 
 template <typename W, typename Y>
 static void thin(const float* x, const W* wb, const float* scale, Y* y,
                  int64_t M, int64_t I, int64_t O) {
-  over_columns(O, [&](int64_t c, auto B) {
-    over_rows(M, [&](int64_t m0, auto R) {
-      block_rows<decltype(R)::value, decltype(B)::value>(x, wb, scale, y, I, O, m0, c);
-    });
+  over_blocks(M, O, [&](int64_t m0, int64_t c, auto R, auto B) {
+    block_rows<decltype(R)::value, decltype(B)::value>(x, wb, scale, y, I, O, m0, c);
   });
 }
 
@@ -244,10 +239,8 @@ static void thin_linear_as(const torch::Tensor& x, const torch::Tensor& weight,
         TORCH_CHECK(x.scalar_type() == torch::kBFloat16, "thin_linear: paired bf16 weights "
                     "are for bf16 activations, got ", x.scalar_type());
         const uint32_t* x2 = reinterpret_cast<const uint32_t*>(xp);
-        over_columns(O, [&](int64_t c, auto B) {
-          over_rows(M, [&](int64_t m0, auto R) {
-            pair_rows<decltype(R)::value, decltype(B)::value>(x2, wp, yp, I / 2, O, m0, c);
-          });
+        over_blocks(M, O, [&](int64_t m0, int64_t c, auto R, auto B) {
+          pair_rows<decltype(R)::value, decltype(B)::value>(x2, wp, yp, I / 2, O, m0, c);
         });
         break;
       }
@@ -267,16 +260,13 @@ static void thin_linear_as(const torch::Tensor& x, const torch::Tensor& weight,
         // (pointers taken here: inside the threads' lambdas, qx and sx name their own copies)
         const uint32_t* x2 = reinterpret_cast<const uint32_t*>(qx.data());
         const float* sxp = sx.data();
-        auto body = [&](int64_t c, auto B) {
-          over_rows(M, [&](int64_t m0, auto R) {
-            vnni_rows<decltype(R)::value, decltype(B)::value>(x2, sxp, wp, sp, yp, I / 2, O,
-                                                              m0, c);
-          });
+        auto kernel = [&](int64_t m0, int64_t c, auto R, auto B) {
+          vnni_rows<decltype(R)::value, decltype(B)::value>(x2, sxp, wp, sp, yp, I / 2, O, m0, c);
         };
         // one prompt with CFG (2 rows): 4 column groups per pass, 7 % faster than 2 here (more
         // weight streams in flight); more rows keep 2, so that the sums stay in registers
-        if (M <= 2) over_columns<4>(O, body);
-        else over_columns<2>(O, body);
+        if (M <= 2) over_blocks<4>(M, O, kernel);
+        else over_blocks<2>(M, O, kernel);
         break;
       }
 #endif
