@@ -1,6 +1,7 @@
 # The two quick-start commands (README) and what they stand on.
 #   make demo   install musicgen_edu, generate first.wav with the offline debug model
-#   make test   install the dev extras, run every test (unit tier + notebook tier)
+#   make test   install the dev extras, run every test (unit tier + notebook tier, then the
+#               CPU kernels as built without AVX-512)
 #   make docs   build the docs site into site/ (strict: warnings are errors); docs-serve previews it
 PYTHON ?= python3
 # Installed only when no torch is importable: a local CPU wheel on our machines. On Colab
@@ -11,7 +12,7 @@ SITE_DIR ?= site
 # mkdocs-material prints a banner about its end of life on every build; keep the log to warnings
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install install-dev install-docs demo test test-unit test-notebooks test-browser screenshot docs docs-serve
+.PHONY: install install-dev install-docs demo test test-unit test-avx2 test-notebooks test-browser screenshot docs docs-serve
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
@@ -42,8 +43,14 @@ test-browser:
 screenshot:
 	MUSICGEN_UPDATE_SCREENSHOT=1 $(PYTHON) -m pytest -q -m browser tests/test_studio_browser.py
 
+# our C++ kernels once more as a CPU without AVX-512 builds them (8-float vectors: most
+# students' laptops); on an AVX-512 machine that is another build, elsewhere the same again
+test-avx2:
+	ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q tests/test_linears.py
+
 test: install-dev
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax
+	ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q tests/test_linears.py
 
 docs: install-docs
 	$(PYTHON) -m mkdocs build --strict --site-dir $(SITE_DIR)

@@ -16,7 +16,8 @@ from musicgen_edu.backends.linears import PackedLinear, ThinLinear, can_pack, ca
 
 def test_cpu_info_names_the_machine():
     info = cpu_info()
-    assert set(info) == {"model", "capability", "flags", "threads", "family"}
+    assert set(info) == {"model", "capability", "flags", "threads", "family", "limits"}
+    assert info["limits"] == {k: os.environ[k] for k in cpu_module.ISA_LIMITS if os.environ.get(k)}
     assert info["model"] and info["family"] and " " not in info["family"]
     assert set(info["flags"]) <= set(ISA_FLAGS)
     assert info["threads"] == torch.get_num_threads()

@@ -330,3 +330,35 @@ def test_decode_block_refuses_a_wrong_number_of_weights(kernel):
     x = torch.zeros(1, 1, 16)
     with pytest.raises(RuntimeError, match="6 \\(8 with cross-attention\\) weights"):
         kernel.decode_block(x, [x] * 5, [x] * 5, [x] * 4, x, x, 0, None, None, None, 1, 1e-5)
+
+
+@pytest.mark.parametrize("capability,extra", [("AVX512", []), ("AVX2", ["-mno-avx512f"]),
+                                              ("DEFAULT", ["-mno-avx"])])
+def test_the_kernels_use_no_more_than_torch_dispatches(monkeypatch, capability, extra):
+    """``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 CPU: torch runs its AVX2 kernels, and ours
+    are built without AVX-512 too (a separate cache entry); ``MUSICGEN_THIN_CFLAGS`` comes
+    last, so its ``-march`` wins over ``-march=native``."""
+    monkeypatch.setattr(linears.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.delenv("MUSICGEN_THIN_CFLAGS", raising=False)
+    assert linears.thin_flags() == linears.THIN_FLAGS + extra
+    monkeypatch.setenv("MUSICGEN_THIN_CFLAGS", "-march=x86-64-v3 -mtune=generic")
+    assert linears.thin_flags()[-2:] == ["-march=x86-64-v3", "-mtune=generic"]
+    monkeypatch.setattr(linears.platform, "machine", lambda: "aarch64")   # no x86 flags there
+    assert linears.thin_flags() == linears.THIN_FLAGS + ["-march=x86-64-v3", "-mtune=generic"]
+
+
+def test_the_build_follows_the_flags_into_its_cache_name(monkeypatch):
+    """Two flag sets, two builds: a cached AVX-512 build is never loaded for an AVX2 process."""
+    names = []
+    monkeypatch.setattr(linears, "_load_thin", names.append)
+    thin_kernels.cache_clear()
+    try:
+        for cflags in ("", "-march=x86-64-v3"):
+            monkeypatch.setenv("MUSICGEN_THIN_CFLAGS", cflags)
+            thin_kernels.cache_clear()
+            thin_kernels()
+    finally:
+        thin_kernels.cache_clear()
+    assert len(names) == 2 and names[0] != names[1]
+    assert all(n.startswith("musicgen_edu_thin_") for n in names)

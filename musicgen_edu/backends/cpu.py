@@ -30,10 +30,15 @@ from typing import Callable
 
 import torch
 
-__all__ = ["cpu_info", "ISA_FLAGS", "fastest", "choose_native_path", "choices_file", "CHOICES"]
+__all__ = ["cpu_info", "ISA_FLAGS", "ISA_LIMITS", "fastest", "choose_native_path", "choices_file", "CHOICES"]
 
 # /proc/cpuinfo flags that decide the fast path (x86): float32, bfloat16 and int8 kernels
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+# Environment variables that cap the instructions used below what the CPU has: torch's own
+# kernels, oneDNN's, MKL's, and ours (linears.thin_flags). All four set, one CPU runs as an
+# older one would (bench/README.md: an AVX2 laptop's kernels on an AVX-512 server).
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+              "MUSICGEN_THIN_CFLAGS")
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,7 +62,9 @@ def _cpuinfo() -> tuple[str, tuple[str, ...]]:
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> dict:
     """``model``, ``capability`` (torch's dispatch ISA, e.g. ``"AVX512"``), ``flags`` (those of
-    :data:`ISA_FLAGS` present), ``threads`` and a short ``family`` name for file names."""
+    :data:`ISA_FLAGS` present), ``threads``, a short ``family`` name for file names and
+    ``limits``: the variables of :data:`ISA_LIMITS` set in this process, which keep torch,
+    oneDNN, MKL or our kernels below what the CPU has (the flags stay the CPU's)."""
     model, flags = _cpuinfo()
     try:
         capability = torch.backends.cpu.get_cpu_capability()
@@ -65,8 +72,9 @@ def cpu_info() -> dict:
         capability = "unknown"
     present = [f for f in ISA_FLAGS if f in flags]
     family = "-".join(model.replace("(R)", "").replace("(TM)", "").split()[:3]) or "cpu"
+    limits = {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
     return dict(model=model, capability=capability, flags=present,
-                threads=torch.get_num_threads(), family=family)
+                threads=torch.get_num_threads(), family=family, limits=limits)
 
 
 # What timing chose, per process: (CPU, threads, decoder architecture, dtype, torch) -> choice.

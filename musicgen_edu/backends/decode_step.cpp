@@ -11,29 +11,30 @@
 // same as torch's scaled_dot_product_attention, reading each cached key and value once, in
 // float32 or bfloat16 (the cache's dtype), with the sums in float32.
 
-static inline float hsum(f32x16 v) {                    // v[0] + ... + v[15], by halves
-  float h[8];                                           // (GCC < 12 has no shufflevector)
-  for (int l = 0; l < 8; ++l) h[l] = v[l] + v[l + 8];
+static inline float hsum(const fvec (&v)[kParts]) {     // the 16 lanes' sum, by halves
+  float f[kLanes], h[8];                                // (the same order whatever kVec)
+  std::memcpy(f, v, sizeof f);
+  for (int l = 0; l < 8; ++l) h[l] = f[l] + f[l + 8];
   for (int l = 0; l < 4; ++l) h[l] += h[l + 4];
   return (h[0] + h[2]) + (h[1] + h[3]);
 }
 
-// e^x for x <= 0 (scores minus their maximum), 16 at a time: 2^n e^r with |r| <= ln(2)/2 and
+// e^x for x <= 0 (scores minus their maximum), kVec at a time: 2^n e^r with |r| <= ln(2)/2 and
 // Cephes' expf polynomial for e^r (relative error ~1e-7, like expf); exactly 0 below -87, so
 // masked positions (and padding) add nothing at all.
-static inline f32x16 exp16(f32x16 in) {
-  const f32x16 x = in < -87.0f ? f32x16{} - 87.0f : in;
-  const i32x16 n = __builtin_convertvector(x * 1.44269504f - 0.5f, i32x16);  // round(x / ln 2)
-  const f32x16 nf = __builtin_convertvector(n, f32x16);
-  const f32x16 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;               // x - n ln 2
-  f32x16 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const f32x16 e = p * (f32x16)((n + 127) << 23);      // times 2^n, built from its bits
-  return in < -87.0f ? f32x16{} : e;
+static inline fvec vexp(fvec in) {
+  const fvec x = in < -87.0f ? fvec{} - 87.0f : in;
+  const ivec n = __builtin_convertvector(x * 1.44269504f - 0.5f, ivec);      // round(x / ln 2)
+  const fvec nf = __builtin_convertvector(n, fvec);
+  const fvec r = madd(nf, splat(2.12194440e-4f), madd(nf, splat(-0.693359375f), x));  // - n ln 2
+  fvec p = madd(r, splat(1.9875691500e-4f), splat(1.3981999507e-3f));
+  p = madd(p, r, splat(8.3334519073e-3f));
+  p = madd(p, r, splat(4.1665795894e-2f));
+  p = madd(p, r, splat(1.6666665459e-1f));
+  p = madd(p, r, splat(5.0000001201e-1f));
+  p = madd(p, r * r, r) + 1.0f;
+  const fvec e = p * (fvec)((n + 127) << 23);          // times 2^n, built from its bits
+  return in < -87.0f ? fvec{} : e;
 }
 
 // q [NH, D] and out [NH, D] float32 or bf16 (Q); k, v [NH, Lmax, D] (first L positions used);
@@ -44,33 +45,35 @@ static void attend(const Q* q, const T* k, const T* v, const float* mask, float*
                    Q* out, int64_t NH, int64_t H, int64_t Lmax, int64_t L, int64_t L16,
                    int64_t D) {
   const float scale = 1.0f / std::sqrt(float(D));
-  const int64_t V = D / kLanes;                         // vectors per head, <= 8
+  const int64_t V = D / kVec;                           // vectors per head, <= 128 / kVec
   at::parallel_for(0, NH, 1, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
       const T* kh = k + h * Lmax * D;
       const T* vh = v + h * Lmax * D;
       float* s = scores + h * L16;
-      f32x16 qv[8];
-      for (int64_t j = 0; j < V; ++j) qv[j] = widen16(q + h * D + j * kLanes) * scale;
+      fvec qv[128 / kVec];
+      for (int64_t j = 0; j < V; ++j) qv[j] = widen(q + h * D + j * kVec) * scale;
       float top = -INFINITY;                            // 1. scores and their maximum
       for (int64_t p = 0; p < L; ++p) {
-        f32x16 acc = {};
-        for (int64_t j = 0; j < V; ++j) acc += widen16(kh + p * D + j * kLanes) * qv[j];
+        fvec acc[kParts] = {};                          // 16 lanes: the sum of q . k per
+        for (int64_t j = 0; j < V; ++j)                 // lane over the head's 16-float
+          acc[j % kParts] = madd(widen(kh + p * D + j * kVec), qv[j], acc[j % kParts]);
         s[p] = hsum(acc) + (mask ? mask[h / H * L + p] : 0.0f);
         top = std::max(top, s[p]);
       }
       for (int64_t p = L; p < L16; ++p) s[p] = -INFINITY;   // padding: e^-inf = 0 below
-      f32x16 total = {};                                // 2. e^(s - max) and their sum, in
-      for (int64_t p = 0; p < L16; p += kLanes) {       //    whole vectors: masked text and
-        const f32x16 e = exp16(*(f32x16*)(s + p) - top); //    padding add exact zeros, so a
-        *(f32x16*)(s + p) = e;                          //    prompt padded in a batch sums
-        total += e;                                     //    the same bits as alone
+      fvec total[kParts] = {};                          // 2. e^(s - max) and their sum, in
+      for (int64_t p = 0; p < L16; p += kVec) {         //    whole vectors: masked text and
+        const fvec e = vexp(*(fvec*)(s + p) - top);     //    padding add exact zeros, so a
+        *(fvec*)(s + p) = e;                            //    prompt padded in a batch sums
+        total[p / kVec % kParts] += e;                  //    the same bits as alone
       }
       const float sum = hsum(total);
-      f32x16 o[8] = {};                                 // 3. the weighted sum of values
+      fvec o[128 / kVec] = {};                          // 3. the weighted sum of values
       for (int64_t p = 0; p < L; ++p)
-        for (int64_t j = 0; j < V; ++j) o[j] += widen16(vh + p * D + j * kLanes) * s[p];
-      for (int64_t j = 0; j < V; ++j) put16(out + h * D + j * kLanes, o[j] / sum);
+        for (int64_t j = 0; j < V; ++j)
+          o[j] = madd(widen(vh + p * D + j * kVec), splat(s[p]), o[j]);
+      for (int64_t j = 0; j < V; ++j) put(out + h * D + j * kVec, o[j] / sum);
     }
   });
 }

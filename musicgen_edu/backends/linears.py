@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import threading
 import warnings
 from pathlib import Path
@@ -225,7 +226,20 @@ def pack_linears(decoder: nn.Module, rows: int = 2, skip: tuple[str, ...] = ()) 
 
 THIN_SOURCES = [Path(__file__).with_name(name) for name in    # built as one extension
                 ("thin_linear.cpp", "decode_step.cpp", "thin_vectors.h")]
-THIN_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+THIN_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]   # (fused: madd)
+
+
+def thin_flags() -> list[str]:
+    """This process's compiler flags: :data:`THIN_FLAGS`, less AVX-512 where torch dispatches
+    no higher than AVX2 (``ATEN_CPU_CAPABILITY=avx2``: to keep an older Xeon's clock up, or to
+    try a laptop's kernels on a server) and less AVX where it runs its DEFAULT kernels, so ours
+    use no more than torch's own; then ``$MUSICGEN_THIN_CFLAGS`` (e.g. ``-march=x86-64-v3``, a
+    build for the oldest CPU of a cluster sharing one home folder)."""
+    flags = list(THIN_FLAGS)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+        flags += {"AVX2": ["-mno-avx512f"], "DEFAULT": ["-mno-avx"]}.get(capability, [])
+    return flags + os.environ.get("MUSICGEN_THIN_CFLAGS", "").split()
 _THIN_SHAPE: list = []                  # the fake (shape-only) kernels are registered once
 _THIN_LOCK = threading.Lock()           # server threads building backends at once: one build
 
@@ -243,7 +257,7 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
     from .cpu import _cpuinfo                       # (cpu.py imports nothing from here)
     try:
         sources = b"".join(path.read_bytes() for path in THIN_SOURCES)
-        key = f"{_cpuinfo()}|{sources!r}|{THIN_FLAGS}"   # CPU model, all flags, code
+        key = f"{_cpuinfo()}|{sources!r}|{thin_flags()}"   # CPU model, all flags, code
         name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
         with _THIN_LOCK:
             return _load_thin(name)
@@ -258,7 +272,7 @@ def _load_thin(name: str):
     """Build (or load from torch's extension cache) and give the operators their shapes."""
     from torch.utils.cpp_extension import load
     load(name=name, sources=[str(path) for path in THIN_SOURCES if path.suffix == ".cpp"],
-         extra_cflags=THIN_FLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+         extra_cflags=thin_flags(), extra_ldflags=["-fopenmp"], verbose=False)
     if not _THIN_SHAPE:                         # output shapes, for torch.compile
         torch.library.register_fake("musicgen_edu::thin_linear")(
             lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16)))

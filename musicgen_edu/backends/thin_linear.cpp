@@ -7,8 +7,8 @@
 // (bench/README.md); this file reads each weight row once, straight through, and keeps one
 // accumulator per input row in registers (a GEMV, as llama.cpp's ggml_vec_dot kernels do).
 //
-// Written in portable C++ with GCC/Clang vector extensions: 16 floats per vector, which the
-// compiler maps to one AVX-512 register, two AVX2 registers or four NEON ones. It is
+// Written in portable C++ with GCC/Clang vector extensions, vectors as wide as the CPU's
+// (16 floats with AVX-512, 8 with AVX2, 4 with SSE2 or NEON: thin_vectors.h). It is
 // compiled on the user's machine at first use (-march=native, linears.py), so it uses what
 // that CPU has, and it is threaded with at::parallel_for (torch's own OpenMP pool).
 // It registers its operators as torch.ops.musicgen_edu.thin_pack and .thin_linear (end of
@@ -23,27 +23,34 @@
 
 #include "thin_vectors.h"
 
-constexpr int kRows = 4;     // input rows per pass over a weight row (accumulators in registers)
+// Input rows per pass over a weight row: 4 with AVX-512, 2 with AVX2, 1 with SSE2 or NEON, so
+// that the running sums of 2 column groups take 8 registers whatever the vector width.
+constexpr int kRows = 4 / kParts;
 
 // Output columns [16 c, 16 c + 16 B) for input rows [m0, m0 + R): x [M, I] float32,
-// wb [O / 16, I, 16] (16 output rows interleaved, see ThinLinear), y [M, O]. One vector of 16
+// wb [O / 16, I, 16] (16 output rows interleaved, see ThinLinear), y [M, O]. Vectors of
 // weights times one input value broadcast: no sums across lanes, and each output is one
 // running sum over i in order, whatever R and B are (so whatever the batch).
 template <int R, int B, typename W, typename Y>
 static inline void block_rows(const float* x, const W* wb, const float* scale, Y* y,
                               int64_t I, int64_t O, int64_t m0, int64_t c) {
-  f32x16 acc[B][R] = {};                                 // [B][R] x 16 running sums
+  fvec acc[B][R][kParts] = {};                           // [B][R] x 16 running sums
   const W* w = wb + c * I * kLanes;
   const float* xs = x + m0 * I;
   for (int64_t i = 0; i < I; ++i) {
     for (int b = 0; b < B; ++b) {
-      const f32x16 wv = widen16(w + (b * I + i) * kLanes);
-      for (int r = 0; r < R; ++r) acc[b][r] += wv * xs[r * I + i];
+      for (int p = 0; p < kParts; ++p) {
+        const fvec wv = widen(w + (b * I + i) * kLanes + p * kVec);
+        for (int r = 0; r < R; ++r) acc[b][r][p] = madd(wv, splat(xs[r * I + i]), acc[b][r][p]);
+      }
     }
   }
   for (int b = 0; b < B; ++b) {
-    const f32x16 s = scale ? *(const f32x16*)(scale + (c + b) * kLanes) : f32x16{} + 1.0f;
-    for (int r = 0; r < R; ++r) put16(y + (m0 + r) * O + (c + b) * kLanes, acc[b][r] * s);
+    for (int p = 0; p < kParts; ++p) {
+      const int64_t o = (c + b) * kLanes + p * kVec;     // first output column
+      const fvec s = scale ? *(const fvec*)(scale + o) : splat(1.0f);
+      for (int r = 0; r < R; ++r) put(y + (m0 + r) * O + o, acc[b][r][p] * s);
+    }
   }
 }
 
@@ -61,9 +68,9 @@ static inline void over_blocks(int64_t M, int64_t O, K kernel) {
     for (int64_t m0 = 0; m0 < M; m0 += kRows) {
       switch (std::min<int64_t>(M - m0, kRows)) {
         case 1: kernel(m0, c, Int<1>{}, B); break;
-        case 2: kernel(m0, c, Int<2>{}, B); break;
-        case 3: kernel(m0, c, Int<3>{}, B); break;
-        default: kernel(m0, c, Int<4>{}, B); break;
+        case 2: kernel(m0, c, Int<std::min(2, kRows)>{}, B); break;   // (cases above kRows
+        case 3: kernel(m0, c, Int<std::min(3, kRows)>{}, B); break;   // never run)
+        default: kernel(m0, c, Int<kRows>{}, B); break;
       }
     }
   };
@@ -88,6 +95,7 @@ static void thin(const float* x, const W* wb, const float* scale, Y* y,
 // two weights side by side; x in bf16 (a bf16 model's activations are), read as pairs.
 #if defined(__AVX512BF16__)
 constexpr bool kBf16Pairs = true;
+static_assert(kVec == kLanes, "AVX-512: one 16-float vector per block");
 
 template <int R, int B, typename Y>
 static inline void pair_rows(const uint32_t* x2, const uint16_t* wb, Y* y, int64_t I2,
@@ -105,7 +113,7 @@ static inline void pair_rows(const uint32_t* x2, const uint16_t* wb, Y* y, int64
     }
   }
   for (int b = 0; b < B; ++b)
-    for (int r = 0; r < R; ++r) put16(y + (m0 + r) * O + (c + b) * kLanes, (f32x16)acc[b][r]);
+    for (int r = 0; r < R; ++r) put(y + (m0 + r) * O + (c + b) * kLanes, (fvec)acc[b][r]);
 }
 #else
 constexpr bool kBf16Pairs = false;
@@ -122,38 +130,39 @@ constexpr bool kBf16Pairs = false;
 // depends on that row alone, so results stay batch-invariant bit for bit.
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 constexpr bool kInt8Pairs = true;
+static_assert(kVec == kLanes, "AVX-512: one 16-float vector per block");
 constexpr int64_t kFlush = 128;                         // input pairs per 32-bit sum
 
 // 32-bit sums over input pairs [i0, i1) (at most kFlush of them), added into acc as floats.
 template <int R, int B>
-static inline void vnni_span(const uint32_t* x2, const int8_t* w, f32x16 (&acc)[B][R],
+static inline void vnni_span(const uint32_t* x2, const int8_t* w, fvec (&acc)[B][R],
                              int64_t I2, int64_t i0, int64_t i1, int64_t m0) {
-  i32x16 part[B][R] = {};
+  ivec part[B][R] = {};
   for (int64_t i = i0; i < i1; ++i) {
     for (int b = 0; b < B; ++b) {
       const __m512i wv = _mm512_cvtepi8_epi16(                 // 16 outputs x 2 inputs
           _mm256_loadu_si256((const __m256i*)(w + (b * I2 + i) * 2 * kLanes)));
       for (int r = 0; r < R; ++r)
-        part[b][r] = (i32x16)_mm512_dpwssd_epi32(
+        part[b][r] = (ivec)_mm512_dpwssd_epi32(
             (__m512i)part[b][r], wv, _mm512_set1_epi32(int(x2[(m0 + r) * I2 + i])));
     }
   }
   for (int b = 0; b < B; ++b)
-    for (int r = 0; r < R; ++r) acc[b][r] += __builtin_convertvector(part[b][r], f32x16);
+    for (int r = 0; r < R; ++r) acc[b][r] += __builtin_convertvector(part[b][r], fvec);
 }
 
 template <int R, int B, typename Y>
 static inline void vnni_rows(const uint32_t* x2, const float* sx, const int8_t* wb,
                              const float* scale, Y* y, int64_t I2, int64_t O, int64_t m0,
                              int64_t c) {
-  f32x16 acc[B][R] = {};                                // [B][R] x 16 running float sums
+  fvec acc[B][R] = {};                                  // [B][R] x 16 running float sums
   const int8_t* w = wb + c * I2 * 2 * kLanes;
   for (int64_t i0 = 0; i0 < I2; i0 += kFlush)
     vnni_span<R, B>(x2, w, acc, I2, i0, std::min(I2, i0 + kFlush), m0);
   for (int b = 0; b < B; ++b) {
-    const f32x16 s = *(const f32x16*)(scale + (c + b) * kLanes);
+    const fvec s = *(const fvec*)(scale + (c + b) * kLanes);
     for (int r = 0; r < R; ++r)
-      put16(y + (m0 + r) * O + (c + b) * kLanes, acc[b][r] * s * sx[m0 + r]);
+      put(y + (m0 + r) * O + (c + b) * kLanes, acc[b][r] * s * sx[m0 + r]);
   }
 }
 
@@ -172,7 +181,7 @@ static void quantize_rows(const X* x, int64_t M, int64_t I, std::vector<int16_t>
     __m512 top16 = _mm512_setzero_ps();
     __mmask16 nan = 0;                                  // max_ps would drop a NaN
     for (int64_t i = 0; i < I16; i += kLanes) {
-      const __m512 v = (__m512)widen16(xm + i);
+      const __m512 v = (__m512)widen(xm + i);
       nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
       top16 = _mm512_max_ps(top16, _mm512_abs_ps(v));
     }
@@ -187,7 +196,7 @@ static void quantize_rows(const X* x, int64_t M, int64_t I, std::vector<int16_t>
     int16_t* q = qx.data() + m * I;
     for (int64_t i = 0; i < I16; i += kLanes)          // rounded to nearest (even), as below
       _mm256_storeu_si256((__m256i*)(q + i), _mm512_cvtepi32_epi16(
-          _mm512_cvtps_epi32(_mm512_mul_ps((__m512)widen16(xm + i), _mm512_set1_ps(inv)))));
+          _mm512_cvtps_epi32(_mm512_mul_ps((__m512)widen(xm + i), _mm512_set1_ps(inv)))));
     for (int64_t i = I16; i < I; ++i)
       q[i] = inv > 0.0f ? int16_t(std::nearbyint(scalar(xm[i]) * inv)) : 0;
   }
