@@ -47,7 +47,7 @@ def test_thin_linear_equals_the_product_it_replaces(kernel, dtype, int8, rows, i
         ref = F.linear(x.double(), layer.weight.double())
     tol = 1e-5 if dtype == torch.float32 else 1e-2             # bf16: the output is rounded
     bound = tol * ref.abs().max().item()
-    if int8:  # on AVX512-VNNI each row of x is rounded to int16: |x| error <= max|x[m]| / 65534
+    if int8:  # on AVX2 / AVX-512 each row of x is rounded to int16: |x| error <= max|x[m]| / 65534
         bound = bound + (layer.weight.double().abs() * layer.scale.double()[:, None]).sum(1) \
             * x.double().abs().amax(1, keepdim=True) / 65534          # [rows, 48]
     for shape in [(rows, 1, inputs), (1, rows, inputs)]:       # one-token steps; a prefill

@@ -294,10 +294,11 @@ class ThinLinear(nn.Module):
     and int8 at 25-31 GB/s (torch's int8 kernel: 13-17; ``bench/README.md``). Its layout is
     the weights in blocks of 16 output rows, ``[O, I] -> [O / 16, I, 16]``: one vector load
     gives 16 outputs' weights for one input, multiplied by that input broadcast to all lanes,
-    so no sums across lanes are needed (bf16 on CPUs with AVX512-BF16, int8 on CPUs with
-    AVX512-VNNI: ``[O / 16, I / 2, 16, 2]``, two inputs per dot-product instruction; for int8
-    each row of ``x`` is then rounded to int16 with its own scale, an error of at most
-    ``max|x[m]| / 65534`` per input).
+    so no sums across lanes are needed (bf16 on CPUs with AVX512-BF16, int8 on CPUs with AVX2
+    or AVX-512BW: ``[O / 16, I / 2, 16, 2]``, two inputs per integer dot-product instruction;
+    for int8 each row of ``x`` is then rounded to int16 with its own scale, an error of at most
+    ``max|x[m]| / 65534`` per input). Vectors are as wide as the CPU's: 16 floats with AVX-512,
+    8 with AVX2, 4 otherwise (``thin_vectors.h``).
 
     Each output is one running sum over the inputs in order, for any number of rows, so an
     item's result does not depend on the rest of its batch. One-token steps of any batch take
@@ -325,8 +326,8 @@ class ThinLinear(nn.Module):
             raise RuntimeError("thin_linear.cpp could not be built on this machine.")
         self.kernel = kernels.thin_linear
         # [O, I] -> [O / 16, I, 16]: 16 output rows side by side for each input (bf16 on
-        # AVX512-BF16 and int8 on AVX512-VNNI: [O / 16, I / 2, 16, 2], pairs of inputs for
-        # their dot-product instructions)
+        # AVX512-BF16 and int8 on AVX2 or AVX-512BW: [O / 16, I / 2, 16, 2], pairs of inputs
+        # for their dot-product instructions)
         self.register_buffer("blocked", kernels.thin_pack(weight))
         self.register_buffer("scale", layer.scale.float() if int8 else torch.empty(0))
         # float weights as they are, for many rows: the nn.Linear's own tensor (no copy),

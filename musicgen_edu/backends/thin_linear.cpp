@@ -119,50 +119,79 @@ static inline void pair_rows(const uint32_t* x2, const uint16_t* wb, Y* y, int64
 constexpr bool kBf16Pairs = false;
 #endif
 
-// int8 weights where the CPU has AVX512-VNNI (vpdpwssd: 16-bit pairs multiplied and added
-// into 32-bit integers). Widening each int8 weight to a float costs more than reading it
-// (≈ 20 G weights/s on 2 cores: bench/README.md), so instead each row of x is quantized to
-// int16 with its own scale (x ≈ sx[m] * qx[m, i], |qx| <= 32767: an error of at most
-// max|x[m]| / 65534 per input, far below the int8 weights' own), and the products run on
-// integers: one sign extension per 32 weights and one instruction per pair of inputs and row.
-// Layout [O / 16, I / 2, 16, 2] as for bf16. The 32-bit sums are moved into float ones every
-// kFlush pairs, before they could overflow (kFlush * 2 * 127 * 32767 < 2^31). A row's scale
-// depends on that row alone, so results stay batch-invariant bit for bit.
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// int8 weights on 16-bit integer dot products: where the CPU has AVX2 or AVX-512BW, vpmaddwd
+// multiplies 16-bit pairs and adds each pair into a 32-bit integer (with AVX512-VNNI, vpdpwssd
+// also adds that into the running sum: one instruction instead of two). Widening each int8
+// weight to a float costs more than reading it (≈ 20 G weights/s on 2 cores: bench/README.md),
+// so instead each row of x is quantized to int16 with its own scale (x ≈ sx[m] * qx[m, i],
+// |qx| <= 32767: an error of at most max|x[m]| / 65534 per input, far below the int8 weights'
+// own), and the products run on integers: one sign extension per 2 kVec weights and one or two
+// instructions per pair of inputs and row. Layout [O / 16, I / 2, 16, 2] as for bf16. The
+// 32-bit sums are moved into float ones every kFlush pairs, before they could overflow
+// (kFlush * 2 * 127 * 32767 < 2^31). A row's scale depends on that row alone, so results stay
+// batch-invariant bit for bit; integer sums are exact, so they are the same bits on every CPU.
+#if defined(__AVX512BW__) || (defined(__AVX2__) && !defined(__AVX512F__))
 constexpr bool kInt8Pairs = true;
-static_assert(kVec == kLanes, "AVX-512: one 16-float vector per block");
 constexpr int64_t kFlush = 128;                         // input pairs per 32-bit sum
+
+// kVec outputs' two int8 weights, as 2 kVec int16 (weights of one input pair side by side).
+// acc + the products of those pairs with x's pair (two int16 in one int32), per output.
+#if defined(__AVX512BW__)
+typedef __m512i pairs16;
+static inline pairs16 load_pairs(const int8_t* w) {
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)w));
+}
+static inline ivec dot_pairs(ivec acc, pairs16 w, uint32_t x2) {
+#if defined(__AVX512VNNI__)
+  return (ivec)_mm512_dpwssd_epi32((__m512i)acc, w, _mm512_set1_epi32(int(x2)));
+#else
+  return acc + (ivec)_mm512_madd_epi16(w, _mm512_set1_epi32(int(x2)));
+#endif
+}
+#else
+typedef __m256i pairs16;
+static inline pairs16 load_pairs(const int8_t* w) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)w));
+}
+static inline ivec dot_pairs(ivec acc, pairs16 w, uint32_t x2) {
+  return acc + (ivec)_mm256_madd_epi16(w, _mm256_set1_epi32(int(x2)));
+}
+#endif
 
 // 32-bit sums over input pairs [i0, i1) (at most kFlush of them), added into acc as floats.
 template <int R, int B>
-static inline void vnni_span(const uint32_t* x2, const int8_t* w, fvec (&acc)[B][R],
+static inline void pair_span(const uint32_t* x2, const int8_t* w, fvec (&acc)[B][R][kParts],
                              int64_t I2, int64_t i0, int64_t i1, int64_t m0) {
-  ivec part[B][R] = {};
+  ivec part[B][R][kParts] = {};
   for (int64_t i = i0; i < i1; ++i) {
     for (int b = 0; b < B; ++b) {
-      const __m512i wv = _mm512_cvtepi8_epi16(                 // 16 outputs x 2 inputs
-          _mm256_loadu_si256((const __m256i*)(w + (b * I2 + i) * 2 * kLanes)));
-      for (int r = 0; r < R; ++r)
-        part[b][r] = (ivec)_mm512_dpwssd_epi32(
-            (__m512i)part[b][r], wv, _mm512_set1_epi32(int(x2[(m0 + r) * I2 + i])));
+      for (int p = 0; p < kParts; ++p) {
+        const pairs16 wv = load_pairs(w + (b * I2 + i) * 2 * kLanes + p * 2 * kVec);
+        for (int r = 0; r < R; ++r)
+          part[b][r][p] = dot_pairs(part[b][r][p], wv, x2[(m0 + r) * I2 + i]);
+      }
     }
   }
   for (int b = 0; b < B; ++b)
-    for (int r = 0; r < R; ++r) acc[b][r] += __builtin_convertvector(part[b][r], fvec);
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < kParts; ++p)
+        acc[b][r][p] += __builtin_convertvector(part[b][r][p], fvec);
 }
 
 template <int R, int B, typename Y>
-static inline void vnni_rows(const uint32_t* x2, const float* sx, const int8_t* wb,
-                             const float* scale, Y* y, int64_t I2, int64_t O, int64_t m0,
-                             int64_t c) {
-  fvec acc[B][R] = {};                                  // [B][R] x 16 running float sums
+static inline void pair_int_rows(const uint32_t* x2, const float* sx, const int8_t* wb,
+                                 const float* scale, Y* y, int64_t I2, int64_t O, int64_t m0,
+                                 int64_t c) {
+  fvec acc[B][R][kParts] = {};                          // [B][R] x 16 running float sums
   const int8_t* w = wb + c * I2 * 2 * kLanes;
   for (int64_t i0 = 0; i0 < I2; i0 += kFlush)
-    vnni_span<R, B>(x2, w, acc, I2, i0, std::min(I2, i0 + kFlush), m0);
+    pair_span<R, B>(x2, w, acc, I2, i0, std::min(I2, i0 + kFlush), m0);
   for (int b = 0; b < B; ++b) {
-    const fvec s = *(const fvec*)(scale + (c + b) * kLanes);
-    for (int r = 0; r < R; ++r)
-      put(y + (m0 + r) * O + (c + b) * kLanes, acc[b][r] * s * sx[m0 + r]);
+    for (int p = 0; p < kParts; ++p) {
+      const int64_t o = (c + b) * kLanes + p * kVec;    // first output column
+      const fvec s = *(const fvec*)(scale + o);
+      for (int r = 0; r < R; ++r) put(y + (m0 + r) * O + o, acc[b][r][p] * s * sx[m0 + r]);
+    }
   }
 }
 
@@ -175,18 +204,21 @@ static void quantize_rows(const X* x, int64_t M, int64_t I, std::vector<int16_t>
                           std::vector<float>& sx) {
   qx.resize(M * I);
   sx.resize(M);
-  const int64_t I16 = I / kLanes * kLanes;
+  const int64_t IV = I / kVec * kVec;
   for (int64_t m = 0; m < M; ++m) {
     const X* xm = x + m * I;
-    __m512 top16 = _mm512_setzero_ps();
-    __mmask16 nan = 0;                                  // max_ps would drop a NaN
-    for (int64_t i = 0; i < I16; i += kLanes) {
-      const __m512 v = (__m512)widen(xm + i);
-      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-      top16 = _mm512_max_ps(top16, _mm512_abs_ps(v));
+    fvec tops = {};
+    ivec nans = {};                                     // (a max would drop a NaN)
+    for (int64_t i = 0; i < IV; i += kVec) {
+      const fvec v = widen(xm + i);
+      const fvec a = v < 0.0f ? -v : v;
+      nans |= v != v;
+      tops = a > tops ? a : tops;
     }
-    float top = _mm512_reduce_max_ps(top16);
-    for (int64_t i = I16; i < I; ++i) {
+    float top = 0.0f;
+    bool nan = false;
+    for (int l = 0; l < kVec; ++l) top = std::max(top, tops[l]), nan |= nans[l] != 0;
+    for (int64_t i = IV; i < I; ++i) {
       nan |= std::isnan(scalar(xm[i]));
       top = std::max(top, std::fabs(scalar(xm[i])));
     }
@@ -194,11 +226,18 @@ static void quantize_rows(const X* x, int64_t M, int64_t I, std::vector<int16_t>
     sx[m] = !finite ? std::numeric_limits<float>::quiet_NaN() : tiny ? 1.0f : top / 32767.0f;
     const float inv = finite && !tiny ? 32767.0f / top : 0.0f;
     int16_t* q = qx.data() + m * I;
-    for (int64_t i = 0; i < I16; i += kLanes)          // rounded to nearest (even), as below
-      _mm256_storeu_si256((__m256i*)(q + i), _mm512_cvtepi32_epi16(
-          _mm512_cvtps_epi32(_mm512_mul_ps((__m512)widen(xm + i), _mm512_set1_ps(inv)))));
-    for (int64_t i = I16; i < I; ++i)
-      q[i] = inv > 0.0f ? int16_t(std::nearbyint(scalar(xm[i]) * inv)) : 0;
+    if (inv == 0.0f) {                                  // zeros (or NaN outputs: sx)
+      std::fill(q, q + I, int16_t(0));
+      continue;
+    }
+    // rounded to nearest, ties to even (as nearbyint below): adding and taking away 1.5 * 2^23
+    // leaves no bits below 1 in a float, and |x * inv| <= 32767 is far below 2^22
+    const float round = 12582912.0f;
+    for (int64_t i = 0; i < IV; i += kVec) {
+      const fvec r = (widen(xm + i) * inv + round) - round;
+      *(i16vec*)(q + i) = __builtin_convertvector(__builtin_convertvector(r, ivec), i16vec);
+    }
+    for (int64_t i = IV; i < I; ++i) q[i] = int16_t(std::nearbyint(scalar(xm[i]) * inv));
   }
 }
 #else
@@ -206,7 +245,8 @@ constexpr bool kInt8Pairs = false;
 #endif
 
 // weight [O, I] -> the layout thin_linear reads: [O / 16, I, 16], or for bf16 weights on a
-// CPU with AVX512-BF16 and int8 weights on one with AVX512-VNNI (I even) [O / 16, I / 2, 16, 2].
+// CPU with AVX512-BF16 and int8 weights on one with AVX2 or AVX-512BW (I even)
+// [O / 16, I / 2, 16, 2].
 torch::Tensor thin_pack(torch::Tensor weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.size(0) % kLanes == 0, "thin_pack: weight [O, I] "
               "with O a multiple of 16 expected, got ", weight.sizes());
@@ -236,7 +276,7 @@ static void thin_linear_as(const torch::Tensor& x, const torch::Tensor& weight,
   X* yp = reinterpret_cast<X*>(y.data_ptr());
   const bool pairs = weight.dim() == 4;
   static thread_local std::vector<float> xf;            // x as floats (blocked layouts)
-  static thread_local std::vector<int16_t> qx;          // x as int16 (VNNI)
+  static thread_local std::vector<int16_t> qx;          // x as int16 (int8 pairs)
   static thread_local std::vector<float> sx;
   switch (weight.scalar_type()) {
     case torch::kFloat: thin(float_rows(x, xf), weight.data_ptr<float>(), nullptr, yp, M, I, O);
@@ -263,23 +303,24 @@ static void thin_linear_as(const torch::Tensor& x, const torch::Tensor& weight,
                   scale.is_contiguous(), "thin_linear: int8 weights need a float32 scale [O]");
       const int8_t* wp = weight.data_ptr<int8_t>();
       const float* sp = scale.data_ptr<float>();
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(__AVX512BW__) || (defined(__AVX2__) && !defined(__AVX512F__))
       if (pairs) {
         quantize_rows(xp, M, I, qx, sx);
         // (pointers taken here: inside the threads' lambdas, qx and sx name their own copies)
         const uint32_t* x2 = reinterpret_cast<const uint32_t*>(qx.data());
         const float* sxp = sx.data();
         auto kernel = [&](int64_t m0, int64_t c, auto R, auto B) {
-          vnni_rows<decltype(R)::value, decltype(B)::value>(x2, sxp, wp, sp, yp, I / 2, O, m0, c);
+          pair_int_rows<decltype(R)::value, decltype(B)::value>(x2, sxp, wp, sp, yp, I / 2, O,
+                                                                m0, c);
         };
-        // one prompt with CFG (2 rows): 4 column groups per pass, 7 % faster than 2 here (more
-        // weight streams in flight); more rows keep 2, so that the sums stay in registers
-        if (M <= 2) over_blocks<4>(M, O, kernel);
+        // one prompt with CFG (2 rows) on AVX-512: 4 column groups per pass, 7 % faster than
+        // 2 there (more weight streams in flight); else 2, so that the sums stay in registers
+        if (M <= 2 && kParts == 1) over_blocks<4>(M, O, kernel);
         else over_blocks<2>(M, O, kernel);
         break;
       }
 #endif
-      TORCH_CHECK(!pairs, "thin_linear: paired int8 weights need AVX512-VNNI");
+      TORCH_CHECK(!pairs, "thin_linear: paired int8 weights need AVX2 or AVX-512BW");
       thin(float_rows(x, xf), wp, sp, yp, M, I, O);
       break;
     }

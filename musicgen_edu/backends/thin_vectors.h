@@ -34,7 +34,7 @@ constexpr int kParts = kLanes / kVec;  // vectors per block
 typedef float fvec __attribute__((vector_size(kVec * 4), aligned(4)));
 typedef int32_t ivec __attribute__((vector_size(kVec * 4)));
 typedef uint32_t uvec __attribute__((vector_size(kVec * 4)));
-typedef int16_t i16vec __attribute__((vector_size(kVec * 2)));
+typedef int16_t i16vec __attribute__((vector_size(kVec * 2), aligned(2)));
 typedef uint16_t u16vec __attribute__((vector_size(kVec * 2), aligned(2)));
 typedef int8_t i8vec __attribute__((vector_size(kVec), aligned(1)));
 
