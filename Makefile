@@ -46,11 +46,11 @@ screenshot:
 # our C++ kernels once more as a CPU without AVX-512 builds them (8-float vectors: most
 # students' laptops); on an AVX-512 machine that is another build, elsewhere the same again
 test-avx2:
-	ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q tests/test_linears.py
+	ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q tests/test_thin.py
 
 test: install-dev
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax
-	ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q tests/test_linears.py
+	ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q tests/test_thin.py
 
 docs: install-docs
 	$(PYTHON) -m mkdocs build --strict --site-dir $(SITE_DIR)

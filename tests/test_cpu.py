@@ -9,9 +9,10 @@ import torch
 import musicgen_edu as mg
 from musicgen_edu.backends import NativeBackend
 from musicgen_edu.backends import cpu as cpu_module
-from musicgen_edu.backends import linears
+from musicgen_edu.backends import layouts
 from musicgen_edu.backends.cpu import ISA_FLAGS, choose_native_path, cpu_info, fastest
-from musicgen_edu.backends.linears import PackedLinear, ThinLinear, can_pack, can_thin
+from musicgen_edu.backends.linears import PackedLinear, can_pack
+from musicgen_edu.backends.thin import ThinLinear, can_thin
 
 
 def test_cpu_info_names_the_machine():
@@ -78,7 +79,7 @@ def test_the_native_backend_times_its_path_once_per_machine(monkeypatch, fresh_c
     first = NativeBackend(model)
     assert first.choice["timed"] and set(first.choice["ms_per_step"]) == {
         "packed weights, float32 attention", "plain weights, float32 attention"}  # tiny: no
-    # thin candidate (our kernels are timed for decoders of linears.THIN_MIN_BYTES or more)
+    # thin candidate (our kernels are timed for decoders of layouts.THIN_MIN_BYTES or more)
     assert all(ms > 0 for ms in first.choice["ms_per_step"].values())
     assert "chosen by timing on this CPU" in first.path
     assert ("oneDNN-packed weights" in first.path) == (first.choice["weights"] == "packed")
@@ -167,7 +168,7 @@ def test_the_chosen_path_is_the_one_that_runs(monkeypatch, fresh_choices, weight
     probe = NativeBackend(model, pack=False)
     if weights == "thin" and not can_thin(probe.decoder):
         pytest.skip("thin_linear.cpp cannot be built here")
-    monkeypatch.setattr(linears, "THIN_MIN_BYTES", 0)  # our kernels a candidate for a tiny model
+    monkeypatch.setattr(layouts, "THIN_MIN_BYTES", 0)  # our kernels a candidate for a tiny model
     with monkeypatch.context() as m:                     # record a choice without timing
         m.setattr(cpu_module, "fastest",
                   lambda c, **k: (f"{weights} weights, bfloat16 attention", dict.fromkeys(c, 1.0)))

@@ -197,7 +197,7 @@ def test_breakdown_splits_blocks_that_run_in_one_call(gen):
     breakdown profiles their Python forward instead, so attention and MLP still show, and
     the one-call steps are back afterwards."""
     from musicgen_edu.backends import NativeBackend
-    from musicgen_edu.backends.linears import thin_kernels
+    from musicgen_edu.backends.thin import thin_kernels
     if thin_kernels() is None:
         pytest.skip("thin_linear.cpp cannot be built here")
     thin = mg.MusicGenerator(gen.model, backend=NativeBackend(gen.model, pack="thin"),

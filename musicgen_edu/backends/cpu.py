@@ -35,7 +35,7 @@ __all__ = ["cpu_info", "ISA_FLAGS", "ISA_LIMITS", "fastest", "choose_native_path
 # /proc/cpuinfo flags that decide the fast path (x86): float32, bfloat16 and int8 kernels
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 # Environment variables that cap the instructions used below what the CPU has: torch's own
-# kernels, oneDNN's, MKL's, and ours (linears.thin_flags). All four set, one CPU runs as an
+# kernels, oneDNN's, MKL's, and ours (thin.thin_flags). All four set, one CPU runs as an
 # older one would (bench/README.md: an AVX2 laptop's kernels on an AVX-512 server).
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
               "MUSICGEN_THIN_CFLAGS")

@@ -1,5 +1,5 @@
 // The attention and the whole decoder layer of a one-token decode step on a CPU, built with
-// thin_linear.cpp (the same extension, linears.py): decode_attention reads the filled part of
+// thin_linear.cpp (the same extension, thin.py): decode_attention reads the filled part of
 // the KV cache once, decode_block runs native.py's Block.forward for one token in one call.
 // Registered as torch.ops.musicgen_edu.decode_attention and .decode_block (end of the file).
 

@@ -17,7 +17,7 @@ no Python bookkeeping beyond one loop over the blocks. Weights are *shared* with
 transformers model (no copy on disk); ``NativeDecoder.from_transformers`` is the state-dict
 mapping. On a CPU the linear weights can be laid out for the kernel that reads them: packed
 once into oneDNN's blocked layout (``linears.PackedLinear``), or in blocks of 16 rows for our
-own thin-product kernels (``linears.ThinLinear``, ``thin_linear.cpp``; ``decode_step.cpp``
+own thin-product kernels (``thin.ThinLinear``, ``thin_linear.cpp``; ``decode_step.cpp``
 runs the one-token attention, and each block of a one-token step in one call). Which is
 fastest depends on the CPU family (per step on the project's
 2-thread AMD EPYC, AVX512-BF16, ours ran 1.7-2.2x faster than packed in fp32 and ≈ 1.6x in bf16
@@ -42,7 +42,9 @@ from .cpu import choose_native_path
 from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # noqa: F401
                          keep_attention_off_cudnn)
 from ..sampling import draw_tokens
-from .linears import DynamicInt8Linear, PackedLinear, ThinLinear, candidate_layouts, lay_out
+from .layouts import candidate_layouts, lay_out
+from .linears import DynamicInt8Linear, PackedLinear
+from .thin import ThinLinear
 from .transformers import Conditioning, TransformersBackend
 
 __all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
@@ -130,7 +132,7 @@ class Block(nn.Module):
         self.fc1, self.fc2 = nn.Linear(dim, ffn_dim, bias=False), nn.Linear(ffn_dim, dim, bias=False)
         self.cross = cross
         # CPU, our kernels: this forward for one token in one C++ call, same bits, no Python
-        # between its ~40 operators (linears.block_kernels; decode_step.cpp, decode_block)
+        # between its ~40 operators (thin.block_kernels; decode_step.cpp, decode_block)
         self.decode_step = None
 
     def forward(self, x, k_cache, v_cache, pos, cross_k=None, cross_v=None, cross_mask=None,
@@ -254,13 +256,13 @@ class NativeBackend(TransformersBackend):
             quarter of the fp32 bytes, at a small cost in fidelity (``tests/test_native.py``
             bounds it). The int8 copy comes on top of the transformers weights, which stay.
             Activations stay in the model's precision (our kernels on an AVX2 or AVX-512 CPU
-            round each row to int16 inside the product: ``linears.ThinLinear``).
+            round each row to int16 inside the product: ``thin.ThinLinear``).
         pack: how the linear weights are laid out on a CPU. ``None`` (default) times one
             step of each layout that works here (and, for bf16, attention in fp32 and bf16)
             once per machine and takes the fastest (``cpu.choose_native_path``;
             ``self.choice``): oneDNN-packed (``linears.PackedLinear``, where
             ``linears.can_pack`` says it works), plain, and our thin-product kernel
-            (``linears.ThinLinear``, where ``thin_linear.cpp`` builds). ``True``: packed;
+            (``thin.ThinLinear``, where ``thin_linear.cpp`` builds). ``True``: packed;
             ``"thin"``: the kernel; ``False``: plain; none of them is timed. With ``int8``,
             ``None`` times torch's int8 kernel against ours, ``"thin"`` takes ours, ``False``
             torch's, and ``True`` rounds the activations to int8 too, on the quantized CPU
@@ -314,7 +316,7 @@ class NativeBackend(TransformersBackend):
             return built[layout]
 
         self.decoder = build("plain")            # shares the weights: free; decides what can run
-        layouts = candidate_layouts(self.decoder, int8, pack)   # default first (linears.py)
+        layouts = candidate_layouts(self.decoder, int8, pack)   # default first (layouts.py)
         if pack is None and cpu and (len(layouts) > 1 or model.dtype != torch.float32):
             # the default: time the layouts (and attention dtypes) on this CPU, keep one
             self.choice = choose_native_path(self, {k: functools.partial(build, k) for k in layouts})

@@ -9,7 +9,7 @@
 //
 // Written in portable C++ with GCC/Clang vector extensions, vectors as wide as the CPU's
 // (16 floats with AVX-512, 8 with AVX2, 4 with SSE2 or NEON: thin_vectors.h). It is
-// compiled on the user's machine at first use (-march=native, linears.py), so it uses what
+// compiled on the user's machine at first use (-march=native, thin.py), so it uses what
 // that CPU has, and it is threaded with at::parallel_for (torch's own OpenMP pool).
 // It registers its operators as torch.ops.musicgen_edu.thin_pack and .thin_linear (end of
 // the file; the library's four operators are declared there).
@@ -18,7 +18,7 @@
 // with one float scale per output row (y = scale[o] * sum_i x[m, i] * q[o, i]). Activations
 // x: float32 or bfloat16, read as they are; y comes back in x's dtype (no conversions around
 // the call: a step makes ~200 of them). Each output is summed in the same order whatever the
-// number of rows, so an item's result does not depend on its batch (tests/test_linears.py
+// number of rows, so an item's result does not depend on its batch (tests/test_thin.py
 // checks the bits).
 
 #include "thin_vectors.h"
@@ -350,7 +350,7 @@ torch::Tensor thin_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor s
 }
 
 // Operators torch knows (torch.ops.musicgen_edu.*, all four declared here; decode_step.cpp
-// registers its two), so torch.compile can trace through them (linears.py gives thin_linear,
+// registers its two), so torch.compile can trace through them (thin.py gives thin_linear,
 // decode_attention and decode_block shape functions); the Python module itself is empty.
 TORCH_LIBRARY(musicgen_edu, m) {
   m.def("thin_pack(Tensor weight) -> Tensor");

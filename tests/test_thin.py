@@ -1,4 +1,5 @@
-"""backends/linears.py: ThinLinear and its C++ kernel (thin_linear.cpp), issue #14.
+"""backends/thin.py: ThinLinear and its C++ kernels (thin_linear.cpp, decode_step.cpp), issue #14;
+the layouts built on them (backends/layouts.py).
 
 The kernel is compiled on this machine at first use; where it cannot be (no compiler) the
 tests that need it skip, and the fallback is tested with a build that is made to fail.
@@ -12,8 +13,9 @@ from torch import nn
 import musicgen_edu as mg
 from conftest import assert_steps_agree
 from musicgen_edu.backends import NativeBackend
-from musicgen_edu.backends import linears
-from musicgen_edu.backends.linears import Int8Linear, ThinLinear, thin_kernels, thin_linears
+from musicgen_edu.backends import layouts, linears, thin
+from musicgen_edu.backends.linears import Int8Linear
+from musicgen_edu.backends.thin import ThinLinear, thin_kernels, thin_linears
 
 
 @pytest.fixture(scope="module")
@@ -273,12 +275,13 @@ def test_thin_layout_is_skipped_with_a_warning_when_memory_is_short(kernel, monk
 
 def test_candidate_layouts_for_every_setting(kernel, monkeypatch):
     """Default first; several only when timing (pack=None); what cannot run falls back."""
-    from musicgen_edu.backends.linears import can_pack, can_quantize_dynamic, candidate_layouts
+    from musicgen_edu.backends.layouts import candidate_layouts
+    from musicgen_edu.backends.linears import can_pack, can_quantize_dynamic
     decoder = NativeBackend(mg.load_model("debug", device="cpu"), pack=False).decoder
     packed = ["packed"] if can_pack(decoder) else []
     assert candidate_layouts(decoder, False, None) == [*packed, "plain"]   # tiny: not worth
     assert candidate_layouts(decoder, True, None) == ["int8"]              # a 25 s build
-    monkeypatch.setattr(linears, "THIN_MIN_BYTES", 0)                     # as if it were big
+    monkeypatch.setattr(layouts, "THIN_MIN_BYTES", 0)                     # as if it were big
     assert candidate_layouts(decoder, False, None) == [*packed, "plain", "thin"]
     assert candidate_layouts(decoder, False, True) == (packed or ["plain"])
     assert candidate_layouts(decoder, False, False) == ["plain"]
@@ -338,20 +341,20 @@ def test_the_kernels_use_no_more_than_torch_dispatches(monkeypatch, capability, 
     """``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 CPU: torch runs its AVX2 kernels, and ours
     are built without AVX-512 too (a separate cache entry); ``MUSICGEN_THIN_CFLAGS`` comes
     last, so its ``-march`` wins over ``-march=native``."""
-    monkeypatch.setattr(linears.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(thin.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.delenv("MUSICGEN_THIN_CFLAGS", raising=False)
-    assert linears.thin_flags() == linears.THIN_FLAGS + extra
+    assert thin.thin_flags() == thin.THIN_FLAGS + extra
     monkeypatch.setenv("MUSICGEN_THIN_CFLAGS", "-march=x86-64-v3 -mtune=generic")
-    assert linears.thin_flags()[-2:] == ["-march=x86-64-v3", "-mtune=generic"]
-    monkeypatch.setattr(linears.platform, "machine", lambda: "aarch64")   # no x86 flags there
-    assert linears.thin_flags() == linears.THIN_FLAGS + ["-march=x86-64-v3", "-mtune=generic"]
+    assert thin.thin_flags()[-2:] == ["-march=x86-64-v3", "-mtune=generic"]
+    monkeypatch.setattr(thin.platform, "machine", lambda: "aarch64")   # no x86 flags there
+    assert thin.thin_flags() == thin.THIN_FLAGS + ["-march=x86-64-v3", "-mtune=generic"]
 
 
 def test_the_build_follows_the_flags_into_its_cache_name(monkeypatch):
     """Two flag sets, two builds: a cached AVX-512 build is never loaded for an AVX2 process."""
     names = []
-    monkeypatch.setattr(linears, "_load_thin", names.append)
+    monkeypatch.setattr(thin, "_load_thin", names.append)
     thin_kernels.cache_clear()
     try:
         for cflags in ("", "-march=x86-64-v3"):
