@@ -1,6 +1,7 @@
 """backends/cpu.py: the machine facts every CPU speed figure is labelled with, and the
 decoder path chosen by timing at first use (issue #14)."""
 
+import json
 import os
 
 import pytest
@@ -92,6 +93,24 @@ def test_the_native_backend_times_its_path_once_per_machine(monkeypatch, fresh_c
     fresh_choices.write_text("{ damaged")               # unreadable: time again, save again
     monkeypatch.setattr(cpu_module, "CHOICES", {})
     assert NativeBackend(model).choice["timed"] and '"weights"' in fresh_choices.read_text()
+
+
+def test_a_choice_is_not_reused_under_other_isa_limits(monkeypatch, fresh_choices):
+    """A machine's saved choice holds for the instructions it was timed with: run as an older
+    CPU (oneDNN capped, say), the same machine times its paths again and keeps both."""
+    model = mg.load_model("debug", device="cpu")
+    _needs_packing(model)                                  # (two candidates to time)
+    model.extra.pop("native_decoders", None)
+    limits = {}
+    monkeypatch.setattr(cpu_module, "cpu_info", lambda: {**cpu_info(), "limits": limits})
+    assert NativeBackend(model, pack=None).choice["timed"]
+    monkeypatch.setattr(cpu_module, "CHOICES", {})                  # a new process
+    assert not NativeBackend(model, pack=None).choice["timed"]
+    limits["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    monkeypatch.setattr(cpu_module, "CHOICES", {})
+    assert NativeBackend(model, pack=None).choice["timed"]
+    assert len(json.loads(fresh_choices.read_text())) == 2
+    assert any("ONEDNN_MAX_CPU_ISA=AVX2" in key for key in json.loads(fresh_choices.read_text()))
 
 
 def test_the_first_saved_choice_wins(fresh_choices):

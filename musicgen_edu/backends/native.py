@@ -255,7 +255,7 @@ class NativeBackend(TransformersBackend):
         int8: quantize the decoder's linear weights to int8 (weight-only): a step reads a
             quarter of the fp32 bytes, at a small cost in fidelity (``tests/test_native.py``
             bounds it). The int8 copy comes on top of the transformers weights, which stay.
-            Activations stay in the model's precision (our kernels on an AVX2 or AVX-512 CPU
+            Activations stay in the model's precision (our kernels on an AVX2 or AVX-512BW CPU
             round each row to int16 inside the product: ``thin.ThinLinear``).
         pack: how the linear weights are laid out on a CPU. ``None`` (default) times one
             step of each layout that works here (and, for bf16, attention in fp32 and bf16)

@@ -129,7 +129,8 @@ constexpr bool kBf16Pairs = false;
 // instructions per pair of inputs and row. Layout [O / 16, I / 2, 16, 2] as for bf16. The
 // 32-bit sums are moved into float ones every kFlush pairs, before they could overflow
 // (kFlush * 2 * 127 * 32767 < 2^31). A row's scale depends on that row alone, so results stay
-// batch-invariant bit for bit; integer sums are exact, so they are the same bits on every CPU.
+// batch-invariant bit for bit; integer sums are exact, so every build with these pairs (AVX2,
+// AVX-512BW, VNNI) gives the same bits.
 #if defined(__AVX512BW__) || (defined(__AVX2__) && !defined(__AVX512F__))
 constexpr bool kInt8Pairs = true;
 constexpr int64_t kFlush = 128;                         // input pairs per 32-bit sum
@@ -198,7 +199,7 @@ static inline void pair_int_rows(const uint32_t* x2, const float* sx, const int8
 // x [M, I] -> qx [M, I] int16 (read as pairs) and sx [M]: qx = round(x / sx), sx = max|x| / 32767.
 // A row holding a NaN or an infinity gets sx = NaN, so all its outputs are NaN (a float
 // product's would be NaN or infinite); one whose largest |x| is below 1e-30 counts as zeros
-// (32767 / max|x| would overflow).
+// (a margin above ≈ 1e-34, where 32767 / max|x| would overflow).
 template <typename X>
 static void quantize_rows(const X* x, int64_t M, int64_t I, std::vector<int16_t>& qx,
                           std::vector<float>& sx) {

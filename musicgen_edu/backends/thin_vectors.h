@@ -17,7 +17,9 @@
 
 // Vectors as wide as this build's CPU has: 16 floats (AVX-512), 8 (AVX, AVX2) or 4 (SSE2,
 // NEON). The kernels work on blocks of kLanes = 16 outputs (the weight layout's block), held
-// in kParts such vectors, lane for lane the same sums whatever the width (so the same bits).
+// in kParts such vectors, lane for lane the same sums whatever the width (so the same bits on
+// every build whose madd below is one fused instruction: AVX2 and AVX-512; SSE2-only x86 and
+// NEON builds round a * b + c twice).
 // No vector is wider than the CPU's registers: GCC has no machine mode for one, keeps it in
 // memory and builds each broadcast there, which made an AVX2 build of 16-float vectors 6x
 // slower than torch's own kernels (bench/README.md).
