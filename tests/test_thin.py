@@ -354,7 +354,7 @@ def test_the_kernels_use_no_more_than_torch_dispatches(monkeypatch, capability, 
 def test_the_build_follows_the_flags_into_its_cache_name(monkeypatch):
     """Two flag sets, two builds: a cached AVX-512 build is never loaded for an AVX2 process."""
     names = []
-    monkeypatch.setattr(thin, "_load_thin", names.append)
+    monkeypatch.setattr(thin, "_load_thin", lambda name, flags: names.append(name))
     thin_kernels.cache_clear()
     try:
         for cflags in ("", "-march=x86-64-v3"):

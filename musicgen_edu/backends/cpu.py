@@ -193,8 +193,9 @@ def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module
             first.fc1.weight.shape[0], hasattr(first, "encoder_attn"))
     dtype = plain.positions.dtype
     attentions = list(dict.fromkeys(["float32", str(dtype).removeprefix("torch.")]))
-    limits = "".join(f" | {k}={v}" for k, v in sorted(cpu_info()["limits"].items()))
-    key = (f"{cpu_info()['model']} | {cpu_info()['capability']}{limits} | "
+    info = cpu_info()
+    limits = "".join(f" | {k}={v}" for k, v in sorted(info["limits"].items()))
+    key = (f"{info['model']} | {info['capability']}{limits} | "
            f"{torch.get_num_threads()} threads | decoder {arch} | {dtype} | torch {torch.__version__}"
            f" | {' or '.join(decoders)}")
     with _TIMING:

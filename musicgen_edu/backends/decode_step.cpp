@@ -23,7 +23,7 @@ static inline float hsum(const fvec (&v)[kParts]) {     // the 16 lanes' sum, by
 // Cephes' expf polynomial for e^r (relative error ~1e-7, like expf); exactly 0 below -87, so
 // masked positions (and padding) add nothing at all.
 static inline fvec vexp(fvec in) {
-  const fvec x = in < -87.0f ? fvec{} - 87.0f : in;
+  const fvec x = in < -87.0f ? splat(-87.0f) : in;
   const ivec n = __builtin_convertvector(x * 1.44269504f - 0.5f, ivec);      // round(x / ln 2)
   const fvec nf = __builtin_convertvector(n, fvec);
   const fvec r = madd(nf, splat(2.12194440e-4f), madd(nf, splat(-0.693359375f), x));  // - n ln 2

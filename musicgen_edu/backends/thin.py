@@ -52,6 +52,8 @@ def thin_flags() -> list[str]:
         capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
         flags += {"AVX2": ["-mno-avx512f"], "DEFAULT": ["-mno-avx"]}.get(capability, [])
     return flags + os.environ.get("MUSICGEN_THIN_CFLAGS", "").split()
+
+
 _THIN_SHAPE: list = []                  # the fake (shape-only) kernels are registered once
 _THIN_LOCK = threading.Lock()           # server threads building backends at once: one build
 
@@ -69,10 +71,11 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
     from .cpu import _cpuinfo                       # (cpu.py imports nothing from here)
     try:
         sources = b"".join(path.read_bytes() for path in THIN_SOURCES)
-        key = f"{_cpuinfo()}|{sources!r}|{thin_flags()}"   # CPU model, all flags, code
+        flags = thin_flags()                        # the build's, and in its cache name
+        key = f"{_cpuinfo()}|{sources!r}|{flags}"   # CPU model, all flags, code
         name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
         with _THIN_LOCK:
-            return _load_thin(name)
+            return _load_thin(name, flags)
     except Exception as err:  # noqa: BLE001 - any build failure means "use torch's kernels"
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"could not build the CPU kernel thin_linear.cpp ({reason}); decoding "
@@ -80,11 +83,12 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
         return None
 
 
-def _load_thin(name: str):
-    """Build (or load from torch's extension cache) and give the operators their shapes."""
+def _load_thin(name: str, flags: list[str]):
+    """Build with ``flags`` (or load from torch's extension cache) and give the operators
+    their shapes."""
     from torch.utils.cpp_extension import load
     load(name=name, sources=[str(path) for path in THIN_SOURCES if path.suffix == ".cpp"],
-         extra_cflags=thin_flags(), extra_ldflags=["-fopenmp"], verbose=False)
+         extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
     if not _THIN_SHAPE:                         # output shapes, for torch.compile
         torch.library.register_fake("musicgen_edu::thin_linear")(
             lambda x, weight, scale: x.new_empty((x.shape[0], weight.shape[0] * 16)))

@@ -130,8 +130,12 @@ constexpr bool kBf16Pairs = false;
 // 32-bit sums are moved into float ones every kFlush pairs, before they could overflow
 // (kFlush * 2 * 127 * 32767 < 2^31). A row's scale depends on that row alone, so results stay
 // batch-invariant bit for bit; integer sums are exact, so every build with these pairs (AVX2,
-// AVX-512BW, VNNI) gives the same bits.
+// AVX-512BW, VNNI) gives the same bits. (AVX-512F without BW has no 512-bit vpmaddwd and
+// does not use AVX2's: it widens.) THIN_INT8_PAIRS names that choice for the call site.
 #if defined(__AVX512BW__) || (defined(__AVX2__) && !defined(__AVX512F__))
+#define THIN_INT8_PAIRS 1
+#endif
+#if defined(THIN_INT8_PAIRS)
 constexpr bool kInt8Pairs = true;
 constexpr int64_t kFlush = 128;                         // input pairs per 32-bit sum
 
@@ -304,7 +308,7 @@ static void thin_linear_as(const torch::Tensor& x, const torch::Tensor& weight,
                   scale.is_contiguous(), "thin_linear: int8 weights need a float32 scale [O]");
       const int8_t* wp = weight.data_ptr<int8_t>();
       const float* sp = scale.data_ptr<float>();
-#if defined(__AVX512BW__) || (defined(__AVX2__) && !defined(__AVX512F__))
+#if defined(THIN_INT8_PAIRS)
       if (pairs) {
         quantize_rows(xp, M, I, qx, sx);
         // (pointers taken here: inside the threads' lambdas, qx and sx name their own copies)
