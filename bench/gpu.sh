@@ -23,7 +23,7 @@ step() { local log=$1; shift; echo "== $*"; "$@" 2>&1 | tee "$log"; local rc=${P
 'transformers', transformers.__version__)"; } | tee "$out/machine.txt"
 
 # 1. GPU tests: CUDA-graph steps (buckets, pooling) and the counter sampler on the GPU
-step "$out/tests.txt" python -m pytest -q -p no:cacheprovider tests/test_native.py \
+step "$out/tests.txt" python -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_fusion.py \
      tests/test_sampling.py -k "cuda or gpu or counter or pool or bucket or fixed_shape"
 
 # 2. the benchmark: batch x seconds as in the issue, fp32 and bf16, transformers vs native

@@ -1,8 +1,10 @@
 """Where a GPU decode step goes (issue #13, items 4-6): kernels per step and time per step for
-the three ways the native decoder can run a one-token step on CUDA.
+the ways the native decoder can run a one-token step on CUDA.
 
 - ``eager``: the ordinary (dynamic-shape) step launched op by op from Python (``graphs`` off);
-- ``graph``: the same step (and the draw) replayed as one CUDA graph (the default);
+- ``graph``: the same step (and the draw) replayed as one CUDA graph (the default), with q/k/v
+  and the codebook heads as one product each (``backends/fusion.py``);
+- ``unfused``: the same graph with three q/k/v products per block and one per head;
 - ``inductor``: the step body compiled by Inductor (``torch.compile``, which fuses norms,
   residuals, GELU and picks its own GEMM kernels), captured inside the same graph.
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 import musicgen_edu as mg
+from musicgen_edu.backends.native import NativeBackend
 
 
 def sync() -> None:
@@ -68,12 +71,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="random-small")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--modes", nargs="+", default=["graph", "eager", "inductor"])
+    parser.add_argument("--modes", nargs="+", default=["graph", "unfused", "inductor", "eager"])
     parser.add_argument("--out", default="bench/results/gpu")
     args = parser.parse_args()
     prompt, rows = "80s synth pop with a driving bassline", []
     for mode in args.modes:
         gen = mg.MusicGenerator(args.model, dtype="bfloat16", progress=False)
+        if mode == "unfused":
+            gen = mg.MusicGenerator(gen.model, backend=NativeBackend(gen.model, fuse=False),
+                                    progress=False)
         backend = gen.backend
         if mode == "eager":
             backend.graphs = False
@@ -94,21 +100,27 @@ def main() -> None:
         mg.clear_model_cache()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        write_table(rows, args)                  # after every mode: a timeout keeps the rest
+
+
+def write_table(rows: list[dict], args) -> None:
+    """``gpu_profile.md`` in ``--out``: one row per mode so far, tokens compared to the first."""
     ref = rows[0]["tokens"]
-    for row in rows:
-        row["token_agreement_vs_" + rows[0]["mode"]] = round(float((row.pop("tokens") == ref)
-                                                                   .float().mean()), 3)
+    table = [{**{k: v for k, v in row.items() if k != "tokens"},
+              "token_agreement_vs_" + rows[0]["mode"]: round(float((row["tokens"] == ref)
+                                                                   .float().mean()), 3)}
+             for row in rows]
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    lines = [f"# One decode step on {name}: eager vs CUDA graph vs Inductor\n",
+    lines = [f"# One decode step on {name}: CUDA graph (fused, unfused) vs Inductor vs eager\n",
              f"{args.model}, bf16, batch 1 (2 rows with CFG 3), top-k 250, {args.seconds} s, "
              f"torch {torch.__version__}; `python bench/gpu_profile.py`. ms_per_step is the "
              "decoder loop alone (best of 3; eager: 1 run); kernels_per_step counts CUDA kernels of a whole "
              "profiled generation (T5 and EnCodec included) over its decode steps.\n",
-             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+             "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in table]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gpu_profile.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

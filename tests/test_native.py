@@ -295,14 +295,15 @@ def _one_graph(fn):
         torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("pack", [None, "thin"])
-def test_fixed_shape_step_traces_to_one_graph_without_host_syncs(pack):
+@pytest.mark.parametrize("pack, fuse", [(None, False), ("thin", False), (False, True)])
+def test_fixed_shape_step_traces_to_one_graph_without_host_syncs(pack, fuse):
     """What CUDA-graph capture needs, checked on a CPU: ``torch.compile(fullgraph=True)`` fails
     on any graph break (e.g. ``.item()``, data-dependent shapes), and later positions reuse the
     first graph (no recompilation), because the position is a tensor, not a Python number.
-    Also on our CPU kernels (registered operators with shape rules)."""
+    Also on our CPU kernels (registered operators with shape rules), and fused (the CUDA
+    default: fusion.py)."""
     model = mg.load_model("debug", device="cpu")
-    backend = NativeBackend(model, graphs=True, pack=pack)
+    backend = NativeBackend(model, graphs=True, pack=pack, fuse=fuse)
     if pack == "thin" and "thin" not in backend.path:
         pytest.skip("thin_linear.cpp cannot be built here")
     state = backend.start(backend.encode_text(["x", None]), 8)
@@ -337,10 +338,10 @@ def test_fixed_shape_buffers_and_graphs_are_pooled_across_generations():
     eager = mg.MusicGenerator(model, progress=False)
     kwargs = dict(duration=0.5, seed=2)
     first = static.generate(["jazz", "rock"], **kwargs)
-    (key, pooled), = backend._pool.items()
+    (key, pooled), = backend._pool.idle.items()
     cache, graph = pooled.k_cache[0], pooled.graph
     second = static.generate(["a longer prompt", "rock"], **kwargs)   # 16 bytes: same bucket
-    assert backend._pool[key].k_cache[0] is cache and backend._pool[key].graph is graph
+    assert backend._pool.idle[key].k_cache[0] is cache and backend._pool.idle[key].graph is graph
     assert torch.equal(first.tokens, eager.generate(["jazz", "rock"], **kwargs).tokens)
     assert torch.equal(second.tokens, eager.generate(["a longer prompt",
                                                       "rock"], **kwargs).tokens)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConfigError
+from .fusion import fuse_projections
 from .linears import (ONCE_PER_GENERATION, _linears, _nbytes, can_pack, can_quantize_dynamic,
                       pack_linears, quantize_int8)
 from .thin import block_kernels, can_thin, thin_kernels, thin_linears
@@ -25,12 +26,17 @@ LAYOUTS = ("plain", "packed", "thin", "int8", "int8-thin", "int8-dynamic")
 THIN_MIN_BYTES = 64 * 2**20
 
 
-def lay_out(decoder: nn.Module, layout: str) -> nn.Module:
+def lay_out(decoder: nn.Module, layout: str, fuse: bool = False) -> nn.Module:
     """Give a fresh decoder copy one of :data:`LAYOUTS`, in place: ``plain`` (torch's kernels
     on the shared weights), ``packed`` (oneDNN), ``thin`` (our kernels, linears and one-token
     attention), ``int8`` (weight-only, torch's int8 kernel), ``int8-thin`` (int8 weights on our
     kernels) or ``int8-dynamic`` (int8 activations too). The text key/value projections run
-    once per generation and keep their weights."""
+    once per generation and keep their weights. ``fuse`` first stacks each self-attention's
+    q/k/v and the heads (``fusion.py``; not for the thin layouts, whose blocks read them)."""
+    if fuse:
+        if layout.endswith("thin"):
+            raise ValueError("the thin layouts run q/k/v inside one block call: nothing to fuse")
+        fuse_projections(decoder)
     if layout.startswith("int8"):
         quantize_int8(decoder, dynamic=layout == "int8-dynamic")
     elif layout == "packed":

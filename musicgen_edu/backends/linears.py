@@ -190,10 +190,10 @@ def _nbytes(layers) -> int:
     return sum(layer.weight.numel() * layer.weight.element_size() for _, _, layer in layers)
 
 
-def _room_for_copy(size: int, what: str) -> bool:
-    """True when a copy of ``size`` bytes fits in the free memory twice over; otherwise warn
-    that ``what`` is skipped and decoding will be slower."""
-    if 2 * size <= _free_memory_bytes():
+def _room_for_copy(size: int, what: str, free: int | None = None) -> bool:
+    """True when a copy of ``size`` bytes fits in the free memory (``free`` bytes; default: the
+    CPU's) twice over; otherwise warn that ``what`` is skipped and decoding will be slower."""
+    if 2 * size <= (_free_memory_bytes() if free is None else free):
         return True
     warnings.warn(f"not {what} ({size / 2**30:.1f} GiB more memory than is free); decoding "
                   "will be slower.", stacklevel=4)

@@ -13,18 +13,15 @@ written out plainly in the spirit of nanoGPT and pytorch-labs/gpt-fast (``model.
 
 What makes it fast is what it does *not* do each step: no cache objects growing by
 concatenation, no re-projection of the text states, no mask tensors rebuilt from scratch,
-no Python bookkeeping beyond one loop over the blocks. Weights are *shared* with the loaded
-transformers model (no copy on disk); ``NativeDecoder.from_transformers`` is the state-dict
-mapping. On a CPU the linear weights can be laid out for the kernel that reads them: packed
-once into oneDNN's blocked layout (``linears.PackedLinear``), or in blocks of 16 rows for our
-own thin-product kernels (``thin.ThinLinear``, ``thin_linear.cpp``; ``decode_step.cpp``
-runs the one-token attention, and each block of a one-token step in one call). Which is
-fastest depends on the CPU family (per step on the project's
-2-thread AMD EPYC, AVX512-BF16, ours ran 1.7-2.2x faster than packed in fp32 and ≈ 1.6x in bf16
-(``bench/README.md``); packed was ≈ 2x plain in fp32 there and 1.0x on an AMX Xeon), so the backend times them at first use (``cpu.choose_native_path``); either
-costs a second copy of those weights. On a GPU each one-token step is replayed as a CUDA graph
-(``cuda_graph.py``). Melody models have no
-cross-attention: their conditioning is a prefix fed through self-attention at the first step.
+no Python bookkeeping beyond one loop over the blocks (the buffers: ``native_state.py``).
+Weights are *shared* with the loaded transformers model; ``NativeDecoder.from_transformers``
+is the state-dict mapping. Around this file, each speed trick in its own: on a CPU the weights
+laid out for the kernel that reads them (``layouts.py``: oneDNN-packed, int8, or our own
+kernels in ``thin.py``, which also run a whole block of a one-token step in one call), chosen
+by timing at first use (``cpu.choose_native_path``; the numbers: ``bench/README.md``); on a
+GPU, q/k/v and the heads as one product each (``fusion.py``) and each one-token step replayed
+as a CUDA graph (``cuda_graph.py``). Melody models have no cross-attention: their
+conditioning is a prefix fed through self-attention at the first step.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +40,7 @@ from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # no
 from ..sampling import draw_tokens
 from .layouts import candidate_layouts, lay_out
 from .linears import DynamicInt8Linear, PackedLinear
+from .native_state import NativeState, StatePool, new_caches, text_keys_values
 from .thin import ThinLinear
 from .transformers import Conditioning, TransformersBackend
 
@@ -78,6 +75,13 @@ class Attention(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
             nn.Linear(dim, dim, bias=False) for _ in range(4))
+        self.qkv_proj = None     # q/k/v stacked into one product, where fused (fusion.py)
+
+    def project(self, x: torch.Tensor) -> tuple:
+        """Queries, keys and values ``[N, s, D]`` each: three products, or one where fused."""
+        if self.qkv_proj is not None:
+            return self.qkv_proj(x).chunk(3, dim=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:   # [N, s, D] -> [N, H, s, D/H]
         return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
@@ -94,18 +98,16 @@ class Attention(nn.Module):
         ``index_copy_`` and attention covers the whole cache with ``mask`` hiding what lies ahead.
         """
         s = x.shape[1]
-        k, v = self.split(self.k_proj(x)), self.split(self.v_proj(x))
+        q, k, v = (self.split(t) for t in self.project(x))
         if isinstance(pos, int):
             k_cache[:, :, pos: pos + s], v_cache[:, :, pos: pos + s] = k, v  # cast to cache dtype
             if s == 1 and mask is None and self.decode_kernel is not None:  # the filled part
-                out = self.decode_kernel(self.split(self.q_proj(x)), k_cache, v_cache, pos + 1)
-                return self.merge(out, x)
+                return self.merge(self.decode_kernel(q, k_cache, v_cache, pos + 1), x)
             k_cache, v_cache = k_cache[:, :, : pos + s], v_cache[:, :, : pos + s]
         else:
             k_cache.index_copy_(2, pos, k.to(k_cache.dtype))
             v_cache.index_copy_(2, pos, v.to(v_cache.dtype))
-        q = self.split(self.q_proj(x)).to(k_cache.dtype)
-        out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask,
+        out = F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache, v_cache, attn_mask=mask,
                                              is_causal=s > 1 and mask is None)
         return self.merge(out, x)
 
@@ -146,23 +148,6 @@ class Block(nn.Module):
             x = x + self.encoder_attn.cross(self.encoder_attn_layer_norm(x), cross_k, cross_v,
                                             cross_mask)
         return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
-
-
-@dataclass
-class NativeState:
-    """Everything one generation keeps between steps (all preallocated at ``start``)."""
-
-    cond: Conditioning
-    k_cache: list            # per block: [N, H, max_len, D/H]
-    v_cache: list
-    cross_k: list            # per block: [N, H, L, D/H] (text models) or Nones
-    cross_v: list
-    cross_mask: torch.Tensor | None  # [N, 1, 1, L] additive: 0 attend, dtype-min masked
-    pos: int = 0             # positions already in the cache
-    steps: int = 0
-    graph: object = None     # the captured one-token step (cuda_graph.GraphedStep), if any
-    single_steps: int = 0    # one-token steps run so far (the first runs eagerly)
-    pool_key: tuple | None = None  # where release() returns the buffers (fixed-shape steps)
 
 
 class NativeDecoder(nn.Module):
@@ -242,9 +227,13 @@ class NativeDecoder(nn.Module):
         return self.logits(self.blocks(self.embed(tokens, pos), state, pos, mask, length))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final norm and one head per codebook: ``[N, 1, D]`` -> ``[N, K, V]`` float32."""
-        x = self.layer_norm(x)
-        return torch.stack([head(x[:, 0]) for head in self.lm_heads], dim=1).float()
+        """Final norm and one head per codebook: ``[N, 1, D]`` -> ``[N, K, V]`` float32.
+
+        Fused (``fusion.py``), ``lm_heads`` is one head of ``K·V`` outputs: the same numbers."""
+        x = self.layer_norm(x)[:, 0]                                     # [N, D]
+        if len(self.lm_heads) == 1:                                      # [N, K·V]
+            return self.lm_heads[0](x).view(x.shape[0], self.num_codebooks, -1).float()
+        return torch.stack([head(x) for head in self.lm_heads], dim=1).float()
 
 
 class NativeBackend(TransformersBackend):
@@ -276,21 +265,26 @@ class NativeBackend(TransformersBackend):
             run; ``None`` (default) means on CUDA devices. ``False`` leaves PyTorch's choice
             alone (≈ 16 % faster per step on an H200, a few tokens may change between runs)
             unless a repeatable backend in the same process has switched it off.
+        fuse: one product for each self-attention's q/k/v and one for the K heads instead of
+            3 and K (``fusion.py``: fewer kernels per step, for a copy of those weights);
+            ``None`` (default) means on CUDA devices. Not with our CPU kernels (``"thin"``),
+            which run a whole block in one call anyway.
 
     The decoder holds no per-generation state, so it is built once per model and setting and
-    shared by every backend (and generator) over that model. Packed and int8 decoders are
-    copies: after changing the transformers weights (fine-tuning), drop them with
+    shared by every backend (and generator) over that model. Packed, int8 and fused decoders
+    are copies: after changing the transformers weights (fine-tuning), drop them with
     ``model.extra.pop("native_decoders", None)`` before building a new backend.
     """
 
     name = "native"
 
-    POOL_SIZE = 4            # idle static states (caches + captured graphs) kept per backend
     TEXT_BUCKET = 32         # text lengths are padded to a multiple of this (fewer pool keys)
 
     def __init__(self, model, int8: bool = False, pack: bool | str | None = None,
-                 graphs: bool | None = None, repeatable: bool | None = None):
+                 graphs: bool | None = None, repeatable: bool | None = None,
+                 fuse: bool | None = None):
         super().__init__(model)
+        fuse = model.device.type == "cuda" if fuse is None else fuse
         self.graphs = model.device.type == "cuda" if graphs is None else graphs
         self.repeatable = model.device.type == "cuda" if repeatable is None else repeatable
         if self.repeatable:
@@ -298,7 +292,7 @@ class NativeBackend(TransformersBackend):
         self.replays = 0         # one-token steps run through a graph replay (captured first if
                                  # new; eagerly on a CPU), over all generations
         self.capture_s = 0.0     # seconds spent capturing CUDA graphs, over all generations
-        self._pool: dict[tuple, NativeState] = {}  # (rows, max_len, text_len) -> idle state
+        self._pool = StatePool(size=4)           # idle caches + graphs, by shape
         cpu = model.device.type == "cpu"
         # On a CPU, attention may run in fp32 even for bf16/fp16 weights: torch's
         # reduced-precision CPU attention kernels were several times slower for one-token
@@ -312,11 +306,13 @@ class NativeBackend(TransformersBackend):
 
         def build(layout: str) -> nn.Module:     # each decoder once per model and layout
             if layout not in built:
-                built[layout] = lay_out(NativeDecoder.from_transformers(self.net.decoder), layout)
+                built[layout] = lay_out(NativeDecoder.from_transformers(self.net.decoder),
+                                        layout.removesuffix("+fused"), layout.endswith("+fused"))
             return built[layout]
 
         self.decoder = build("plain")            # shares the weights: free; decides what can run
-        layouts = candidate_layouts(self.decoder, int8, pack)   # default first (layouts.py)
+        layouts = [f"{name}+fused" if fuse and not name.endswith("thin") else name  # (fusion.py)
+                   for name in candidate_layouts(self.decoder, int8, pack)]  # default first
         if pack is None and cpu and (len(layouts) > 1 or model.dtype != torch.float32):
             # the default: time the layouts (and attention dtypes) on this CPU, keep one
             self.choice = choose_native_path(self, {k: functools.partial(build, k) for k in layouts})
@@ -332,6 +328,7 @@ class NativeBackend(TransformersBackend):
             ("int8 activations (quantized CPU engine)", DynamicInt8Linear in kinds),
             ("oneDNN-packed weights", PackedLinear in kinds),
             ("thin-product kernel (thin_linear.cpp)", ThinLinear in kinds),
+            ("fused q/k/v and heads", len(self.decoder.lm_heads) == 1),
             (f"{SHORT_DTYPES[self.attention_dtype]} attention", cpu),
             ("chosen by timing on this CPU", self.choice is not None),
             ("fixed-shape steps + CUDA graphs" if model.device.type == "cuda" else
@@ -343,71 +340,24 @@ class NativeBackend(TransformersBackend):
     def start(self, cond: Conditioning, max_len: int | None = None) -> NativeState:
         """Allocate the KV cache for ``max_len`` positions and precompute text keys/values.
 
-        With fixed-shape steps (``graphs``) the buffers come from a pool when an earlier
-        generation left one of the same shape: its captured graphs read and write exactly
-        those tensors, so they are replayed instead of captured again (capture once per
-        process, not once per generation). The text keys/values are copied into the pooled
-        buffers, padded to a multiple of ``TEXT_BUCKET`` tokens under the mask.
+        With fixed-shape steps (``graphs``) the buffers come from the pool when an earlier
+        generation left one of the same shape: its captured graphs are replayed, not captured
+        again (``native_state.StatePool``); the text is padded to ``TEXT_BUCKET`` tokens.
         """
         dec = self.decoder
         prefix = cond.states.shape[1] if cond.prefix else 0
         max_len = prefix + (max_len or dec.positions.shape[0] - prefix)
         dtype = self.attention_dtype             # caches and text keys/values (see __init__)
-        cross_k, cross_v, mask = self._text_keys_values(cond, dtype)
-        key = (len(cond), max_len, None if mask is None else mask.shape[-1])
-        pooled = self._pool.pop(key, None) if self.graphs else None
-        if pooled is None:
-            k_cache, v_cache = self._caches(len(cond), max_len, dtype)
-            return NativeState(cond, k_cache, v_cache, cross_k, cross_v, mask,
-                               pool_key=key if self.graphs else None)
-        for dst, src in zip(pooled.cross_k + pooled.cross_v, cross_k + cross_v):
-            if dst is not None:                  # the graphs read the pooled tensors: copy in
-                dst.copy_(src)
-        if mask is not None:
-            pooled.cross_mask.copy_(mask)
-        if pooled.graph is not None:
-            pooled.graph.lengths = []                # buckets used by this generation
-        return NativeState(cond, pooled.k_cache, pooled.v_cache, pooled.cross_k, pooled.cross_v,
-                           pooled.cross_mask, graph=pooled.graph, pool_key=key)
+        text = text_keys_values(dec, cond, dtype, self.TEXT_BUCKET if self.graphs else None)
+        key = (len(cond), max_len, None if text[2] is None else text[2].shape[-1])
+        if self.graphs and (pooled := self._pool.take(key, cond, *text)) is not None:
+            return pooled
+        caches = new_caches(dec, len(cond), max_len, dtype, zeros=self.graphs)
+        return NativeState(cond, *caches, *text, pool_key=key if self.graphs else None)
 
     def release(self, state: NativeState) -> None:
         """Keep a finished generation's static buffers and graphs for the next one."""
-        if state.pool_key is None:
-            return
-        self._pool[state.pool_key] = state
-        while len(self._pool) > self.POOL_SIZE:      # the oldest idle entry goes first
-            del self._pool[next(iter(self._pool))]
-        state.pool_key = None
-
-    def _caches(self, rows: int, max_len: int, dtype: torch.dtype) -> tuple[list, list]:
-        """Per block, key and value caches ``[N, H, max_len, D/H]``."""
-        dec = self.decoder
-        shape = (rows, dec.heads, max_len, dec.positions.shape[1] // dec.heads)
-        # Fixed-shape steps attend over every slot, masked or not, and 0 x NaN is NaN: unfilled
-        # slots must hold finite numbers, so zeros instead of uninitialised memory.
-        new = torch.zeros if self.graphs else torch.empty
-        dev = dec.positions.device
-        return ([new(shape, dtype=dtype, device=dev) for _ in dec.layers],
-                [new(shape, dtype=dtype, device=dev) for _ in dec.layers])
-
-    def _text_keys_values(self, cond: Conditioning, dtype: torch.dtype) -> tuple:
-        """Cross-attention keys and values ``[N, H, L, D/H]`` per block, and the additive mask
-        ``[N, 1, 1, L]``; Nones for melody models (their condition is a self-attention prefix)."""
-        dec = self.decoder
-        if cond.prefix:
-            return [None] * len(dec.layers), [None] * len(dec.layers), None
-        states, keep = cond.states.to(dec.positions.dtype), cond.mask.bool()
-        if self.graphs:                          # pad the text to a bucket (fewer pool keys)
-            pad = -states.shape[1] % self.TEXT_BUCKET
-            states, keep = F.pad(states, (0, 0, 0, pad)), F.pad(keep, (0, pad))
-        cross_k = [b.encoder_attn.split(b.encoder_attn.k_proj(states)).to(dtype).contiguous()
-                   for b in dec.layers]
-        cross_v = [b.encoder_attn.split(b.encoder_attn.v_proj(states)).to(dtype).contiguous()
-                   for b in dec.layers]
-        keep = keep[:, None, None, :]                                    # [N, 1, 1, L]
-        mask = torch.zeros(keep.shape, dtype=dtype, device=states.device).masked_fill(
-            ~keep, torch.finfo(dtype).min)
-        return cross_k, cross_v, mask
+        self._pool.put(state)
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: NativeState) -> torch.Tensor:
