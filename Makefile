@@ -48,8 +48,13 @@ screenshot:
 # (only where the CPU has AVX2: torch would run its AVX2 kernels on any CPU it is told to)
 test-avx2:
 	@if grep -qw avx2 /proc/cpuinfo 2>/dev/null; then \
-	  ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q tests/test_thin.py; \
+	  ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -q -m "not arm" tests/test_thin.py; \
 	else echo "test-avx2: this CPU has no AVX2, skipped"; fi
+
+# the same kernels built for ARM (AArch64 NEON) and checked under qemu: tests/arm/run.sh
+# (sudo apt-get install g++-aarch64-linux-gnu qemu-user; runs as root for a mount namespace)
+test-arm:
+	$(PYTHON) -m pytest -q -m arm tests/test_thin.py
 
 test: install-dev
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax

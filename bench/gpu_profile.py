@@ -1,7 +1,8 @@
 """Where a GPU decode step goes (issue #13, items 4-6): kernels per step and time per step for
 the ways the native decoder can run a one-token step on CUDA.
 
-- ``eager``: the ordinary (dynamic-shape) step launched op by op from Python (``graphs`` off);
+- ``eager``: the ordinary (dynamic-shape) step launched op by op from Python (``graphs`` off;
+  fused q/k/v and heads, as the graph);
 - ``graph``: the same step (and the draw) replayed as one CUDA graph (the default), with q/k/v
   and the codebook heads as one product each (``backends/fusion.py``);
 - ``unfused``: the same graph with three q/k/v products per block and one per head;
@@ -76,10 +77,9 @@ def main() -> None:
     args = parser.parse_args()
     prompt, rows = "80s synth pop with a driving bassline", []
     for mode in args.modes:
-        gen = mg.MusicGenerator(args.model, dtype="bfloat16", progress=False)
-        if mode == "unfused":
-            gen = mg.MusicGenerator(gen.model, backend=NativeBackend(gen.model, fuse=False),
-                                    progress=False)
+        model = mg.load_model(args.model, dtype="bfloat16")
+        gen = mg.MusicGenerator(model, progress=False, backend=(
+            NativeBackend(model, fuse=False) if mode == "unfused" else "native"))
         backend = gen.backend
         if mode == "eager":
             backend.graphs = False
@@ -96,7 +96,7 @@ def main() -> None:
                          first_run_s=round(warm_s, 1), kernels_per_step=round(per_step, 1),
                          kernel_kinds=kinds, tokens=tokens))
         print({k: v for k, v in rows[-1].items() if k != "tokens"}, flush=True)
-        del gen, backend
+        del gen, backend, model
         mg.clear_model_cache()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

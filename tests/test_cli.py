@@ -137,7 +137,10 @@ def test_ctrl_c_exits_130_not_1(tmp_path, monkeypatch):
 def test_ctrl_c_in_a_real_process_exits_130(tmp_path):
     """SIGINT from the shell while generating: the process ends with 130 (128 + SIGINT)."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
+        # as from an interactive shell: a test run started in the background inherits SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import musicgen_edu as mg
         from musicgen_edu.cli import main
         def slow(*args, **kwargs):

@@ -55,3 +55,7 @@ def test_pool_hands_back_a_state_with_the_new_text_copied_in_and_evicts_the_olde
     assert torch.equal(taken.cross_k[0], k[0]) and torch.equal(taken.cross_mask, mask)
     assert taken.cond is other and taken.pos == 0 and taken.pool_key == (2, 10, 32)
     assert len(pool) == 1
+    pool.put(taken)
+    assert taken.pool_key is None and len(pool) == 2     # put once: a second put is a no-op
+    pool.put(taken)
+    assert len(pool) == 2 and pool.idle[(2, 10, 32)] is taken

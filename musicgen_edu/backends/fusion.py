@@ -12,8 +12,8 @@ its bits are too depends on the GEMM kernel the larger shape gets (equal on the 
 ``tests/test_fusion.py``).
 
 The stacked weights are copies (the transformers model keeps its own): ≈ 3·D²·L + K·V·D values,
-336 MB for MusicGen-small in fp32. Skipped with a warning when the copy does not fit the free
-memory twice over. The text key/value projections of cross-attention run once per generation
+336 MB for MusicGen-small in fp32 (with int8 layouts a passing copy, quantized right after).
+Skipped with a warning when the copy does not fit the free memory twice over. The text key/value projections of cross-attention run once per generation
 and stay as they are; cross-attention's queries are one product already.
 """
 
@@ -51,12 +51,21 @@ def fuse_projections(decoder: nn.Module) -> nn.Module:
     groups = [[a.q_proj, a.k_proj, a.v_proj] for a in attns] + [list(decoder.lm_heads)]
     size = sum(layer.weight.numel() * layer.weight.element_size()
                for group in groups for layer in group)
-    device = decoder.positions.device
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _free_memory_bytes()
-    if not _room_for_copy(size, "fusing the q/k/v projections and the heads", free):
+    if not _room_for_copy(size, "fusing the q/k/v projections and the heads",
+                          _free_bytes(decoder.positions.device)):
         return decoder
     for attn, group in zip(attns, groups):
         attn.qkv_proj = stack_linears(group)                 # [3·D, D]
         del attn.q_proj, attn.k_proj, attn.v_proj
-    decoder.lm_heads = nn.ModuleList([stack_linears(groups[-1])])           # [K·V, D]
+    if len(decoder.lm_heads) > 1:
+        decoder.lm_heads = nn.ModuleList([stack_linears(groups[-1])])       # [K·V, D]
     return decoder
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Memory a new copy can take on ``device``: on a GPU what the driver has free plus what
+    PyTorch's caching allocator holds unused; on a CPU ``MemAvailable``."""
+    if device.type != "cuda":
+        return _free_memory_bytes()
+    return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+            - torch.cuda.memory_allocated(device))

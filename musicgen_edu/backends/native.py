@@ -278,6 +278,7 @@ class NativeBackend(TransformersBackend):
 
     name = "native"
 
+    POOL_SIZE = 4            # idle static states (caches + captured graphs) kept per backend
     TEXT_BUCKET = 32         # text lengths are padded to a multiple of this (fewer pool keys)
 
     def __init__(self, model, int8: bool = False, pack: bool | str | None = None,
@@ -292,7 +293,7 @@ class NativeBackend(TransformersBackend):
         self.replays = 0         # one-token steps run through a graph replay (captured first if
                                  # new; eagerly on a CPU), over all generations
         self.capture_s = 0.0     # seconds spent capturing CUDA graphs, over all generations
-        self._pool = StatePool(size=4)           # idle caches + graphs, by shape
+        self._pool = StatePool(self.POOL_SIZE)   # idle caches + graphs, by shape
         cpu = model.device.type == "cpu"
         # On a CPU, attention may run in fp32 even for bf16/fp16 weights: torch's
         # reduced-precision CPU attention kernels were several times slower for one-token
@@ -328,7 +329,7 @@ class NativeBackend(TransformersBackend):
             ("int8 activations (quantized CPU engine)", DynamicInt8Linear in kinds),
             ("oneDNN-packed weights", PackedLinear in kinds),
             ("thin-product kernel (thin_linear.cpp)", ThinLinear in kinds),
-            ("fused q/k/v and heads", len(self.decoder.lm_heads) == 1),
+            ("fused q/k/v and heads", self.decoder.layers[0].self_attn.qkv_proj is not None),
             (f"{SHORT_DTYPES[self.attention_dtype]} attention", cpu),
             ("chosen by timing on this CPU", self.choice is not None),
             ("fixed-shape steps + CUDA graphs" if model.device.type == "cuda" else

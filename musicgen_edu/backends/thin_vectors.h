@@ -18,8 +18,8 @@
 // Vectors as wide as this build's CPU has: 16 floats (AVX-512), 8 (AVX, AVX2) or 4 (SSE2,
 // NEON). The kernels work on blocks of kLanes = 16 outputs (the weight layout's block), held
 // in kParts such vectors, lane for lane the same sums whatever the width (so the same bits on
-// every build whose madd below is one fused instruction: AVX2 and AVX-512; SSE2-only x86 and
-// NEON builds round a * b + c twice).
+// every build whose madd below is one fused instruction: AVX2, AVX-512 and ARM's AArch64 NEON;
+// SSE2-only x86 builds round a * b + c twice).
 // No vector is wider than the CPU's registers: GCC has no machine mode for one, keeps it in
 // memory and builds each broadcast there, which made an AVX2 build of 16-float vectors 6x
 // slower than torch's own kernels (bench/README.md).
@@ -42,9 +42,12 @@ typedef int8_t i8vec __attribute__((vector_size(kVec), aligned(1)));
 
 #if defined(__AVX__)
 #include <immintrin.h>
+#elif defined(__ARM_NEON) && defined(__ARM_FEATURE_FMA)
+#include <arm_neon.h>
 #endif
 
-// a * b + c. Fused (one rounding) where the CPU has FMA, as every AVX2 and AVX-512 CPU does;
+// a * b + c. Fused (one rounding) where the CPU has FMA, as every AVX2, AVX-512 and AArch64
+// CPU does (the ARM build is checked under qemu: tests/arm/);
 // the library is compiled with -ffp-contract=off and fuses only here, so every copy of a loop
 // (unrolled, vectorised, its remainder) rounds alike: with GCC fusing as it saw fit, an AVX2
 // build's attention gave a prompt other bits when its text was padded in a batch.
@@ -53,6 +56,8 @@ static inline fvec madd(fvec a, fvec b, fvec c) {
   return (fvec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif defined(__FMA__)
   return (fvec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif defined(__ARM_NEON) && defined(__ARM_FEATURE_FMA)
+  return (fvec)vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b);   // c + a * b
 #else
   return a * b + c;
 #endif
