@@ -218,6 +218,22 @@ def test_fixed_shape_step_equals_the_eager_step(name):
     assert static.replays == 6 and s_static.pos == s_eager.pos
 
 
+def test_fixed_shape_step_builds_its_attention_mask_once():
+    """One additive mask per step, not a boolean one that SDPA would turn into an additive
+    one in every block (two ``where`` kernels per block and step on a GPU)."""
+    from torch.profiler import profile
+
+    model = mg.load_model("random-small", device="cpu")
+    backend = NativeBackend(model, graphs=True, pack=False)
+    state = backend.start(backend.encode_text(["x", None]), 20)
+    tokens = torch.zeros(2, model.num_codebooks, 1, dtype=torch.long)
+    with torch.no_grad(), profile() as prof:
+        backend.decoder.step_static(tokens, torch.tensor([3]), state, 20)
+    ops = [event.name for event in prof.events()]
+    assert ops.count("aten::scaled_dot_product_attention") == 2 * len(backend.decoder.layers)
+    assert ops.count("aten::where") == 0 and ops.count("aten::masked_fill") == 1
+
+
 def test_attention_buckets():
     from musicgen_edu.backends.native import attention_length
 

@@ -223,7 +223,10 @@ class NativeDecoder(nn.Module):
         """
         length = length or state.k_cache[0].shape[2]
         slots = torch.arange(length, device=pos.device)
-        mask = (slots <= pos).view(1, 1, 1, -1)          # [1, 1, 1, length]: True = attend
+        # additive, in the attention's dtype, once per step: given a boolean mask, SDPA builds
+        # this itself in every block (two `where`s each: ~100 kernels a step on a GPU)
+        mask = torch.zeros(length, dtype=state.k_cache[0].dtype, device=pos.device).masked_fill(
+            slots > pos, float("-inf")).view(1, 1, 1, -1)      # [1, 1, 1, length]: 0 = attend
         return self.logits(self.blocks(self.embed(tokens, pos), state, pos, mask, length))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
