@@ -68,13 +68,16 @@ def fails(check_result) -> None:
     assert repr(check_result).startswith("❌ Not yet")
 
 
-def assert_steps_agree(reference, backend, tol: float, prompt: str = "ambient pads"):
-    """Feed both backends the same random tokens — a 5-token prefill, then three one-token
+def assert_steps_agree(reference, backend, tol: float, prompt: str = "ambient pads",
+                       steps: int = 3):
+    """Feed both backends the same random tokens — a 5-token prefill, then ``steps`` one-token
     steps — and check their logits agree within ``tol`` of the largest (a different summation
-    order is all that may differ: packed weights, our CPU kernels)."""
+    order is all that may differ: packed weights, our CPU kernels, fused products)."""
+    model = reference.mg
     cond = reference.encode_text([prompt, None])
-    tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(2))
-    s_ref, s_other = reference.start(cond, 9), backend.start(cond, 9)
-    for cols in (slice(0, 5), slice(5, 6), slice(6, 7), slice(7, 8)):
+    tokens = torch.randint(0, 2048, (2, model.num_codebooks, 6 + steps),
+                           generator=torch.Generator().manual_seed(2)).to(model.device)
+    s_ref, s_other = reference.start(cond, 6 + steps), backend.start(cond, 6 + steps)
+    for cols in [slice(0, 5)] + [slice(t, t + 1) for t in range(5, 5 + steps)]:
         a, b = reference.step(tokens[..., cols], s_ref), backend.step(tokens[..., cols], s_other)
         torch.testing.assert_close(b, a, atol=tol * a.abs().max().item(), rtol=0)
