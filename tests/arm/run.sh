@@ -51,17 +51,28 @@ for dep in $(aarch64-linux-gnu-readelf -d "$lib/libtorch_cpu.so" | sed -n 's/.*N
     -Wl,--version-script="$work/stubs/$dep.map" -Wl,-soname,"$dep"
 done
 
-# the kernels as thin.py builds them (-march=native there; the AArch64 baseline here), with
-# torch/extension.h replaced by tests/arm/torch/extension.h (no Python)
-flags=(-std=c++17 -O3 -march=armv8-a -ffp-contract=off -fopenmp -w -I"$here" -I"$cache/torch/include")
+# the kernels as thin.py builds them, with torch/extension.h replaced by tests/arm/torch/
+# extension.h (no Python), for two CPUs (-march=native there): the AArch64 baseline (NEON:
+# a Raspberry Pi 4, Graviton 1) and an Armv8.6 CPU with SVE, on which GCC may vectorise the
+# scalar loops with SVE instructions (Graviton 3 and 4, Neoverse V1/V2)
+marches=(armv8-a armv8.6-a+sve)
+flags=(-std=c++17 -O3 -ffp-contract=off -fopenmp -w -I"$here" -I"$cache/torch/include")
 pids=()
-for file in "$src/thin_linear.cpp" "$src/decode_step.cpp" "$here/check_kernels.cpp"; do
-  aarch64-linux-gnu-g++ "${flags[@]}" -c "$file" -o "$work/$(basename "$file" .cpp).o" &
-  pids+=($!)
+for march in "${marches[@]}"; do
+  mkdir -p "$work/$march"
+  for file in "$src/thin_linear.cpp" "$src/decode_step.cpp"; do
+    aarch64-linux-gnu-g++ "${flags[@]}" -march="$march" -c "$file" \
+      -o "$work/$march/$(basename "$file" .cpp).o" &
+    pids+=($!)
+  done
 done
+aarch64-linux-gnu-g++ "${flags[@]}" -march=armv8-a -c "$here/check_kernels.cpp" -o "$work/check.o" &
+pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid"; done          # (set -e: the first failure stops)
-aarch64-linux-gnu-g++ -fopenmp "$work"/*.o -o "$work/check_kernels" -L"$lib" -L"$work/stubs" \
-  -Wl,--no-as-needed -ltorch_cpu -lc10 -Wl,-rpath-link,"$lib:$work/stubs"
+for march in "${marches[@]}"; do
+  aarch64-linux-gnu-g++ -fopenmp "$work/check.o" "$work/$march"/*.o -o "$work/$march/check_kernels" \
+    -L"$lib" -L"$work/stubs" -Wl,--no-as-needed -ltorch_cpu -lc10 -Wl,-rpath-link,"$lib:$work/stubs"
+done
 
 # what an ARM Neoverse-N1 with 2 cores shows in /proc/cpuinfo and sysfs
 for n in 0 1; do
@@ -69,8 +80,13 @@ for n in 0 1; do
 done > "$work/cpuinfo"
 mkdir -p "$work/cpu0/regs/identification"
 echo 0x00000000413fd0c1 > "$work/cpu0/regs/identification/midr_el1"
-echo "running the ARM build under $(qemu-aarch64 --version | head -1)"
+echo "running the ARM builds under $(qemu-aarch64 --version | head -1)"
 unshare -m bash -c 'mount --bind "$1/cpuinfo" /proc/cpuinfo &&
-  mount --bind "$1/cpu0" /sys/devices/system/cpu/cpu0 &&
-  LD_LIBRARY_PATH="$2:$1/stubs" OMP_NUM_THREADS=${MUSICGEN_ARM_THREADS:-2} exec qemu-aarch64 -L /usr/aarch64-linux-gnu \
-    "$1/check_kernels"' _ "$work" "$lib"
+  mount --bind "$1/cpu0" /sys/devices/system/cpu/cpu0 || exit 1
+  status=0
+  for march in "${@:3}"; do
+    echo "build -march=$march:"
+    LD_LIBRARY_PATH="$2:$1/stubs" OMP_NUM_THREADS=${MUSICGEN_ARM_THREADS:-2} \
+      qemu-aarch64 -L /usr/aarch64-linux-gnu "$1/$march/check_kernels" || status=1
+  done
+  exit $status' _ "$work" "$lib" "${marches[@]}"
