@@ -1,48 +1,56 @@
 #!/usr/bin/env bash
-# Build musicgen_edu's CPU kernels for ARM (AArch64, NEON vectors) and check them against ATen
-# under qemu: the ARM half of tests/test_thin.py, for want of an ARM machine (Apple silicon
-# under Linux, AWS Graviton, a Raspberry Pi 4/5, Jetson all run this build).
+# Build musicgen_edu's CPU kernels for ARM (AArch64, NEON vectors) and check them against
+# float64 references under qemu: the ARM half of tests/test_thin.py, for want of an ARM
+# machine (Apple silicon under Linux, AWS Graviton, a Raspberry Pi 4/5, Jetson run this build).
 #
-#   sudo bash tests/arm/run.sh        (exit status: the check's; tests/test_thin.py runs it)
+#   sudo PYTHON=$(command -v python) bash tests/arm/run.sh
 #
-# Needs Debian's g++-aarch64-linux-gnu and qemu-user, pip, and root: qemu-user shows an ARM
-# program the host's /proc/cpuinfo, on which PyTorch's CPU detection crashes, so the program
-# runs in a private mount namespace (unshare -m) that sees an ARM Neoverse-N1's instead.
-# PyTorch's C++ library for ARM comes from the PyPI wheel of the installed torch version
-# (headers and CPU libraries kept in $MUSICGEN_ARM_CACHE, default ~/.cache/musicgen_edu/arm);
-# the CUDA runtime that this wheel's CPU library links to is replaced by stubs (no GPU here).
+# PYTHON: an interpreter with the installed torch (default python3). Exit status: the checks',
+# or 77 when the check cannot be set up here (no ARM wheel of this torch version to be had, no
+# mount namespace); tests/test_thin.py runs it and skips on 77 unless MUSICGEN_REQUIRE_ARM=1.
+# Needs Debian's g++-aarch64-linux-gnu and qemu-user, pip, and root with CAP_SYS_ADMIN:
+# qemu-user shows an ARM program the host's /proc/cpuinfo, on which PyTorch's CPU detection
+# crashes, so the program runs in a private mount namespace (unshare -m) that sees an ARM
+# Neoverse-N1's instead. PyTorch's C++ library for ARM comes from the PyPI wheel of the
+# installed torch version (headers and CPU libraries kept in $MUSICGEN_ARM_CACHE, default
+# ~/.cache/musicgen_edu/arm); the CUDA runtime that this wheel's CPU library links to is
+# replaced by stubs (no GPU here).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/../../musicgen_edu/backends
 python=${PYTHON:-python3}
 version=$("$python" -c 'import torch; print(torch.__version__.split("+")[0])')
 pyver=$("$python" -c 'import sys; print("%d%d" % sys.version_info[:2])')
-cache=${MUSICGEN_ARM_CACHE:-$HOME/.cache/musicgen_edu/arm}/torch-$version
+cache=${MUSICGEN_ARM_CACHE:-${HOME:-/tmp}/.cache/musicgen_edu/arm}/torch-$version
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait || true; rm -rf "$work"' EXIT   # (compilers left running first)
+unshare -m true 2>/dev/null || { echo "no private mount namespace here (unshare -m needs root with CAP_SYS_ADMIN)"; exit 77; }
 
 if [ ! -f "$cache/complete" ]; then                    # PyTorch for ARM: headers + CPU libraries
   echo "fetching torch $version for aarch64"
   "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    --python-version "$pyver" --platform manylinux_2_28_aarch64 -d "$work/wheel" "torch==$version"
-  rm -rf "$cache" && mkdir -p "$cache"
-  "$python" - "$work"/wheel/torch-*.whl "$cache" <<'PY'
+    --python-version "$pyver" --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+    -d "$work/wheel" "torch==$version" || { echo "no aarch64 wheel of torch $version to be had"; exit 77; }
+  mkdir -p "$(dirname "$cache")"
+  "$python" - "$work"/wheel/torch-*.whl "$work/torch-$version" <<'PY'
 import sys, zipfile
 wheel, dest = sys.argv[1:]
 skip = ("cuda", "python", "nvshmem", "nvrtc")              # GPU and Python parts: not needed
 with zipfile.ZipFile(wheel) as z:
-    z.extractall(dest, [n for n in z.namelist() if n.startswith("torch/include/") or
-                        n.startswith("torch/lib/lib") and not any(s in n for s in skip)])
+    z.extractall(dest, [n for n in z.namelist() if n.startswith(("torch/include/", "torch.libs/"))
+                        or n.startswith("torch/lib/lib") and not any(s in n for s in skip)])
 PY
-  touch "$cache/complete"
+  touch "$work/torch-$version/complete"
+  rm -rf "$cache" && mv "$work/torch-$version" "$cache"   # whole or not at all
 fi
 lib=$cache/torch/lib
+libs=$lib:$cache/torch.libs                            # (older wheels vendor libraries there)
 
 # libraries libtorch_cpu needs that neither the wheel nor Debian's ARM libc has (the CUDA
 # runtime and profiler of a CUDA build): stubs whose every function reports an error
 mkdir -p "$work/stubs"
 for dep in $(aarch64-linux-gnu-readelf -d "$lib/libtorch_cpu.so" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p'); do
-  [ -e "$lib/$dep" ] || [ -e "/usr/aarch64-linux-gnu/lib/$dep" ] && continue
+  [ -e "$lib/$dep" ] || [ -e "$cache/torch.libs/$dep" ] || [ -e "/usr/aarch64-linux-gnu/lib/$dep" ] && continue
   aarch64-linux-gnu-nm -D --undefined-only "$lib/libtorch_cpu.so" "$lib/libc10.so" |
     sed -n "s/.* \(.*\)@$dep\$/\1/p" | sort -u > "$work/stubs/$dep.syms"
   { echo "$dep { global:"; sed 's/$/;/' "$work/stubs/$dep.syms"; echo "local: *; };"; } > "$work/stubs/$dep.map"
@@ -53,8 +61,8 @@ done
 
 # the kernels as thin.py builds them, with torch/extension.h replaced by tests/arm/torch/
 # extension.h (no Python), for two CPUs (-march=native there): the AArch64 baseline (NEON:
-# a Raspberry Pi 4, Graviton 1) and an Armv8.6 CPU with SVE, on which GCC may vectorise the
-# scalar loops with SVE instructions (Graviton 3 and 4, Neoverse V1/V2)
+# a Raspberry Pi 4, Graviton 1) and an Armv8.6 CPU with SVE, on which GCC vectorises some of
+# decode_step.cpp's loops with SVE (Graviton 3 and 4, Neoverse V1/V2)
 marches=(armv8-a armv8.6-a+sve)
 flags=(-std=c++17 -O3 -ffp-contract=off -fopenmp -w -I"$here" -I"$cache/torch/include")
 pids=()
@@ -68,10 +76,12 @@ for march in "${marches[@]}"; do
 done
 aarch64-linux-gnu-g++ "${flags[@]}" -march=armv8-a -c "$here/check_kernels.cpp" -o "$work/check.o" &
 pids+=($!)
-for pid in "${pids[@]}"; do wait "$pid"; done          # (set -e: the first failure stops)
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done   # every compiler ends first
+[ "$failed" = 0 ]
 for march in "${marches[@]}"; do
   aarch64-linux-gnu-g++ -fopenmp "$work/check.o" "$work/$march"/*.o -o "$work/$march/check_kernels" \
-    -L"$lib" -L"$work/stubs" -Wl,--no-as-needed -ltorch_cpu -lc10 -Wl,-rpath-link,"$lib:$work/stubs"
+    -L"$lib" -L"$work/stubs" -Wl,--no-as-needed -ltorch_cpu -lc10 -Wl,-rpath-link,"$libs:$work/stubs"
 done
 
 # what an ARM Neoverse-N1 with 2 cores shows in /proc/cpuinfo and sysfs
@@ -81,12 +91,15 @@ done > "$work/cpuinfo"
 mkdir -p "$work/cpu0/regs/identification"
 echo 0x00000000413fd0c1 > "$work/cpu0/regs/identification/midr_el1"
 echo "running the ARM builds under $(qemu-aarch64 --version | head -1)"
+# the baseline build; the SVE one with 128-bit (Graviton 4) and 256-bit (Graviton 3) vectors
 unshare -m bash -c 'mount --bind "$1/cpuinfo" /proc/cpuinfo &&
   mount --bind "$1/cpu0" /sys/devices/system/cpu/cpu0 || exit 1
   status=0
-  for march in "${@:3}"; do
-    echo "build -march=$march:"
+  for run in "armv8-a max" "armv8.6-a+sve max,sve-default-vector-length=16" \
+             "armv8.6-a+sve max,sve-default-vector-length=32"; do
+    set -- "$1" "$2" $run
+    echo "build -march=$3, qemu -cpu $4:"
     LD_LIBRARY_PATH="$2:$1/stubs" OMP_NUM_THREADS=${MUSICGEN_ARM_THREADS:-2} \
-      qemu-aarch64 -L /usr/aarch64-linux-gnu "$1/$march/check_kernels" || status=1
+      qemu-aarch64 -cpu "$4" -L /usr/aarch64-linux-gnu "$1/$3/check_kernels" || status=1
   done
-  exit $status' _ "$work" "$lib" "${marches[@]}"
+  exit $status' _ "$work" "$libs"
