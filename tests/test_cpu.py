@@ -26,6 +26,45 @@ def test_cpu_info_names_the_machine():
     assert info["capability"] == torch.backends.cpu.get_cpu_capability()
 
 
+X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16
+
+processor\t: 1
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16
+"""
+ARM = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x3
+CPU part\t: 0xd0c
+CPU revision\t: 1
+
+processor\t: 1
+Features\t: fp asimd
+"""
+
+
+def test_cpuinfo_names_x86_and_arm_cores_by_model_and_flags():
+    """The kernels' build cache is keyed on these: an ARM core (no "model name", no "flags")
+    is named by its implementer and part numbers and keeps its Features, so a Graviton 2 and
+    a Graviton 3 sharing a home folder do not share one -march=native build."""
+    from musicgen_edu.backends.cpu import parse_cpuinfo
+
+    assert parse_cpuinfo(X86, "x86_64") == (
+        "AMD EPYC 9R14", ("fpu", "sse2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16"))
+    model, flags = parse_cpuinfo(ARM, "aarch64")
+    assert model == "ARM 0x41-0xd0c" and flags[:2] == ("fp", "asimd")
+    assert "asimdrdm" in flags and len(flags) == 13                      # processor 0's only
+    graviton3 = ARM.replace("0xd0c", "0xd40").replace("asimdrdm", "asimdrdm sve bf16")
+    assert parse_cpuinfo(graviton3, "aarch64") != (model, flags)
+    assert parse_cpuinfo("", "aarch64") == ("aarch64", ())               # not Linux
+
+
 def test_generation_records_the_decoder_path(gen):
     timings = gen.generate("x", duration=0.2, seed=0).timings
     assert timings["decoder"].startswith("native") and "fp32 attention" in timings["decoder"]

@@ -30,7 +30,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["cpu_info", "ISA_FLAGS", "ISA_LIMITS", "fastest", "choose_native_path", "choices_file", "CHOICES"]
+__all__ = ["cpu_info", "parse_cpuinfo", "ISA_FLAGS", "ISA_LIMITS", "fastest", "choose_native_path",
+           "choices_file", "CHOICES"]
 
 # /proc/cpuinfo flags that decide the fast path (x86): float32, bfloat16 and int8 kernels
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -44,19 +45,27 @@ ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTI
 @functools.lru_cache(maxsize=1)
 def _cpuinfo() -> tuple[str, tuple[str, ...]]:
     """The CPU's model name and *all* its flags (``/proc/cpuinfo``; elsewhere the platform's
-    name and no flags)."""
-    model, flags = platform.processor() or platform.machine(), ()
+    name and no flags). Our kernels' build cache is named after them (``thin.py``)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine()):
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = tuple(value.split())
-                break
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:                                  # not Linux: no flags, the model only
-        pass
-    return model, flags
+        text = ""
+    return parse_cpuinfo(text, platform.processor() or platform.machine())
+
+
+def parse_cpuinfo(text: str, fallback: str) -> tuple[str, tuple[str, ...]]:
+    """Model and flags of the first processor in a ``/proc/cpuinfo`` text. x86 names both
+    (``model name``, ``flags``); an ARM Linux kernel gives ``Features`` and the core's
+    ``CPU implementer`` / ``CPU part`` numbers instead (e.g. 0x41 / 0xd0c, an Arm Neoverse-N1),
+    which then name the model: two ARM cores must not share one ``-march=native`` build."""
+    first = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    model = first.get("model name") or (                 # ARM: "ARM <implementer>-<part>"
+        f"ARM {first['CPU implementer']}-{first['CPU part']}"
+        if "CPU implementer" in first and "CPU part" in first else fallback)
+    return model, tuple((first.get("flags") or first.get("Features") or "").split())
 
 
 @functools.lru_cache(maxsize=1)
