@@ -8,7 +8,7 @@ from torch import nn
 
 import musicgen_edu as mg
 from conftest import assert_steps_agree
-from musicgen_edu.backends import fusion
+from musicgen_edu.backends import fusion, linears
 from musicgen_edu.backends.layouts import lay_out
 from musicgen_edu.backends.native import NativeBackend, NativeDecoder
 
@@ -81,7 +81,7 @@ def test_fusion_is_the_default_on_cuda_only_and_skips_our_cpu_kernels():
 
 
 def test_fusion_is_skipped_with_a_warning_when_memory_is_short(monkeypatch):
-    monkeypatch.setattr(fusion, "_free_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(linears, "_free_memory_bytes", lambda device=None: 1000)
     decoder = NativeDecoder.from_transformers(mg.load_model("debug", device="cpu").model.decoder)
     with pytest.warns(UserWarning, match="not fusing the q/k/v projections"):
         fusion.fuse_projections(decoder)

@@ -126,7 +126,7 @@ def test_packing_is_skipped_with_a_warning_when_memory_is_short(monkeypatch):
     from musicgen_edu.backends import linears
     from musicgen_edu.backends.native import NativeDecoder
     model = mg.load_model("debug", device="cpu")
-    monkeypatch.setattr(linears, "_free_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(linears, "_free_memory_bytes", lambda device=None: 1000)
     decoder = NativeDecoder.from_transformers(model.model.decoder)
     with pytest.warns(UserWarning, match="not packing"):
         linears.pack_linears(decoder)

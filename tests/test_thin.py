@@ -274,7 +274,7 @@ def test_a_text_padded_in_a_batch_attends_with_the_same_bits_as_alone(kernel):
 def test_thin_layout_is_skipped_with_a_warning_when_memory_is_short(kernel, monkeypatch):
     model = mg.load_model("debug", device="cpu")
     decoder = type(NativeBackend(model, pack=False).decoder).from_transformers(model.model.decoder)
-    monkeypatch.setattr(linears, "_free_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(linears, "_free_memory_bytes", lambda device=None: 1000)
     with pytest.warns(UserWarning, match="not laying the decoder's weights out"):
         thin_linears(decoder)
     assert type(decoder.layers[0].fc1) is nn.Linear

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linears import _free_memory_bytes, _room_for_copy
+from .linears import _room_for_copy
 
 __all__ = ["fuse_projections", "stack_linears"]
 
@@ -52,7 +52,7 @@ def fuse_projections(decoder: nn.Module) -> nn.Module:
     size = sum(layer.weight.numel() * layer.weight.element_size()
                for group in groups for layer in group)
     if not _room_for_copy(size, "fusing the q/k/v projections and the heads",
-                          _free_bytes(decoder.positions.device)):
+                          decoder.positions.device):
         return decoder
     for attn, group in zip(attns, groups):
         attn.qkv_proj = stack_linears(group)                 # [3·D, D]
@@ -61,11 +61,3 @@ def fuse_projections(decoder: nn.Module) -> nn.Module:
         decoder.lm_heads = nn.ModuleList([stack_linears(groups[-1])])       # [K·V, D]
     return decoder
 
-
-def _free_bytes(device: torch.device) -> int:
-    """Memory a new copy can take on ``device``: on a GPU what the driver has free plus what
-    PyTorch's caching allocator holds unused; on a CPU ``MemAvailable``."""
-    if device.type != "cuda":
-        return _free_memory_bytes()
-    return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
-            - torch.cuda.memory_allocated(device))

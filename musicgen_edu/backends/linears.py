@@ -170,8 +170,13 @@ def can_pack(decoder: nn.Module) -> bool:
     return weights.dtype == torch.float32
 
 
-def _free_memory_bytes() -> int:
-    """Memory available to new allocations: ``MemAvailable`` (free + reclaimable page cache)."""
+def _free_memory_bytes(device: torch.device | None = None) -> int:
+    """Memory available to new allocations on ``device`` (default: the CPU): on a GPU what the
+    driver has free plus what PyTorch's caching allocator holds unused; on a CPU
+    ``MemAvailable`` (free + reclaimable page cache)."""
+    if device is not None and device.type == "cuda":
+        return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+                - torch.cuda.memory_allocated(device))
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -190,10 +195,10 @@ def _nbytes(layers) -> int:
     return sum(layer.weight.numel() * layer.weight.element_size() for _, _, layer in layers)
 
 
-def _room_for_copy(size: int, what: str, free: int | None = None) -> bool:
-    """True when a copy of ``size`` bytes fits in the free memory (``free`` bytes; default: the
-    CPU's) twice over; otherwise warn that ``what`` is skipped and decoding will be slower."""
-    if 2 * size <= (_free_memory_bytes() if free is None else free):
+def _room_for_copy(size: int, what: str, device: torch.device | None = None) -> bool:
+    """True when a copy of ``size`` bytes fits in the free memory of ``device`` (default: the
+    CPU) twice over; otherwise warn that ``what`` is skipped and decoding will be slower."""
+    if 2 * size <= _free_memory_bytes(device):
         return True
     warnings.warn(f"not {what} ({size / 2**30:.1f} GiB more memory than is free); decoding "
                   "will be slower.", stacklevel=4)
