@@ -1,6 +1,7 @@
 """The native decoder equals transformers: logits, greedy and sampled tokens, every mode."""
 
 import contextlib
+import warnings
 
 import pytest
 import torch
@@ -364,6 +365,33 @@ def test_fixed_shape_buffers_and_graphs_are_pooled_across_generations():
     assert second.timings["capture_s"] == 0.0            # nothing captured on a CPU
     static.generate(["x"], **kwargs)                      # another shape: another entry
     assert len(backend._pool) == 2
+
+
+def test_a_step_that_cannot_be_captured_falls_back_to_eager_decoding(monkeypatch):
+    """A GPU or driver that cannot capture an op: warn once, finish the generation eagerly
+    (the same tokens), and decode without graphs from then on."""
+    from musicgen_edu.backends import cuda_graph
+
+    call = cuda_graph.GraphedStep.__call__
+
+    def fails_to_capture(self, *args, replay=True, **kwargs):
+        if replay:        # the first replayable step is where capture would happen
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return call(self, *args, replay=replay, **kwargs)
+
+    monkeypatch.setattr(cuda_graph.GraphedStep, "__call__", fails_to_capture)
+    model = mg.load_model("debug", device="cpu")
+    backend = NativeBackend(model, graphs=True)
+    static = mg.MusicGenerator(model, backend=backend, progress=False)
+    kwargs = dict(duration=0.5, seed=4)
+    with pytest.warns(UserWarning, match="CUDA graph capture failed.*stream is capturing"):
+        out = static.generate(["jazz", "rock"], **kwargs)
+    eager = mg.MusicGenerator(model, progress=False).generate(["jazz", "rock"], **kwargs)
+    assert torch.equal(out.tokens, eager.tokens)
+    assert not backend.graphs and backend.replays == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # no second warning
+        assert torch.equal(static.generate(["jazz", "rock"], **kwargs).tokens, eager.tokens)
 
 
 def test_whole_decode_step_with_sampling_traces_to_one_graph():

@@ -23,10 +23,12 @@ pytorch-labs/gpt-fast (``generate.py``), following PyTorch's "CUDA Graphs" notes
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
-__all__ = ["GraphedStep", "attention_length", "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
+__all__ = ["GraphedStep", "graphed_step", "attention_length", "ATTENTION_BUCKETS",
+           "keep_attention_off_cudnn"]
 
 
 # Cache lengths the fixed-shape (CUDA-graph) step attends over: the smallest bucket that covers
@@ -139,3 +141,32 @@ class GraphedStep:
         graph, out = self.graphs[key]
         graph.replay()                           # reads and writes the state's own tensors
         return out.clone()                       # the next replay overwrites the static output
+
+
+def graphed_step(backend, state, tokens: torch.Tensor, draw=None) -> torch.Tensor | None:
+    """A ``NativeBackend``'s one-token step at ``state.pos`` through the state's
+    :class:`GraphedStep` (made on first use): the logits, or the tokens ``draw`` gives; then
+    ``state.pos`` moves on. ``None`` when capture failed: the backend then decodes eagerly, with
+    a warning, and ``backend.graphs`` is off from then on.
+
+    Every one-token step runs the fixed-shape step, so a generation's arithmetic does not
+    depend on what was captured before (on a GPU, the dynamic-shape step rounds bf16
+    differently: a pooled and a fresh generation drew different tokens). Capture from the
+    second one-token step on: a one-off step (a single-step probe, as in ``distributions.py``)
+    is not worth a warm-up and a capture; a pooled state's graphs are replayed at once. The
+    backend counts replays (``backend.replays``) and capture time (``backend.capture_s``).
+    """
+    replay = state.graph is not None or state.single_steps > 1
+    if state.graph is None:
+        def captured(seconds: float) -> None:
+            backend.capture_s += seconds
+        state.graph = GraphedStep(backend.decoder, state, tokens, on_capture=captured)
+    try:
+        out = state.graph(tokens, state.pos, state, draw, replay=replay)
+    except RuntimeError as err:      # an op this GPU/driver cannot capture: run eagerly
+        warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
+        backend.graphs, state.graph = False, None
+        return None
+    state.pos += 1
+    backend.replays += replay
+    return out

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cpu import choose_native_path
-from .cuda_graph import (ATTENTION_BUCKETS, GraphedStep, attention_length,  # noqa: F401
+from .cuda_graph import (ATTENTION_BUCKETS, attention_length, graphed_step,  # noqa: F401
                          keep_attention_off_cudnn)
 from ..sampling import draw_tokens
 from .layouts import candidate_layouts, lay_out
@@ -249,17 +248,14 @@ class NativeBackend(TransformersBackend):
             bounds it). The int8 copy comes on top of the transformers weights, which stay.
             Activations stay in the model's precision (our kernels on an AVX2 or AVX-512BW CPU
             round each row to int16 inside the product: ``thin.ThinLinear``).
-        pack: how the linear weights are laid out on a CPU. ``None`` (default) times one
-            step of each layout that works here (and, for bf16, attention in fp32 and bf16)
-            once per machine and takes the fastest (``cpu.choose_native_path``;
-            ``self.choice``): oneDNN-packed (``linears.PackedLinear``, where
-            ``linears.can_pack`` says it works), plain, and our thin-product kernel
-            (``thin.ThinLinear``, where ``thin_linear.cpp`` builds). ``True``: packed;
-            ``"thin"``: the kernel; ``False``: plain; none of them is timed. With ``int8``,
-            ``None`` times torch's int8 kernel against ours, ``"thin"`` takes ours, ``False``
-            torch's, and ``True`` rounds the activations to int8 too, on the quantized CPU
-            engine (``linears.DynamicInt8Linear``: VNNI/AMX), at a price: one scale per
-            call, so an item's tokens depend on the rest of its batch.
+        pack: how the linear weights are laid out on a CPU (``layouts.py``). ``None``
+            (default): time one step of each layout that works here (and, for bf16, fp32 and
+            bf16 attention) once per machine, keep the fastest (``cpu.choose_native_path``;
+            ``self.choice``): oneDNN-packed, plain, our kernels (``thin.py``). ``True``:
+            packed; ``"thin"``: ours; ``False``: plain; none is timed. With ``int8``: ``None``
+            times torch's int8 kernel against ours, ``"thin"`` takes ours, ``False`` torch's,
+            and ``True`` rounds the activations to int8 too (``linears.DynamicInt8Linear``:
+            VNNI/AMX), at a price: one scale per call, so an item's tokens depend on its batch.
         graphs: replay one-token steps as a captured CUDA graph (``cuda_graph.py``); ``None``
             (default) means on CUDA devices. ``True`` on a CPU runs the same fixed-shape step
             without a graph (how the tests check it).
@@ -394,29 +390,11 @@ class NativeBackend(TransformersBackend):
         state.steps += tokens.shape[-1]
         single = prefix is None and tokens.shape[-1] == 1
         state.single_steps += single
-        # Every one-token step runs the fixed-shape step, so a generation's arithmetic does not
-        # depend on what was captured before (on a GPU, the dynamic-shape step rounds bf16
-        # differently: a pooled and a fresh generation drew different tokens). Capture from the
-        # second one-token step on: a one-off step (a single-step probe, as in distributions.py)
-        # is not worth a warm-up and a capture; a pooled state's graphs are replayed at once.
-        if self.graphs and single:
-            replay = state.graph is not None or state.single_steps > 1
-            if state.graph is None:
-                state.graph = GraphedStep(self.decoder, state, tokens, on_capture=self._captured)
-            try:
-                out = state.graph(tokens, state.pos, state, draw, replay=replay)
-            except RuntimeError as err:  # an op this GPU/driver cannot capture: run eagerly
-                warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
-                self.graphs, state.graph = False, None
-            else:
-                state.pos += 1
-                self.replays += replay
-                return out
+        # with fixed shapes, every one-token step runs the same captured (on a CPU: eager) step
+        if self.graphs and single and (out := graphed_step(self, state, tokens, draw)) is not None:
+            return out
         logits = self.decoder(tokens, state, prefix)
         if draw is None:
             return logits
         _, fn, seeds, step = draw
         return fn(logits, seeds=seeds, step=step)
-
-    def _captured(self, seconds: float) -> None:
-        self.capture_s += seconds
