@@ -15,6 +15,10 @@ Attention covers a bucket of the cache (256, 512, 1024, 1536, then multiples of 
 rather than all of it, with one graph per bucket: a fixed shape per graph, yet a step early in
 a 30 s window no longer pays for the whole window.
 
+A ``NativeBackend`` runs its one-token steps through :func:`graphed_step`, which makes the
+generation's :class:`GraphedStep`, replays (or first captures) it, and falls back to eager
+decoding, with a warning, where capture fails.
+
 This is the manual form of ``torch.compile(mode="reduce-overhead")`` used by
 pytorch-labs/gpt-fast (``generate.py``), following PyTorch's "CUDA Graphs" notes
 (``torch.cuda.graph``: warm up on a side stream, capture, replay).
@@ -166,6 +170,8 @@ def graphed_step(backend, state, tokens: torch.Tensor, draw=None) -> torch.Tenso
     except RuntimeError as err:      # an op this GPU/driver cannot capture: run eagerly
         warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
         backend.graphs, state.graph = False, None
+        backend._pool.idle.clear()       # nothing replays any more: keep no idle caches
+        state.pool_key = None            # and do not pool this one when it ends
         return None
     state.pos += 1
     backend.replays += replay

@@ -390,7 +390,7 @@ class NativeBackend(TransformersBackend):
         state.steps += tokens.shape[-1]
         single = prefix is None and tokens.shape[-1] == 1
         state.single_steps += single
-        # with fixed shapes, every one-token step runs the same captured (on a CPU: eager) step
+        # with fixed shapes every one-token step runs the fixed-shape step (replayed on a GPU)
         if self.graphs and single and (out := graphed_step(self, state, tokens, draw)) is not None:
             return out
         logits = self.decoder(tokens, state, prefix)
