@@ -372,14 +372,17 @@ def test_a_step_that_cannot_be_captured_falls_back_to_eager_decoding(monkeypatch
     (the same tokens), and decode without graphs from then on."""
     from musicgen_edu.backends import cuda_graph
 
-    call = cuda_graph.GraphedStep.__call__
+    def fails_to_capture(self, body):    # as torch.cuda.graph does for an op it cannot take
+        raise RuntimeError("operation not permitted when stream is capturing")
 
-    def fails_to_capture(self, *args, replay=True, **kwargs):
-        if replay:        # the first replayable step is where capture would happen
-            raise RuntimeError("operation not permitted when stream is capturing")
-        return call(self, *args, replay=replay, **kwargs)
+    init = cuda_graph.GraphedStep.__init__
 
-    monkeypatch.setattr(cuda_graph.GraphedStep, "__call__", fails_to_capture)
+    def on_a_gpu(self, *args, **kwargs):                 # take the capture path on a CPU
+        init(self, *args, **kwargs)
+        self.cuda = True
+
+    monkeypatch.setattr(cuda_graph.GraphedStep, "_capture", fails_to_capture)
+    monkeypatch.setattr(cuda_graph.GraphedStep, "__init__", on_a_gpu)
     model = mg.load_model("debug", device="cpu")
     backend = NativeBackend(model, graphs=True)
     static = mg.MusicGenerator(model, backend=backend, progress=False)
@@ -393,6 +396,24 @@ def test_a_step_that_cannot_be_captured_falls_back_to_eager_decoding(monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("error")                   # no second warning
         assert torch.equal(static.generate(["jazz", "rock"], **kwargs).tokens, eager.tokens)
+
+
+def test_an_error_in_the_fixed_shape_step_is_raised_not_turned_into_a_warning(monkeypatch):
+    """Only a failed capture falls back to eager decoding; a bug in the step itself stops the
+    generation with its own error."""
+    model = mg.load_model("debug", device="cpu")
+    backend = NativeBackend(model, graphs=True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch in step_static")
+
+    monkeypatch.setattr(backend.decoder, "step_static", broken)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match="shape mismatch in step_static"):
+            mg.MusicGenerator(model, backend=backend, progress=False).generate(
+                ["jazz"], duration=0.5, seed=4)
+    assert backend.graphs
 
 
 def test_whole_decode_step_with_sampling_traces_to_one_graph():

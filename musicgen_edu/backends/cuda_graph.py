@@ -31,8 +31,8 @@ import warnings
 
 import torch
 
-__all__ = ["GraphedStep", "graphed_step", "attention_length", "ATTENTION_BUCKETS",
-           "keep_attention_off_cudnn"]
+__all__ = ["GraphedStep", "graphed_step", "CaptureError", "attention_length",
+           "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
 
 
 # Cache lengths the fixed-shape (CUDA-graph) step attends over: the smallest bucket that covers
@@ -40,6 +40,12 @@ __all__ = ["GraphedStep", "graphed_step", "attention_length", "ATTENTION_BUCKETS
 # make step 10 cost as much as step 1500; with buckets a step reads at most ~2x what it needs,
 # for one captured graph per bucket.
 ATTENTION_BUCKETS = (256, 512, 1024, 1536)
+
+
+class CaptureError(RuntimeError):
+    """Capturing a step as a CUDA graph failed (an op this GPU, driver or profiler cannot
+    capture). Only this is caught to decode on without graphs: an error of the step itself
+    is raised as it is, not turned into a warning."""
 
 
 def keep_attention_off_cudnn() -> None:
@@ -141,7 +147,10 @@ class GraphedStep:
         if not replay or not self.cuda:
             return body()
         if key not in self.graphs:
-            self.graphs[key] = self._capture(body)
+            try:
+                self.graphs[key] = self._capture(body)
+            except RuntimeError as err:
+                raise CaptureError(str(err)) from err
         graph, out = self.graphs[key]
         graph.replay()                           # reads and writes the state's own tensors
         return out.clone()                       # the next replay overwrites the static output
@@ -167,7 +176,7 @@ def graphed_step(backend, state, tokens: torch.Tensor, draw=None) -> torch.Tenso
         state.graph = GraphedStep(backend.decoder, state, tokens, on_capture=captured)
     try:
         out = state.graph(tokens, state.pos, state, draw, replay=replay)
-    except RuntimeError as err:      # an op this GPU/driver cannot capture: run eagerly
+    except CaptureError as err:      # an op this GPU/driver cannot capture: run eagerly
         warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
         backend.graphs, state.graph = False, None
         backend._pool.idle.clear()       # nothing replays any more: keep no idle caches
