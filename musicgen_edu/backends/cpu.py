@@ -188,8 +188,9 @@ def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module
 
     ``decoders`` maps a weights layout (``"packed"``, ``"plain"``, ``"thin"`` (our kernels),
     ``"int8"``, ``"int8-thin"``; with ``NativeBackend(fuse=True)`` e.g. ``"plain+fused"``:
-    ``fusion.py``) to a function building that decoder (so a layout already known to lose is never built); the first is
-    the default, kept unless another candidate is more than 15 % faster (:func:`fastest`).
+    ``fusion.py``) to a function building that decoder (so a layout already known to lose is
+    never built); the first is the default, kept unless another candidate is more than 15 %
+    faster (:func:`fastest`).
     Each runs one one-token step for one item with CFG (2 rows) at ``PROBE_POSITION`` cached
     positions; attention in the model's dtype is a candidate only for reduced-precision
     models. Returns ``dict(weights=, attention=, ms_per_step={candidate: ms}, timed=bool)``:

@@ -179,7 +179,7 @@ def graphed_step(backend, state, tokens: torch.Tensor, draw=None) -> torch.Tenso
     except CaptureError as err:      # an op this GPU/driver cannot capture: run eagerly
         warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
         backend.graphs, state.graph = False, None
-        backend._pool.idle.clear()       # nothing replays any more: keep no idle caches
+        backend._pool.clear()            # nothing replays any more: keep no idle caches
         state.pool_key = None            # and do not pool this one when it ends
         return None
     state.pos += 1

@@ -13,8 +13,9 @@ its bits are too depends on the GEMM kernel the larger shape gets (equal on the 
 
 The stacked weights are copies (the transformers model keeps its own): ≈ 3·D²·L + K·V·D values,
 336 MB for MusicGen-small in fp32 (with int8 layouts a passing copy, quantized right after).
-Skipped with a warning when the copy does not fit the free memory twice over. The text key/value projections of cross-attention run once per generation
-and stay as they are; cross-attention's queries are one product already.
+Skipped with a warning when the copy does not fit the free memory twice over. The text
+key/value projections of cross-attention run once per generation and stay as they are;
+cross-attention's queries are one product already.
 """
 
 from __future__ import annotations

@@ -106,5 +106,9 @@ class StatePool:
             del self.idle[next(iter(self.idle))]
         state.pool_key = None
 
+    def clear(self) -> None:
+        """Drop every idle state (their caches and graphs are freed once nothing holds them)."""
+        self.idle.clear()
+
     def __len__(self) -> int:
         return len(self.idle)
