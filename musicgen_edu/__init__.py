@@ -22,7 +22,7 @@ from .codec import (decode_tokens, decode_with_codebooks, encode_audio, plot_del
 from .distributions import (entropy, filter_steps, first_step_logits, plot_distribution,
                             plot_filter_steps, step_logits, token_diversity)
 from .errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
-from .generation import Generation, GenerationConfig
+from .generation import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, Generation, GenerationConfig
 from .generator import MusicGenerator
 from .metrics import *  # noqa: F401,F403  (profiling and evaluation; see metrics/__init__)
 from .metrics import __all__ as _metrics_all
@@ -59,7 +59,7 @@ def __getattr__(name: str):
 
 __all__ = [
     # generation
-    "MusicGenerator", "GenerationConfig", "Generation",
+    "MusicGenerator", "GenerationConfig", "Generation", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS",
     # models
     "load_model", "list_models", "MusicGenModel", "clear_model_cache", "resolve_device",
     "resolve_dtype", "HUB_MODELS", "DEBUG_MODELS",

@@ -178,6 +178,7 @@ class BatchRunner:
         ``metadata``, with one warning naming them (see ``batch_table.split_columns``).
         """
         base = getattr(self._generator, "config", None) or GenerationConfig()
+        tokenizer = self._generator.model.tokenizer if self._generator is not None else None
         items, invalid, names = [], [], {}
         rows = load_rows(rows)
         metadata, _ = split_columns(k for row in rows if isinstance(row, Mapping) for k in row)
@@ -186,7 +187,7 @@ class BatchRunner:
                         "the results table as metadata.", metadata)
         for index, row in enumerate(rows):
             try:
-                item = parse_row(index, row, base, self.model_name)
+                item = parse_row(index, row, base, self.model_name, tokenizer)
                 if item.name in names:
                     raise ConfigError(f"name {item.name!r} is already used by row "
                                       f"{names[item.name]}; names must be unique.")

@@ -37,7 +37,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .errors import ConfigError
-from .generator import GenerationConfig
+from .generation import GenerationConfig, check_text
 
 __all__ = ["grid", "load_rows", "split_columns", "BatchItem", "SETTINGS", "COLUMNS", "ALIASES"]
 
@@ -149,9 +149,12 @@ def _coerce(name: str, value):
                 "false": False, "0": False, "no": False}.get(value.strip().lower(), value)
     if isinstance(value, str) and kind in ("int", "float"):
         try:
-            value = float(value.strip())
+            number = float(value.strip())
         except ValueError:
             return value
+        if not math.isfinite(number):   # "nan", "inf": refused by name, never a silent default
+            return value
+        value = number
     if kind == "bool" and type(value) in (int, float) and value in (0, 1):
         return bool(value)
     if kind == "int" and isinstance(value, float) and value.is_integer():
@@ -237,8 +240,11 @@ def metadata_of(row) -> dict:
     return {k: _json_value(row[k]) for k in metadata if k in row}
 
 
-def parse_row(index: int, row, base: GenerationConfig, model: str) -> BatchItem:
+def parse_row(index: int, row, base: GenerationConfig, model: str, tokenizer=None) -> BatchItem:
     """Validate one row; raise ConfigError with the reason (no row number: the caller adds it).
+
+    The prompt is bounded as every text is (``generation.check_text``: characters, valid
+    Unicode, and tokens when the model's ``tokenizer`` is given).
 
     Metadata columns do not enter the item id: editing a note never regenerates a clip.
     """
@@ -252,7 +258,8 @@ def parse_row(index: int, row, base: GenerationConfig, model: str) -> BatchItem:
                           "the column; other names (id, notes, ...) are kept as metadata.")
     prompt = row.get("prompt")
     if not isinstance(prompt, str):
-        raise ConfigError(f"prompt is missing or not text ({prompt!r}); every row needs one.")
+        raise ConfigError(f"prompt is missing or not text ({prompt!r:.80}); every row needs one.")
+    check_text("prompt", prompt, tokenizer)
     config = base.replace(**{k: _coerce(k, v) for k, v in row.items() if k in SETTINGS})
     name = str(row.get("name") or f"{index:03d}_{_slug(prompt)}")
     name = name[:-4] if name.lower().endswith(".wav") else name

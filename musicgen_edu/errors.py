@@ -44,6 +44,8 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
                 high_open: bool = False, hint: str = "") -> None:
     """Raise ``ConfigError`` unless ``low <= value <= high`` (bounds optional, open if asked).
 
+    Only finite numbers pass, also where a bound is ``None``: an infinity is never a setting.
+
     Args:
         name: the setting's name as the user wrote it, e.g. ``"top_p"``.
         value: the value to check; must be a real number (bool is refused).
@@ -60,7 +62,9 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number in {allowed}, got {value!r} "
                           f"({type(value).__name__}).{tail}")
-    bad = value != value  # NaN
+    if value != value or value in (float("inf"), float("-inf")):   # NaN, infinities
+        raise ConfigError(f"{name}={value!r} is not a finite number; allowed: {allowed}.{tail}")
+    bad = False
     if low is not None:
         bad |= value <= low if low_open else value < low
     if high is not None:

@@ -18,9 +18,15 @@ import torch
 from .errors import ConfigError, check_int, check_range
 from .sampling import SAMPLERS
 
-__all__ = ["GenerationConfig", "Generation", "MAX_SEED"]
+__all__ = ["GenerationConfig", "Generation", "MAX_SEED", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS",
+           "check_text"]
 
 MAX_SEED = 2**63 - 1
+# Every text that reaches the text encoder (prompt, negative prompt) is bounded twice: in
+# characters (cheap, checked first) and in the encoder's tokens. Encoder memory and time grow
+# with the square of the token count, so an unbounded text is a way to exhaust memory.
+MAX_PROMPT_CHARS = 2000             # characters per prompt or negative prompt
+MAX_PROMPT_TOKENS = 512             # text-encoder tokens per text (</s> included); T5's limit
 _LONG_FORM = "Durations past the model's 30 s window use sliding-window long form."
 _NOT_ZERO = "For deterministic output use use_sampling=False instead of 0."
 
@@ -29,6 +35,39 @@ def _limits(default, low, high, *, low_open: bool = False, integer: bool = False
     """A dataclass field whose metadata holds its allowed range (read by validate and widgets)."""
     return field(default=default, metadata=dict(low=low, high=high, low_open=low_open,
                                                 integer=integer, hint=hint))
+
+
+def check_text(name: str, text, tokenizer=None) -> str:
+    """Return ``text`` if the text encoder may read it, else raise ConfigError saying why.
+
+    A text must be a ``str`` with something besides white space, valid Unicode (encodable
+    as UTF-8: a lone surrogate such as ``"\\ud800"`` is not), at most
+    :data:`MAX_PROMPT_CHARS` characters and, counted with ``tokenizer`` when one is given, at
+    most :data:`MAX_PROMPT_TOKENS` tokens.
+
+    Args:
+        name: what the text is, for the message (``"prompt 0"``, ``"negative_prompt"``).
+        text: the value to check.
+        tokenizer: a Hugging Face tokenizer (``model.tokenizer``); ``None`` skips the count.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{name} is {text!r:.80}; it must be non-empty text.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"{name} has {len(text)} characters; allowed: 1 to {MAX_PROMPT_CHARS}. "
+                          "MusicGen reads short descriptions: shorten it.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"{name} is not valid Unicode: character {exc.object[exc.start]!r} at "
+                          f"position {exc.start} (a lone surrogate) cannot be encoded as UTF-8; "
+                          "send plain text.") from None
+    if tokenizer is not None:
+        tokens = len(tokenizer(text)["input_ids"])
+        if tokens > MAX_PROMPT_TOKENS:
+            raise ConfigError(f"{name} is {tokens} text-encoder tokens; allowed: 1 to "
+                              f"{MAX_PROMPT_TOKENS}. Shorten it (PromptEngineer.validate counts "
+                              "tokens).")
+    return text
 
 
 @dataclass
@@ -41,7 +80,8 @@ class GenerationConfig:
     sliders from it, so the ranges are written once. ``duration`` in (0, 600] (long form past
     30 s), ``top_k`` in [0, 2048] (0 = off), ``top_p`` in [0, 1] (0 = off, applied after
     top-k), ``temperature`` in (0, 10], ``guidance_scale`` in [1, 30] (1 = off), ``seed`` in
-    [0, 2**63 - 1] or None, ``extend_stride`` > 0 and shorter than the 30 s window.
+    [0, 2**63 - 1] or None, ``extend_stride`` in (0, 30] and shorter than the model's
+    window. Every number must be finite.
     ``sampler`` (metadata ``choices``) picks how tokens are drawn (sampling.py): ``"counter"``
     (default: the whole batch in one draw, per-item seeds, capturable in a CUDA graph) or
     ``"reference"`` (transformers' ``generate``, token for token).
@@ -57,7 +97,8 @@ class GenerationConfig:
                                     "MusicGen uses 3.")  # classifier-free guidance strength
     seed: int | None = _limits(None, 0, MAX_SEED, integer=True, hint="None draws a random "
                                "seed.")  # None = random (recorded); item i gets seed + i
-    extend_stride: float = _limits(18.0, 0, None, low_open=True)  # long-form window advance, s
+    extend_stride: float = _limits(18.0, 0, 30, low_open=True, hint=(
+        "It must be shorter than the model's 30 s window; MusicGen uses 18."))  # long-form advance, s
     sampler: str = field(default="counter", metadata=dict(choices=SAMPLERS, hint=(
         "'reference' draws exactly what transformers' generate draws.")))  # how tokens are drawn
 

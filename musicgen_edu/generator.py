@@ -29,7 +29,7 @@ import torch
 
 from .backends import Conditioning, get_backend
 from .errors import ConfigError, GenerationError, check_range
-from .generation import MAX_SEED, Generation, GenerationConfig
+from .generation import MAX_SEED, Generation, GenerationConfig, check_text
 from .models import MusicGenModel, load_model
 from .patterns import UNKNOWN, build_delay_grid, codebook_delays, undelay
 from .sampling import draw_tokens
@@ -213,11 +213,15 @@ class MusicGenerator:
         prompts = list(prompts)
         if not prompts:
             raise ConfigError("prompts is empty; pass a string or a list of at least one prompt.")
+        tokenizer = self.model.tokenizer        # every text is bounded before the encoder
         for i, p in enumerate(prompts):
-            if p is not None and (not isinstance(p, str) or not p.strip()):
-                raise ConfigError(f"prompt {i} is {p!r}; prompts must be non-empty strings, or "
-                                  "None for unconditional generation.")
+            if p is not None:
+                check_text(f"prompt {i}", p, tokenizer)
         negatives = self._per_item(negative_prompt, len(prompts), "negative_prompt")
+        for i, n in enumerate(negatives):
+            if n is not None:
+                check_text(f"negative_prompt {i}" if len(negatives) > 1 else "negative_prompt",
+                           n, tokenizer)
         if seeds is None:
             base = cfg.seed if cfg.seed is not None else random.randrange(2**31)
             seeds = [base + i for i in range(len(prompts))]

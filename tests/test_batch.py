@@ -378,3 +378,15 @@ def test_ray_executor_matches_local_on_cpu(ray_cluster, gen, tmp_path):
                                    atol=2 / 32768)
     again = BatchRunner("debug", tmp_path / "ray", executor="ray", progress=False).run(rows)
     assert again.resumed.all() and len(lines(tmp_path / "ray")) == 6
+
+
+@pytest.mark.parametrize("cell,column", [("nan", "duration"), ("nan", "temperature"),
+                                         ("inf", "extend_stride"), ("-inf", "top_p")])
+def test_non_finite_cells_are_refused_by_name_never_defaulted(tmp_path, cell, column):
+    """A cell reading nan or inf is a value, not an empty cell: the row is invalid and its error
+    names the column, instead of the setting silently falling back to its default."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"prompt,{column}\na,{cell}\n")
+    items, invalid = BatchRunner("debug", tmp_path / "out").parse(path)
+    assert items == [] and len(invalid) == 1
+    assert column in invalid[0]["error"], invalid[0]["error"]

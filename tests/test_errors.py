@@ -48,6 +48,14 @@ def test_nan_is_out_of_any_range():
         check_range("t", math.nan)
 
 
+@pytest.mark.parametrize("value", [math.inf, -math.inf, float("1e309")])
+def test_infinities_are_refused_even_without_a_bound(value):
+    """An unbounded side (high=None) must not let an infinity through: it would reach the
+    worker (OverflowError) and the job store (not JSON)."""
+    with pytest.raises(ConfigError, match="is not a finite number; allowed: \\(0, inf\\]"):
+        check_range("extend_stride", value, 0, None, low_open=True)
+
+
 @pytest.mark.parametrize("bad", [2.0, "3", True, None])
 def test_check_int_refuses_non_integers_naming_the_type(bad):
     from musicgen_edu.errors import check_int

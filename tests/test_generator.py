@@ -231,7 +231,7 @@ def test_save_writes_each_item_and_refuses_to_clobber(gen, tmp_path):
 @pytest.mark.parametrize("field,value,fragment", [
     ("duration", 0, "duration=0"), ("duration", 601, "(0, 600]"), ("top_k", -1, "top_k=-1"),
     ("top_k", 2.5, "integer"), ("top_p", 1.5, "top_p=1.5"), ("temperature", 0, "use_sampling"),
-    ("guidance_scale", 0.5, "[1, 30]"), ("seed", -3, "seed=-3"), ("extend_stride", 0, "(0, inf]"),
+    ("guidance_scale", 0.5, "[1, 30]"), ("seed", -3, "seed=-3"), ("extend_stride", 0, "(0, 30]"),
     ("use_sampling", "yes", "True or False"),
 ])
 def test_bad_settings_name_value_and_range(gen, field, value, fragment):
@@ -294,3 +294,24 @@ def test_samplers_differ_but_both_replay(gen):
 def test_unknown_sampler_is_refused(gen):
     with pytest.raises(mg.ConfigError, match="sampler='gumbel'.*counter.*reference"):
         gen.generate("x", duration=0.2, sampler="gumbel")
+
+
+def test_the_generator_bounds_every_text_before_encoding_it(monkeypatch):
+    """The library refuses too (CLI, studio, batch, worker): no text over the bounds ever
+    reaches encode_text, so nothing grows with an attacker's text."""
+    gen = mg.MusicGenerator("debug", progress=False)
+    seen = []
+    original = gen.backend.encode_text
+    monkeypatch.setattr(gen.backend, "encode_text",
+                        lambda texts, **kw: seen.append(texts) or original(texts, **kw))
+    for kwargs, text in [(dict(negative_prompt="n" * 20000), "has 20000 characters"),
+                         (dict(negative_prompt="n" * 600), "601 text-encoder tokens"),
+                         (dict(negative_prompt=["ok", "\ud800"]), "negative_prompt 1"),
+                         (dict(prompts=["a" * 2001]), "prompt 0 has 2001 characters")]:
+        prompts = kwargs.pop("prompts", ["a", "b"])
+        with pytest.raises(ConfigError, match=text):
+            gen.generate(prompts, duration=0.1, **kwargs)
+    assert seen == []
+    gen.generate("a", negative_prompt="n" * 500, duration=0.1)             # 501 tokens: fine
+    tokenizer = gen.model.tokenizer
+    assert max(len(tokenizer(t)["input_ids"]) for t in seen[0]) <= mg.MAX_PROMPT_TOKENS
