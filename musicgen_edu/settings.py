@@ -112,8 +112,15 @@ class Settings(BaseSettings):
     result_cache: bool = True       # identical seeded requests reuse the earlier audio
     stream_chunk_s: float = Field(1.0, gt=0, le=30)  # seconds of audio per WebSocket chunk
     shutdown_grace_s: float = Field(10.0, ge=0, le=600)  # wait for running jobs, then re-queue
+    max_attempts: int = Field(2, ge=1, le=100)  # runs a job may start; one the process died in
+    #                                             after this many ends failed instead of re-queued
+    upload_retention_s: float = Field(0.0, ge=0, le=31_536_000)  # keep an upload this long after
+    #                                             its job ends (0 = delete it when the job ends)
+    result_retention_s: float = Field(604_800.0, ge=0, le=315_360_000)  # keep finished jobs'
+    #                                             audio this long (7 days; 0 = forever), then delete
     # --- security ----------------------------------------------------------------------------
-    auth_enabled: bool = False      # require API keys (always on in production)
+    auth_enabled: bool | None = None  # require API keys; None: on exactly when keys are
+    #                                   configured (always on in production)
     api_keys: SecretStr = SecretStr("")  # "key:role[:owner],..." (roles: viewer, user, admin)
     api_keys_file: Path | None = None  # same format, one entry per line
     rate_limit_per_minute: int = Field(120, ge=0, le=1_000_000)  # per key (or client); 0 = off
@@ -139,11 +146,18 @@ class Settings(BaseSettings):
             raise ValueError(f"default_model={self.default_model!r} is not in models "
                              f"{self.models}; add it there or choose one of them")
         if self.env == "production":
-            if not self.auth_enabled:
+            if self.auth_enabled is False:
                 raise ValueError("auth_enabled=False is only allowed in the development "
                                  "profile; production requires API keys")
             if "*" in self.cors_origins:
                 raise ValueError("cors_origins='*' is not allowed in production; list origins")
+        configured = bool(self.keys())
+        if self.auth_enabled is None:          # keys configured = keys required, in every profile
+            self.auth_enabled = configured or self.env == "production"
+        elif not self.auth_enabled and configured:
+            raise ValueError("API keys are configured (api_keys or api_keys_file) but "
+                             "auth_enabled=False would accept every request without one; remove "
+                             "auth_enabled (keys then turn auth on) or remove the keys")
         if self.auth_enabled and not self.keys():
             raise ValueError("auth_enabled=True but no API keys are configured; set "
                              "MUSICGEN_API_KEYS='key:role,...' or MUSICGEN_API_KEYS_FILE")

@@ -163,3 +163,10 @@ def test_cli_serve_refuses_bad_settings_before_starting(monkeypatch):
     monkeypatch.delenv("MUSICGEN_API_PORT")
     result = CliRunner().invoke(app, ["serve", "--env", "production"])
     assert result.exit_code == 2 and "no API keys" in result.output
+
+
+def test_production_refuses_any_origin(monkeypatch):
+    monkeypatch.setenv("MUSICGEN_API_KEYS", KEYS)
+    with pytest.raises(ConfigError, match=r"cors_origins='\*' is not allowed in production"):
+        load_settings("production", cors_origins=["*"])
+    assert load_settings("production", cors_origins=["https://lab.example"]).cors_origins
