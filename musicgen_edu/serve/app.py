@@ -8,23 +8,40 @@ around it. Middleware, outermost first: RequestLog (request id, metrics, log lin
     other MusicGenEduError -> 400                      pydantic type errors -> 422
 
 Start-up (lifespan): re-queue jobs a dead process left running, load the default model in
-the background (``/readyz`` is 503 until it is loaded), start the worker. Shutdown: stop
-taking jobs, give running ones ``shutdown_grace_s``, re-queue what is still running, close
-the store. :func:`start_server` runs all of it in a background thread (notebooks, tests);
-:func:`run_server` in the foreground (``musicgen-edu serve``).
+the background (``/readyz`` is 503 until it is loaded), start the worker. Shutdown (SIGTERM,
+Ctrl-C, ``server.stop()``) takes about ``shutdown_grace_s``, not twice that: uvicorn alone
+would first wait that long for open connections (an SSE stream of a running job never ends
+by itself) and only then let the lifespan start the worker's grace. :class:`GracefulServer`
+starts both at the signal::
+
+    t = 0                 stop listening; Service.begin_stop(): service.stopping is set and,
+                          in a thread, the worker takes no new job and waits for running ones
+    t < grace             a job that ends in time is saved; its streams send done (succeeded)
+    t = grace             still running: interrupted at the next step and re-queued (runs again,
+                          same seeds, at the next start); its streams send done (queued)
+    t <= grace + 3 s      every SSE and WebSocket stream has sent done (streaming.py); uvicorn
+                          closes what is left, the lifespan closes the store
+
+:func:`start_server` runs all of it in a background thread (notebooks, tests);
+:func:`run_server` in the foreground (``musicgen-edu serve``). Both cap a WebSocket message
+at ``max_body_bytes`` (+ 64 KiB, so a request a little over gets the stream's own 413 text;
+uvicorn closes the socket with code 1009 on anything bigger, before the app reads it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import math
 import socket
-from http import HTTPStatus
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -39,9 +56,12 @@ from .schemas import explain_validation
 from .security import Auth, BodyLimit, RateLimiter
 from .worker import ModelPool, Worker
 
-__all__ = ["Service", "create_app", "start_server", "run_server", "ServerHandle"]
+__all__ = ["Service", "create_app", "start_server", "run_server", "ServerHandle",
+           "GracefulServer"]
 
 UPLOAD_PATHS = ("/v1/continue", "/v1/melody", "/v1/batch")
+STREAMS_MARGIN_S = 3.0   # past the grace: an interrupted step ends and streams send done
+WS_SLACK_BYTES = 65_536  # WebSocket frames up to max_body_bytes + this reach the app (413 text)
 _STATUS = {ConfigError: 422, AudioError: 422, GenerationError: 422, ModelLoadError: 503}
 
 
@@ -59,6 +79,35 @@ class Service:
     log: object
     storage: Path
     load_error: str | None = None   # why the default model could not be loaded
+    stopping: threading.Event = field(default_factory=threading.Event)  # set: shutdown began
+    streams_deadline: float = math.inf  # time.monotonic() by which open streams send done
+    open_streams: int = 0           # SSE and WebSocket streams running (event loop only)
+    stopper: threading.Thread | None = None  # runs worker.stop(grace) once shutdown began
+
+    def begin_stop(self) -> None:
+        """Shutdown begins: take no new jobs and start the worker's grace now, in a thread.
+
+        Open streams watch ``stopping`` and end with ``done`` once their job has ended or gone
+        back to the queue, at the latest at ``streams_deadline`` (streaming.py). Called on the
+        event loop; a second call does nothing.
+        """
+        if self.stopping.is_set():
+            return
+        grace = self.settings.shutdown_grace_s
+        self.streams_deadline = time.monotonic() + grace + STREAMS_MARGIN_S
+        self.stopping.set()
+        self.stopper = threading.Thread(target=self._stop_worker, args=(grace,),
+                                        name="musicgen-stop", daemon=True)
+        self.stopper.start()
+
+    def _stop_worker(self, grace: float) -> None:
+        self.log.info("service stopping", running=self.store.counts()["running"])
+        self.worker.stop(grace)
+
+    def wait_stopped(self) -> None:
+        """Block until the worker has stopped (its grace, then an interrupt; both bounded)."""
+        if self.stopper is not None:
+            self.stopper.join()
 
 
 def _lock_storage(storage: Path):
@@ -82,7 +131,7 @@ def _lock_storage(storage: Path):
 def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     """The service as an ASGI app. ``settings`` default: :func:`load_settings` (+ overrides)."""
     from .. import __version__
-    from . import routes, streaming
+    from . import routes, streaming, uploads
 
     settings = settings or load_settings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
@@ -105,7 +154,7 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        requeued = store.requeue_running()
+        requeued = store.requeue_running(settings.max_attempts)
         svc.log.info("service starting", env=settings.env, model=settings.default_model,
                      requeued=requeued, queued=store.counts()["queued"], auth=settings.auth_enabled)
         loader = threading.Thread(target=load_default, name="musicgen-load", daemon=True)
@@ -113,8 +162,8 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
         svc.worker.start()
         svc.worker.notify()
         yield
-        svc.log.info("service stopping", running=store.counts()["running"])
-        await asyncio.to_thread(svc.worker.stop, settings.shutdown_grace_s)
+        svc.begin_stop()                             # begun at the signal under GracefulServer
+        await asyncio.to_thread(svc.wait_stopped)
         await asyncio.to_thread(loader.join, 300)   # never leave a load half-way at exit
         if svc.worker.stopped():
             store.close()
@@ -127,6 +176,7 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
                   description="Text-to-music with MusicGen: jobs, streaming, prompts, batches.")
     app.state.service = svc
     app.include_router(routes.router)
+    app.include_router(uploads.router)
     app.include_router(streaming.router)
 
     @app.exception_handler(MusicGenEduError)
@@ -134,13 +184,38 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
         return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status)
 
+    def auth_first(request: Request) -> StarletteHTTPException | None:
+        """401/403 for a /v1 request that failed before its route's dependencies ran (a body
+        that does not parse): a caller without the key, or the role, learns nothing of the
+        body's rules. GET routes need a viewer, every other /v1 route a user."""
+        if not request.url.path.startswith("/v1/"):
+            return None
+        try:
+            who = svc.auth.identify(request.headers, request.client.host if request.client
+                                    else "unknown")
+            svc.auth.authorize(who, "viewer" if request.method in ("GET", "HEAD") else "user",
+                               f"{request.method} {request.url.path}")
+        except StarletteHTTPException as denied:
+            return denied
+        return None
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:                   # FastAPI could not read the body at all
+            exc = auth_first(request) or exc
+        headers = exc.headers
+        if exc.status_code == 405:    # Allow: every method of the path, not one route's
+            methods = {m.upper() for template, operations in app.openapi()["paths"].items()
+                       if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), request.url.path)
+                       for m in operations}
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
         return JSONResponse({"detail": exc.detail, "type": HTTPStatus(exc.status_code).phrase},
-                            status_code=exc.status_code, headers=exc.headers)
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError):
+        if (denied := auth_first(request)) is not None:
+            return await http_error(request, denied)
         return JSONResponse({"detail": explain_validation(exc.errors()), "type": "ConfigError"},
                             status_code=422)
 
@@ -159,15 +234,49 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, with the service's stop begun at the signal (see the module docstring).
+
+    uvicorn's own shutdown stops listening, closes every WebSocket at once (code 1012: the
+    stream would lose its ``done`` message, and the closed socket would cancel its job) and
+    waits ``timeout_graceful_shutdown`` for HTTP responses. This one first starts the worker's
+    grace, then waits while streams are open (until ``streams_deadline`` + 1 s), then lets
+    uvicorn close what is left within what remains of ``shutdown_grace_s + STREAMS_MARGIN_S``.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service):
+        super().__init__(config)
+        self.service = service
+
+    async def shutdown(self, sockets=None) -> None:
+        svc, start = self.service, time.monotonic()
+        for server in self.servers:
+            server.close()                       # no new connections while streams end
+        svc.begin_stop()
+        while svc.open_streams and not self.force_exit \
+                and time.monotonic() < svc.streams_deadline + 1:
+            await asyncio.sleep(0.05)
+        # uvicorn's wait for the other connections gets the rest of the same budget
+        budget = svc.settings.shutdown_grace_s + STREAMS_MARGIN_S
+        self.config.timeout_graceful_shutdown = max(1.0, budget - (time.monotonic() - start))
+        await super().shutdown(sockets)
+
+
+def _server(app: FastAPI, host: str, port: int) -> GracefulServer:
+    """The uvicorn server both :func:`run_server` and :class:`ServerHandle` run."""
+    settings = app.state.service.settings
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            ws_max_size=settings.max_body_bytes + WS_SLACK_BYTES,
+                            timeout_graceful_shutdown=math.ceil(
+                                settings.shutdown_grace_s + STREAMS_MARGIN_S))
+    return GracefulServer(config, app.state.service)
+
+
 class ServerHandle:
     """A uvicorn server in a background thread: ``.url``, ``.stop()``, a context manager."""
 
-    def __init__(self, app: FastAPI, host: str, port: int, grace_s: float):
-        import uvicorn
-
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=max(1, int(grace_s)))
-        self.app, self.server = app, uvicorn.Server(config)
+    def __init__(self, app: FastAPI, host: str, port: int):
+        self.app, self.server = app, _server(app, host, port)
         self.url = f"http://{host}:{port}"
         self.thread = threading.Thread(target=self.server.run, name="musicgen-server", daemon=True)
 
@@ -175,10 +284,14 @@ class ServerHandle:
     def service(self) -> Service:
         return self.app.state.service
 
-    def stop(self, timeout: float = 60) -> None:
-        """Shut down gracefully (running jobs get ``shutdown_grace_s``, then are re-queued)."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Shut down gracefully (running jobs get ``shutdown_grace_s``, then are re-queued).
+
+        Waits ``timeout`` seconds at most (default: the grace + 60 s).
+        """
         self.server.should_exit = True
-        self.thread.join(timeout)
+        self.thread.join(timeout if timeout is not None
+                         else self.service.settings.shutdown_grace_s + 60)
 
     def __enter__(self) -> "ServerHandle":
         return self
@@ -203,7 +316,7 @@ def start_server(settings: Settings | None = None, *, port: int | None = None,
     """
     settings = settings or load_settings(**overrides)
     port = settings.api_port if port is None else (port or _free_port(settings.api_host))
-    handle = ServerHandle(create_app(settings), settings.api_host, port, settings.shutdown_grace_s)
+    handle = ServerHandle(create_app(settings), settings.api_host, port)
     handle.thread.start()
     deadline = time.monotonic() + timeout
     while not handle.server.started:
@@ -223,9 +336,8 @@ def start_server(settings: Settings | None = None, *, port: int | None = None,
 
 def run_server(settings: Settings | None = None) -> None:
     """Serve in the foreground until Ctrl-C / SIGTERM (what ``musicgen-edu serve`` runs)."""
-    import uvicorn
-
     settings = settings or load_settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level="warning", access_log=False,
-                timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)))
+    server = _server(create_app(settings), settings.api_host, settings.api_port)
+    server.run()                     # a signal that stopped it is raised again at the end
+    if not server.started:           # start-up failed (port in use, lifespan error): say so
+        raise SystemExit(3)          # as uvicorn.run does

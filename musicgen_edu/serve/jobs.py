@@ -1,27 +1,43 @@
 """Jobs and the job store: the service's queue and its memory, behind one small interface.
 
-A job is one request's life: ``queued -> running -> succeeded | failed | cancelled`` (a
-running job whose process died goes back to ``queued`` when the service restarts). The
-:class:`JobStore` protocol is everything the API and the worker need from storage, so a
+A job is one request's life::
+
+    queued -> running -> succeeded | failed | cancelled -> files deleted (``expired_at``)
+                 |
+                 +-> queued   graceful shutdown interrupted it (``requeue``), or the process
+                              died in it and it has died in fewer than ``max_attempts`` runs
+                              (``requeue_running`` at the next start; at the cap it ends failed)
+
+The :class:`JobStore` protocol is everything the API and the worker need from storage, so a
 Redis store can later take the place of :class:`SQLiteJobStore` without touching either:
 
     add / get / list                 the API: create and read jobs (owner-filtered)
     claim(max_items)                 the worker: take the oldest queued job, and queued jobs
                                      with the same ``batch_key`` (dynamic batching), atomically
-    progress / finish / fail         the worker: report
+    progress(ids, step, total)       the worker: one write for every job of a run
+    finish / fail                    the worker: end a running job; ``finish`` ends it
+                                     ``cancelled`` instead if a cancel was asked for meanwhile
     request_cancel / cancel          DELETE: a queued job ends now, a running one at its next step
-    requeue_running / counts / find_cached
+    requeue / requeue_running        back to the queue: a graceful stop, a restart
+    expiring / expire                retention: ended jobs whose files are due, and marking them
+    counts / find_cached             metrics; the result cache (never an expired job)
 
 SQLite (one file, WAL journal, ``synchronous=FULL``) makes every status change durable
 before it is acknowledged, so ``kill -9`` loses no finished or queued job. ``claim`` runs in a
 ``BEGIN IMMEDIATE`` transaction, so two worker threads never take the same job. One service
-process owns a store (app.py locks its folder): at start-up it re-queues every job left
+process owns a store (app.py locks its folder): at start-up it settles every job left
 ``running``, which is only right if no other process is running them.
+
+What is stored is JSON that any client can read: the store refuses non-finite numbers (inf,
+NaN) with a ``ValueError``, and :meth:`Job.public` answers JSON-safe values whatever an older
+version wrote: non-finite numbers as ``null``, characters UTF-8 cannot encode (a lone
+surrogate) as ``?``, and bytes of the file that are not UTF-8 as U+FFFD.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -30,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Job", "JobStore", "SQLiteJobStore", "STATUSES", "FINISHED", "new_job_id"]
+__all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "SQLiteJobStore", "new_job_id"]
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -39,6 +55,50 @@ FINISHED = ("succeeded", "failed", "cancelled")
 def new_job_id() -> str:
     """32 hex characters: unguessable, and safe in paths and URLs."""
     return uuid.uuid4().hex
+
+
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8 text: what cannot be encoded (a lone surrogate) becomes ``?``."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _json_safe(value):
+    """``value`` with non-finite floats as None and every string valid UTF-8 (keys too)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _non_finite(value, where: str) -> str | None:
+    """Where the first non-finite float in ``value`` is, e.g. ``"params['settings']['top_p'] =
+    nan"``; None if there is none."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} = {value!r}"
+    if isinstance(value, dict):
+        parts = [(f"{where}[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        parts = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    return next((found for w, v in parts if (found := _non_finite(v, w))), None)
+
+
+def _dumps(value, job_id: str, what: str) -> str:
+    """``value`` as JSON text; ValueError naming the job and the value if it is not finite."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        where = _non_finite(value, what)
+        if where is None:                  # another reason (a circular reference): as it is
+            raise
+        raise ValueError(f"job {job_id}: {where} cannot be stored; job {what} must hold "
+                         "finite numbers only (JSON has no inf or NaN)") from None
 
 
 @dataclass
@@ -60,18 +120,21 @@ class Job:
     step: int = 0                   # decoder steps done ...
     total: int = 0                  # ... of this many (0 = not started)
     attempts: int = 0               # times a worker started it (> 1 after a restart)
+    interrupted: int = 0            # of those, runs a graceful shutdown stopped and re-queued
     cancel_requested: bool = False
     error: str | None = None        # why it failed
     result: dict | None = None      # files, seeds, timings, sample rate, batch size, cached
+    expired_at: float | None = None  # when retention deleted its files (None: still kept;
+    #                                  a result then also says "expired": true)
 
     def public(self) -> dict:
-        """What ``GET /v1/jobs/{id}`` shows (no owner, no internal keys)."""
+        """What ``GET /v1/jobs/{id}`` shows (no owner, no internal keys), JSON-safe."""
         out = {k: v for k, v in asdict(self).items()
                if k not in ("owner", "batch_key", "cache_key", "params")}
         out["progress"] = {"step": self.step, "total": self.total,
                            "fraction": self.step / self.total if self.total else 0.0}
         out["request"] = {k: v for k, v in self.params.items() if not k.startswith("_")}
-        return out
+        return _json_safe(out)
 
 
 class JobStore(Protocol):
@@ -81,14 +144,16 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> Job | None: ...
     def list(self, owner: str | None = None, limit: int = 100) -> list[Job]: ...
     def claim(self, max_items: int) -> list[Job]: ...
-    def progress(self, job_id: str, step: int, total: int) -> None: ...
-    def finish(self, job_id: str, result: dict) -> bool: ...
+    def progress(self, job_ids: list[str], step: int, total: int) -> None: ...
+    def finish(self, job_id: str, result: dict) -> str | None: ...
     def fail(self, job_id: str, error: str) -> bool: ...
     def cancel(self, job_id: str) -> bool: ...
     def request_cancel(self, job_id: str) -> str: ...
     def cancel_requested(self, job_id: str) -> bool: ...
     def requeue(self, job_id: str) -> bool: ...
-    def requeue_running(self) -> int: ...
+    def requeue_running(self, max_attempts: int) -> dict[str, int]: ...
+    def expiring(self, finished_before: float, limit: int = 100) -> list[Job]: ...
+    def expire(self, job_id: str, at: float) -> list[str]: ...
     def counts(self) -> dict[str, int]: ...
     def find_cached(self, cache_key: str) -> Job | None: ...
     def close(self) -> None: ...
@@ -96,17 +161,20 @@ class JobStore(Protocol):
 
 _COLUMNS = ("id", "owner", "kind", "model", "status", "batch_key", "cache_key", "items",
             "created_at", "started_at", "finished_at", "step", "total", "attempts",
-            "cancel_requested", "error", "params", "result")
+            "interrupted", "cancel_requested", "error", "params", "result", "expired_at")
 _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, owner TEXT NOT NULL,
     kind TEXT NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL, batch_key TEXT NOT NULL,
     cache_key TEXT NOT NULL, items INTEGER NOT NULL, created_at REAL NOT NULL,
     started_at REAL, finished_at REAL, step INTEGER NOT NULL, total INTEGER NOT NULL,
     attempts INTEGER NOT NULL, cancel_requested INTEGER NOT NULL, error TEXT,
-    params TEXT NOT NULL, result TEXT);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+    params TEXT NOT NULL, result TEXT, interrupted INTEGER NOT NULL DEFAULT 0, expired_at REAL);"""
+# columns added since the first version: a store file written before them gains them on open
+_ADDED = {"interrupted": "INTEGER NOT NULL DEFAULT 0", "expired_at": "REAL"}
+_INDEXES = """CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_cache ON jobs (cache_key, status);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);"""
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expired_at, finished_at);"""
 
 
 class SQLiteJobStore:
@@ -117,11 +185,17 @@ class SQLiteJobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
                                    timeout=30)
+        self._db.text_factory = lambda raw: raw.decode("utf-8", "replace")  # never fail a read
         self._lock = threading.RLock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a commit survives power loss
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            self._db.executescript(_INDEXES)
 
     # --- rows <-> jobs ------------------------------------------------------------------------
     @staticmethod
@@ -148,9 +222,10 @@ class SQLiteJobStore:
 
     # --- the interface --------------------------------------------------------------------------
     def add(self, job: Job) -> Job:
+        """Store a new job; ValueError if its params or result hold inf or NaN."""
         values = asdict(job)
-        values["params"] = json.dumps(job.params)
-        values["result"] = json.dumps(job.result) if job.result is not None else None
+        values["params"] = _dumps(job.params, job.id, "params")
+        values["result"] = _dumps(job.result, job.id, "result") if job.result is not None else None
         values["cancel_requested"] = int(job.cancel_requested)
         with self._lock:
             self._db.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES "
@@ -199,16 +274,34 @@ class SQLiteJobStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def progress(self, job_id: str, step: int, total: int) -> None:
-        self._update(job_id, "step = ?, total = ?", (step, total), "status = 'running'")
+    def progress(self, job_ids: list[str], step: int, total: int) -> None:
+        """Step ``step`` of ``total`` for every running job of a run: one statement, one commit."""
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET step = ?, total = ? WHERE status = 'running' AND "
+                             f"id IN ({', '.join('?' * len(job_ids))})", (step, total, *job_ids))
 
-    def finish(self, job_id: str, result: dict) -> bool:
-        return self._update(job_id, "status = 'succeeded', finished_at = ?, result = ?, step = total",
-                            (time.time(), json.dumps(result)), "status = 'running'")
+    def finish(self, job_id: str, result: dict) -> str | None:
+        """End a running job in one statement: ``cancelled`` if a cancel was asked for (even
+        after the worker's last check), else ``succeeded`` with ``result``.
+
+        Returns:
+            The status it ended in; None if it was not running. ValueError (nothing written)
+            if ``result`` holds inf or NaN.
+        """
+        text = _dumps(result, job_id, "result")
+        with self._lock:
+            rows = self._db.execute(
+                "UPDATE jobs SET finished_at = ?, "
+                "status = CASE cancel_requested WHEN 0 THEN 'succeeded' ELSE 'cancelled' END, "
+                "result = CASE cancel_requested WHEN 0 THEN ? ELSE NULL END, "
+                "step = CASE cancel_requested WHEN 0 THEN total ELSE step END "
+                "WHERE id = ? AND status = 'running' RETURNING status",
+                (time.time(), text, job_id)).fetchall()
+        return rows[0][0] if rows else None
 
     def fail(self, job_id: str, error: str) -> bool:
         return self._update(job_id, "status = 'failed', finished_at = ?, error = ?",
-                            (time.time(), error), "status = 'running'")
+                            (time.time(), _text(error)), "status = 'running'")
 
     def cancel(self, job_id: str) -> bool:
         """End a queued or running job as cancelled (the worker calls it once a run stopped)."""
@@ -233,18 +326,84 @@ class SQLiteJobStore:
         return bool(row and row[0])
 
     def requeue(self, job_id: str) -> bool:
-        """Put a running job back in the queue (graceful shutdown interrupted it)."""
-        return self._update(job_id, "status = 'queued', step = 0, total = 0", (),
-                            "status = 'running'")
+        """Put a running job back in the queue: graceful shutdown interrupted it on purpose, so
+        the run counts in ``interrupted`` and not against ``max_attempts``."""
+        return self._update(job_id, "status = 'queued', step = 0, total = 0, "
+                            "interrupted = interrupted + 1", (), "status = 'running'")
 
-    def requeue_running(self) -> int:
-        """At start-up: jobs left running by a dead process go back to the queue."""
+    def requeue_running(self, max_attempts: int) -> dict[str, int]:
+        """At start-up: settle the jobs a dead process left running. A job the process died
+        in ``max_attempts`` times (runs started minus graceful interruptions) ends ``failed``:
+        a request that kills the server would kill it at every restart. A job with a cancel
+        request ends ``cancelled``; the rest are queued.
+
+        Returns:
+            How many went to each status: ``{"queued": 1, "failed": 0, "cancelled": 0}``.
+        """
+        moved = {"queued": 0, "failed": 0, "cancelled": 0}
+        now = time.time()
         with self._lock:
-            cur = self._db.execute("UPDATE jobs SET status = 'queued', step = 0, total = 0 "
-                                   "WHERE status = 'running' AND cancel_requested = 0")
-            self._db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? "
-                             "WHERE status = 'running'", (time.time(),))
-        return cur.rowcount
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for job_id, died, cancel in self._db.execute(
+                        "SELECT id, attempts - interrupted, cancel_requested FROM jobs "
+                        "WHERE status = 'running'").fetchall():
+                    if cancel:
+                        self._update(job_id, "status = 'cancelled', finished_at = ?", (now,))
+                        moved["cancelled"] += 1
+                    elif died >= max_attempts:
+                        error = (f"the service stopped {died} times while running this job "
+                                 f"(setting max_attempts={max_attempts}); not retried, as the "
+                                 "request itself may stop it. Submit a changed request (shorter, "
+                                 "fewer prompts) or ask the operator to raise max_attempts.")
+                        self._update(job_id, "status = 'failed', finished_at = ?, error = ?",
+                                     (now, error))
+                        moved["failed"] += 1
+                    else:
+                        self._update(job_id, "status = 'queued', step = 0, total = 0")
+                        moved["queued"] += 1
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return moved
+
+    def expiring(self, finished_before: float, limit: int = 100) -> list[Job]:
+        """Ended jobs that finished before ``finished_before`` and whose files are still kept,
+        oldest first (what the retention sweep deletes next)."""
+        return self._select("expired_at IS NULL AND finished_at < ? AND status IN "
+                            "('succeeded', 'failed', 'cancelled')", (finished_before,),
+                            f"ORDER BY finished_at LIMIT {int(limit)}")
+
+    def expire(self, job_id: str, at: float) -> list[str]:
+        """Record that retention deleted ``job_id``'s files at ``at`` (``expired_at``, and
+        ``result["expired"]`` for whoever reads the result), and the same for every
+        result-cache copy listing the same files (a cache hit shares its origin's files).
+
+        Returns:
+            The ids marked (none if the job is missing or already expired).
+        """
+        with self._lock:
+            job = self.get(job_id)
+            if job is None or job.expired_at is not None:
+                return []
+            jobs = [job]
+            if job.cache_key and job.result is not None:
+                copies = self._select("cache_key = ? AND status = 'succeeded' AND "
+                                      "expired_at IS NULL AND id != ?", (job.cache_key, job.id))
+                jobs += [c for c in copies
+                         if c.result and c.result.get("files") == job.result.get("files")]
+            rows = [(at, None if j.result is None else json.dumps(
+                {**j.result, "expired": True, "expired_at": at}), j.id) for j in jobs]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("UPDATE jobs SET expired_at = ?, result = ? WHERE id = ?",
+                                     rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [j.id for j in jobs]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -252,8 +411,9 @@ class SQLiteJobStore:
         return {**dict.fromkeys(STATUSES, 0), **dict(rows)}
 
     def find_cached(self, cache_key: str) -> Job | None:
-        found = self._select("cache_key = ? AND status = 'succeeded'", (cache_key,),
-                             "ORDER BY seq DESC LIMIT 1")
+        """The newest succeeded job with ``cache_key`` whose files are kept (not expired)."""
+        found = self._select("cache_key = ? AND status = 'succeeded' AND expired_at IS NULL",
+                             (cache_key,), "ORDER BY seq DESC LIMIT 1")
         return found[0] if found else None
 
     def close(self) -> None:

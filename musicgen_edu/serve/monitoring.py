@@ -9,7 +9,8 @@ Every HTTP request passes :class:`RequestLog` first::
     one log line: method, route, status, milliseconds, owner, request id
 
 Logs are structlog events rendered as JSON lines (or coloured lines in development). They
-carry the key's *owner*, never the key, and prompts only at debug level. The metric names
+carry the key's *owner*, never the key, and prompts only at debug level (tracebacks
+leave out the frames' local variables, where prompts live). The metric names
 follow Prometheus' conventions (``_total`` counters, ``_seconds`` units); each app has its own
 registry, so several apps (tests, a notebook) never clash.
 """
@@ -29,6 +30,10 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 __all__ = ["Metrics", "RequestLog", "configure_logging", "get_logger", "CONTENT_TYPE_LATEST"]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Tracebacks as JSON without the frames' local variables: structlog's default shows them, and
+# a worker frame's locals hold the prompts, which the logs carry only at debug level.
+_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
 
 
 def configure_logging(level: str = "info", json: bool = True) -> None:
@@ -38,8 +43,7 @@ def configure_logging(level: str = "info", json: bool = True) -> None:
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    structlog.processors.dict_tracebacks if json else
-                    structlog.processors.format_exc_info, renderer],
+                    _TRACEBACKS if json else structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),  # today's stderr
         cache_logger_on_first_use=False)

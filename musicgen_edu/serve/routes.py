@@ -4,37 +4,59 @@ Every ``/v1`` route declares the role it needs with ``Depends(need("user", "..."
 authenticates, authorizes, rate-limits and files the caller's owner name on the request for
 the log line. Submitting never waits for the model: it validates, stores a queued job and
 answers ``202 {"id": ...}``; the worker runs it; clients poll ``GET /v1/jobs/{id}``, follow
-``/events`` (SSE) or use the WebSocket stream (streaming.py).
+``/events`` (SSE) or use the WebSocket stream (streaming.py). The routes that take a file
+(continue, melody, batch) are in uploads.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
+from typing import Literal
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from ..errors import ConfigError, GenerationError
+from ..errors import ConfigError
 from .jobs import FINISHED, Job
-from .schemas import (BatchRequest, GenerateRequest, PromptRequest, capabilities, check_model,
-                      explain_validation, job_params)
+from .monitoring import CONTENT_TYPE_LATEST
+from .schemas import (
+    ACCEPTED_HEADERS,
+    Accepted,
+    CancelAnswer,
+    GenerateRequest,
+    Health,
+    JobList,
+    JobView,
+    ModelList,
+    NotReady,
+    PromptCheck,
+    PromptImproved,
+    PromptRequest,
+    Ready,
+    capabilities,
+    error_responses,
+    file_content,
+    job_params,
+)
 from .security import Principal
 
-__all__ = ["router", "need", "admit", "visible_job", "submit"]
+__all__ = ["router", "need", "admit", "visible_job", "submit", "accepted", "service",
+           "SUBMIT_ANSWERS", "AUDIO_TYPES"]
 
 router = APIRouter()
+# The error statuses of the OpenAPI document: every one a route can answer (422 included: need()
+# refuses a repeated query parameter). A viewer key may call every viewer route, so no 403.
+_VIEWER = error_responses(401, 422, 429)
+_USER = error_responses(401, 403, 422, 429)
+SUBMIT_ANSWERS = {**_USER, **error_responses(400, 413, 503), 202: {"headers": ACCEPTED_HEADERS}}
+_FILE_NOTES = {409: "The job has not succeeded (yet): its files exist once it has."}
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _BAD_NAME = re.compile(r"[/\\\x00]|^\.")   # separators, NUL, hidden or relative (.., .x)
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
                ".ogg": "audio/ogg"}
-# upload extension -> content types accepted for it (browsers send odd ones for CSV)
-_AUDIO_UPLOADS = {ext: ("audio/",) for ext in AUDIO_TYPES}
-_CSV_UPLOADS = {".csv": ("text/", "application/csv", "application/vnd.ms-excel")}
-MAX_BATCH_ROWS = 1000
+_BATCH_FILE_TYPES = {".wav": "audio/wav", ".jsonl": "application/jsonl"}   # a batch job's files
 
 
 def service(request: Request):
@@ -68,6 +90,11 @@ def need(role: str, what: str):
         principal = admit(service(request), request.headers,
                           request.client.host if request.client else "unknown", role, what)
         request.scope.setdefault("state", {})["owner"] = principal.owner
+        repeated = sorted({k for k, _ in request.query_params.multi_items()
+                           if len(request.query_params.getlist(k)) > 1})
+        if repeated:             # ?limit=1&limit=500: which one counts is a guess; refuse it
+            raise ConfigError(f"query parameter(s) {repeated} given more than once; give each "
+                              "at most once.")
         return principal
 
     return dependency
@@ -89,7 +116,7 @@ def submit(svc, who: Principal, kind: str, params: dict, model: str, batch_key: 
     if svc.settings.result_cache and cache_key:
         hit = svc.store.find_cached(cache_key)
         if hit is not None and all((svc.storage / f).is_file() for f in hit.result["files"]):
-            origin = {"cached_from": hit.id} if hit.owner == who.owner else {}  # ids stay private
+            origin = {"cached_from": hit.id}   # the cache key holds the owner: never another's
             job = Job(owner=who.owner, kind=kind, model=model, params=params,
                       items=len(params.get("prompts", [None])), cache_key=cache_key,
                       status="succeeded", result={**{k: v for k, v in hit.result.items() if k != "cached_from"},
@@ -111,149 +138,28 @@ def submit(svc, who: Principal, kind: str, params: dict, model: str, batch_key: 
     return job
 
 
-def _accepted(job: Job) -> JSONResponse:
+def accepted(job: Job) -> JSONResponse:
+    """The 202 answer of every submitting route: the job's id, status and Location."""
     return JSONResponse({"id": job.id, "status": job.status, "cached": bool(
         job.result and job.result.get("cached"))}, status_code=202,
         headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 # --- generation --------------------------------------------------------------------------------
-@router.post("/v1/generate", status_code=202, tags=["generation"])
+@router.post("/v1/generate", status_code=202, tags=["generation"], response_model=Accepted,
+             responses=SUBMIT_ANSWERS)
 def generate(req: GenerateRequest, request: Request,
              who: Principal = Depends(need("user", "POST /v1/generate"))):
     """Queue a text-to-music job; returns its id at once (202)."""
     svc = service(request)
-    params, model, batch_key, cache_key = job_params(req, svc.settings, "generate")
-    return _accepted(submit(svc, who, "generate", params, model, batch_key, cache_key,
+    params, model, batch_key, cache_key = job_params(req, svc.settings, "generate",
+                                                     owner=who.owner, loaded=svc.pool.loaded())
+    return accepted(submit(svc, who, "generate", params, model, batch_key, cache_key,
                             request_id=request.state.request_id))
-
-
-def _read_upload(path: Path, name: str, max_seconds: float):
-    """Decode an uploaded clip (off the event loop); its length is checked before decoding."""
-    import soundfile as sf
-
-    from ..audio import load_audio
-    from ..errors import AudioError
-
-    try:
-        seconds = sf.info(str(path)).duration
-    except Exception:  # noqa: BLE001 - libsndfile says why in many ways; the answer is one
-        raise AudioError(f"upload {name!r} is not readable audio; send wav, flac, ogg or mp3.") from None
-    if seconds > max_seconds:
-        raise ConfigError(f"upload {name!r} lasts {seconds:.1f} s; allowed: up to {max_seconds} s.")
-    try:
-        return load_audio(path)                                       # [C, T], sample rate
-    except AudioError:
-        raise AudioError(f"upload {name!r} is not readable audio; send wav, flac, ogg or mp3.") from None
-
-
-async def _upload(svc, file: UploadFile, job_id: str, kinds: dict) -> Path:
-    """Save an uploaded file as uploads/<job id><ext> after checking its type (415)."""
-    ext = Path(file.filename or "").suffix.lower()
-    content_type = (file.content_type or "").split(";")[0].strip().lower()
-    if ext not in kinds or not (content_type in ("application/octet-stream", "")
-                                or content_type.startswith(kinds[ext])):
-        raise HTTPException(415, f"upload {file.filename!r} ({content_type or 'no type'}) is not "
-                            f"accepted here; send one of {sorted(kinds)}.")
-    path = svc.storage / "uploads" / f"{job_id}{ext}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(await file.read())
-    os.replace(tmp, path)
-    return path
-
-
-def _request_json(text: str, schema):
-    """The multipart ``request`` field, validated like a JSON body (422 with the same text)."""
-    from pydantic import ValidationError
-
-    try:
-        return schema.model_validate_json(text or "{}")
-    except ValidationError as exc:
-        raise ConfigError(explain_validation(exc.errors())) from None
-
-
-async def _audio_job(request: Request, who: Principal, kind: str, file: UploadFile, body: str):
-    from .jobs import new_job_id
-
-    svc = service(request)
-    req = _request_json(body, GenerateRequest)
-    params, model, _, _ = job_params(req, svc.settings, kind, text_required=(kind == "melody"))
-    caps = capabilities(model, svc.pool.loaded())
-    if kind == "melody" and caps["melody"] is False:
-        raise GenerationError(f"{model!r} has no melody conditioning; choose a melody model "
-                              f"(e.g. 'debug-melody' or 'facebook/musicgen-melody').")
-    job_id = new_job_id()
-    path = await _upload(svc, file, job_id, _AUDIO_UPLOADS)
-    try:
-        wav, sr = await run_in_threadpool(_read_upload, path, file.filename,
-                                          max(svc.settings.max_duration, 30.0))
-        seconds = wav.shape[-1] / sr
-        window = caps["max_duration"] or 30.0
-        if kind == "continue" and not seconds < min(params["settings"]["duration"], window):
-            raise ConfigError(f"the audio prompt lasts {seconds:.2f} s but duration="
-                              f"{params['settings']['duration']} s; duration is the total length, "
-                              f"so it must be longer than the prompt (and the prompt shorter "
-                              f"than {window} s).")
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
-    params["_upload"] = path.relative_to(svc.storage).as_posix()
-    return _accepted(submit(svc, who, kind, params, model, job_id=job_id,
-                            request_id=request.state.request_id))
-
-
-@router.post("/v1/continue", status_code=202, tags=["generation"])
-async def continue_audio(request: Request, file: UploadFile = File(..., description="audio prompt"),
-                         body: str = Form("{}", alias="request",
-                                          description="GenerateRequest as JSON"),
-                         who: Principal = Depends(need("user", "POST /v1/continue"))):
-    """Continue an uploaded clip (multipart: ``file`` + ``request`` JSON); duration = total."""
-    return await _audio_job(request, who, "continue", file, body)
-
-
-@router.post("/v1/melody", status_code=202, tags=["generation"])
-async def melody(request: Request, file: UploadFile = File(..., description="melody audio"),
-                 body: str = Form("{}", alias="request", description="GenerateRequest as JSON"),
-                 who: Principal = Depends(need("user", "POST /v1/melody"))):
-    """Text + melody (melody models only; 422 otherwise)."""
-    return await _audio_job(request, who, "melody", file, body)
-
-
-@router.post("/v1/batch", status_code=202, tags=["generation"])
-async def batch(request: Request, file: UploadFile = File(..., description="CSV: prompt, ..."),
-                body: str = Form("{}", alias="request", description='{"model": ...}'),
-                who: Principal = Depends(need("user", "POST /v1/batch"))):
-    """A CSV table through BatchRunner; files and manifest under /v1/jobs/{id}/files/."""
-    from ..batch import BatchRunner, load_rows
-    from .jobs import new_job_id
-
-    svc = service(request)
-    model = check_model(_request_json(body, BatchRequest).model, svc.settings)
-    job_id = new_job_id()
-    path = await _upload(svc, file, job_id, _CSV_UPLOADS)
-    try:
-        rows = load_rows(path)
-        if not 1 <= len(rows) <= MAX_BATCH_ROWS:
-            raise ConfigError(f"the table has {len(rows)} rows; allowed: 1 to {MAX_BATCH_ROWS}.")
-        items, invalid = BatchRunner(model, svc.storage / "unused").parse(rows)
-        too_long = [f"row {it.row}: duration={it.config.duration} s is over this server's "
-                    f"max_duration={svc.settings.max_duration} s" for it in items
-                    if it.config.duration > svc.settings.max_duration]
-        if too_long or not items:
-            raise ConfigError("; ".join(too_long + [r["error"] for r in invalid][:10])
-                              or "the table has no valid rows.")
-    finally:
-        path.unlink(missing_ok=True)
-    rows = [{k: v for k, v in r.items() if v == v} for r in rows]   # NaN (empty cell) -> absent
-    job = submit(svc, who, "batch", {"rows": rows, "valid_rows": len(items),
-                                     "invalid": [r["error"] for r in invalid]},
-                 model, job_id=job_id, request_id=request.state.request_id)
-    return _accepted(job)
 
 
 # --- jobs ---------------------------------------------------------------------------------------
-@router.get("/v1/jobs", tags=["jobs"])
+@router.get("/v1/jobs", tags=["jobs"], response_model=JobList, responses=_VIEWER)
 def list_jobs(request: Request, limit: int = 50,
               who: Principal = Depends(need("viewer", "GET /v1/jobs"))):
     """Your newest jobs (an admin sees everyone's)."""
@@ -263,14 +169,20 @@ def list_jobs(request: Request, limit: int = 50,
     return {"jobs": [j.public() for j in jobs]}
 
 
-@router.get("/v1/jobs/{job_id}", tags=["jobs"])
+@router.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=JobView,
+            responses={**_VIEWER, **error_responses(404)})
 def get_job(job_id: str, request: Request,
             who: Principal = Depends(need("viewer", "GET /v1/jobs/{id}"))):
     """Status, progress, timings, error and result files of one job."""
     return visible_job(service(request), job_id, who).public()
 
 
-@router.delete("/v1/jobs/{job_id}", tags=["jobs"])
+@router.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=CancelAnswer,
+               response_description="Cancelled: the job was queued.", responses={
+                   **_USER, **error_responses(404, 409, notes={
+                       409: "The job has already ended; nothing to cancel."}),
+                   202: {"model": CancelAnswer, "description": "Cancelling: the job is running "
+                         "and stops at its next step."}})
 def cancel_job(job_id: str, request: Request,
                who: Principal = Depends(need("user", "DELETE /v1/jobs/{id}"))):
     """Cancel a queued job (now) or a running one (at its next step); 409 if it has ended."""
@@ -286,28 +198,34 @@ def cancel_job(job_id: str, request: Request,
                         status_code=200 if status == "cancelled" else 202)
 
 
-def _finished_file(job: Job) -> None:
+def _finished_file(job: Job, path: Path | None = None) -> None:
+    """409 before a job has succeeded; 410 once its files were deleted (result_retention_s)."""
     if job.status != "succeeded":
         raise HTTPException(409, f"job {job.id} is {job.status}; its files exist once it has "
                             "succeeded (poll GET /v1/jobs/{id} or follow /events).")
+    if job.result.get("expired") or (path is not None and not path.is_file()):
+        raise HTTPException(410, f"job {job.id}'s files were deleted after the retention time "
+                            "(setting result_retention_s); generate it again.")
 
 
-@router.get("/v1/jobs/{job_id}/audio", tags=["jobs"])
-def get_audio(job_id: str, request: Request, format: str = "wav", index: int = 0,
-              who: Principal = Depends(need("viewer", "GET /v1/jobs/{id}/audio"))):
+@router.get("/v1/jobs/{job_id}/audio", tags=["jobs"], response_class=FileResponse, responses={
+    200: file_content(*(AUDIO_TYPES[f".{f}"] for f in ("wav", "flac", "mp3")),
+                      description="The clip, as the format asked for (attachment)."),
+    **_VIEWER, **error_responses(404, 409, 410, notes=_FILE_NOTES)})
+def get_audio(job_id: str, request: Request, format: Literal["wav", "flac", "mp3"] = "wav",
+              index: int = 0, who: Principal = Depends(need("viewer", "GET /v1/jobs/{id}/audio"))):
     """Item ``index`` of a finished job as wav, flac or mp3 (converted once, then kept)."""
     from ..audio import load_audio, save_audio
 
     svc = service(request)
     job = visible_job(svc, job_id, who)
     _finished_file(job)
-    if format not in ("wav", "flac", "mp3"):
-        raise ConfigError(f"format={format!r} is not offered; allowed: ['wav', 'flac', 'mp3'].")
     files = job.result["files"]
     if job.kind == "batch" or not 0 <= index < len(files):
         raise ConfigError(f"index={index} is out of range; allowed: 0 to {len(files) - 1}"
                           + (" (batch jobs: use /files/{name})" if job.kind == "batch" else "."))
     path = svc.storage / files[index]
+    _finished_file(job, path)
     if format != "wav":
         target = path.with_suffix(f".{format}")
         if not target.is_file():
@@ -318,20 +236,31 @@ def get_audio(job_id: str, request: Request, format: str = "wav", index: int = 0
                         filename=f"musicgen_{job.id[:8]}_{index}.{format}")
 
 
-@router.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"])
+@router.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"], response_class=FileResponse,
+            responses={200: file_content(*_BATCH_FILE_TYPES.values(),
+                                         description="A clip (.wav) or the manifest (.jsonl)."),
+                       **_VIEWER, **error_responses(404, 409, 410, notes={
+                           **_FILE_NOTES, 404: "No such job for this key, or no such file in "
+                           "it (names are listed in the job's result)."})})
 def get_file(job_id: str, name: str, request: Request,
              who: Principal = Depends(need("viewer", "GET /v1/jobs/{id}/files/{name}"))):
     """A file of a finished batch job (``manifest.jsonl`` or a clip), by its plain name."""
     svc = service(request)
     job = visible_job(svc, job_id, who)
     _finished_file(job)
+    missing = HTTPException(404, f"no file {name!r} in job {job_id}; names are listed in its "
+                            "result (files, manifest).")
+    if job.kind != "batch" or _BAD_NAME.search(name):   # checked before the name is a path
+        raise missing
     folder = (svc.storage / "batches" / job.id).resolve()
     path = (folder / name).resolve()
-    if job.kind != "batch" or _BAD_NAME.search(name) or path.parent != folder \
-            or not path.is_file():
-        raise HTTPException(404, f"no file {name!r} in job {job_id}; names are listed in its "
-                            "result (files, manifest).")
-    return FileResponse(path)
+    if path.parent != folder:
+        raise missing
+    if not path.is_file():
+        _finished_file(job, path if job.result.get("expired") else None)
+        raise missing
+    return FileResponse(path, media_type=_BATCH_FILE_TYPES.get(path.suffix,
+                                                               "application/octet-stream"))
 
 
 # --- prompts, models, health --------------------------------------------------------------------
@@ -342,7 +271,8 @@ def _engineer(svc):
     return PromptEngineer(loaded.model if loaded else None)
 
 
-@router.post("/v1/prompts/validate", tags=["prompts"])
+@router.post("/v1/prompts/validate", tags=["prompts"], response_model=PromptCheck,
+             responses={**_USER, **error_responses(400, 413)})
 def validate_prompt(req: PromptRequest, request: Request,
                     who: Principal = Depends(need("user", "POST /v1/prompts/validate"))):
     """PromptEngineer.validate: errors, warnings, token count, missing facets."""
@@ -350,7 +280,8 @@ def validate_prompt(req: PromptRequest, request: Request,
     return dict(dataclasses.asdict(report), ok=report.ok)
 
 
-@router.post("/v1/prompts/improve", tags=["prompts"])
+@router.post("/v1/prompts/improve", tags=["prompts"], response_model=PromptImproved,
+             responses={**_USER, **error_responses(400, 413)})
 def improve_prompt(req: PromptRequest, request: Request,
                    who: Principal = Depends(need("user", "POST /v1/prompts/improve"))):
     """PromptEngineer.improve: the prompt with genre, instruments, mood and tempo filled in."""
@@ -359,7 +290,7 @@ def improve_prompt(req: PromptRequest, request: Request,
             "negative": engineer.negative(req.prompt)}
 
 
-@router.get("/v1/models", tags=["models"])
+@router.get("/v1/models", tags=["models"], response_model=ModelList, responses=_VIEWER)
 def models(request: Request, who: Principal = Depends(need("viewer", "GET /v1/models"))):
     """Configured models: loaded or not, and what each can do."""
     svc = service(request)
@@ -369,13 +300,15 @@ def models(request: Request, who: Principal = Depends(need("viewer", "GET /v1/mo
                        for n in svc.settings.models]}
 
 
-@router.get("/healthz", tags=["health"])
-def healthz():
-    """The process answers."""
+@router.get("/healthz", tags=["health"], response_model=Health)
+async def healthz():
+    """The process answers (on the event loop itself: never queued behind the thread pool)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"])
+@router.get("/readyz", tags=["health"], response_model=Ready, responses={503: {
+    "model": NotReady, "description": "The default model is loading, or failed to load, or a "
+    "worker thread has stopped."}})
 def readyz(request: Request):
     """Ready once the default model is loaded (503 before, or if loading failed)."""
     svc = service(request)
@@ -388,7 +321,12 @@ def readyz(request: Request):
                          "detail": svc.load_error}, status_code=503)
 
 
-@router.get("/metrics", tags=["health"])
+@router.get("/metrics", tags=["health"], response_class=Response, responses={
+    200: {"description": "The Prometheus text exposition format.",
+          "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+    **error_responses(401, 403, 422, 429, notes={
+        401: "metrics_auth is on and the key is missing or unknown.",
+        403: "metrics_auth is on and the key is not an admin's."})})
 def metrics(request: Request):
     """Prometheus metrics (admin key needed when metrics_auth is on)."""
     from .monitoring import CONTENT_TYPE_LATEST

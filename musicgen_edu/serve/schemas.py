@@ -3,16 +3,21 @@
 ``GenerateRequest`` is built from the fields of
 :class:`~musicgen_edu.generator.GenerationConfig` (``create_model`` below), so a new sampling
 setting appears in the API, its OpenAPI schema and its validation without a second list of
-names or ranges. JSON types are checked by pydantic; ranges by ``GenerationConfig`` itself,
-whose :class:`~musicgen_edu.errors.ConfigError` text is the 422 message. A request becomes a
+names or ranges. JSON types are checked by pydantic in strict mode (``true`` is no number, ``1e309`` no
+finite one, ``"8"`` no float); ranges by ``GenerationConfig`` itself, whose
+:class:`~musicgen_edu.errors.ConfigError` text is the 422 message. Every text is bounded in
+characters and checked to be valid Unicode here, and in text-encoder tokens once the model's
+tokenizer is loaded (the generator checks tokens again before encoding, whatever the caller). A request becomes a
 job's ``params``::
 
     {"prompts": [...], "negatives": [...], "seeds": [seed, seed + 1, ...],
      "settings": {every GenerationConfig field but seed}}
 
 ``batch_key`` = hash(kind, model, settings): requests that may share a batch. ``cache_key`` =
-hash(kind, model, settings, prompts, negatives, seeds), only when the client chose the seed
-(a server-drawn seed is never repeated, so there is nothing to reuse).
+hash(owner, kind, model, settings, prompts, negatives, seeds), only when the client chose the
+seed (a server-drawn seed is never repeated, so there is nothing to reuse). The owner is part
+of it: a cache shared between owners would tell one lab, by an instant answer and the first
+run's timings, what another lab had asked.
 """
 
 from __future__ import annotations
@@ -22,30 +27,66 @@ import hashlib
 import json
 import random
 import typing
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+)
 
 from ..errors import ConfigError, check_range
-from ..generator import MAX_SEED, GenerationConfig
+from ..generation import MAX_PROMPT_CHARS, MAX_SEED, GenerationConfig, check_text
 from ..models import DEBUG_MODELS, HUB_MODELS, RANDOM_MODELS
 
 __all__ = ["GenerateRequest", "PromptRequest", "BatchRequest", "job_params", "capabilities",
-           "check_model", "explain_validation", "MAX_PROMPT_CHARS"]
+           "check_model", "explain_validation", "MAX_PROMPT_CHARS", "ErrorResponse",
+           "error_responses", "file_content", "Accepted", "ACCEPTED_HEADERS", "CancelAnswer",
+           "JobView", "JobList", "PromptCheck", "PromptImproved", "ModelList", "Health", "Ready",
+           "NotReady"]
 
-MAX_PROMPT_CHARS = 2000             # characters per prompt (T5 reads far fewer tokens anyway)
-_CONFIG_TYPES = typing.get_type_hints(GenerationConfig)
+MAX_NAME_CHARS = 200                # characters of a model name
+def _whole(value):
+    """JSON has numbers, not integers: ``8.0`` is the integer 8 (as JSON Schema's ``integer``
+    says); ``8.5``, ``true`` and ``"8"`` stay what they are, and strict mode refuses them."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+_CONFIG_TYPES = {name: WholeNumber if kind in (int, Optional[int]) else kind
+                 for name, kind in typing.get_type_hints(GenerationConfig).items()}
 _CONFIG_FIELDS = {f.name: (Optional[_CONFIG_TYPES[f.name]], Field(None, description=(
     f"GenerationConfig.{f.name} (default {f.default!r})"))) for f in dataclasses.fields(GenerationConfig)}
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _unicode(text: str) -> str:
+    """Text that can be encoded as UTF-8 (JSON may carry a lone surrogate such as \\ud800)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"character {exc.object[exc.start]!r} at position {exc.start} is a lone "
+                         "surrogate, not valid Unicode") from None
+    return text
 
-    prompt: Optional[str] = Field(None, description="One text prompt (or use prompts).")
-    prompts: Optional[list[str]] = Field(None, description="Several prompts, decoded together.")
-    negative_prompt: Optional[str] = Field(None, description="Steer away from this text.")
-    model: Optional[str] = Field(None, description="A configured model; default: the server's.")
+
+# A text for the text encoder: 1 to MAX_PROMPT_CHARS characters of valid Unicode.
+Text = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS), AfterValidator(_unicode)]
+# strict: no bool for a number, no string for a number; allow_inf_nan: no 1e309, no NaN
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _Request(BaseModel):
+    model_config = _STRICT
+
+    prompt: Optional[Text] = Field(None, description="One text prompt (or use prompts).")
+    prompts: Optional[list[Text]] = Field(None, max_length=64,
+                                          description="Several prompts, decoded together.")
+    negative_prompt: Optional[Text] = Field(None, description="Steer away from this text.")
+    model: Optional[str] = Field(None, max_length=MAX_NAME_CHARS,
+                                 description="A configured model; default: the server's.")
 
 
 GenerateRequest = create_model("GenerateRequest", __base__=_Request, **_CONFIG_FIELDS)
@@ -55,16 +96,16 @@ GenerateRequest.__doc__ = "POST /v1/generate, /v1/continue, /v1/melody and the W
 class PromptRequest(BaseModel):
     """POST /v1/prompts/improve and /v1/prompts/validate."""
 
-    model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(..., max_length=MAX_PROMPT_CHARS)
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of improve's choices.")
+    model_config = _STRICT
+    prompt: Text
+    seed: WholeNumber = Field(0, ge=0, le=2**31 - 1, description="Seed of improve's choices.")
 
 
 class BatchRequest(BaseModel):
     """The JSON ``request`` field of POST /v1/batch (beside the CSV file)."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: Optional[str] = None
+    model_config = _STRICT
+    model: Optional[str] = Field(None, max_length=MAX_NAME_CHARS)
 
 
 def explain_validation(errors: list[dict]) -> str:
@@ -74,7 +115,11 @@ def explain_validation(errors: list[dict]) -> str:
         where = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path")) or "body"
         got = err.get("input")
         shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "json_invalid":     # loc holds a character position, not a field
+            reason = (err.get("ctx") or {}).get("error", "not JSON")
+            parts.append(f"the body is not valid JSON ({reason}); send a JSON object such as "
+                         '{"prompt": "lo-fi piano"}')
+        elif err["type"] == "extra_forbidden":
             parts.append(f"unknown field {where!r} (the request schemas are at GET /docs)")
         elif err["type"] == "missing":
             parts.append(f"{where} is missing")
@@ -96,8 +141,19 @@ def check_model(name: str | None, settings) -> str:
     return name
 
 
-def job_params(req, settings, kind: str, text_required: bool = True) -> tuple[dict, str, str, str]:
-    """Validate a request and turn it into ``(params, model, batch_key, cache_key)``."""
+def job_params(req, settings, kind: str, text_required: bool = True, *, owner: str = "",
+               loaded: dict | None = None) -> tuple[dict, str, str, str]:
+    """Validate a request and turn it into ``(params, model, batch_key, cache_key)``.
+
+    Args:
+        req: a :data:`GenerateRequest`.
+        settings: the service settings (limits, default model).
+        kind: generate, continue, melody or stream.
+        text_required: False where the audio alone may condition (continue).
+        owner: who asks; part of the cache key (results are never shared between owners).
+        loaded: the loaded generators by model name; the model's tokenizer, if loaded, counts
+            the tokens of every text (else the generator does, when the job runs).
+    """
     if req.prompt is not None and req.prompts is not None:
         raise ConfigError("give either prompt or prompts, not both.")
     prompts = [req.prompt] if req.prompt is not None else req.prompts
@@ -109,10 +165,13 @@ def job_params(req, settings, kind: str, text_required: bool = True) -> tuple[di
     if not 1 <= len(prompts) <= settings.max_prompts:
         raise ConfigError(f"{len(prompts)} prompts in one request; allowed: 1 to "
                           f"{settings.max_prompts} (setting max_prompts).")
+    model = check_model(req.model, settings)
+    tokenizer = loaded[model].model.tokenizer if loaded and model in loaded else None
     for i, p in enumerate(prompts):
-        if p is not None and (not p.strip() or len(p) > MAX_PROMPT_CHARS):
-            raise ConfigError(f"prompt {i} has {len(p)} characters and {len(p.strip())} "
-                              f"non-blank; allowed: 1 to {MAX_PROMPT_CHARS}.")
+        if p is not None:
+            check_text(f"prompt {i}", p, tokenizer)
+    if req.negative_prompt is not None:
+        check_text("negative_prompt", req.negative_prompt, tokenizer)
     given = {k: getattr(req, k) for k in _CONFIG_FIELDS if getattr(req, k) is not None}
     seed = given.pop("seed", None)
     config = GenerationConfig(**given)                 # raises ConfigError on a bad value
@@ -123,14 +182,13 @@ def job_params(req, settings, kind: str, text_required: bool = True) -> tuple[di
         check_range("seed", seed, 0, MAX_SEED - len(prompts))
     else:
         seed = random.randrange(2**31)
-    model = check_model(req.model, settings)
     settings_ = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
     params = dict(prompts=prompts, negatives=[req.negative_prompt] * len(prompts),
                   seeds=[seed + i for i in range(len(prompts))], settings=settings_)
     batch_key = _digest(kind, model, settings_) if kind == "generate" else ""
     # what else decides the audio: the backend, precision and device the server runs
     runtime = (settings.backend, settings.dtype, settings.device)
-    cache_key = _digest(kind, model, runtime, params) if chosen and kind == "generate" else ""
+    cache_key = _digest(owner, kind, model, runtime, params) if chosen and kind == "generate" else ""
     return params, model, batch_key, cache_key
 
 
@@ -149,3 +207,162 @@ def capabilities(name: str, loaded: dict) -> dict:
     else:
         channels = melody = None
     return dict(melody=melody, channels=channels, sample_rate=None, max_duration=30.0)
+
+
+# --- answers: response models, so the OpenAPI document is the contract (STYLE rule 24) ----------
+# Each route declares its 2xx model and, with error_responses(...), every error status it can
+# answer; tests/test_serve_openapi.py (schemathesis) fails on an answer the document lacks.
+class ErrorResponse(BaseModel):
+    """Every error answer (4xx, 503): what went wrong, in one sentence, and its kind."""
+
+    detail: str = Field(..., description="What went wrong and what to do about it.")
+    type: str = Field(..., description="The library error (ConfigError, AudioError, ...) or the "
+                      "HTTP status phrase (Not Found, Too Many Requests, ...).")
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before trying again.",
+                                "required": True, "schema": {"type": "integer", "minimum": 1}}}
+_ERRORS = {   # status -> (when, headers)
+    400: ("The body could not be read (not UTF-8 JSON, a broken multipart form).", {}),
+    401: (("No API key, or an unknown one: send 'X-API-Key: <key>' or 'Authorization: Bearer "
+           "<key>'."), {"WWW-Authenticate": {"description": "Bearer", "required": True,
+                                              "schema": {"type": "string"}}}),
+    403: ("This key's role is below the one the route needs (viewer < user < admin).", {}),
+    404: ("No such job for this key (jobs are visible to the key owner that made them).", {}),
+    409: ("The job is in a state that does not allow this.", {}),
+    410: (("The job's files were deleted after the retention time (setting "
+           "result_retention_s)."), {}),
+    413: (("The body, or the upload, is over the size limit (max_body_bytes, "
+           "max_upload_bytes)."), {}),
+    415: ("The upload's extension or content type is not accepted here.", {}),
+    422: ("The request is not valid; the detail names each field and the value it got.", {}),
+    429: ("Over this key's rate limit (per client address without a key).", _RETRY_AFTER),
+    503: ("The queue is full (setting max_queue); try again later.", _RETRY_AFTER),
+}
+
+
+def error_responses(*codes: int, notes: dict[int, str] | None = None) -> dict:
+    """The ``responses=`` entries of a route's error statuses: :class:`ErrorResponse` bodies,
+    a description (``notes`` replaces it for one route) and the headers that come with them."""
+    notes = notes or {}
+    return {code: {"model": ErrorResponse, "description": notes.get(code, _ERRORS[code][0]),
+                   **({"headers": _ERRORS[code][1]} if _ERRORS[code][1] else {})}
+            for code in codes}
+
+
+def file_content(*media_types: str, description: str) -> dict:
+    """A ``responses=`` entry for a 200 whose body is a file of one of ``media_types``."""
+    return {"description": description,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in media_types}}
+
+
+class Accepted(BaseModel):
+    """202 of POST /v1/generate, /continue, /melody, /batch (the job is also in Location)."""
+
+    id: str = Field(..., description="The job id: GET /v1/jobs/{id}, /events, /audio.")
+    status: typing.Literal["queued", "succeeded"] = Field(
+        ..., description="queued; succeeded at once when the result came from the cache.")
+    cached: bool = Field(..., description="True: an earlier identical job's result, reused.")
+
+
+ACCEPTED_HEADERS = {"Location": {"description": "/v1/jobs/{id}: where to follow the job.",
+                                 "required": True, "schema": {"type": "string"}}}
+
+
+class CancelAnswer(BaseModel):
+    """DELETE /v1/jobs/{id}: cancelled (200, a queued job) or cancelling (202, a running one)."""
+
+    id: str
+    status: typing.Literal["cancelled", "cancelling"]
+
+
+class Progress(BaseModel):
+    step: int = Field(..., description="Decoder steps done ...")
+    total: int = Field(..., description="... of this many (0: not started).")
+    fraction: float = Field(..., description="step / total (0.0 before the start).")
+
+
+class JobView(BaseModel):
+    """A job as GET /v1/jobs/{id} shows it (``Job.public()``: no owner, no internal keys)."""
+
+    id: str
+    kind: typing.Literal["generate", "continue", "melody", "stream", "batch"]
+    model: str
+    status: typing.Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    items: int = Field(..., description="Prompts (rows, for a batch).")
+    created_at: float = Field(..., description="Unix seconds.")
+    started_at: float | None = None
+    finished_at: float | None = None
+    step: int
+    total: int
+    attempts: int = Field(..., description="Times a worker started it (> 1 after a restart).")
+    interrupted: int = Field(..., description="Of those, runs a graceful shutdown re-queued.")
+    cancel_requested: bool
+    error: str | None = Field(None, description="Why it failed.")
+    result: dict[str, typing.Any] | None = Field(
+        None, description="Once succeeded: files, seeds, timings, sample rate, cached, ...")
+    expired_at: float | None = Field(
+        None, description="When retention deleted its files (None: still kept).")
+    progress: Progress
+    request: dict[str, typing.Any] = Field(..., description="prompts, negatives, seeds, "
+                                           "settings (batch: rows).")
+
+
+class JobList(BaseModel):
+    """GET /v1/jobs: the caller's newest jobs first (an admin's: everyone's)."""
+
+    jobs: list[JobView]
+
+
+class PromptCheck(BaseModel):
+    """POST /v1/prompts/validate: ``PromptEngineer.validate``'s report, and ``ok``."""
+
+    prompt: str
+    errors: list[str] = Field(..., description="Problems to fix before generating.")
+    warnings: list[str] = Field(..., description="Things likely to hurt the result.")
+    n_chars: int
+    n_words: int
+    n_tokens: int = Field(..., description="Text-encoder tokens, </s> included.")
+    tokens_exact: bool = Field(..., description="True: counted with the model's tokenizer.")
+    max_tokens: int
+    dropped_tokens: int = Field(..., description="Tokens past max_tokens.")
+    missing: list[str] = Field(..., description="Facets the prompt does not name.")
+    ok: bool = Field(..., description="True when there are no errors.")
+
+
+class PromptImproved(BaseModel):
+    """POST /v1/prompts/improve."""
+
+    prompt: str
+    improved: str = Field(..., description="The prompt with the missing facets filled in.")
+    negative: str = Field(..., description="A negative prompt for it.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    loaded: bool
+    melody: bool | None = Field(..., description="None: unknown until loaded.")
+    channels: int | None = Field(..., description="None: unknown until loaded.")
+    sample_rate: int | None = Field(..., description="None until loaded.")
+    max_duration: float | None = Field(..., description="Seconds in one window.")
+
+
+class ModelList(BaseModel):
+    """GET /v1/models."""
+
+    default: str
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: typing.Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: typing.Literal["ready"]
+    model: str = Field(..., description="The default model, loaded.")
+
+
+class NotReady(BaseModel):
+    status: typing.Literal["loading", "failed"]
+    detail: str | None = Field(..., description="Why (None while loading).")

@@ -155,9 +155,11 @@ class BodyLimit:
 
 
 async def _send_json(send, status: int, detail: str) -> None:
+    """An error answer from the middleware, shaped like the app's (schemas.ErrorResponse)."""
     import json
+    from http import HTTPStatus
 
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps({"detail": detail, "type": HTTPStatus(status).phrase}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})

@@ -6,30 +6,43 @@ with the whole job, then closes; a comment line every 15 s keeps proxies from cl
 
 ``WS /v1/stream`` runs :meth:`MusicGenerator.stream` as a job and forwards its chunks::
 
-    client -> {"prompt": "...", "duration": 8, ...}          same fields as POST /v1/generate
+    client -> {"prompt": "...", "duration": 8, ...}          same fields as POST /v1/generate,
+                                                              at most max_body_bytes
     server -> {"type": "start", "id": ..., "sample_rate": 32000, "channels": 1,
                "format": "f32le"}                             before the first chunk
     server -> binary frames: float32 little-endian samples, channels interleaved
     server -> {"type": "done", "id": ..., "status": "succeeded", "audio_url": ...}
-    errors -> {"type": "error", "status": 401|403|422|429, "detail": ...}, then close 4000+status
+    errors -> {"type": "error", "status": 401|403|413|422|429|503, "detail": ...},
+              then close 4000+status
 
 Browsers cannot set headers on a WebSocket, so the key may also come as ``?api_key=``.
-Closing the socket cancels the job.
+Closing the socket cancels the job (unless the service is stopping: see below).
+
+**When the service stops** (SIGTERM, ``server.stop()``; app.py) every open stream still ends
+with its ``done`` message, carrying the job's state at that moment: ``succeeded`` (or failed,
+cancelled) if the job ended within ``shutdown_grace_s``; ``queued`` if it was interrupted and
+re-queued, or had not started (it runs again, with the same seeds, when the service next
+starts; poll ``GET /v1/jobs/{id}`` then); ``running`` only if its step outlasted the grace by
+``STREAMS_MARGIN_S``. New WebSocket requests are refused with 503 from then on.
+
+Store reads and writes (SQLite, durable commits) run in threads, never on the event loop, so
+one slow disk does not stall every other connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from ..errors import MusicGenEduError
-from .jobs import FINISHED, new_job_id
+from .jobs import FINISHED, Job, new_job_id
 from .routes import admit, need, service, submit, visible_job
-from .schemas import GenerateRequest, explain_validation, job_params
+from .schemas import GenerateRequest, error_responses, explain_validation, job_params
 from .security import Principal
 
 __all__ = ["router"]
@@ -37,35 +50,66 @@ __all__ = ["router"]
 router = APIRouter()
 
 
+# One Server-Sent Event, as the OpenAPI document describes it (3.1: ``schema`` is one event).
+_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"enum": ["progress", "done"]},
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "description": "progress: {id, status, step, total}; done: the job."}}}
+
+
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-@router.get("/v1/jobs/{job_id}/events", tags=["jobs"])
+async def _get(svc, job_id: str) -> Job:
+    """The job, read in a thread: an SQLite read waits for the store's lock and the disk."""
+    return await asyncio.to_thread(svc.store.get, job_id)
+
+
+def _settled(svc, job: Job) -> bool:
+    """Whether a stream may send ``done`` now (see "When the service stops" above)."""
+    if job.status in FINISHED:
+        return True
+    if not svc.stopping.is_set():
+        return False
+    # stopping: a queued job is not run again here once the worker threads have ended
+    return (job.status == "queued" and svc.worker.stopped()) \
+        or time.monotonic() > svc.streams_deadline
+
+
+@router.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse,
+            responses={200: {"description": "event: progress {id, status, step, total} at each "
+                             "change, then event: done with the job (as GET /v1/jobs/{id}).",
+                             "content": {"text/event-stream": {"schema": _EVENT}}},
+                       **error_responses(401, 404, 422, 429)})
 async def events(job_id: str, request: Request,
                  who: Principal = Depends(need("viewer", "GET /v1/jobs/{id}/events"))):
     """Server-Sent Events: progress while the job runs, then ``done`` with the job."""
     svc = service(request)
-    visible_job(svc, job_id, who)
+    await asyncio.to_thread(visible_job, svc, job_id, who)
 
     async def stream():
         last, beat = None, time.monotonic()
-        while True:
-            job = svc.store.get(job_id)
-            state = (job.status, job.step, job.total)
-            if state != last:
-                last = state
-                yield _sse("progress", {"id": job.id, "status": job.status, "step": job.step,
-                                        "total": job.total})
-            if job.status in FINISHED:
-                yield _sse("done", job.public())
-                return
-            if await request.is_disconnected():
-                return
-            if time.monotonic() - beat > 15:
-                beat = time.monotonic()
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(0.1)
+        svc.open_streams += 1                   # the server waits for it at shutdown
+        try:
+            while True:
+                job = await _get(svc, job_id)
+                state = (job.status, job.step, job.total)
+                if state != last:
+                    last = state
+                    yield _sse("progress", {"id": job.id, "status": job.status,
+                                            "step": job.step, "total": job.total})
+                if _settled(svc, job):
+                    yield _sse("done", job.public())
+                    return
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - beat > 15:
+                    beat = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(0.1)
+        finally:
+            svc.open_streams -= 1
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -76,10 +120,18 @@ async def _refuse(ws: WebSocket, status: int, detail: str) -> None:
     await ws.close(code=4000 + status)
 
 
+def _message_bytes(message: dict) -> int:
+    """Size of a WebSocket message as sent (text counts its UTF-8 bytes)."""
+    if message.get("bytes") is not None:
+        return len(message["bytes"])
+    return len((message.get("text") or "").encode())
+
+
 @router.websocket("/v1/stream")
 async def stream(ws: WebSocket):
     """Generate one prompt and send its audio while it is decoded (see the module docstring)."""
     svc = ws.app.state.service
+    limit = svc.settings.max_body_bytes
     await ws.accept()
     try:
         who = admit(svc, ws.headers, ws.client.host if ws.client else "unknown", "user",
@@ -87,6 +139,10 @@ async def stream(ws: WebSocket):
         message = await asyncio.wait_for(ws.receive(), timeout=60)
         if message["type"] == "websocket.disconnect":
             return
+        size = _message_bytes(message)
+        if size > limit:                          # the HTTP body limit, for the WebSocket too
+            return await _refuse(ws, 413, f"request message too large: {size} bytes; the "
+                                 f"limit is {limit} bytes (setting max_body_bytes).")
         if message.get("text") is None:
             return await _refuse(ws, 422, "the first message must be the request as JSON text, "
                                  'e.g. {"prompt": "lo-fi piano", "duration": 8}.')
@@ -95,10 +151,14 @@ async def stream(ws: WebSocket):
         except ValueError as exc:
             errors = exc.errors() if hasattr(exc, "errors") else []
             return await _refuse(ws, 422, explain_validation(errors) if errors else str(exc))
-        params, model, _, _ = job_params(req, svc.settings, "stream")
+        params, model, _, _ = job_params(req, svc.settings, "stream", owner=who.owner,
+                                         loaded=svc.pool.loaded())
         if len(params["prompts"]) != 1:
             return await _refuse(ws, 422, f"the stream takes one prompt, got "
                                  f"{len(params['prompts'])}; use POST /v1/generate for several.")
+        if svc.stopping.is_set():
+            return await _refuse(ws, 503, "the service is stopping; retry in a few seconds "
+                                 "(a restarted service takes new streams).")
     except HTTPException as exc:
         return await _refuse(ws, exc.status_code, exc.detail)
     except MusicGenEduError as exc:
@@ -109,20 +169,35 @@ async def stream(ws: WebSocket):
     job_id = new_job_id()
     svc.worker.listeners[job_id] = lambda chunk: loop.call_soon_threadsafe(chunks.put_nowait, chunk)
     try:
-        submit(svc, who, "stream", params, model, job_id=job_id)
+        await asyncio.to_thread(submit, svc, who, "stream", params, model, job_id=job_id)
     except HTTPException as exc:                     # queue full
         svc.worker.listeners.pop(job_id, None)
         return await _refuse(ws, exc.status_code, exc.detail)
+    svc.open_streams += 1                            # the server waits for it at shutdown
+    ended = False
     try:
-        await _forward(ws, svc, job_id, model, chunks)
+        ended = await _forward(ws, svc, job_id, model, chunks)
     except Exception:                                # the client went away mid-send
-        svc.store.request_cancel(job_id)
+        ended = False
     finally:
+        svc.open_streams -= 1
         svc.worker.listeners.pop(job_id, None)
+        if not ended and not svc.stopping.is_set():  # the client left: cancel the job
+            _cancel_soon(svc, job_id)
 
 
-async def _forward(ws: WebSocket, svc, job_id: str, model: str, chunks: asyncio.Queue) -> None:
-    """Send chunks until the worker says the run ended; a closed socket cancels the job."""
+def _cancel_soon(svc, job_id: str) -> None:
+    """Cancel the job from a thread of its own: it happens even while this handler is being
+    cancelled (a client that left may take its task with it), and never on the event loop.
+    While the service stops, a stream's job is left to the shutdown (re-queued, not cancelled).
+    """
+    threading.Thread(target=svc.store.request_cancel, args=(job_id,), name="musicgen-cancel",
+                     daemon=True).start()
+
+
+async def _forward(ws: WebSocket, svc, job_id: str, model: str, chunks: asyncio.Queue) -> bool:
+    """Send chunks until the worker says the run ended, then ``done``: True; False if the
+    client closed the socket first (the caller cancels the job)."""
     started = False
     incoming = asyncio.ensure_future(ws.receive())
     try:
@@ -132,14 +207,13 @@ async def _forward(ws: WebSocket, svc, job_id: str, model: str, chunks: asyncio.
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:                    # nothing for a second: has the job ended unrun?
                 outgoing.cancel()
-                if svc.store.get(job_id).status in FINISHED:
+                if _settled(svc, await _get(svc, job_id)):
                     break
                 continue
             if incoming in done:
                 if incoming.result()["type"] == "websocket.disconnect":
                     outgoing.cancel()
-                    svc.store.request_cancel(job_id)
-                    return
+                    return False
                 incoming = asyncio.ensure_future(ws.receive())   # other messages are ignored
             if outgoing not in done:
                 outgoing.cancel()
@@ -153,14 +227,13 @@ async def _forward(ws: WebSocket, svc, job_id: str, model: str, chunks: asyncio.
                 await ws.send_json({"type": "start", "id": job_id, "sample_rate": rate,
                                     "channels": chunk.shape[1], "format": "f32le"})
             await ws.send_bytes(chunk[0].T.contiguous().numpy().astype("<f4").tobytes())
-        job = svc.store.get(job_id)
-        for _ in range(250):                        # the worker records the end right after
-            if job.status in FINISHED:
-                break
-            await asyncio.sleep(0.02)
-            job = svc.store.get(job_id)
+        job, deadline = await _get(svc, job_id), time.monotonic() + 5
+        while not _settled(svc, job) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)                # the worker records the end right after
+            job = await _get(svc, job_id)
         await ws.send_json({"type": "done", "id": job_id, "status": job.status,
                             "error": job.error, "audio_url": f"/v1/jobs/{job_id}/audio"})
         await ws.close(code=1000)
+        return True
     finally:
         incoming.cancel()

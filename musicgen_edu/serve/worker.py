@@ -6,13 +6,19 @@ The path of one job through a worker thread::
     pool.get(model)                   a MusicGenerator, loaded on demand, LRU-unloaded past
                                       the memory budget (one instance per model per process)
     generator.generate(all prompts, seeds=all seeds, callback=tracker)
-        tracker(step, total)          progress to the store; raises to cancel or interrupt
+        tracker(step, total)          progress to the store (one write for the whole run, at
+                                      most every 0.5 s); raises to cancel or interrupt
     split the [B, C, T] result by job, save each item atomically, store.finish(job)
+    the job ended: its upload is deleted (upload_retention_s = 0), and its files too unless
+                                      it succeeded (finish says "cancelled" if a DELETE came late)
 
 **Dynamic batching.** Requests with the same model and sampling settings (everything but
 prompt, negative prompt and seed) get the same ``batch_key`` and are decoded as one batch.
 Because every item samples from its own seeded ``torch.Generator`` (generator.py), item i of
-the batch is the same clip it would be alone: batching changes throughput, never results.
+the batch gets the tokens it would get alone; its audio differs from the solo clip at most by
+the float rounding of decoding several clips in one EnCodec call (one 16-bit step of a few
+samples; docs/serving.md). If a batched run raises, each of its jobs runs again alone, so a
+request that breaks the model fails by itself and its batch-mates get their solo results.
 
 **Cancellation** is cooperative: the generator calls ``tracker(step, total)`` after every
 decoder step (batch-table jobs: every step of every chunk); when every job of the run has
@@ -20,6 +26,9 @@ been cancelled it raises, and the run stops there with nothing saved. A job canc
 its batch-mates go on is dropped at the end.
 **Graceful shutdown** waits ``shutdown_grace_s`` for running jobs, then interrupts them the
 same way and puts them back in the queue (they run again, with the same seeds, next start).
+**Retention**: :func:`sweep_expired` runs at start-up and at most once a minute; it deletes
+uploads ``upload_retention_s`` after their job ended and results ``result_retention_s`` after
+(the job keeps its record, with ``expired_at`` set).
 """
 
 from __future__ import annotations
@@ -27,18 +36,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..errors import MusicGenEduError
 from .jobs import Job, JobStore
 from .monitoring import get_logger
+from .retention import delete_job_files, sweep_expired
 
 __all__ = ["ModelPool", "Worker"]
 
 log = get_logger()
+PROGRESS_EVERY_S = 0.5       # at most one progress write per run this often (and at the end)
+SWEEP_EVERY_S = 60.0         # retention sweeps: at start-up, then at most this often
 
 
 class ModelPool:
@@ -110,9 +122,10 @@ class _Stop(BaseException):
 class _Tracker:
     """The generator's ``callback(step, total)``: progress, cancellation, shutdown."""
 
-    def __init__(self, worker: "Worker", jobs: list[Job], every_s: float = 0.1,
+    def __init__(self, worker: Worker, jobs: list[Job], every_s: float = PROGRESS_EVERY_S,
                  report: bool = True):
         self.worker, self.jobs, self.every_s = worker, jobs, every_s
+        self.ids = [job.id for job in jobs]
         self.report = report            # False: progress is counted elsewhere (batch tables)
         self.last = 0.0
 
@@ -125,8 +138,7 @@ class _Tracker:
         now = time.monotonic()
         if self.report and (now - self.last >= self.every_s or step == total):
             self.last = now
-            for job in self.jobs:
-                store.progress(job.id, step, total)
+            store.progress(self.ids, step, total)       # one write for every job of the run
 
 
 class Worker:
@@ -147,6 +159,8 @@ class Worker:
         self._stopping = threading.Event()        # set: take no new jobs
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = 0.0                    # time.monotonic() of the next sweep (0: now)
 
     # --- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -180,6 +194,7 @@ class Worker:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
+                self._sweep_if_due()
                 if self._wake.wait(0.5):
                     self._wake.clear()
                     time.sleep(self.settings.batch_wait_s)   # let batch-mates arrive
@@ -192,13 +207,54 @@ class Worker:
                 log.exception("worker loop error; retrying in 1 s")
                 time.sleep(1)
 
+    def _sweep_if_due(self) -> None:
+        """Run :func:`sweep_expired` at the first call and then at most every minute."""
+        with self._sweep_lock:
+            if time.monotonic() < self._next_sweep:
+                return
+            self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+        removed = sweep_expired(self.store, self.storage, self.settings, time.time())
+        if any(removed.values()):
+            log.info("retention sweep", **removed)
+
     # --- one run --------------------------------------------------------------------------------
     def _run(self, jobs: list[Job]) -> None:
+        """Run ``jobs`` as one batch; if that raises, run each alone, so only a bad one fails."""
         import structlog
 
-        kind, start = jobs[0].kind, time.perf_counter()
         ids = [j.params.get("_request_id") for j in jobs]
         structlog.contextvars.bind_contextvars(request_id=ids[0] if len(ids) == 1 else ids)
+        try:
+            error = self._attempt(jobs)
+            if error is not None and len(jobs) > 1:   # one request may have broken the batch
+                log.warning("batch run failed; running its jobs one by one",
+                            jobs=[j.id for j in jobs], error=f"{type(error).__name__}: {error}")
+                errors = [self._attempt([job]) for job in jobs]
+            else:
+                errors = [error] * len(jobs)
+            for job, exc in zip(jobs, errors):
+                if exc is not None:
+                    message = str(exc) if isinstance(exc, MusicGenEduError) else (
+                        f"internal error ({type(exc).__name__}): {exc}")
+                    self.store.fail(job.id, message)
+                    self._ended(job, keep_files=False)
+        finally:
+            for job in jobs:
+                listener = self.listeners.get(job.id)
+                if listener is not None:
+                    listener(None)                       # end of stream
+            self.metrics.count_jobs(self.store.counts())
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    def _attempt(self, jobs: list[Job]) -> Exception | None:
+        """Decode ``jobs`` as one batch, save and finish them; settle a cancel or an interrupt.
+
+        Returns:
+            The error that stopped the run (a MusicGenEduError: a bad request; anything else: a
+            bug or an out-of-memory), its traceback logged and dropped; the jobs are still
+            running then. None when every job has been settled.
+        """
+        kind, start = jobs[0].kind, time.perf_counter()
         log.info("run started", jobs=[j.id for j in jobs], kind=kind, model=jobs[0].model,
                  items=sum(j.items for j in jobs))
         try:
@@ -211,31 +267,34 @@ class Worker:
         except _Stop as stop:
             for job in jobs:  # interrupted: back to the queue, unless a cancel was asked for
                 if stop.why == "interrupted" and not self.store.cancel_requested(job.id):
-                    self.store.requeue(job.id)
+                    self.store.requeue(job.id)             # runs again: keeps its upload
                 else:
                     self.store.cancel(job.id)
+                    self._ended(job, keep_files=False)
             log.info(f"run {stop.why}", jobs=[j.id for j in jobs])
-        except MusicGenEduError as exc:
-            for job in jobs:
-                self.store.fail(job.id, str(exc))
-        except Exception as exc:  # a bug or an out-of-memory: the job fails, the service lives
-            log.exception("run failed", jobs=[j.id for j in jobs])
-            for job in jobs:
-                self.store.fail(job.id, f"internal error ({type(exc).__name__}): {exc}")
-        else:
-            for job, result in zip(jobs, results):
-                if self.store.cancel_requested(job.id):
-                    self.store.cancel(job.id)
-                else:
-                    self.store.finish(job.id, result)
-            self.metrics.observe_run(kind, results, time.perf_counter() - start)
-        finally:
-            for job in jobs:
-                listener = self.listeners.get(job.id)
-                if listener is not None:
-                    listener(None)                       # end of stream
-            self.metrics.count_jobs(self.store.counts())
-            structlog.contextvars.unbind_contextvars("request_id")
+            return None
+        except Exception as exc:
+            if not isinstance(exc, MusicGenEduError):
+                log.exception("run failed", jobs=[j.id for j in jobs])
+            return exc.with_traceback(None)   # frees the run's tensors before any retry
+        for job, result in zip(jobs, results):
+            try:
+                status = self.store.finish(job.id, result)  # "cancelled" if a DELETE came late
+            except ValueError as exc:                      # inf or NaN in the result
+                self.store.fail(job.id, f"internal error: {exc}")
+                status = "failed"
+            self._ended(job, keep_files=status == "succeeded")
+        self.metrics.observe_run(kind, results, time.perf_counter() - start)
+        return None
+
+    def _ended(self, job: Job, keep_files: bool) -> None:
+        """``job`` ended: delete its upload now (``upload_retention_s`` = 0; else the sweep
+        deletes it later) and, unless ``keep_files``, what it saved."""
+        if not keep_files:
+            delete_job_files(self.storage, job.id)
+        upload = job.params.get("_upload")
+        if upload and self.settings.upload_retention_s == 0:
+            (self.storage / upload).unlink(missing_ok=True)
 
     def _generate(self, jobs: list[Job], gen, tracker: _Tracker) -> list[dict]:
         """Decode all jobs' prompts as one batch; save and describe each job's share."""
@@ -290,7 +349,7 @@ class Worker:
 
         def on_item(record: dict) -> None:
             done[0] += 1
-            self.store.progress(job.id, done[0], total)
+            self.store.progress([job.id], done[0], total)
 
         runner = BatchRunner(gen, folder, max_batch_size=self.settings.max_batch_size,
                              progress=False, resume=True, on_item=on_item, callback=tracker)

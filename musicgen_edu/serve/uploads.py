@@ -1,0 +1,199 @@
+"""Routes that take an uploaded file: continue a clip, follow a melody, run a CSV table.
+
+Each is multipart: ``file`` (the audio or the table) and ``request`` (JSON, validated as the
+JSON routes' bodies are). The upload is checked before it becomes a job, off the event loop::
+
+    type (415)          extension and content type: wav/flac/ogg/mp3 audio, or a CSV table
+    saved atomically    uploads/<job id><ext>: never the client's file name
+    audio               readable, at most max(max_duration, 30) s long, finite samples (422)
+    table               1 to MAX_BATCH_ROWS rows, each a valid row of BatchRunner (422 names
+                        them); the rows, not the file, are stored with the job
+
+The upload's size is bounded by ``max_upload_bytes`` (security.BodyLimit); the worker deletes
+an audio upload when its job ends (``upload_retention_s``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from ..errors import ConfigError, GenerationError
+from .routes import AUDIO_TYPES, SUBMIT_ANSWERS, accepted, need, service, submit
+from .schemas import (
+    Accepted,
+    BatchRequest,
+    GenerateRequest,
+    capabilities,
+    check_model,
+    error_responses,
+    explain_validation,
+    job_params,
+)
+from .security import Principal
+
+__all__ = ["router", "MAX_BATCH_ROWS"]
+
+router = APIRouter()
+# upload extension -> content types accepted for it (browsers send odd ones for CSV)
+_AUDIO_UPLOADS = {ext: ("audio/",) for ext in AUDIO_TYPES}
+_CSV_UPLOADS = {".csv": ("text/", "application/csv", "application/vnd.ms-excel")}
+MAX_BATCH_ROWS = 1000               # rows of one batch table
+
+
+def _read_upload(path: Path, name: str, max_seconds: float):
+    """Decode an uploaded clip (off the event loop); its length is checked before decoding."""
+    import soundfile as sf
+
+    from ..audio import load_audio
+    from ..errors import AudioError
+
+    try:
+        seconds = sf.info(str(path)).duration
+    except Exception:  # noqa: BLE001 - libsndfile says why in many ways; the answer is one
+        raise AudioError(f"upload {name!r} is not readable audio; send wav, flac, ogg or mp3.") from None
+    if seconds > max_seconds:
+        raise ConfigError(f"upload {name!r} lasts {seconds:.1f} s; allowed: up to {max_seconds} s.")
+    try:
+        wav, sr = load_audio(path)                                    # [C, T], sample rate
+    except AudioError:
+        raise AudioError(f"upload {name!r} is not readable audio; send wav, flac, ogg or mp3.") from None
+    if not np.isfinite(np.asarray(wav)).all():
+        raise AudioError(f"upload {name!r} holds NaN or infinite samples; send finite audio.")
+    return wav, sr
+
+
+async def _upload(svc, file: UploadFile, job_id: str, kinds: dict) -> Path:
+    """Save an uploaded file as uploads/<job id><ext> after checking its type (415)."""
+    ext = Path(file.filename or "").suffix.lower()
+    content_type = (file.content_type or "").split(";")[0].strip().lower()
+    if ext not in kinds or not (content_type in ("application/octet-stream", "")
+                                or content_type.startswith(kinds[ext])):
+        raise HTTPException(415, f"upload {file.filename!r} ({content_type or 'no type'}) is not "
+                            f"accepted here; send one of {sorted(kinds)}.")
+    path = svc.storage / "uploads" / f"{job_id}{ext}"
+    await run_in_threadpool(_save_atomic, file.file, path)        # up to max_upload_bytes
+    return path
+
+
+def _save_atomic(source, path: Path) -> None:
+    """Copy an open file to ``path`` through a temporary name (never a half-written upload)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    source.seek(0)
+    with open(tmp, "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+    os.replace(tmp, path)
+
+
+def _request_json(text: str, schema):
+    """The multipart ``request`` field, validated like a JSON body (422 with the same text)."""
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate_json(text or "{}")
+    except ValidationError as exc:
+        raise ConfigError(explain_validation(exc.errors())) from None
+
+
+async def _audio_job(request: Request, who: Principal, kind: str, file: UploadFile, body: str):
+    from .jobs import new_job_id
+
+    svc = service(request)
+    req = _request_json(body, GenerateRequest)
+    params, model, _, _ = job_params(req, svc.settings, kind, text_required=(kind == "melody"),
+                                     owner=who.owner, loaded=svc.pool.loaded())
+    caps = capabilities(model, svc.pool.loaded())
+    if kind == "melody" and caps["melody"] is False:
+        raise GenerationError(f"{model!r} has no melody conditioning; choose a melody model "
+                              f"(e.g. 'debug-melody' or 'facebook/musicgen-melody').")
+    job_id = new_job_id()
+    path = await _upload(svc, file, job_id, _AUDIO_UPLOADS)
+    try:
+        wav, sr = await run_in_threadpool(_read_upload, path, file.filename,
+                                          max(svc.settings.max_duration, 30.0))
+        seconds = wav.shape[-1] / sr
+        window = caps["max_duration"] or 30.0
+        if kind == "continue" and not seconds < min(params["settings"]["duration"], window):
+            raise ConfigError(f"the audio prompt lasts {seconds:.2f} s but duration="
+                              f"{params['settings']['duration']} s; duration is the total length, "
+                              f"so it must be longer than the prompt (and the prompt shorter "
+                              f"than {window} s).")
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    params["_upload"] = path.relative_to(svc.storage).as_posix()
+    return accepted(await run_in_threadpool(submit, svc, who, kind, params, model, job_id=job_id,
+                                             request_id=request.state.request_id))
+
+
+@router.post("/v1/continue", status_code=202, tags=["generation"], response_model=Accepted,
+             responses={**SUBMIT_ANSWERS, **error_responses(415)})
+async def continue_audio(request: Request, file: UploadFile = File(..., description="audio prompt"),
+                         body: str = Form("{}", alias="request",
+                                          description="GenerateRequest as JSON"),
+                         who: Principal = Depends(need("user", "POST /v1/continue"))):
+    """Continue an uploaded clip (multipart: ``file`` + ``request`` JSON); duration = total."""
+    return await _audio_job(request, who, "continue", file, body)
+
+
+@router.post("/v1/melody", status_code=202, tags=["generation"], response_model=Accepted,
+             responses={**SUBMIT_ANSWERS, **error_responses(415)})
+async def melody(request: Request, file: UploadFile = File(..., description="melody audio"),
+                 body: str = Form("{}", alias="request", description="GenerateRequest as JSON"),
+                 who: Principal = Depends(need("user", "POST /v1/melody"))):
+    """Text + melody (melody models only; 422 otherwise)."""
+    return await _audio_job(request, who, "melody", file, body)
+
+
+@router.post("/v1/batch", status_code=202, tags=["generation"], response_model=Accepted,
+             responses={**SUBMIT_ANSWERS, **error_responses(415)})
+async def batch(request: Request, file: UploadFile = File(..., description="CSV: prompt, ..."),
+                body: str = Form("{}", alias="request", description='{"model": ...}'),
+                who: Principal = Depends(need("user", "POST /v1/batch"))):
+    """A CSV table through BatchRunner; files and manifest under /v1/jobs/{id}/files/."""
+    from .jobs import new_job_id
+
+    svc = service(request)
+    model = check_model(_request_json(body, BatchRequest).model, svc.settings)
+    job_id = new_job_id()
+    path = await _upload(svc, file, job_id, _CSV_UPLOADS)
+    try:
+        rows, items, invalid = await run_in_threadpool(_parse_table, path, model, svc)
+    finally:
+        path.unlink(missing_ok=True)
+    job = await run_in_threadpool(submit, svc, who, "batch", {
+        "rows": rows, "valid_rows": len(items), "invalid": [r["error"] for r in invalid]},
+                 model, job_id=job_id, request_id=request.state.request_id)
+    return accepted(job)
+
+
+def _parse_table(path: Path, model: str, svc):
+    """Read and check a batch table (off the event loop): ``(rows, items, invalid)``.
+
+    Every cell that reaches the job store is JSON-safe: a non-finite number (an ``inf`` cell)
+    is kept as its text, so the worker's BatchRunner reports that row invalid as this check did.
+    """
+    from ..batch import BatchRunner, load_rows
+
+    rows = load_rows(path)
+    if not 1 <= len(rows) <= MAX_BATCH_ROWS:
+        raise ConfigError(f"the table has {len(rows)} rows; allowed: 1 to {MAX_BATCH_ROWS}.")
+    loaded = svc.pool.loaded().get(model)
+    runner = BatchRunner(loaded if loaded is not None else model, svc.storage / "unused")
+    items, invalid = runner.parse(rows)
+    too_long = [f"row {it.row}: duration={it.config.duration} s is over this server's "
+                f"max_duration={svc.settings.max_duration} s" for it in items
+                if it.config.duration > svc.settings.max_duration]
+    if too_long or not items:
+        raise ConfigError("; ".join(too_long + [r["error"] for r in invalid][:10])
+                          or "the table has no valid rows.")
+    rows = [{k: (v if not isinstance(v, float) or math.isfinite(v) else repr(v))
+             for k, v in r.items()} if isinstance(r, dict) else r for r in rows]
+    return rows, items, invalid
