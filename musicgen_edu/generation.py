@@ -97,8 +97,8 @@ class GenerationConfig:
                                     "MusicGen uses 3.")  # classifier-free guidance strength
     seed: int | None = _limits(None, 0, MAX_SEED, integer=True, hint="None draws a random "
                                "seed.")  # None = random (recorded); item i gets seed + i
-    extend_stride: float = _limits(18.0, 0, 30, low_open=True, hint=(
-        "It must be shorter than the model's 30 s window; MusicGen uses 18."))  # long-form advance, s
+    extend_stride: float = _limits(18.0, 0, 30, low_open=True, hint=(   # long-form advance, s
+        "It must be shorter than the model's 30 s window; MusicGen uses 18."))
     sampler: str = field(default="counter", metadata=dict(choices=SAMPLERS, hint=(
         "'reference' draws exactly what transformers' generate draws.")))  # how tokens are drawn
 

@@ -79,6 +79,37 @@ def test_batch_table_cells_are_bounded_like_prompts(client):
     assert r.status_code == 422 and "2500 characters" in r.json()["detail"], r.text
 
 
+def test_a_batch_table_stores_bounded_cells_and_lists_small(tmp_path):
+    """Every CSV cell is stored with the job (metadata and invalid rows too): each is bounded,
+    so are the rows' JSON size and the columns, and listings show a row count, not the cells."""
+    with make_client(tmp_path, max_body_bytes=4096) as c:
+        wait_ready(c)
+        for table, text in [("prompt,duration,notes\nok,0.5," + "n" * 3000 + "\n",
+                             "column 'notes': 3000 characters"),
+                            ("prompt,duration\n" + "long prompt here,0.5\n" * 300,
+                             "setting max_body_bytes"),
+                            ("prompt," + ",".join(f"c{i}" for i in range(70)) + "\nok" + ",v" * 70
+                             + "\n", "71 columns")]:
+            r = c.post("/v1/batch", files={"file": ("t.csv", table.encode(), "text/csv")},
+                       headers=H["user"])
+            assert r.status_code == 422 and text in r.json()["detail"], r.text[:300]
+        table = "prompt,duration,notes\nok,0.5,fine\n" + "two,0.5,also\n"
+        r = c.post("/v1/batch", files={"file": ("t.csv", table.encode(), "text/csv")},
+                   headers=H["user"])
+        job = c.get(f"/v1/jobs/{r.json()['id']}", headers=H["user"]).json()
+        assert job["request"]["rows"] == 2 and len(json.dumps(job)) < 2000
+
+
+def test_malformed_bodies_with_wrong_keys_are_rate_limited(tmp_path):
+    """Authentication of a body that does not parse counts failed keys like every request, so
+    a parse error is no unlimited oracle for guessing keys."""
+    with make_client(tmp_path, rate_limit_per_minute=1, rate_limit_burst=2) as c:
+        codes = [c.post("/v1/generate", content=b"{not json",
+                        headers={"content-type": "application/json",
+                                 "X-API-Key": f"guess-{i:04d}"}).status_code for i in range(4)]
+        assert codes == [401, 401, 429, 429]
+
+
 # --- 2. text that is not Unicode is refused at the edge -----------------------------------------
 def test_a_lone_surrogate_is_a_422_everywhere_and_listings_stay_readable(client):
     raw = b'{"prompt": "\\ud800", "duration": 0.5}'
@@ -137,7 +168,7 @@ def test_file_names_with_a_nul_are_not_found(client):
     r = client.post("/v1/batch", files={"file": ("t.csv", table.encode(), "text/csv")},
                     headers=H["user"])
     job = wait_job(client, r.json()["id"])
-    for name in ("%00", "a%00b", "..%2Fx", ".hidden"):
+    for name in ("%00", "a%00b", "..%2Fx", ".hidden", "x" * 300):   # 300: past NAME_MAX
         r = client.get(f"/v1/jobs/{job['id']}/files/{name}", headers=H["user"])
         assert r.status_code == 404, (name, r.status_code, r.text)
     ok = client.get(f"/v1/jobs/{job['id']}/files/manifest.jsonl", headers=H["user"])
@@ -171,11 +202,11 @@ def test_authentication_comes_before_body_parsing(client):
     assert r.status_code == 422
 
 
-def test_an_unknown_audio_format_is_a_422_whatever_the_job_state(client):
-    queued = post(client, {"prompt": "slow", "duration": 3, "seed": 1}).json()["id"]
-    r = client.get(f"/v1/jobs/{queued}/audio", params={"format": "exe"}, headers=H["user"])
-    assert r.status_code == 422 and "format" in r.json()["detail"], r.text
-    wait_job(client, queued)
+def test_an_unknown_audio_format_is_a_422_whatever_the_job_state(tmp_path):
+    with make_client(tmp_path, workers=0) as c:                 # the job stays queued
+        queued = post(c, {"prompt": "slow", "duration": 3, "seed": 1}).json()["id"]
+        r = c.get(f"/v1/jobs/{queued}/audio", params={"format": "exe"}, headers=H["user"])
+        assert r.status_code == 422 and "format" in r.json()["detail"], r.text
 
 
 def test_a_repeated_query_parameter_is_refused(client):

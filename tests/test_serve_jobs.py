@@ -180,3 +180,27 @@ def test_a_store_file_from_the_first_version_gains_the_new_columns(tmp_path):
         assert store.requeue("a") and store.get("a").interrupted == 1
     finally:
         store.close()
+
+
+def test_a_job_the_process_died_in_runs_alone_and_is_no_batch_mate(store):
+    """A request that kills the process must not take its batch-mates down with it: after a
+    death it runs alone, so it alone reaches max_attempts."""
+    killer, mate = store.add(job(batch_key="k")), store.add(job(batch_key="k"))
+    assert [j.id for j in store.claim(8)] == [killer.id, mate.id]      # batched, then a crash
+    store.requeue_running(2)
+    late = store.add(job(batch_key="k"))
+    assert [j.id for j in store.claim(8)] == [killer.id]               # alone now: it kills
+    assert store.requeue_running(2) == {"queued": 0, "failed": 1, "cancelled": 0}   # again
+    assert store.get(killer.id).status == "failed"
+    assert store.get(mate.id).status == "queued" and store.get(mate.id).attempts == 1
+    assert [j.id for j in store.claim(8)] == [mate.id]       # it died once too: alone as well
+    assert [j.id for j in store.claim(8)] == [late.id]
+
+
+def test_a_cancel_during_a_graceful_requeue_wins(store):
+    a = store.add(job())
+    store.claim(1)
+    assert store.request_cancel(a.id) == "cancelling"
+    store.requeue(a.id)                                      # shutdown interrupts the run
+    assert store.get(a.id).status == "cancelled" and store.get(a.id).finished_at is not None
+    assert store.claim(1) == []

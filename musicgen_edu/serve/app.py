@@ -31,8 +31,8 @@ uvicorn closes the socket with code 1009 on anything bigger, before the app read
 from __future__ import annotations
 
 import asyncio
-import re
 import math
+import re
 import socket
 import threading
 import time
@@ -48,7 +48,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError
+from ..errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
 from ..settings import Settings, load_settings
 from .jobs import JobStore, SQLiteJobStore
 from .monitoring import Metrics, RequestLog, configure_logging, get_logger
@@ -185,16 +185,17 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
         return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status)
 
     def auth_first(request: Request) -> StarletteHTTPException | None:
-        """401/403 for a /v1 request that failed before its route's dependencies ran (a body
-        that does not parse): a caller without the key, or the role, learns nothing of the
-        body's rules. GET routes need a viewer, every other /v1 route a user."""
-        if not request.url.path.startswith("/v1/"):
+        """401/403/429 for a /v1 request that failed before its route's dependencies ran (a
+        body that does not parse): a caller without the key, or the role, learns nothing of
+        the body's rules, and failed keys count against its address as everywhere (a parse
+        error must not become an unlimited key check). GET routes need a viewer, every other
+        /v1 route a user. A request whose route already admitted it is not counted twice."""
+        if not request.url.path.startswith("/v1/") or "owner" in request.scope.get("state", {}):
             return None
         try:
-            who = svc.auth.identify(request.headers, request.client.host if request.client
-                                    else "unknown")
-            svc.auth.authorize(who, "viewer" if request.method in ("GET", "HEAD") else "user",
-                               f"{request.method} {request.url.path}")
+            routes.admit(svc, request.headers, request.client.host if request.client
+                         else "unknown", "viewer" if request.method in ("GET", "HEAD")
+                         else "user", f"{request.method} {request.url.path}")
         except StarletteHTTPException as denied:
             return denied
         return None

@@ -134,6 +134,8 @@ class Job:
         out["progress"] = {"step": self.step, "total": self.total,
                            "fraction": self.step / self.total if self.total else 0.0}
         out["request"] = {k: v for k, v in self.params.items() if not k.startswith("_")}
+        if isinstance(out["request"].get("rows"), list):   # a batch table: its size, not its
+            out["request"]["rows"] = len(out["request"]["rows"])  # cells (listings stay small)
         return _json_safe(out)
 
 
@@ -244,7 +246,11 @@ class SQLiteJobStore:
 
     def claim(self, max_items: int) -> list[Job]:
         """Take the oldest queued job and, if it has a batch key, more queued jobs with the same
-        key (oldest first) while their prompts add up to at most ``max_items``."""
+        key (oldest first) while their prompts add up to at most ``max_items``.
+
+        A job the process already died in (``attempts > interrupted``) runs alone and is never
+        taken as a batch-mate: if it kills the process again, it alone reaches
+        ``max_attempts``, not the requests that happened to share its batch."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -255,10 +261,11 @@ class SQLiteJobStore:
                     self._db.execute("COMMIT")
                     return []
                 jobs, items = [head], head.items
-                if head.batch_key:
+                if head.batch_key and head.attempts == head.interrupted:
                     for row in self._db.execute(
                             f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status = 'queued' AND "
-                            "batch_key = ? AND id != ? ORDER BY seq", (head.batch_key, head.id)):
+                            "batch_key = ? AND id != ? AND attempts = interrupted ORDER BY seq",
+                            (head.batch_key, head.id)):
                         job = self._job(row)
                         if items + job.items <= max_items:
                             jobs.append(job)
@@ -327,9 +334,12 @@ class SQLiteJobStore:
 
     def requeue(self, job_id: str) -> bool:
         """Put a running job back in the queue: graceful shutdown interrupted it on purpose, so
-        the run counts in ``interrupted`` and not against ``max_attempts``."""
-        return self._update(job_id, "status = 'queued', step = 0, total = 0, "
-                            "interrupted = interrupted + 1", (), "status = 'running'")
+        the run counts in ``interrupted`` and not against ``max_attempts``. One statement: a
+        cancel that was asked for meanwhile wins (the job ends ``cancelled``)."""
+        return self._update(job_id, "status = CASE cancel_requested WHEN 0 THEN 'queued' ELSE "
+                            "'cancelled' END, finished_at = CASE cancel_requested WHEN 0 THEN "
+                            "NULL ELSE ? END, step = 0, total = 0, "
+                            "interrupted = interrupted + 1", (time.time(),), "status = 'running'")
 
     def requeue_running(self, max_attempts: int) -> dict[str, int]:
         """At start-up: settle the jobs a dead process left running. A job the process died

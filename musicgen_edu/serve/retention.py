@@ -38,8 +38,8 @@ def sweep_expired(store: JobStore, storage: Path, settings, now: float) -> dict[
     """Enforce retention once, as of ``now`` (Unix seconds; tests pass a made-up clock).
 
     1. uploads (``uploads/<job id><ext>``) of jobs that ended ``upload_retention_s`` ago or
-       more (a re-queued job has not ended: it keeps its upload), and after an hour uploads
-       that no job owns;
+       more (a re-queued job has not ended: it keeps its upload), and after an hour any other
+       file there (an upload no job owns, a temporary file a crash left);
     2. files of jobs that ended ``result_retention_s`` ago or more (0: keep forever), up to
        1000 jobs a sweep; each is marked ``expired_at = now`` (so the API can answer 410),
        and so are result-cache copies of it, whose files were its files.
@@ -50,10 +50,8 @@ def sweep_expired(store: JobStore, storage: Path, settings, now: float) -> dict[
     removed = {"uploads": 0, "results": 0}
     for path in sorted((storage / "uploads").glob("*")):
         job_id = path.name.split(".")[0]
-        if path.name.startswith(".") or not _JOB_ID.match(job_id):  # a write under way
-            continue
-        job = store.get(job_id)
-        if job is None:                   # the request died before it queued its job
+        job = store.get(job_id) if _JOB_ID.match(job_id) else None  # ".x.tmp": a write
+        if job is None:                   # under way, or a request that died before its job
             due = path.stat().st_mtime + ORPHAN_UPLOAD_S <= now
         else:                             # a queued or running job still needs it
             ended = job.finished_at or 0.0

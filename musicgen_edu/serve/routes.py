@@ -21,25 +21,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from ..errors import ConfigError
 from .jobs import FINISHED, Job
 from .monitoring import CONTENT_TYPE_LATEST
-from .schemas import (
-    ACCEPTED_HEADERS,
-    Accepted,
-    CancelAnswer,
-    GenerateRequest,
-    Health,
-    JobList,
-    JobView,
-    ModelList,
-    NotReady,
-    PromptCheck,
-    PromptImproved,
-    PromptRequest,
-    Ready,
-    capabilities,
-    error_responses,
-    file_content,
-    job_params,
-)
+from .schemas import (ACCEPTED_HEADERS, Accepted, CancelAnswer, GenerateRequest, Health, JobList,
+                      JobView, ModelList, NotReady, PromptCheck, PromptImproved, PromptRequest,
+                      Ready, capabilities, error_responses, file_content, job_params)
 from .security import Principal
 
 __all__ = ["router", "need", "admit", "visible_job", "submit", "accepted", "service",
@@ -53,7 +37,6 @@ _USER = error_responses(401, 403, 422, 429)
 SUBMIT_ANSWERS = {**_USER, **error_responses(400, 413, 503), 202: {"headers": ACCEPTED_HEADERS}}
 _FILE_NOTES = {409: "The job has not succeeded (yet): its files exist once it has."}
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_BAD_NAME = re.compile(r"[/\\\x00]|^\.")   # separators, NUL, hidden or relative (.., .x)
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
                ".ogg": "audio/ogg"}
 _BATCH_FILE_TYPES = {".wav": "audio/wav", ".jsonl": "application/jsonl"}   # a batch job's files
@@ -248,17 +231,13 @@ def get_file(job_id: str, name: str, request: Request,
     svc = service(request)
     job = visible_job(svc, job_id, who)
     _finished_file(job)
-    missing = HTTPException(404, f"no file {name!r} in job {job_id}; names are listed in its "
+    # the name is looked up in the job's own list, never handed to the file system as it came
+    listed = {Path(f).name for f in job.result.get("files", [])} | {"manifest.jsonl"}
+    if job.kind != "batch" or name not in listed:
+        raise HTTPException(404, f"no file {name!r:.80} in job {job_id}; names are listed in its "
                             "result (files, manifest).")
-    if job.kind != "batch" or _BAD_NAME.search(name):   # checked before the name is a path
-        raise missing
-    folder = (svc.storage / "batches" / job.id).resolve()
-    path = (folder / name).resolve()
-    if path.parent != folder:
-        raise missing
-    if not path.is_file():
-        _finished_file(job, path if job.result.get("expired") else None)
-        raise missing
+    path = svc.storage / "batches" / job.id / name
+    _finished_file(job, path)                              # 410 once retention deleted it
     return FileResponse(path, media_type=_BATCH_FILE_TYPES.get(path.suffix,
                                                                "application/octet-stream"))
 

@@ -29,26 +29,21 @@ import random
 import typing
 from typing import Annotated, Optional
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    create_model,
-)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model)
 
 from ..errors import ConfigError, check_range
 from ..generation import MAX_PROMPT_CHARS, MAX_SEED, GenerationConfig, check_text
 from ..models import DEBUG_MODELS, HUB_MODELS, RANDOM_MODELS
 
 __all__ = ["GenerateRequest", "PromptRequest", "BatchRequest", "job_params", "capabilities",
-           "check_model", "explain_validation", "MAX_PROMPT_CHARS", "ErrorResponse",
+           "check_model", "explain_validation", "ErrorResponse",
            "error_responses", "file_content", "Accepted", "ACCEPTED_HEADERS", "CancelAnswer",
            "JobView", "JobList", "PromptCheck", "PromptImproved", "ModelList", "Health", "Ready",
            "NotReady"]
 
 MAX_NAME_CHARS = 200                # characters of a model name
+
+
 def _whole(value):
     """JSON has numbers, not integers: ``8.0`` is the integer 8 (as JSON Schema's ``integer``
     says); ``8.5``, ``true`` and ``"8"`` stay what they are, and strict mode refuses them."""
@@ -188,7 +183,8 @@ def job_params(req, settings, kind: str, text_required: bool = True, *, owner: s
     batch_key = _digest(kind, model, settings_) if kind == "generate" else ""
     # what else decides the audio: the backend, precision and device the server runs
     runtime = (settings.backend, settings.dtype, settings.device)
-    cache_key = _digest(owner, kind, model, runtime, params) if chosen and kind == "generate" else ""
+    cached = chosen and kind == "generate"
+    cache_key = _digest(owner, kind, model, runtime, params) if cached else ""
     return params, model, batch_key, cache_key
 
 

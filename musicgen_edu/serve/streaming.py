@@ -38,6 +38,7 @@ import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from ..errors import MusicGenEduError
 from .jobs import FINISHED, Job, new_job_id
@@ -148,9 +149,8 @@ async def stream(ws: WebSocket):
                                  'e.g. {"prompt": "lo-fi piano", "duration": 8}.')
         try:
             req = GenerateRequest.model_validate_json(message["text"])
-        except ValueError as exc:
-            errors = exc.errors() if hasattr(exc, "errors") else []
-            return await _refuse(ws, 422, explain_validation(errors) if errors else str(exc))
+        except ValidationError as exc:              # not JSON, or not the request's schema
+            return await _refuse(ws, 422, explain_validation(exc.errors()))
         params, model, _, _ = job_params(req, svc.settings, "stream", owner=who.owner,
                                          loaded=svc.pool.loaded())
         if len(params["prompts"]) != 1:

@@ -6,8 +6,10 @@ JSON routes' bodies are). The upload is checked before it becomes a job, off the
     type (415)          extension and content type: wav/flac/ogg/mp3 audio, or a CSV table
     saved atomically    uploads/<job id><ext>: never the client's file name
     audio               readable, at most max(max_duration, 30) s long, finite samples (422)
-    table               1 to MAX_BATCH_ROWS rows, each a valid row of BatchRunner (422 names
-                        them); the rows, not the file, are stored with the job
+    table               1 to MAX_BATCH_ROWS rows of at most MAX_COLUMNS columns, every cell
+                        up to MAX_PROMPT_CHARS characters and the rows up to max_body_bytes
+                        as JSON; at least one valid row of BatchRunner (422 names the bad
+                        ones); the rows, not the file, are stored with the job
 
 The upload's size is bounded by ``max_upload_bytes`` (security.BodyLimit); the worker deletes
 an audio upload when its job ends (``upload_retention_s``).
@@ -15,6 +17,7 @@ an audio upload when its job ends (``upload_retention_s``).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -25,26 +28,21 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import ConfigError, GenerationError
+from ..generation import MAX_PROMPT_CHARS
 from .routes import AUDIO_TYPES, SUBMIT_ANSWERS, accepted, need, service, submit
-from .schemas import (
-    Accepted,
-    BatchRequest,
-    GenerateRequest,
-    capabilities,
-    check_model,
-    error_responses,
-    explain_validation,
-    job_params,
-)
+from .schemas import (Accepted, BatchRequest, GenerateRequest, capabilities, check_model,
+                      error_responses, explain_validation, job_params)
 from .security import Principal
 
-__all__ = ["router", "MAX_BATCH_ROWS"]
+__all__ = ["router", "MAX_BATCH_ROWS", "MAX_COLUMNS"]
 
 router = APIRouter()
 # upload extension -> content types accepted for it (browsers send odd ones for CSV)
 _AUDIO_UPLOADS = {ext: ("audio/",) for ext in AUDIO_TYPES}
 _CSV_UPLOADS = {".csv": ("text/", "application/csv", "application/vnd.ms-excel")}
 MAX_BATCH_ROWS = 1000               # rows of one batch table
+MAX_COLUMNS = 64                    # columns of one batch table (settings + metadata)
+MAX_NAME_CHARS = 100                # characters of a column name
 
 
 def _read_upload(path: Path, name: str, max_seconds: float):
@@ -174,6 +172,25 @@ async def batch(request: Request, file: UploadFile = File(..., description="CSV:
     return accepted(job)
 
 
+def _check_cells(rows: list, max_bytes: int) -> None:
+    """Bound what a table stores with its job: columns, every cell (metadata and invalid rows
+    too, which the job keeps for its manifest) and the rows' JSON size as a whole."""
+    names = {k for r in rows if isinstance(r, dict) for k in r}
+    if len(names) > MAX_COLUMNS or any(len(k) > MAX_NAME_CHARS for k in names):
+        raise ConfigError(f"the table has {len(names)} columns (names up to "
+                          f"{max(map(len, names), default=0)} characters); allowed: up to "
+                          f"{MAX_COLUMNS} columns, names up to {MAX_NAME_CHARS} characters.")
+    for index, row in enumerate(rows):
+        for column, value in (row.items() if isinstance(row, dict) else ()):
+            if isinstance(value, str) and len(value) > MAX_PROMPT_CHARS:
+                raise ConfigError(f"row {index}, column {column!r:.40}: {len(value)} characters; "
+                                  f"allowed: up to {MAX_PROMPT_CHARS} per cell.")
+    size = len(json.dumps(rows, default=str))
+    if size > max_bytes:
+        raise ConfigError(f"the table's rows take {size} bytes as JSON; allowed: up to "
+                          f"{max_bytes} (setting max_body_bytes). Split it into smaller tables.")
+
+
 def _parse_table(path: Path, model: str, svc):
     """Read and check a batch table (off the event loop): ``(rows, items, invalid)``.
 
@@ -185,6 +202,7 @@ def _parse_table(path: Path, model: str, svc):
     rows = load_rows(path)
     if not 1 <= len(rows) <= MAX_BATCH_ROWS:
         raise ConfigError(f"the table has {len(rows)} rows; allowed: 1 to {MAX_BATCH_ROWS}.")
+    _check_cells(rows, svc.settings.max_body_bytes)
     loaded = svc.pool.loaded().get(model)
     runner = BatchRunner(loaded if loaded is not None else model, svc.storage / "unused")
     items, invalid = runner.parse(rows)

@@ -203,6 +203,7 @@ class Worker:
                     if not jobs:
                         break
                     self._run(jobs)
+                    self._sweep_if_due()                  # a queue that never empties too
             except Exception:  # a store error (disk full, locked): log it, keep the thread
                 log.exception("worker loop error; retrying in 1 s")
                 time.sleep(1)
@@ -266,10 +267,11 @@ class Worker:
                 results = self._generate(jobs, gen, tracker)
         except _Stop as stop:
             for job in jobs:  # interrupted: back to the queue, unless a cancel was asked for
-                if stop.why == "interrupted" and not self.store.cancel_requested(job.id):
+                if stop.why == "interrupted":              # (decided in the store, atomically)
                     self.store.requeue(job.id)             # runs again: keeps its upload
                 else:
                     self.store.cancel(job.id)
+                if stop.why != "interrupted" or self.store.get(job.id).status == "cancelled":
                     self._ended(job, keep_files=False)
             log.info(f"run {stop.why}", jobs=[j.id for j in jobs])
             return None
@@ -277,13 +279,20 @@ class Worker:
             if not isinstance(exc, MusicGenEduError):
                 log.exception("run failed", jobs=[j.id for j in jobs])
             return exc.with_traceback(None)   # frees the run's tensors before any retry
-        for job, result in zip(jobs, results):
-            try:
+        for job, result in zip(jobs, results):     # each job settled on its own: one that
+            try:                                    # cannot be stored never strands the rest
                 status = self.store.finish(job.id, result)  # "cancelled" if a DELETE came late
-            except ValueError as exc:                      # inf or NaN in the result
-                self.store.fail(job.id, f"internal error: {exc}")
+            except Exception as exc:  # inf or NaN in the result (ValueError), a full disk, ...
+                log.exception("storing a result failed", job=job.id)
                 status = "failed"
-            self._ended(job, keep_files=status == "succeeded")
+                try:
+                    self.store.fail(job.id, f"internal error ({type(exc).__name__}): {exc}")
+                except Exception:                   # the store is down: restart settles it
+                    log.exception("recording the failure failed", job=job.id)
+            try:
+                self._ended(job, keep_files=status == "succeeded")
+            except OSError:
+                log.exception("deleting a job's files failed", job=job.id)
         self.metrics.observe_run(kind, results, time.perf_counter() - start)
         return None
 
