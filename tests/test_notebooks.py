@@ -100,7 +100,8 @@ EXPECTED = {
                    "ws_samples": int(DURATION * SAMPLE_RATE),
                    "codes": {"no_key": 401, "viewer_generates": 403, "viewer_reads_lab_job": 200,
                              "unknown_job": 404, "bad_value": 422, "rate_limited": 429},
-                   "batch_jobs": 4, "batched_equals_solo": True, "cached": True,
+                   "batch_jobs": 4, "batched_equals_solo": True, "first_cached": False,
+                   "cached": True,
                    "metrics_lines": 11, "server_stopped": True},
     "04_sampling_and_cfg": {"model": "debug", "seed": SEED, "seeds": [SEED + i for i in range(4)],
                             "logits_shape": [4, 2048],
@@ -115,7 +116,7 @@ EXPECTED = {
                                "seed", "use_sampling"],
                   "ranges": {"duration": [0, 600], "top_k": [0, 2048], "top_p": [0, 1],
                              "temperature": [0, 10], "guidance_scale": [1, 30],
-                             "seed": [0, 2**63 - 1], "extend_stride": [0, None]},
+                             "seed": [0, 2**63 - 1], "extend_stride": [0, 30]},
                   "bad_value_message": True, "settings_match": True,
                   "tokens_shape": [1, 4, int(DURATION * FRAME_RATE)],
                   "history_len": 1 + 3 + 2 + 3 + 2, "temperatures": [0.5, 1.0, 1.5],
@@ -179,13 +180,14 @@ def kernel_available():
 @pytest.fixture(scope="module")
 def run_lecture(kernel_available, tmp_path_factory):
     """``run(path, tag)`` executes a lecture once per (path, tag) and returns
-    ``(workdir, parameters, results)``; later calls with the same key reuse the run."""
+    ``(workdir, parameters, results)``; later calls with the same key reuse the run.
+    ``workdir`` reruns it in an earlier run's folder, as a student's second Run All does."""
     pm = pytest.importorskip("papermill")
     runs = {}
 
-    def run(path: Path, tag: str = "a"):
+    def run(path: Path, tag: str = "a", workdir: Path | None = None):
         if (path, tag) not in runs:
-            workdir = tmp_path_factory.mktemp(f"{path.stem}_{tag}")
+            workdir = workdir or tmp_path_factory.mktemp(f"{path.stem}_{tag}")
             defined = parameter_names(read(path))
             params = {k: v for k, v in SMALL.items() if k in defined}
             params.update({k: str(workdir / v) for k, v in FILE_PARAMS.items() if k in defined})
@@ -242,6 +244,18 @@ def test_same_seed_same_tokens_through_the_notebook(run_lecture):
     wav_a, _ = mg.load_audio(params_a["OUTPUT"])
     wav_b, _ = mg.load_audio(params_b["OUTPUT"])
     np.testing.assert_allclose(wav_a, wav_b, atol=1e-6)
+
+
+def test_rerun_of_lecture_09_is_not_served_from_the_cache(run_lecture):
+    """A second run in the same folder (a student's Run All again) decodes its first job and
+    batches its own requests: the job store is new per run, not the last run's result cache."""
+    path = NOTEBOOK_DIR / "09_serving.ipynb"
+    workdir, _, first = run_lecture(path, "a")
+    _, _, again = run_lecture(path, "rerun", workdir=workdir)
+    for results in (first, again):
+        assert results["first_cached"] is False, "the first job came from an old result cache"
+        assert results["job_status"] == "succeeded" and results["batch_jobs"] == 4
+        assert results["cached"] is True                  # the identical request in section 6
 
 
 # ------------------------------------------------------------------ static checks (committed files)
