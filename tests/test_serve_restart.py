@@ -32,14 +32,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(storage: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICGEN_")}
-    env.update(MUSICGEN_STORAGE_DIR=str(storage), MUSICGEN_MAX_BATCH_SIZE="1", MUSICGEN_MAX_PROMPTS="1",
-               MUSICGEN_BATCH_WAIT_S="0", MUSICGEN_LOG_JSON="true", MUSICGEN_DEVICE="cpu",
-               MUSICGEN_RATE_LIMIT_PER_MINUTE="0")
-    proc = subprocess.Popen([sys.executable, "-m", "musicgen_edu", "serve", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"))
+def serve(storage: Path, port: int, log: Path, **settings) -> subprocess.Popen:
+    """``musicgen-edu serve`` on loopback with the debug model, plus MUSICGEN_<settings> (and
+    the suite's MUSICGEN_CPU_PATHS file, see conftest.py), once it is ready."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MUSICGEN_") or k == "MUSICGEN_CPU_PATHS"}
+    env.update(MUSICGEN_STORAGE_DIR=str(storage), MUSICGEN_BATCH_WAIT_S="0",
+               MUSICGEN_LOG_JSON="true", MUSICGEN_DEVICE="cpu", MUSICGEN_RATE_LIMIT_PER_MINUTE="0")
+    env.update({f"MUSICGEN_{k.upper()}": str(v) for k, v in settings.items()})
+    with open(log, "w") as err:                      # the server keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "musicgen_edu", "serve", "--port",
+                                 str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -47,10 +51,15 @@ def start(storage: Path, port: int, log: Path) -> subprocess.Popen:
                 return proc
         except httpx.TransportError:
             pass
-        assert proc.poll() is None, "server exited during start-up"
+        assert proc.poll() is None, f"server exited during start-up: {log.read_text()[-2000:]}"
         time.sleep(0.2)
     proc.kill()
     raise AssertionError("server not ready within 120 s")
+
+
+def start(storage: Path, port: int, log: Path) -> subprocess.Popen:
+    """A server that decodes one prompt at a time (restarts are about jobs, not batches)."""
+    return serve(storage, port, log, max_batch_size=1, max_prompts=1)
 
 
 def jobs_of(url: str) -> dict[str, dict]:

@@ -11,48 +11,21 @@ wait is bounded.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from test_serve_restart import ROOT, free_port
+from test_serve_restart import free_port, serve
 
 pytestmark = pytest.mark.serve
 
 GRACE = 10          # shutdown_grace_s; larger than MARGIN, so waiting it twice fails the test
 MARGIN = 8          # seconds allowed past the grace for the interrupted step, the done messages
 #                     and closing the store (a loaded 2-core machine included)
-
-
-def serve(storage: Path, port: int, log: Path, **settings) -> subprocess.Popen:
-    """``musicgen-edu serve`` as test_serve_restart.start() runs it, plus MUSICGEN_<settings>
-    (and the suite's MUSICGEN_CPU_PATHS file, see conftest.py)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MUSICGEN_") or k == "MUSICGEN_CPU_PATHS"}
-    env.update(MUSICGEN_STORAGE_DIR=str(storage), MUSICGEN_BATCH_WAIT_S="0",
-               MUSICGEN_LOG_JSON="true", MUSICGEN_DEVICE="cpu", MUSICGEN_RATE_LIMIT_PER_MINUTE="0")
-    env.update({f"MUSICGEN_{k.upper()}": str(v) for k, v in settings.items()})
-    with open(log, "w") as err:                      # the server keeps its own copy
-        proc = subprocess.Popen([sys.executable, "-m", "musicgen_edu", "serve", "--port",
-                                 str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=err)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, f"server exited during start-up: {log.read_text()[-2000:]}"
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server not ready within 120 s")
 
 
 def follow_sse(url: str, events: list, opened: threading.Event) -> None:
