@@ -1,8 +1,10 @@
 # The two quick-start commands (README) and what they stand on.
 #   make demo   install musicgen_edu, generate first.wav with the offline debug model
 #   make test   install the dev extras, run every test (unit tier + notebook tier, then the
-#               CPU kernels as built without AVX-512)
+#               CPU kernels as built without AVX-512, then test-min)
 #   make docs   build the docs site into site/ (strict: warnings are errors); docs-serve previews it
+#   make test-min  the lowest declared versions in their own venv (.venv-min), on the tests that
+#               touch them (the last step of make test)
 PYTHON ?= python3
 # Installed only when no torch is importable: a local CPU wheel on our machines. On Colab
 # (torch present) nothing is replaced. Override e.g. TORCH_SPEC="torch --index-url ...".
@@ -12,7 +14,7 @@ SITE_DIR ?= site
 # mkdocs-material prints a banner about its end of life on every build; keep the log to warnings
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install install-dev install-docs demo test test-unit test-avx2 test-notebooks test-browser screenshot docs docs-serve
+.PHONY: install install-dev install-docs demo test test-unit test-avx2 test-min test-notebooks test-browser screenshot docs docs-serve
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
@@ -59,6 +61,27 @@ test-arm:
 test: install-dev
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax
 	@$(MAKE) --no-print-directory test-avx2 PYTHON="$(PYTHON)"
+	@$(MAKE) --no-print-directory test-min PYTHON="$(PYTHON)"
+
+# Colab and course servers lag: every lower bound in pyproject.toml that scripts/min_versions.py
+# pins (transformers, numpy, ipywidgets: 7.7.1 is Colab's) is installed exactly, torch as above,
+# in .venv-min; then the tests that exercise them: the widgets and studio headless, the parity
+# with transformers' generate and modules, the codec, text encoder and audio/numpy code
+MIN_VENV ?= .venv-min
+MIN_TESTS = tests/test_widgets.py tests/test_exercises_lecture07.py tests/test_models.py \
+  tests/test_codec.py tests/test_text.py tests/test_native.py tests/test_audio.py \
+  tests/test_chroma.py tests/test_patterns.py tests/test_sampling.py \
+  tests/test_generator.py::test_tokens_equal_transformers_generate
+# slow and about torch, not the pinned packages (make test runs them)
+MIN_SKIP = musicgen_small_architecture or every_mode_runs_on_native or packed_linears
+
+test-min:
+	@test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC) \
+	  -e . $$($(PYTHON) scripts/min_versions.py) "pytest>=8" "hypothesis>=6.100" "ipython>=8"
+	$(MIN_VENV)/bin/python scripts/min_versions.py --check
+	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  -W "ignore::DeprecationWarning:ipywidgets.widgets.widget" $(MIN_TESTS) -k "not ($(MIN_SKIP))"
 
 docs: install-docs
 	$(PYTHON) -m mkdocs build --strict --site-dir $(SITE_DIR)

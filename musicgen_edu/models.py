@@ -210,6 +210,9 @@ def build_offline_model(name: str = "debug", seed: int = 0):
         torch.manual_seed(seed)
         model = cls(config)
         _init_codebooks(model.audio_encoder)
+    # transformers' own melody generate takes the decoder's start token (also its pad) from
+    # here; transformers 5.0 does not fall back to bos_token_id for it: set it, to the same id
+    model.generation_config.decoder_start_token_id = decoder["bos_token_id"]
     return model, ByT5Tokenizer()
 
 

@@ -4,13 +4,16 @@ The path of one click on **Generate**; the studio is a thin caller of ``MusicGen
 no generation, validation or audio code of its own (ARCHITECTURE.md, interfaces layer):
 
     sliders (widgets.param_sliders: ranges from GenerationConfig) ─► GenerationConfig(**values)
-        a bad value ─► its ConfigError message in the status line; nothing runs
-    prompt box ─► PromptEngineer.validate, live (errors block Generate, warnings teach)
+        a bad value ─► its ConfigError message in the status line, an empty bar; nothing runs;
+        until the click succeeds, every change of a control checks again (a fix clears it)
+    prompt box ─► PromptEngineer.validate, live (errors block Generate, warnings teach); a
+        click it blocks points the status line there instead of repeating the error
     Generate ─► worker thread: MusicGenerator.generate(prompt, callback=step, **values)
         step(i, total) ─► progress bar; Cancel sets a flag, the next step raises _Cancelled,
         the decoding loop stops there and nothing half-made is kept
-    Generation ─► player (<audio>), waveform, spectrogram, token grid; a history row
-        (settings, play, download) and the A/B choices
+    Generation ─► "drawing…", then player (<audio>), waveform, spectrogram, token grid; a
+        history row and A/B choice (#n, the prompt shortened, settings; play, download); the
+        continuation/melody source moves to this result
 
 The worker thread keeps the kernel free: while the decoder runs, widget messages (Cancel, a
 slider) are still handled, and ipywidgets 8 sends the progress updates from that thread.
@@ -32,7 +35,7 @@ from .generator import Generation, GenerationConfig, MusicGenerator
 from .models import DEBUG_MODELS, HUB_MODELS
 from .prompt import PromptEngineer
 from .widgets import (ParamSliders, TokenGrid, _audio, _image, _ipywidgets, _make, _settings,
-                      _View, _wav_bytes, audio_compare)
+                      _short, _View, _wav_bytes, audio_compare)
 
 __all__ = ["Studio", "MODES"]
 
@@ -41,7 +44,8 @@ _COLORS = {"ok": "#1a7f37", "error": "#cf222e", "warn": "#9a6700", "busy": "#096
 _HELP = {
     "text": "Text to music: the prompt (and negative prompt) above, the settings below.",
     "continuation": "Continue a source clip: its last <i>prompt seconds</i> become the first "
-                    "tokens, duration is the total length. The prompt is optional.",
+                    "tokens, duration is the total length (longer than the prompt). The text "
+                    "prompt is optional; the source follows the latest result.",
     "melody": "Follow the melody (chroma) of a source clip: melody models only "
               "(debug-melody, facebook/musicgen-melody, facebook/musicgen-stereo-melody)."}
 
@@ -63,6 +67,12 @@ def _model_facts(name: str, generator: MusicGenerator | None = None) -> str:
         return "unknown until loaded"
     size = "tiny, offline" if millions is None else f"{millions}M params, downloads once"
     return f"{'stereo' if channels == 2 else 'mono'}, melody {'yes' if melody else 'no'}, {size}"
+
+
+def _prompt_seconds(duration: float) -> float:
+    """A continuation prompt shorter than ``duration`` (the total length): about half of it on
+    the slider's 0.5 s grid, 0.5 to 2 s (1.0 s -> 0.5, 2.0 s -> 1.0, 8.0 s -> 2.0)."""
+    return min(2.0, max(0.5, duration // 1 / 2))
 
 
 class Studio(_View):
@@ -98,6 +108,7 @@ class Studio(_View):
         self.jobs: list[dict] = []                # how each was asked for (mode, negative, ...)
         self.sources: dict[str, tuple] = {}       # continuation/melody audio: label -> (wav, sr)
         self.message, self.last_error = "", None  # the status line; an unexpected exception
+        self._rejected = False                    # the status shows why the last click failed
         self._generators = {generator.model.name: generator}
         self._thread, self._cancel = None, threading.Event()
         names = list(dict.fromkeys([generator.model.name, *(models or [*DEBUG_MODELS,
@@ -120,8 +131,10 @@ class Studio(_View):
         self.source_picker = _make("Dropdown", description="source", options=[])
         self.upload = _make("FileUpload", accept="audio/*", multiple=False,
                             description="upload audio")
-        self.prompt_seconds = _make("FloatSlider", value=2.0, min=0.5, max=10.0, step=0.5,
-                                    description="prompt seconds")
+        self.prompt_seconds = _make("FloatSlider", min=0.5, max=10.0, step=0.5,
+                                    value=_prompt_seconds(self.sliders.base.duration),
+                                    description="prompt seconds", layout={"width": "460px"},
+                                    style={"description_width": "110px"})   # as the sliders
         source_row = _make("HBox", children=[self.source_picker, self.upload])
         self.mode_tabs = _make("Tab", titles=MODES, selected_index=0, children=[
             _make("HTML", value=_HELP["text"]),
@@ -138,8 +151,8 @@ class Studio(_View):
         # outputs: result, history, A/B
         self.result = _make("VBox", "mg-studio-result")
         self.history_box = _make("VBox", "mg-studio-history")
-        self.compare_a = _make("Dropdown", description="A", options=[])
-        self.compare_b = _make("Dropdown", description="B", options=[])
+        self.compare_a = _make("Dropdown", description="A", options=[], layout={"width": "40%"})
+        self.compare_b = _make("Dropdown", description="B", options=[], layout={"width": "40%"})
         self.compare_button = _make("Button", description="compare A/B", icon="headphones")
         self.compare_box = _make("VBox", "mg-studio-compare")
         self.output_tabs = _make("Tab", titles=("result", "history", "A/B compare"), children=[
@@ -161,6 +174,10 @@ class Studio(_View):
         self.cancel_button.on_click(lambda _: self.cancel())
         self.compare_button.on_click(lambda _: self._safely(
             self.compare, self.compare_a.value, self.compare_b.value))
+        for control in (self.prompt_box, self.negative_box, self.source_picker, self.prompt_seconds,
+                        *self.sliders.controls.values(), *self.sliders.random.values()):
+            control.observe(lambda _: self._recheck(), "value")
+        self.mode_tabs.observe(lambda _: self._recheck(), "selected_index")
         self._check_prompt()
         self._show_model()
 
@@ -255,7 +272,7 @@ class Studio(_View):
     def compare(self, a: int = -2, b: int = -1):
         """A/B two history items (indices, negative from the end) in the A/B tab."""
         view = audio_compare(self._item(a), self._item(b),
-                             labels=(f"A #{self._number(a)}", f"B #{self._number(b)}"))
+                             labels=(f"A {self._title(a)}", f"B {self._title(b)}"))
         self.compare_box.children = [view.box]
         self.output_tabs.selected_index = 2
         return view
@@ -293,14 +310,15 @@ class Studio(_View):
         if self.running:
             self._say("already generating: wait for it, or press Cancel.", "error")
             return
+        self.progress.value = 0                          # no full bar left from the last run
         try:
             job = self._job()
         except MusicGenEduError as exc:
-            self._say(exc, "error")
+            self._reject(exc)
             return
+        self._rejected = False
         self._cancel.clear()
         self.generate_button.disabled, self.cancel_button.disabled = True, False
-        self.progress.value = 0
         self._thread = threading.Thread(target=self._work, args=(job,), name="mg-studio",
                                         daemon=True)
         self._thread.start()
@@ -383,22 +401,47 @@ class Studio(_View):
         link = f'<a download="{name}" href="data:audio/wav;base64,{data}">download</a>'
         play = _make("Button", description="play", icon="play", layout={"width": "80px"})
         play.on_click(lambda _, i=n - 1: self.show(i))
-        label = f"#{n} {job['mode']}: {html.escape(repr(out.prompts[0]))}, {_settings(out)}"
+        label = f"#{n} {job['mode']}: {html.escape(_short(out.prompts[0], 60))}, {_settings(out)}"
         self.history_box.children = (*self.history_box.children, _make(
             "HBox", children=[play, _make("HTML", value=f"{link} &nbsp; {label}")]))
-        choices = [(f"#{i + 1} {_settings(g)}", i) for i, g in enumerate(self.history)]
+        choices = [(f"{self._title(i)}, {_settings(g)}", i) for i, g in enumerate(self.history)]
         self.compare_a.options, self.compare_b.options = choices, choices
         self.compare_a.value, self.compare_b.value = max(0, n - 2), n - 1
         self.sources[f"#{n} result"] = (out.wav[0], out.sample_rate)
         self.source_picker.options = list(self.sources)
+        self.source_picker.value = f"#{n} result"           # the source follows the latest
+        self._say(f"#{n} decoded; drawing its waveform, spectrogram and tokens…", "busy")
         self.show(n - 1)
         self._say(f"#{n} done: {out.summary()}", "ok")
 
+    def _reject(self, exc: MusicGenEduError) -> None:
+        """A click that cannot run: its error once (a prompt error is already red under the
+        prompt box, so the status line points there); the bar stays empty."""
+        self._rejected = True
+        own = str(exc) in self.engineer.validate(self.prompt_box.value).errors
+        self._say(exc, "error", shown="not generated: fix the prompt first (its error is in "
+                                      "red under the prompt box)." if own else None)
+
+    def _recheck(self) -> None:
+        """A control changed after a rejected click: check the job again, so the status line
+        never keeps an error that was fixed (a new problem replaces it)."""
+        if not self._rejected or self.running:
+            return
+        try:
+            self._job()
+        except MusicGenEduError as exc:
+            self._reject(exc)
+            return
+        self._rejected = False
+        self._say("ready: press Generate.", "ok")
+
     # --- small helpers ----------------------------------------------------------------------
-    def _say(self, message, kind: str = "ok") -> None:
+    def _say(self, message, kind: str = "ok", shown: str | None = None) -> None:
+        """Set :attr:`message` (the whole text, for Python callers) and the status line
+        (``shown`` instead where the same text is already on screen)."""
         self.message = str(message)
         self.status.value = (f'<span style="color:{_COLORS[kind]}">'
-                             f'{html.escape(self.message)}</span>')
+                             f'{html.escape(shown or self.message)}</span>')
 
     def _safely(self, action, *args):
         try:
@@ -415,6 +458,10 @@ class Studio(_View):
 
     def _number(self, index: int) -> int:
         return index % len(self.history) + 1                # "#n" as the history shows it
+
+    def _title(self, index: int) -> str:
+        """``#n 'its prompt…'``: what tells results apart in the A/B choices and players."""
+        return f"#{self._number(index)} {_short(self.history[index].prompts[0], 24)}"
 
     def _offer(self, model: str) -> None:
         if model not in [v for _, v in self.model_picker.options]:
@@ -450,14 +497,15 @@ class Studio(_View):
     def _uploaded(self) -> None:
         """An uploaded file becomes a source clip (read by ``audio.load_audio``)."""
         from .audio import load_audio
+        from .widgets import upload_files
 
-        for item in self.upload.value:
+        for name, content in upload_files(self.upload):   # ipywidgets 7's value or 8's
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / Path(item["name"]).name
-                path.write_bytes(bytes(item["content"]))
+                path = Path(tmp) / Path(name).name
+                path.write_bytes(content)
                 try:
                     wav, sr = load_audio(path)
-                except MusicGenEduError as exc:
-                    self._say(exc, "error")
+                except MusicGenEduError as exc:   # named as the student named it, not by
+                    self._say(str(exc).replace(str(path), name), "error")  # the temp path
                     continue
-            self.use_audio(wav, sr, name=item["name"])
+            self.use_audio(wav, sr, name=name)

@@ -13,7 +13,8 @@ manager is on (turned on here at the first display:
 ``google.colab.output.enable_custom_widget_manager()``), and everywhere widgets cannot render
 (a terminal, papermill, a static viewer) the text is shown. ipywidgets is imported only when a
 widget is made, so ``import musicgen_edu`` works without it; without it the widgets keep their
-values and Python API (``_Plain``) and display as text.
+values and Python API (``_Plain``) and display as text. ipywidgets 7.7 (Colab's) and 8 both
+work: the few names that differ are translated in one place (``_make``, ``upload_files``).
 """
 
 from __future__ import annotations
@@ -68,14 +69,65 @@ class _Plain:
             handler(self)
 
 
+# --- ipywidgets 7 and 8: every difference we meet, here and nowhere else -------------------
+# Colab preinstalls ipywidgets 7.7; JupyterLab 4 needs 8. The studio is written against 8's
+# names, and these helpers translate where 7 differs:
+#   tab titles   8: Tab(titles=[...]) (Accordion too)    7: tab.set_title(i, title) afterwards
+#   tooltips     8: tooltip= on every widget              7: description_tooltip= (Button and
+#                                                            ToggleButton: tooltip= as in 8)
+#   uploads      8: FileUpload.value = ({"name", "type", "size", "content": memoryview,
+#                   "last_modified"}, ...)
+#                7: FileUpload.value = {filename: {"metadata": {"name", "type", "size",
+#                   "lastModified"}, "content": bytes}}          -> upload_files() reads both
+#   display      8: widget._repr_mimebundle_()            7: only widget._ipython_display_()
+#                   -> _view_bundle() builds the same view bundle (protocol 2) for both
+# A trait a widget class does not have is dropped by traitlets with only a DeprecationWarning
+# (the titles and tooltips simply vanish on 7), so _make renames by the class's own traits.
+
 def _make(kind: str, *css: str, **traits):
-    """``ipywidgets.<kind>(**traits)`` with CSS classes (stable hooks for browser tests)."""
+    """``ipywidgets.<kind>(**traits)`` with CSS classes (stable hooks for browser tests), the
+    traits named as in ipywidgets 8 and translated for 7 (see the table above)."""
     w = _ipywidgets()
-    widget = _Plain(**traits) if w is None else getattr(w, kind)(**traits)
+    if w is None:
+        widget = _Plain(**traits)
+    else:
+        cls = getattr(w, kind)
+        has = cls.class_trait_names()
+        titles = traits.pop("titles", ()) if "titles" not in has else ()
+        if "tooltip" in traits and "tooltip" not in has:
+            traits["description_tooltip"] = traits.pop("tooltip")
+        widget = cls(**traits)
+        for i, title in enumerate(titles):
+            widget.set_title(i, title)
     for name in css:
         widget.add_class(name)
     return widget
 
+
+def upload_files(upload) -> list[tuple[str, bytes]]:
+    """The files a student picked in an ``ipywidgets.FileUpload``, from either version's value.
+
+    Args:
+        upload: the widget (anything with its ``value``): ipywidgets 8 holds a tuple of dicts,
+            7 a dict by file name; the value's shape says which made it.
+
+    Returns:
+        ``[(file name, content bytes), ...]``, empty before any upload.
+    """
+    value = upload.value or ()
+    if isinstance(value, dict):                                    # ipywidgets 7
+        return [(name, bytes(item["content"])) for name, item in value.items()]
+    return [(item["name"], bytes(item["content"])) for item in value]   # ipywidgets 8
+
+
+def _view_bundle(widget) -> dict:
+    """The display bundle that makes a front end draw ``widget`` (ipywidgets 7 and 8 both use
+    widget protocol 2; 7 has no ``_repr_mimebundle_`` to ask for it)."""
+    return {"application/vnd.jupyter.widget-view+json": {
+        "version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
+
+
+# --- showing a widget: Colab's widget manager, the view with its text fallback, pictures ---
 
 _colab = {"enabled": False}
 
@@ -111,7 +163,7 @@ class _View:
             print(self.text())
             return
         _enable_colab()
-        bundle = self.box._repr_mimebundle_()   # the widget view, and our text for the rest
+        bundle = _view_bundle(self.box)         # the widget view, and our text for the rest
         bundle["text/plain"] = self.text()
         display(bundle, raw=True)
 
@@ -156,6 +208,27 @@ def _settings(g: Generation) -> str:
     return f"{g.duration:.1f} s, {how}, cfg={c.guidance_scale:g}, seed={g.seeds[0]}"
 
 
+def _short(text: str | None, width: int = 32) -> str:
+    """A prompt for a label: quoted, cut to ``width`` characters with "…"; none: "no prompt"."""
+    if text is None:
+        return "no prompt"
+    if len(text) <= width:
+        return repr(text)
+    cut = text[:width]
+    cut = cut.rsplit(" ", 1)[0] if " " in cut[width // 2:] else cut[:-1]  # at a word, if near
+    return repr(cut.rstrip() + "…")
+
+
+def _compact(value) -> str:
+    """A setting for people: floats to 4 significant digits (0.5, not 0.5000000000000001),
+    integers exact (a seed past 2**53 too), text quoted and shortened."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return _short(value)
+    return str(value)
+
+
 def _audio(g: Generation):
     """An ``<audio>`` player widget for item 0."""
     return _make("Audio", value=_wav_bytes(g) if _ipywidgets() else b"", format="wav",
@@ -174,6 +247,23 @@ def _player(g: Generation, title: str):
 
 # --- the small widgets lectures reuse -------------------------------------------------------
 
+def _typed_int(meta) -> bool:
+    """A whole number too wide for a slider (the seed): typed as text, so it stays exact (a
+    browser holds numbers as doubles, exact only up to 2**53)."""
+    high = meta.get("high")
+    return bool(meta.get("integer")) and high is not None and high - meta["low"] > 100_000
+
+
+def _read(name: str, text: str, random: bool) -> int:
+    """The integer typed into a text box, exactly; ConfigError says what to type instead."""
+    try:
+        return int(text.strip().replace("_", ""))
+    except ValueError:
+        other = ", or tick 'random'" if random else ""
+        raise ConfigError(f"{name}={text!r} is not a whole number: type digits such as "
+                          f"42{other}.") from None
+
+
 def _control(f: dataclasses.Field, value, max_duration: float):
     """A control for one GenerationConfig field, from its type and range metadata."""
     label, meta = f.name.replace("_", " "), f.metadata
@@ -185,9 +275,13 @@ def _control(f: dataclasses.Field, value, max_duration: float):
     low, high = meta["low"], meta["high"]
     if f.name == "duration":
         high = min(high, max_duration)       # one decoder window; long form: Python API
-    tooltip = (f"{f.name} in {'(' if meta['low_open'] else '['}{low}, {high}]. {meta['hint']}")
+    hint = (f"Tick 'random' for a new {f.name} each run (the history records it)."
+            if f.default is None else meta["hint"])      # the config's "None draws...": not here
+    tooltip = f"{f.name} in {'(' if meta['low_open'] else '['}{low}, {high}]. {hint}"
     common = dict(description=label, tooltip=tooltip, style={"description_width": "110px"})
-    if high is None or (meta["integer"] and high - low > 100_000):    # seed: type it
+    if _typed_int(meta):                                          # seed: typed, exact
+        return _make("Text", value=str(value or 0), **common)
+    if high is None:
         return _make("IntText" if meta["integer"] else "FloatText", value=value or 0, **common)
     common["layout"] = {"width": "460px"}
     if meta["integer"]:
@@ -222,6 +316,7 @@ class ParamSliders(_View):
                               f"{sorted(fields)}.")
         self.controls = {n: _control(fields[n], getattr(self.base, n), max_duration)
                          for n in names}
+        self.typed = {n for n in names if _typed_int(fields[n].metadata)}   # text -> int
         self.random = {n: _make("Checkbox", value=getattr(self.base, n) is None,
                                 description="random", indent=False)
                        for n in names if fields[n].default is None}   # seed: None = random
@@ -234,9 +329,15 @@ class ParamSliders(_View):
         self.box = _make("VBox", "mg-param-sliders", children=rows)
 
     def values(self) -> dict:
-        """``{field: value}`` as the controls show them (a random seed is ``None``)."""
-        return {n: None if n in self.random and self.random[n].value else w.value
-                for n, w in self.controls.items()}
+        """``{field: value}`` as the controls show them (a random seed is ``None``); a typed
+        value that is not a whole number raises ConfigError."""
+        return {n: self._value(n) for n in self.controls}
+
+    def _value(self, name: str):
+        if name in self.random and self.random[name].value:
+            return None
+        value = self.controls[name].value
+        return _read(name, value, name in self.random) if name in self.typed else value
 
     def config(self) -> GenerationConfig:
         """The config the controls describe; ``ConfigError`` names a bad value."""
@@ -244,7 +345,8 @@ class ParamSliders(_View):
 
     def set(self, **values) -> None:
         """Move controls; every value is checked (config range, slider range) before any moves."""
-        self.base.replace(**{**self.values(), **values})                  # ConfigError
+        others = {n: self._value(n) for n in self.controls if n not in values}
+        self.base.replace(**others, **values)                              # ConfigError
         for name, value in values.items():
             if name not in self.controls:
                 raise ConfigError(f"{name} has no control here; shown: {list(self.controls)}.")
@@ -256,10 +358,14 @@ class ParamSliders(_View):
             if name in self.random:
                 self.random[name].value = value is None
             if value is not None:
-                self.controls[name].value = value
+                self.controls[name].value = str(value) if name in self.typed else value
 
     def text(self) -> str:
-        return "settings: " + ", ".join(f"{k}={v!r}" for k, v in self.values().items())
+        try:
+            values = self.values()
+        except ConfigError as exc:                   # a typo in the seed box: say it, never raise
+            return f"settings: {exc}"
+        return "settings: " + ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
 class AudioCompare(_View):
@@ -273,7 +379,7 @@ class AudioCompare(_View):
         self.a, self.b, self.labels = a, b, tuple(labels)
         self.differences = {name: (x, y) for name, x, y in self._facts() if x != y}
         note = ("same settings" if not self.differences else "differs in: " + "; ".join(
-            f"{n} {x!r} → {y!r}" for n, (x, y) in self.differences.items()))
+            f"{n} {_compact(x)} → {_compact(y)}" for n, (x, y) in self.differences.items()))
         self.box = _make("VBox", "mg-audio-compare", children=[
             _make("HBox", children=[_player(g, f"{label}: {_settings(g)}")
                                     for g, label in zip((a, b), self.labels)]),

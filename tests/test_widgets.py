@@ -8,6 +8,7 @@ studio in a real JupyterLab.
 import base64
 import dataclasses
 import datetime
+import html
 import io
 import re
 import subprocess
@@ -22,8 +23,10 @@ import torch
 import musicgen_edu as mg
 from musicgen_edu import studio as studio_module
 from musicgen_edu import widgets
+from musicgen_edu.studio import MODES
 
-pytest.importorskip("ipywidgets")
+ipywidgets = pytest.importorskip("ipywidgets")
+IPYWIDGETS_7 = int(ipywidgets.__version__.split(".")[0]) < 8   # Colab's 7.7 (make test-min)
 
 SETTINGS = ("duration", "temperature", "top_k", "top_p", "guidance_scale", "seed", "use_sampling")
 
@@ -63,6 +66,29 @@ def studio(generator):
 def click_and_wait(studio, button=None):
     (button or studio.generate_button).click()
     assert studio.wait(120), "the generation did not finish"
+
+
+def browser_upload(upload, name, data):
+    """What the installed ipywidgets' front end does when a student picks a file."""
+    if IPYWIDGETS_7:   # 7: the files' metadata and bytes, then the counter the kernel watches
+        upload.metadata = [{"name": name, "type": "audio/wav", "size": len(data),
+                            "lastModified": 0}]
+        upload.data = [data]
+        upload._counter += 1
+    else:              # 8: the value itself
+        upload.value = ({"name": name, "type": "audio/wav", "size": len(data),
+                         "content": memoryview(data), "last_modified": datetime.datetime.now()},)
+
+
+def front_end_state(widget, name):
+    """A trait as the browser gets it, by ipywidgets 8's name: 7 syncs tab titles as a dict
+    ``_titles`` and most tooltips as ``description_tooltip``."""
+    state = widget.get_state()
+    if name == "titles" and "titles" not in state:
+        return tuple(state["_titles"].get(str(i)) for i in range(len(widget.children)))
+    if name == "tooltip" and "tooltip" not in state:
+        return state["description_tooltip"]
+    return tuple(state[name]) if name == "titles" else state[name]
 
 
 # ------------------------------------------------------------------ controls from the config
@@ -138,7 +164,7 @@ def test_click_sends_exactly_the_control_values(studio, generator, monkeypatch):
     studio.negative_box.value = "vocals"
     c = studio.sliders.controls
     c["temperature"].value, c["top_k"].value, c["top_p"].value = 0.7, 40, 0.9
-    c["guidance_scale"].value, c["seed"].value = 4.5, 11
+    c["guidance_scale"].value, c["seed"].value = 4.5, "11"      # the seed box is text
     click_and_wait(studio)
 
     expected = dict(duration=1.0, temperature=0.7, top_k=40, top_p=0.9, guidance_scale=4.5,
@@ -218,7 +244,7 @@ def test_bad_values_show_the_error_message(studio, generator, monkeypatch, bad, 
     spy = Spy(generator.generate)
     monkeypatch.setattr(generator, "generate", spy)
     if "seed" in bad:
-        studio.sliders.controls["seed"].value = bad["seed"]      # typed into the seed box
+        studio.sliders.controls["seed"].value = str(bad["seed"])  # typed into the seed box
     else:
         studio.prompt_box.value = bad["prompt"]
         assert "✗" in studio.prompt_info.value                   # live validation
@@ -279,9 +305,7 @@ def test_continuation_tab_and_upload(studio, generator, monkeypatch):
     clip = (0.3 * np.sin(2 * np.pi * 220 * np.arange(64000) / 32000)).astype(np.float32)
     buf = io.BytesIO()
     sf.write(buf, clip, 32000, format="WAV")
-    studio.upload.value = ({"name": "riff.wav", "type": "audio/wav", "size": len(buf.getvalue()),
-                            "content": memoryview(buf.getvalue()),
-                            "last_modified": datetime.datetime.now()},)
+    browser_upload(studio.upload, "riff.wav", buf.getvalue())
     assert studio.source_picker.value == "riff.wav (1)"
     spy = Spy(generator.generate_continuation)
     monkeypatch.setattr(generator, "generate_continuation", spy)
@@ -291,6 +315,85 @@ def test_continuation_tab_and_upload(studio, generator, monkeypatch):
     (audio, sample_rate, prompt), _ = spy.calls[0]
     assert sample_rate == 32000 and audio.shape == (1, 16000)    # the last 0.5 s
     np.testing.assert_allclose(audio[0], clip[-16000:], atol=1e-4)
+
+
+def test_continuation_defaults_are_valid_and_the_source_follows_the_results(studio):
+    """Issue 25: the source started empty and prompt 2.0 s = duration 2.0 s was rejected."""
+    assert studio.prompt_seconds.value == 0.5 < studio.sliders.values()["duration"] == 1.0
+    for duration, prompt in ((1.0, 0.5), (2.0, 1.0), (8.0, 2.0)):
+        s = mg.Studio(studio.generator, config=mg.GenerationConfig(duration=duration))
+        assert s.prompt_seconds.value == prompt < duration
+    width = studio.sliders.controls["duration"].style.description_width
+    assert studio.prompt_seconds.style.description_width == width == "110px"   # not "prompt se…"
+    assert studio.generate() is not None and studio.source_picker.value == "#1 result"
+    out = studio.generate(mode="continuation")                   # the defaults, as they are
+    assert out is not None and list(out.tokens.shape) == [1, 4, 50], studio.message
+    assert studio.source_picker.value == "#2 result"             # follows the latest result
+
+
+def test_ab_and_history_labels_show_the_prompt_and_compact_numbers(studio):
+    studio.generate("calm piano", temperature=0.5000000000000001)    # a slider's float step
+    studio.generate("dark techno with a long build-up and a heavy drop at 130 bpm, no vocals",
+                    temperature=1.5)
+    first, second = (label for label, _ in studio.compare_a.options)
+    assert first.startswith("#1 'calm piano', ") and "T=0.5 " in first
+    assert second.startswith("#2 'dark techno with a long…', ")
+    row = html.unescape(studio.history_box.children[1].children[1].value)
+    assert "#2 text: 'dark techno with a long build-up and a heavy drop at 130…', 1.0 s" in row
+    view = studio.compare(0, 1)
+    assert html.unescape(view.box.children[1].value) == (
+        "differs in: temperature 0.5 → 1.5; prompt 'calm piano' → 'dark techno with a long…'")
+    titles = [html.unescape(player.children[0].value) for player in view.box.children[0].children]
+    assert titles == ["<b>A #1 'calm piano': 1.0 s, T=0.5 k=250 p=0, cfg=3, seed=0</b>",
+                      "<b>B #2 'dark techno with a long…': 1.0 s, T=1.5 k=250 p=0, cfg=3, seed=0</b>"]
+    assert widgets._compact(2**62 + 1) == "4611686018427387905"       # integers stay exact
+
+
+def test_the_seed_box_is_exact_text_and_says_how_to_get_a_random_one(studio, generator):
+    seed_box = studio.sliders.controls["seed"]
+    tip = front_end_state(seed_box, "tooltip")
+    assert "None" not in tip and "Tick 'random'" in tip
+    out = studio.generate(seed=2**62 + 1)
+    assert out.seeds == [2**62 + 1] and seed_box.value == "4611686018427387905"
+    assert seed_box.get_state()["value"] == "4611686018427387905"    # no double in the browser
+    assert f"seed={2**62 + 1}" in studio.history_box.children[0].children[1].value
+    seed_box.value = "12a"
+    studio.generate_button.click()
+    assert studio.message == ("seed='12a' is not a whole number: type digits such as 42, or "
+                              "tick 'random'.") and len(studio.history) == 1
+    assert studio.sliders.text().startswith("settings: seed='12a' is not")   # repr never raises
+    studio.sliders.set(seed=3)                                   # replaces the typo
+    assert studio.sliders.values()["seed"] == 3 and studio.message == "ready: press Generate."
+
+
+def test_a_rejected_click_shows_its_error_once_and_a_fix_clears_it(studio):
+    assert studio.generate() is not None
+    assert studio.progress.value == studio.progress.max > 1
+    studio.prompt_box.value = "piano " * 800
+    error = studio.engineer.validate(studio.prompt_box.value).errors[0]
+    assert "tokens" in error and error in studio.prompt_info.value      # live, under the box
+    studio.generate_button.click()
+    assert studio.message == error                               # the whole text, for Python
+    assert error not in studio.status.value and "fix the prompt" in studio.status.value
+    assert "#cf222e" in studio.status.value and studio.progress.value == 0   # bar reset
+    studio.source_picker.value = None
+    studio.mode_tabs.selected_index = MODES.index("melody")
+    assert studio.message == error                               # still the prompt's error
+    studio.prompt_box.value = "calm piano"                       # fixed: the next problem shows
+    assert "melody needs a source clip" in studio.message
+    assert "melody needs a source clip" in studio.status.value   # not a prompt error: in full
+    studio.mode_tabs.selected_index = 0                          # fixed too: no stale red line
+    assert studio.message == "ready: press Generate." and "#cf222e" not in studio.status.value
+    studio.negative_box.value = "vocals"                         # nothing rejected: untouched
+    assert studio.message == "ready: press Generate."
+
+
+def test_the_status_says_drawing_while_the_plots_render(studio, monkeypatch):
+    seen, show = [], studio.show
+    monkeypatch.setattr(studio, "show", lambda i: seen.append(studio.message) or show(i))
+    studio.generate()
+    assert seen == ["#1 decoded; drawing its waveform, spectrogram and tokens…"]
+    assert studio.message.startswith("#1 done")
 
 
 # ------------------------------------------------------------------ small widgets
@@ -323,6 +426,85 @@ def test_token_grid_shows_the_tokens(gen):
     images = grid.box.children
     assert len(images) == 2 and all(im.value[:8] == b"\x89PNG\r\n\x1a\n" for im in images)
     assert repr(grid).startswith("tokens [K, S] = [4, 25]")
+
+
+# ------------------------------------------------------------------ ipywidgets 7 and 8
+
+def wav_file(seconds=0.5, rate=32000):
+    clip = (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * rate)) / rate))
+    buf = io.BytesIO()
+    sf.write(buf, clip.astype(np.float32), rate, format="WAV")
+    return clip, buf.getvalue()
+
+
+def _upload_value(version, name, data):
+    """A FileUpload value as ipywidgets ``version`` holds it after a file is picked."""
+    if version == 7:
+        return {name: {"metadata": {"name": name, "type": "audio/wav", "size": len(data),
+                                    "lastModified": 1700000000000}, "content": data}}
+    return ({"name": name, "type": "audio/wav", "size": len(data), "content": memoryview(data),
+             "last_modified": datetime.datetime(2024, 1, 1)},)
+
+
+@pytest.mark.parametrize("version", [7, 8])
+def test_upload_files_reads_both_versions_values(version):
+    value = _upload_value(version, "a.wav", b"RIFF1234")
+    assert widgets.upload_files(type("Upload", (), {"value": value})) == [("a.wav", b"RIFF1234")]
+    assert widgets.upload_files(type("Upload", (), {"value": {} if version == 7 else ()})) == []
+
+
+@pytest.mark.parametrize("version", [7, 8])
+def test_an_upload_in_either_versions_shape_becomes_a_source(studio, monkeypatch, version):
+    """Colab's 7.7 gave ``TypeError: string indices must be integers`` here."""
+    clip, data = wav_file()
+    monkeypatch.setattr(studio, "upload", type("Upload", (), {
+        "value": _upload_value(version, "riff.wav", data)}))
+    studio._uploaded()
+    assert studio.source_picker.value == "riff.wav (1)", studio.message
+    wav, rate = studio.sources["riff.wav (1)"]
+    assert rate == 32000
+    np.testing.assert_allclose(np.asarray(wav).reshape(-1), clip, atol=1e-4)
+
+
+def test_a_bogus_upload_is_named_as_uploaded_not_by_a_temporary_path(studio, monkeypatch):
+    monkeypatch.setattr(studio, "upload", type("Upload", (), {
+        "value": _upload_value(8, "notes.wav", b"not audio at all")}))
+    studio._uploaded()
+    assert "notes.wav" in studio.message and "/tmp" not in studio.message, studio.message
+    assert "tmp" not in studio.status.value
+
+
+def test_the_installed_upload_widget_reaches_the_studio(studio):
+    _, data = wav_file()
+    browser_upload(studio.upload, "riff.wav", data)              # this version's own protocol
+    assert widgets.upload_files(studio.upload) == [("riff.wav", data)]
+    assert studio.source_picker.value == "riff.wav (1)", studio.message
+
+
+def test_tab_titles_and_tooltips_reach_the_front_end(studio):
+    """Colab's 7.7 showed every tab title as None: ``Tab(titles=...)`` is 8's name."""
+    assert front_end_state(studio.mode_tabs, "titles") == MODES
+    assert front_end_state(studio.output_tabs, "titles") == ("result", "history", "A/B compare")
+    assert [studio.mode_tabs.get_title(i) for i in range(3)] == list(MODES)   # both versions
+    assert front_end_state(studio.improve_button, "tooltip").startswith("PromptEngineer.improve")
+    tip = front_end_state(studio.sliders.controls["temperature"], "tooltip")
+    assert tip.startswith("temperature in (0, 10]")
+
+
+def test_every_trait_we_set_exists_in_the_installed_ipywidgets(generator):
+    """A trait a widget class lacks is dropped with only a DeprecationWarning (how the titles
+    vanished on 7): build every widget the studio and the lectures make, and allow none."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = mg.Studio(generator, config=mg.GenerationConfig(duration=0.5, seed=0))
+        a, b = s.generate("calm piano"), s.generate("fast drums")
+        s.compare(0, 1)
+        mg.param_sliders(), mg.audio_compare(a, b), mg.token_grid(b)
+    dropped = [str(w.message).split("\n")[0] for w in caught
+               if "unrecognized arguments" in str(w.message)]
+    assert dropped == []
 
 
 # ------------------------------------------------------------------ display and fallbacks
