@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import threading
 import time
 
 import httpx
