@@ -18,7 +18,7 @@ from .audio import (crossfade, duration_seconds, fade_in, fade_out, load_audio, 
 from .batch import BatchRunner, grid, load_rows, read_manifest, run_batch
 from .chroma import chroma_features
 from .codec import (decode_tokens, decode_with_codebooks, encode_audio, plot_delay_pattern,
-                    plot_reconstruction, reconstruction_error)
+                    plot_reconstruction, plot_tokens, reconstruction_error)
 from .distributions import (entropy, filter_steps, first_step_logits, plot_distribution,
                             plot_filter_steps, step_logits, token_diversity)
 from .errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
@@ -76,7 +76,7 @@ __all__ = [
     "tokenize_prompt", "embed_prompts", "prompt_similarity",
     # audio tokens (lecture 03)
     "encode_audio", "decode_tokens", "decode_with_codebooks", "reconstruction_error",
-    "plot_delay_pattern", "plot_reconstruction",
+    "plot_delay_pattern", "plot_reconstruction", "plot_tokens",
     # one decoding step's distribution (lecture 04)
     "first_step_logits", "step_logits", "entropy", "filter_steps", "token_diversity",
     "plot_distribution", "plot_filter_steps",

@@ -37,7 +37,7 @@ from .errors import AudioError, ConfigError
 from .patterns import codebook_delays, delay_pattern
 
 __all__ = ["encode_audio", "decode_tokens", "decode_with_codebooks", "reconstruction_error",
-           "plot_delay_pattern", "plot_reconstruction"]
+           "plot_delay_pattern", "plot_reconstruction", "plot_tokens"]
 
 
 def _backend(model):
@@ -152,6 +152,10 @@ def reconstruction_error(model, wav, sample_rate: int, codebooks=None):
     return pd.DataFrame(rows, columns=["codebooks", "mse", "snr_db"])
 
 
+MIN_SNR_SPAN_DB = 6.0   # plot_reconstruction's y axis spans at least this (differences below
+#                        a few dB are not audible; a smaller span would magnify noise)
+
+
 def plot_delay_pattern(num_codebooks: int, frames: int, audio_channels: int = 1, ax=None):
     """Draw the delayed grid ``[K, frames + D + 1]``: frame numbers in cells, specials in grey.
 
@@ -197,6 +201,33 @@ def plot_delay_pattern(num_codebooks: int, frames: int, audio_channels: int = 1,
     return ax
 
 
+def plot_tokens(tokens, ax=None, title: str | None = None):
+    """Draw a ``[K, S]`` token grid: codebooks down, frames across, colour = token id.
+
+    Both axes count whole things (codebooks, frames), so their ticks are whole numbers.
+
+    Args:
+        tokens: ``[K, S]`` codes of one item (e.g. ``generation.tokens[0]``).
+        ax: a matplotlib Axes, or ``None`` for a new figure.
+        title: the Axes title; default names the shape.
+
+    Returns:
+        The image (pass it to ``fig.colorbar`` for a token-id scale).
+    """
+    import matplotlib.pyplot as plt  # lazy
+    from matplotlib.ticker import MaxNLocator
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 2.5), constrained_layout=True)
+    grid = np.asarray(tokens)
+    image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="frame (S)", ylabel="codebook (K)",
+           title=title or f"tokens [K, S] = {list(grid.shape)}")
+    return image
+
+
 def plot_reconstruction(df, ax=None):
     """Plot ``snr_db`` against the number of codebooks kept, each point labelled with its MSE.
 
@@ -220,6 +251,10 @@ def plot_reconstruction(df, ax=None):
                     textcoords="offset points", xytext=(0, 6), ha="center")
     ax.set_xticks(n)
     ax.margins(x=0.1, y=0.25)
+    low, high = min(snr), max(snr)
+    if high - low < MIN_SNR_SPAN_DB:     # a flat curve must look flat, not auto-scaled to a cliff
+        middle = (low + high) / 2
+        ax.set_ylim(middle - MIN_SNR_SPAN_DB / 2, middle + MIN_SNR_SPAN_DB / 2)
     ax.set_xlabel("codebooks used for decoding (first n)")
     ax.set_ylabel("SNR (dB), higher is better")
     ax.set_title("reconstruction error vs codebooks")

@@ -186,12 +186,10 @@ def _image(draw, size=(5.0, 2.2)):
 
 def _draw_tokens(ax, tokens) -> None:
     """The generated codes ``[K, S]`` as a heat map: one row per codebook, one column per frame."""
-    mesh = ax.imshow(tokens.numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
+    from .codec import plot_tokens
+
+    mesh = plot_tokens(tokens, ax, title=f"generated tokens [K, S] = {list(tokens.shape)}")
     ax.figure.colorbar(mesh, ax=ax, label="token id")
-    ax.set_yticks(range(tokens.shape[0]))
-    ax.set_xlabel("frame (S)")
-    ax.set_ylabel("codebook (K)")
-    ax.set_title(f"generated tokens [K, S] = {list(tokens.shape)}")
 
 
 def _wav_bytes(generation: Generation, index: int = 0) -> bytes:

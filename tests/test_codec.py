@@ -184,3 +184,37 @@ def test_delay_pattern_round_trip_and_layout(data, batch, pairs, frames, channel
             expected = tokens[:, row, frame] if 0 <= frame < frames else torch.full((batch,),
                                                                                   special)
             assert torch.equal(grid[:, row, column], expected), (row, column)
+
+
+def test_token_grids_count_whole_codebooks_and_frames():
+    """Lecture 01's token plot showed codebook 0.5 and frame 2.5 (fractional ticks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    mg.plot_tokens(torch.randint(0, 2048, (4, 9)), ax)
+    fig.canvas.draw()
+    for ticks in (ax.get_xticks(), ax.get_yticks()):
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
+
+
+def test_a_flat_reconstruction_curve_is_drawn_flat():
+    """Lecture 03: 0.0003 dB between the points was auto-scaled into a steep fall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from musicgen_edu.codec import MIN_SNR_SPAN_DB
+
+    rows = [{"codebooks": n, "snr_db": 12.0 + 1e-4 * n, "mse": 0.01} for n in (1, 2, 3, 4)]
+    ax = mg.plot_reconstruction(rows)
+    low, high = ax.get_ylim()
+    assert high - low >= MIN_SNR_SPAN_DB and low < 12.0 < high
+    plt.close(ax.figure)
+    steep = [{"codebooks": n, "snr_db": 3.0 * n, "mse": 0.01} for n in (1, 2, 3, 4)]
+    low, high = mg.plot_reconstruction(steep).get_ylim()          # a real range: as it is
+    assert low <= 3.0 and high >= 12.0 and high - low < 3 * 12
+    plt.close("all")
