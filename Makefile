@@ -2,7 +2,8 @@
 #   make demo   install musicgen_edu, generate first.wav with the offline debug model
 #   make test   install the dev extras, run every test (unit tier + notebook tier, then the
 #               CPU kernels as built without AVX-512, then test-min)
-#   make docs   build the docs site into site/ (strict: warnings are errors); docs-serve previews it
+#   make docs   run the lectures for the site (docs-run), then build it into site/ (strict:
+#               warnings are errors); docs-serve previews it
 #   make test-min  the lowest declared versions in their own venv (.venv-min), on the tests that
 #               touch them (the last step of make test)
 PYTHON ?= python3
@@ -14,7 +15,7 @@ SITE_DIR ?= site
 # mkdocs-material prints a banner about its end of life on every build; keep the log to warnings
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install install-dev install-docs demo test test-unit test-avx2 test-min test-notebooks test-browser screenshot docs docs-serve
+.PHONY: install install-dev install-docs demo test test-unit test-avx2 test-min test-notebooks test-browser screenshot docs docs-run docs-serve
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
@@ -83,9 +84,26 @@ test-min:
 	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  -W "ignore::DeprecationWarning:ipywidgets.widgets.widget" $(MIN_TESTS) -k "not ($(MIN_SKIP))"
 
-docs: install-docs
+docs: install-dev
+	@$(MAKE) --no-print-directory docs-run PYTHON="$(PYTHON)"
 	$(PYTHON) -m mkdocs build --strict --site-dir $(SITE_DIR)
 	@echo "open $(abspath $(SITE_DIR))/index.html"
+
+# The site shows each lecture as run here at its own default parameters (the offline debug
+# model, CPU), not as the test tier ran it: papermill runs notebooks/NN_x.ipynb with nothing
+# injected, in a folder of its own (what it writes stays there), into build/docs-run/notebooks/,
+# which docs/hooks.py renders (its outputs, not the download: that is the clean notebook).
+# A lecture reruns when it is newer than its run; `make -B docs-run` reruns them all.
+DOCS_RUN = build/docs-run
+LECTURES = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+docs-run: $(patsubst notebooks/%,$(DOCS_RUN)/notebooks/%,$(LECTURES))
+
+$(DOCS_RUN)/notebooks/%.ipynb: notebooks/%.ipynb
+	@rm -rf $(DOCS_RUN)/work/$* && mkdir -p $(DOCS_RUN)/work/$* $(@D)
+	cd $(DOCS_RUN)/work/$* && env -u MPLBACKEND $(PYTHON) -m papermill --no-progress-bar \
+	  --kernel python3 $(abspath $<) $*.ipynb
+	mv $(DOCS_RUN)/work/$*/$*.ipynb $@
 
 # http://127.0.0.1:8000 with live reload; warnings are shown, not fatal (`make docs` is strict)
 docs-serve: install-docs

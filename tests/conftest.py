@@ -18,12 +18,6 @@ import torch  # noqa: E402
 import musicgen_edu as mg  # noqa: E402
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """The docs build runs last, so that it can publish the notebook tier's executed lectures
-    (tests/test_notebooks.py writes them to build/executed/; docs/hooks.py renders them)."""
-    items.sort(key=lambda item: item.get_closest_marker("docs") is not None)   # stable sort
-
-
 @pytest.fixture(scope="session")
 def gen():
     """A MusicGenerator on the mono debug model, progress bar off."""

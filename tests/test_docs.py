@@ -4,7 +4,10 @@ One ``mkdocs build --strict`` for the module (a few seconds): warnings — a bro
 missing from the nav, a docstring griffe cannot parse — fail it. Then the built HTML must hold
 the install and how-it-works pages, an API page with the public names, one page per lecture
 notebook, and a section for every module of the package (so a new module cannot be forgotten
-in docs/api.md). The docs tools come with the ``docs`` extra (in ``dev``, so ``make test``
+in docs/api.md). Every link of every built page is checked (``site_links``: the file and the
+``#fragment`` it names must exist; mkdocs' own check sees only Markdown links, not the
+lectures' tables of contents nor 404.html), and each lecture page is small, offers the clean
+notebook for download and shows no papermill parameters or widget state. The docs tools come with the ``docs`` extra (in ``dev``, so ``make test``
 installs them); without them ``test_docs_build_strict`` fails (it does not skip) and says so.
 """
 
@@ -15,10 +18,13 @@ import importlib.util
 import json
 import os
 import pkgutil
+import posixpath
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -55,6 +61,86 @@ def notebook_title(path: Path) -> str:
     first = "".join(cell["source"]).splitlines()[0]
     assert first.startswith("# "), f"{path.name}: the first markdown cell must start with the title"
     return first[2:].strip()
+
+
+class PageLinks(HTMLParser):
+    """The ids (``id``, and ``name`` of ``<a>``) and the links (``href``, ``src``) of a page."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if value is None:
+                continue
+            if name == "id" or (tag == "a" and name == "name"):
+                self.ids.add(value)
+            elif name in ("href", "src"):
+                self.links.append(value)
+
+
+def site_links(site: Path, base_path: str | None) -> tuple[list[str], list[str]]:
+    """Check every link of every built page: ``(broken, external)``.
+
+    A relative link must name a file of the site (a folder: its ``index.html``) and its
+    ``#fragment`` an id of the target page; a root-absolute one (``/x/``) must start with
+    ``base_path``, the path of ``site_url`` where the site is served (with no ``site_url`` it
+    is broken: it works only at the root of a domain). ``http(s)://`` links are not fetched,
+    only listed; ``data:``, ``mailto:`` and ``javascript:`` ones are skipped.
+    """
+    pages = {p.relative_to(site).as_posix(): p for p in sorted(site.rglob("*.html"))}
+    parsed: dict[str, PageLinks] = {}
+
+    def parse(rel: str) -> PageLinks:
+        if rel not in parsed:
+            parser = PageLinks()
+            parser.feed(pages[rel].read_text(encoding="utf-8"))
+            parsed[rel] = parser
+        return parsed[rel]
+
+    broken, external = [], set()
+    for rel in pages:
+        for link in parse(rel).links:
+            url = urlsplit(link)
+            if url.scheme in ("http", "https") or link.startswith("//"):
+                external.add(link)
+                continue
+            if url.scheme:  # data:, mailto:, javascript:
+                continue
+            path = unquote(url.path)
+            if path.startswith("/"):
+                if base_path is None or not path.startswith(base_path):
+                    broken.append(f"{rel}: {link} (root-absolute, site_url "
+                                  + ("unset)" if base_path is None else f"path {base_path})"))
+                    continue
+                target = posixpath.normpath(path[len(base_path):] or ".")
+            elif path:
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), path))
+            else:
+                target = rel  # "#fragment": this page
+            if target.startswith(".."):
+                broken.append(f"{rel}: {link} (outside the site)")
+                continue
+            file = site / target
+            if file.is_dir():
+                target = posixpath.join(target, "index.html").removeprefix("./")
+                file = site / target
+            if not file.is_file():
+                broken.append(f"{rel}: {link} (no file {target})")
+                continue
+            fragment = unquote(url.fragment)
+            if fragment and target in pages and fragment not in parse(target).ids:
+                broken.append(f"{rel}: {link} (no id {fragment!r} in {target})")
+    return broken, sorted(external)
+
+
+def site_url_path() -> str | None:
+    """The path part of mkdocs.yml's ``site_url`` (``/musicgen_edu/``), None where unset."""
+    match = re.search(r"^site_url:\s*(\S+)", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"),
+                      flags=re.MULTILINE)
+    return urlsplit(match.group(1).strip("\"'")).path.rstrip("/") + "/" if match else None
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +216,88 @@ def test_api_page_documents_public_names(site):
     assert "Parameters:" in text
 
 
+MAX_LECTURE_PAGE = 1_000_000  # bytes of a lecture's index.html (outputs live in files beside it)
+
+
 @pytest.mark.parametrize("notebook", LECTURES, ids=[nb.stem for nb in LECTURES])
 def test_every_lecture_is_rendered(site, notebook):
     page = site / "notebooks" / notebook.stem / "index.html"
     text = page_text(page)
     assert notebook_title(notebook) in text
     assert "Open in Colab" in text
-    assert (page.parent / notebook.name).is_file(), "the .ipynb is not offered for download"
+    download = page.parent / notebook.name
+    assert download.is_file(), "the .ipynb is not offered for download"
+    assert download.read_bytes() == notebook.read_bytes(), (
+        "the download is not the committed notebook (clean, without outputs)")
     lectures_page = page_text(site / "notebooks" / "index.html")
     assert notebook_title(notebook) in lectures_page
+
+
+@pytest.mark.parametrize("notebook", LECTURES, ids=[nb.stem for nb in LECTURES])
+def test_lecture_page_is_small_and_shows_no_run_machinery(site, notebook):
+    """No papermill parameters (a temp path, a DURATION the visible cell does not say), no
+    saved widget state (megabytes of it for lecture 07), and under 1 MB."""
+    page = site / "notebooks" / notebook.stem / "index.html"
+    raw = page.read_text(encoding="utf-8")
+    assert "injected-parameters" not in raw, "papermill's injected parameters are shown"
+    assert "widget-state+json" not in raw, "saved widget state is embedded in the page"
+    assert "pytest-of-" not in raw, "a test's temporary path is shown"
+    size = page.stat().st_size
+    assert size < MAX_LECTURE_PAGE, f"{page.relative_to(site)} is {size / 1e6:.1f} MB"
+
+
+def test_no_broken_links(site):
+    """Every relative link and ``#fragment`` of every built page resolves; 404.html's
+    root-absolute links start with site_url's path. External links are listed, not fetched."""
+    base = site_url_path()
+    assert base, "set site_url in mkdocs.yml: 404.html links to /assets/... from any depth"
+    broken, external = site_links(site, base)
+    print(f"{len(external)} external links (not fetched):", *external, sep="\n  ")
+    assert not broken, f"{len(broken)} broken links:\n" + "\n".join(broken)
+
+
+def test_link_check_finds_broken_links(tmp_path):
+    """The checker itself, on a small site: each kind of broken link is reported."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "index.html").write_text(
+        '<h2 id="b-l-d">x</h2><a name="old"></a><a href="#b-l-d">ok</a> <a href="#old">ok</a>'
+        '<a href="#missing">toc</a> <img src="pic.png"> <a href="../">ok</a>'
+        '<a href="../index.html#top">ok</a> <a href="../c/">gone</a> <a href="https://x.org">'
+        '<img src="data:image/png;base64,AA=="> <a href="/site/a/#b-l-d">ok</a>'
+        '<a href="/a/">not under /site/</a> <a href="../../up.html">outside</a>',
+        encoding="utf-8")
+    (tmp_path / "index.html").write_text('<p id="top"></p>', encoding="utf-8")
+    broken, external = site_links(tmp_path, "/site/")
+    assert external == ["https://x.org"]
+    assert [b.split(" (")[0] for b in broken] == [
+        "a/index.html: #missing", "a/index.html: pic.png", "a/index.html: ../c/",
+        "a/index.html: /a/", "a/index.html: ../../up.html"], broken
+    broken, _ = site_links(tmp_path, None)  # no site_url: root-absolute links are broken
+    assert sum("site_url unset" in b for b in broken) == 2
+
+
+def test_clean_run_drops_parameters_and_widget_state():
+    """docs/hooks.py's clean_run on a papermill run: the injected cell and the widget state
+    go, a widget keeps its text form, a tqdm bar goes, other outputs stay."""
+    hooks = import_hooks()
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "m1"}}
+    nb = {"metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {}}},
+          "cells": [
+              {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": [],
+               "source": "DURATION = 4.0"},
+              {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+               "outputs": [], "source": 'DURATION = 1.0\nOUTPUT = "/tmp/pytest-of-x/clip.wav"'},
+              {"cell_type": "code", "metadata": {}, "source": "studio", "outputs": [
+                  {"output_type": "display_data",
+                   "data": {**view, "text/plain": ["studio: 0 result(s)"]}},
+                  {"output_type": "display_data",
+                   "data": {**view, "text/plain": ["generating:  40%|####  | 21/53 [00:01<00:02]"]}},
+                  {"output_type": "display_data", "data": {"image/png": "AA=="}}]}]}
+    out = hooks.clean_run(nb)
+    assert [c["source"] for c in out["cells"]] == ["DURATION = 4.0", "studio"]
+    assert "widgets" not in out["metadata"]
+    assert [o["data"] for o in out["cells"][1]["outputs"]] == [
+        {"text/plain": ["studio: 0 result(s)"]}, {"image/png": "AA=="}]
 
 
 def test_lectures_exist():
@@ -165,22 +324,28 @@ def test_every_module_is_rendered_in_api_page(site):
     assert not missing, f"the built API page has no section for {missing}"
 
 
-def test_lectures_render_the_notebook_tiers_runs(site):
-    """Each lecture the notebook tier ran (earlier in the same session: the docs tests run
-    last) is published with its outputs: plots, tables and players, not just code."""
+def import_hooks():
     sys.path.insert(0, str(ROOT / "docs"))
     try:
-        from hooks import executed_copy
+        import hooks
     finally:
         sys.path.remove(str(ROOT / "docs"))
-    executed = [nb for nb in LECTURES if executed_copy(nb)]
-    if not executed:
-        pytest.skip("no executed lectures in build/executed/: run the notebook tier first "
-                    "(`make test` runs it before the docs build)")
-    for nb in executed:
+    return hooks
+
+
+def test_lectures_render_their_default_runs(site):
+    """Each lecture that ``make docs-run`` ran (at its own default parameters, newer than the
+    lecture) is published with its outputs: plots, tables and players, not just code; the
+    others say they are shown without outputs."""
+    hooks = import_hooks()
+    ran = [nb for nb in LECTURES if hooks.lecture_run(nb)]
+    for nb in ran:
         raw = (site / "notebooks" / nb.stem / "index.html").read_text(encoding="utf-8")
-        assert "shown as the test suite ran it" in raw, nb.name
+        assert "shown as run at its own default parameters" in raw, nb.name
         assert raw.count('class="jp-OutputArea-child') >= 3, f"{nb.name}: no outputs rendered"
-    for nb in set(LECTURES) - set(executed):
+    for nb in set(LECTURES) - set(ran):
         raw = (site / "notebooks" / nb.stem / "index.html").read_text(encoding="utf-8")
         assert "shown here without outputs" in raw and 'class="jp-OutputArea-child' not in raw
+    if not ran:
+        pytest.skip("no runs in build/docs-run/: `make docs-run` (part of `make docs`) makes "
+                    "them")

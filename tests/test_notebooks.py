@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -30,7 +29,6 @@ import musicgen_edu as mg
 pytestmark = pytest.mark.notebooks
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-EXECUTED_DIR = NOTEBOOK_DIR.parent / "build" / "executed" / "notebooks"  # for the docs site
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 KERNEL = "python3"
 MAX_CELL_LINES = 15
@@ -198,9 +196,6 @@ def run_lecture(kernel_available, tmp_path_factory):
                                     progress_bar=False, request_save_on_cell_execute=False)
             results = json.loads(Path(params["RESULTS_PATH"]).read_text())
             runs[path, tag] = (workdir, params, results)
-            if tag == "a":  # published: the docs site renders this run (docs/hooks.py)
-                EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(workdir / f"executed_{path.name}", EXECUTED_DIR / path.name)
         return runs[path, tag]
 
     return run
