@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CheckResult", "result"]  # + every lecture's check_* (added below)
+__all__ = ["CheckResult", "result", "not_yet", "model_of", "as_number"]  # + every
+# lecture's check_* (added below)
 
 
 @dataclass
@@ -37,6 +38,32 @@ class CheckResult:
 def result(passed: bool, success: str, hint: str) -> CheckResult:
     """Build a CheckResult: ``success`` if right, else ``hint`` (what to look at next)."""
     return CheckResult(bool(passed), success if passed else hint)
+
+
+def not_yet(what: str) -> CheckResult:
+    """The answer for a cell still holding ``None``: what to write there instead."""
+    return result(False, "", f"replace None with {what}.")
+
+
+def model_of(model):
+    """A :class:`~musicgen_edu.models.MusicGenModel`, also when a MusicGenerator is passed."""
+    from ..models import MusicGenModel
+
+    return model if isinstance(model, MusicGenModel) else model.model
+
+
+def as_number(answer) -> float | None:
+    """The answer as a float, or None when it is not one number (None, text, lists, bools);
+    a one-element tensor counts as its number."""
+    import numbers
+
+    import torch
+
+    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
+        return float(answer)
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        return float(answer)
+    return None
 
 
 # Each lecture's checks (imported last: they use ``result`` from this module).

@@ -8,33 +8,17 @@ stereo model) on Colab. Solutions: ``notebooks/solutions/00_setup_solutions.py``
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from . import CheckResult, result
+from . import CheckResult, as_number, model_of, not_yet, result
 from ..generation import Generation
 from ..models import MusicGenModel
 
 __all__ = ["check_same_seed", "check_clip_tokens", "check_token_bytes"]
 
 
-def _not_yet(what: str) -> CheckResult:
-    return result(False, "", f"replace None with {what}.")
 
-
-def _model(model) -> MusicGenModel:
-    """A MusicGenModel, also when a MusicGenerator is passed."""
-    return model if isinstance(model, MusicGenModel) else model.model
-
-
-def _number(answer) -> float | None:
-    """The answer as a float, or None when it is not one number (None, text, lists, bools)."""
-    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
-        return float(answer)
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        return float(answer)
-    return None
 
 
 def _tokens(model: MusicGenModel, seconds: float) -> int:
@@ -50,7 +34,7 @@ def check_same_seed(original: Generation, answer) -> CheckResult:
         answer: the :class:`Generation` of the student's second run.
     """
     if answer is None:
-        return _not_yet("a second Generation: gen.generate(PROMPT, duration=DURATION, seed=SEED)")
+        return not_yet("a second Generation: gen.generate(PROMPT, duration=DURATION, seed=SEED)")
     if not isinstance(answer, Generation):
         return result(False, "", "the answer must be what gen.generate returns (a Generation), "
                       f"got {type(answer).__name__}.")
@@ -81,11 +65,11 @@ def check_clip_tokens(model, seconds: float, answer) -> CheckResult:
         answer: the student's number of tokens (all codebooks).
     """
     if answer is None:
-        return _not_yet(f"the number of tokens in a {seconds:g} s clip")
-    model = _model(model)
+        return not_yet(f"the number of tokens in a {seconds:g} s clip")
+    model = model_of(model)
     frames = _tokens(model, seconds) // model.num_codebooks
     right = _tokens(model, seconds)
-    value = _number(answer)
+    value = as_number(answer)
     if value == frames:
         return result(False, "", f"{frames} is the number of token frames; every frame holds "
                       f"one token per codebook (K = model.num_codebooks).")
@@ -108,13 +92,13 @@ def check_token_bytes(model, seconds: float, answer) -> CheckResult:
         answer: the student's number of bytes.
     """
     if answer is None:
-        return _not_yet(f"the bytes that the tokens of a {seconds:g} s clip take")
-    model = _model(model)
+        return not_yet(f"the bytes that the tokens of a {seconds:g} s clip take")
+    model = model_of(model)
     codebook_size = int(model.config.audio_encoder.codebook_size)
     bits = _tokens(model, seconds) * math.log2(codebook_size)
     right = bits / 8
     pcm = 2 * round(seconds * model.sample_rate) * model.audio_channels  # 16-bit samples
-    value = _number(answer)
+    value = as_number(answer)
     if value is not None and math.isclose(value, bits, rel_tol=1e-6):
         return result(False, "", f"{bits:.0f} is the number of bits; a byte has 8.")
     return result(value is not None and math.isclose(value, right, rel_tol=1e-3),

@@ -12,14 +12,11 @@ import torch
 
 from ..distributions import entropy
 from ..sampling import apply_temperature, classifier_free_guidance, top_p_filter
-from . import CheckResult, result
+from . import CheckResult, not_yet, result
 
 __all__ = ["check_cfg_by_hand", "check_greedy_token", "check_nucleus_size",
            "check_temperature_for_entropy"]
 
-
-def _not_yet(what: str) -> CheckResult:
-    return result(False, "", f"replace None with {what}.")
 
 
 def check_cfg_by_hand(first: dict, scale: float, answer) -> CheckResult:
@@ -31,7 +28,7 @@ def check_cfg_by_hand(first: dict, scale: float, answer) -> CheckResult:
         answer: the student's guided logits ``[K, V]`` (tensor or array).
     """
     if answer is None:
-        return _not_yet("the guided logits, a tensor shaped like first['cond']")
+        return not_yet("the guided logits, a tensor shaped like first['cond']")
     expected = classifier_free_guidance(first["cond"], first["uncond"], scale)
     try:
         answer = torch.as_tensor(answer, dtype=expected.dtype, device=expected.device)
@@ -56,7 +53,7 @@ def check_greedy_token(first: dict, scale: float, answer) -> CheckResult:
         answer: the token id (an int).
     """
     if answer is None:
-        return _not_yet("a token id (an int)")
+        return not_yet("a token id (an int)")
     guided = first["cond"] if scale <= 1 else classifier_free_guidance(
         first["cond"], first["uncond"], scale)
     expected = int(guided[0].argmax())
@@ -80,7 +77,7 @@ def check_nucleus_size(logits, p: float, answer) -> CheckResult:
         answer: the number of tokens kept (an int).
     """
     if answer is None:
-        return _not_yet("the number of tokens the nucleus keeps (an int)")
+        return not_yet("the number of tokens the nucleus keeps (an int)")
     expected = int(torch.isfinite(top_p_filter(torch.as_tensor(logits).float(), p)).sum())
     try:
         got = int(answer)
@@ -101,7 +98,7 @@ def check_temperature_for_entropy(logits, answer, fraction: float = 0.5) -> Chec
         fraction: the target ratio of entropies.
     """
     if answer is None:
-        return _not_yet("a temperature, e.g. 0.8")
+        return not_yet("a temperature, e.g. 0.8")
     try:
         temperature = float(answer)
     except (TypeError, ValueError, RuntimeError):

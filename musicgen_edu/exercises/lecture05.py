@@ -9,30 +9,15 @@ Solutions: ``notebooks/solutions/05_latency_solutions.py``.
 from __future__ import annotations
 
 import math
-import numbers
 
-from . import CheckResult, result
+from . import CheckResult, as_number, model_of, not_yet, result
 from ..metrics.bound import decode_bound
-from ..models import MusicGenModel
 from ..patterns import codebook_delays
 
 __all__ = ["check_realtime_steps", "check_kv_bytes", "check_bound"]
 
 
-def _not_yet(what: str) -> CheckResult:
-    return result(False, "", f"replace None with {what}.")
 
-
-def _model(model) -> MusicGenModel:
-    """A MusicGenModel, also when a MusicGenerator is passed."""
-    return model if isinstance(model, MusicGenModel) else model.model
-
-
-def _number(answer) -> float | None:
-    """The answer as a float, or None when it is not one number (None, text, lists, bools)."""
-    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
-        return float(answer)
-    return None
 
 
 def _close(value, right, rel_tol=1e-3) -> bool:
@@ -50,13 +35,13 @@ def check_realtime_steps(model, seconds: float, answer) -> CheckResult:
         answer: the student's steps per second.
     """
     if answer is None:
-        return _not_yet("the steps per second needed for real time")
-    model = _model(model)
+        return not_yet("the steps per second needed for real time")
+    model = model_of(model)
     frames = max(1, round(seconds * model.frame_rate))
     delay = max(codebook_delays(model.num_codebooks, model.audio_channels))
     steps = frames + delay
     right = steps / seconds
-    value = _number(answer)
+    value = as_number(answer)
     if _close(value, model.frame_rate, 1e-9) and delay:
         return result(False, "", f"almost: {model.frame_rate} is the frame rate, but the delay "
                       f"pattern adds {delay} steps to every clip ({frames} frames -> {steps} "
@@ -78,11 +63,11 @@ def check_kv_bytes(model, batch_size: int, cache_len: int, answer) -> CheckResul
         answer: the student's number of bytes.
     """
     if answer is None:
-        return _not_yet("the KV-cache bytes of one step")
-    model = _model(model)
+        return not_yet("the KV-cache bytes of one step")
+    model = model_of(model)
     right = decode_bound(model, batch_size=batch_size, cache_len=cache_len,
                          bandwidth_gbs=1.0)["kv_bytes"]
-    value = _number(answer)
+    value = as_number(answer)
     if _close(value, right / 2, 1e-9):
         return result(False, "", "half of it: with classifier-free guidance every item runs "
                       "twice (with and without the prompt), so there are 2 x batch_size rows.")
@@ -106,11 +91,11 @@ def check_bound(model, batch_size: int, cache_len: int, bandwidth_gbs: float,
         answer: the student's bound in steps per second.
     """
     if answer is None:
-        return _not_yet("the bound in steps per second")
-    bound = decode_bound(_model(model), batch_size=batch_size, cache_len=cache_len,
+        return not_yet("the bound in steps per second")
+    bound = decode_bound(model_of(model), batch_size=batch_size, cache_len=cache_len,
                          bandwidth_gbs=bandwidth_gbs)
     right, moved = bound["bound_steps_per_s"], bound["bytes_per_step"]
-    value = _number(answer)
+    value = as_number(answer)
     if value is not None and (_close(value, 1 / right, 1e-3) or _close(value, right / 1e9)
                               or _close(value, right * 1e9)):
         return result(False, "", "check the units: GB/s is 1e9 bytes per second, and the "

@@ -12,16 +12,13 @@ import math
 import numbers
 import os
 
-from . import CheckResult, result
+from . import CheckResult, not_yet, result
 from ..batch import BatchRunner
 from ..batch_manifest import MANIFEST_NAME, read_manifest
 from ..batch_table import grid
 
 __all__ = ["check_clip_count", "check_generate_calls", "check_new_clips"]
 
-
-def _not_yet(what: str) -> CheckResult:
-    return result(False, "", f"replace None with {what}.")
 
 
 def _count(answer) -> int | None:
@@ -50,7 +47,7 @@ def check_clip_count(prompts, axes: dict, seeds, answer) -> CheckResult:
         answer: the student's number of clips.
     """
     if answer is None:
-        return _not_yet("the number of clips (rows) in the grid")
+        return not_yet("the number of clips (rows) in the grid")
     right = len(grid(prompts=prompts, **axes, seed=seeds))
     sizes = " x ".join(str(len(v)) for v in [prompts, *axes.values(), seeds]
                        if isinstance(v, (list, tuple)))
@@ -73,7 +70,7 @@ def check_generate_calls(runner: BatchRunner, rows, answer) -> CheckResult:
         answer: the student's number of generate calls.
     """
     if answer is None:
-        return _not_yet("the number of generate calls")
+        return not_yet("the number of generate calls")
     sizes = _groups(runner, rows)
     batch = runner.max_batch_size
     right = sum(math.ceil(n / batch) for n in sizes)
@@ -100,7 +97,7 @@ def check_new_clips(runner: BatchRunner, rows, answer) -> CheckResult:
         answer: the student's number of clips that would be generated.
     """
     if answer is None:
-        return _not_yet("the number of clips the run would generate")
+        return not_yet("the number of clips the run would generate")
     items, _ = runner.parse(rows)
     done = set()
     if (runner.output_dir / MANIFEST_NAME).is_file():     # finished: status ok, file there

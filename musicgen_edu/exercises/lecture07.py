@@ -12,14 +12,11 @@ import numbers
 
 import torch
 
-from . import CheckResult, result
+from . import CheckResult, not_yet, result
 from ..generator import Generation, GenerationConfig
 
 __all__ = ["check_setting_range", "check_greedy_pair", "check_reproduced"]
 
-
-def _not_yet(what: str) -> CheckResult:
-    return result(False, "", f"replace None with {what}.")
 
 
 def check_setting_range(name: str, answer) -> CheckResult:
@@ -34,7 +31,7 @@ def check_setting_range(name: str, answer) -> CheckResult:
         return result(False, "", f"{name!r} is not a numeric GenerationConfig field; try "
                       "'temperature', 'top_k', 'top_p', 'guidance_scale' or 'duration'.")
     if answer is None:
-        return _not_yet("a (low, high) pair, e.g. (0, 1)")
+        return not_yet("a (low, high) pair, e.g. (0, 1)")
     expected = (meta["low"], meta["high"])
     try:
         low, high = answer
@@ -58,7 +55,7 @@ def check_greedy_pair(studio) -> CheckResult:
     """
     history = getattr(studio, "history", None)
     if history is None:
-        return _not_yet("the studio (mg.Studio), after generating two greedy clips")
+        return not_yet("the studio (mg.Studio), after generating two greedy clips")
     if len(history) < 2:
         return result(False, "", f"the studio has {len(history)} result(s); generate two more "
                       "with studio.generate(use_sampling=False, seed=...).")
@@ -84,7 +81,7 @@ def check_reproduced(original: Generation, answer) -> CheckResult:
         answer: the :class:`Generation` the student made with ``gen.generate(...)``.
     """
     if answer is None:
-        return _not_yet("the Generation from gen.generate(...)")
+        return not_yet("the Generation from gen.generate(...)")
     if not isinstance(answer, Generation):
         return result(False, "", f"the answer must be what gen.generate returns (a Generation), "
                       f"got {type(answer).__name__}.")
