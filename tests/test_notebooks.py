@@ -120,7 +120,8 @@ EXPECTED = {
                   "history_len": 1 + 3 + 2 + 3 + 2, "temperatures": [0.5, 1.0, 1.5],
                   "ab_differences": ["temperature"], "cancel_kept_nothing": True,
                   "continuation_tokens_shape": [1, 4, int((DURATION + 1) * FRAME_RATE)],
-                  "melody_model": "debug-melody"},
+                  "melody_model": "debug-melody",
+                  "final_view": [0, "debug"]},    # Run All leaves the text tab, the lecture's model
 }
 
 
