@@ -6,9 +6,9 @@ array (optionally resampled and mixed to mono); ``save_audio`` writes a temp fil
 folder and ``os.replace``-s it onto the target, so a crash never leaves half a file.
 
 The signal functions (shape, rate, level, fades, ...) live in ``waveform.py`` and the players
-and plots in ``audio_display.py``; their names are importable from here too
-(``from musicgen_edu.audio import fade_in, play`` keeps working). soundfile is imported inside
-the functions that need it so ``import musicgen_edu`` stays fast.
+and plots in ``audio_display.py``; import them from there, or use the flat API (``mg.fade_in``,
+``mg.play``). soundfile is imported inside the functions that need it so
+``import musicgen_edu`` stays fast.
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgen_edu.audio_display import play, plot_spectrogram, plot_waveform  # noqa: F401
-from musicgen_edu.errors import AudioError
-from musicgen_edu.waveform import (_as_numpy, _check_int, _like, _n_samples,  # noqa: F401
-                                   crossfade, duration_seconds, fade_in, fade_out, loudness,
-                                   loudness_normalize, peak_normalize, resample, to_mono,
-                                   to_stereo, trim_silence)
+from .errors import AudioError
+from .waveform import as_numpy, check_positive_int, resample, to_mono
+
+# Still imported from here by modules outside the audio files: the players and plots by
+# generation.py, widgets.py, studio.py, studio_history.py and studio_snapshot.py; loudness and
+# the two checks, under their old private names, by metrics/descriptors.py. They live in
+# audio_display.py and waveform.py: import them from there; this block goes when none does.
+from .audio_display import play, plot_spectrogram, plot_waveform  # noqa: F401
+from .waveform import loudness  # noqa: F401
+
+_as_numpy, _check_int = as_numpy, check_positive_int
 
 __all__ = ["load_audio", "save_audio"]
 
@@ -52,7 +57,7 @@ def load_audio(path, sample_rate: int | None = None,
     import soundfile as sf  # lazy: keeps `import musicgen_edu` light
     path = Path(path)
     if sample_rate is not None:
-        sample_rate = _check_int("sample_rate", sample_rate)
+        sample_rate = check_positive_int("sample_rate", sample_rate)
     if not path.exists():
         raise AudioError(f"Audio file not found: '{path}'. Check the path and the working "
                          f"folder ({Path.cwd()}).")
@@ -100,8 +105,8 @@ def save_audio(path, wav, sample_rate: int, format: str | None = None,
     """
     import soundfile as sf  # lazy: keeps `import musicgen_edu` light
     path = Path(path)
-    sample_rate = _check_int("sample_rate", sample_rate)
-    arr = _as_numpy(wav)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
+    arr = as_numpy(wav)
     if arr.ndim == 1:
         arr = arr[None]  # [T] -> [1, T]
     if arr.shape[-1] == 0:

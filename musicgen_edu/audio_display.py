@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from musicgen_edu.errors import AudioError
-from musicgen_edu.waveform import _as_numpy, _check_int
+from .errors import AudioError
+from .waveform import as_numpy, check_positive_int
 
 __all__ = ["play", "plot_waveform", "plot_spectrogram"]
 
@@ -23,8 +23,8 @@ def play(wav, sample_rate: int, normalize: bool = False):
     as they are (clipped to [-1, 1]) so quiet audio sounds quiet; ``normalize=True`` lets the
     browser scale each clip to full volume.
     """
-    sample_rate = _check_int("sample_rate", sample_rate)
-    arr = _as_numpy(wav, ndims=(1, 2, 3))
+    sample_rate = check_positive_int("sample_rate", sample_rate)
+    arr = as_numpy(wav, ndims=(1, 2, 3))
     if not np.isfinite(arr).all():
         raise AudioError("wav has NaN/inf samples; cannot play it. Check np.isfinite(wav).")
     from IPython.display import Audio  # lazy
@@ -50,8 +50,8 @@ def plot_waveform(wav, sample_rate: int, ax=None, title: str | None = None):
         ax: an Axes to draw on, or ``None`` for a new figure.
         title: optional title.
     """
-    sample_rate = _check_int("sample_rate", sample_rate)
-    arr = _as_numpy(wav)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
+    arr = as_numpy(wav)
     arr = arr[None] if arr.ndim == 1 else arr  # [C, T]
     ax = _new_axes(ax)
     times = np.arange(arr.shape[-1]) / sample_rate  # [T] seconds
@@ -84,10 +84,10 @@ def plot_spectrogram(wav, sample_rate: int, ax=None, n_fft: int = 2048, hop_leng
         hop_length: samples between frames (time resolution).
         title: optional title.
     """
-    sample_rate = _check_int("sample_rate", sample_rate)
-    n_fft = _check_int("n_fft", n_fft, hint="Use a power of two, e.g. 2048.")
-    hop_length = _check_int("hop_length", hop_length, hint="Use e.g. n_fft // 4.")
-    mono = _as_numpy(wav)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
+    n_fft = check_positive_int("n_fft", n_fft, hint="Use a power of two, e.g. 2048.")
+    hop_length = check_positive_int("hop_length", hop_length, hint="Use e.g. n_fft // 4.")
+    mono = as_numpy(wav)
     mono = mono.mean(axis=0) if mono.ndim == 2 else mono  # [T]
     if mono.shape[-1] < n_fft:
         raise AudioError(f"Clip has {mono.shape[-1]} samples, fewer than n_fft={n_fft}; "

@@ -1,13 +1,16 @@
 """BatchRunner: many generations from a table or a parameter grid, resumable, locally or on Ray.
 
 An experiment is a table: one row per clip, with a ``prompt``, any
-:class:`~musicgen_edu.generator.GenerationConfig` field (``duration``, ``seed``,
+:class:`~musicgen_edu.generation.GenerationConfig` field (``duration``, ``seed``,
 ``temperature``, ...), an optional output ``name`` and any other columns as metadata
 (``batch_table.py`` reads and checks rows). :class:`BatchRunner` validates every row (bad rows
 are reported with their row number and reason; good rows still run), groups rows that can
 share a batch (all settings equal except the seed, which is per item), generates each group in
-the largest batch that fits (halving it on out-of-memory), and writes one ``<name>.wav`` per
-item plus a JSON-lines manifest (``batch_manifest.py``).
+the largest batch that fits (halving it on out-of-memory; ``batch_group.py``), and writes one
+``<name>.wav`` per item plus a JSON-lines manifest (``batch_manifest.py``). Tables and
+manifests are read with :func:`~musicgen_edu.batch_table.grid`,
+:func:`~musicgen_edu.batch_table.load_rows` and :func:`~musicgen_edu.batch_manifest.read_manifest`
+(``mg.grid``, ``mg.load_rows``, ``mg.read_manifest``).
 
 The path of one item::
 
@@ -34,64 +37,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
-import torch
-
-from .batch_manifest import (MANIFEST_NAME, Manifest, read_manifest,  # noqa: F401 (re-export)
-                             read_records, records_frame)
-from .batch_table import (BatchItem, grid, load_rows, metadata_of,  # noqa: F401 (re-export)
-                          parse_row, split_columns)
+from .batch_group import generate_group
+from .batch_manifest import MANIFEST_NAME, Manifest, read_records, records_frame
+from .batch_ray import WorkerSpec, run_on_ray
+from .batch_table import BatchItem, load_rows, metadata_of, parse_row, split_columns
 from .errors import ConfigError, check_range
-from .generator import GenerationConfig
+from .generation import GenerationConfig
 
 if TYPE_CHECKING:  # pandas is imported lazily, when a table is built
     import pandas as pd
 
-# grid, load_rows, read_manifest and MANIFEST_NAME live in batch_table / batch_manifest and
-# stay importable from here (``from musicgen_edu.batch import grid`` keeps working).
 __all__ = ["BatchRunner", "run_batch"]
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- generating one group
-
-def _is_oom(exc: BaseException) -> bool:
-    oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    return isinstance(exc, oom) or (isinstance(exc, RuntimeError)
-                                    and "out of memory" in str(exc).lower())
-
-
-def generate_group(generator, items: list[BatchItem], batch_size: int,
-                    callback: Callable[[int, int], None] | None = None) -> Iterator[tuple]:
-    """Generate items that share settings, ``batch_size`` at a time, halving it on OOM.
-
-    Yields ``(chunk, wav [B, C, T] or None, sample_rate, timings, error)`` per generate call;
-    a chunk that fails (OOM even alone, or any other error) comes back with its reason.
-    """
-    start = 0
-    while start < len(items):
-        chunk = items[start:start + batch_size]
-        settings = {k: v for k, v in dataclasses.asdict(chunk[0].config).items() if k != "seed"}
-        try:
-            out = generator.generate([it.prompt for it in chunk], seeds=[it.seed for it in chunk],
-                                     progress=False, callback=callback, **settings)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported per row
-            if _is_oom(exc) and torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if _is_oom(exc) and len(chunk) > 1:
-                batch_size = len(chunk) // 2          # back off and retry the same items
-                log.warning("out of memory at batch size %d; retrying with %d.", len(chunk),
-                            batch_size)
-                continue
-            reason = f"{type(exc).__name__}: {exc}"
-            if _is_oom(exc):
-                reason = (f"out of memory even at batch size 1 ({exc}); try a shorter duration, "
-                          "a smaller model or another device.")
-            yield chunk, None, 0, {}, reason
-        else:
-            timings = dict(out.timings, batch_size=len(chunk))
-            yield chunk, out.wav, out.sample_rate, timings, None
-        start += len(chunk)
 
 
 # ---------------------------------------------------------------- the runner
@@ -204,8 +162,9 @@ class BatchRunner:
     def run(self, rows) -> pd.DataFrame:
         """Generate every valid row not finished yet; return one table row per input row.
 
-        Columns as in :func:`read_manifest`, plus ``resumed`` (True: finished by an earlier
-        run and skipped). Invalid rows have ``status == "invalid"`` and the reason in ``error``.
+        Columns as in :func:`~musicgen_edu.batch_manifest.read_manifest`, plus ``resumed``
+        (True: finished by an earlier run and skipped). Invalid rows have
+        ``status == "invalid"`` and the reason in ``error``.
         """
         items, invalid = self.parse(rows)
         manifest = Manifest(self.manifest_path)  # locks the folder, cuts a torn last line
@@ -321,11 +280,21 @@ class BatchRunner:
         for items in groups:
             yield from generate_group(self.generator, items, self.max_batch_size, self.callback)
 
-
     def _run_ray(self, groups: list[list[BatchItem]]) -> Iterator[tuple]:
-        from .batch_ray import run_on_ray
+        yield from run_on_ray(groups, self._worker_spec(), self.max_batch_size,
+                              self.num_workers)
 
-        yield from run_on_ray(self, groups)
+    def _worker_spec(self) -> WorkerSpec:
+        """What each Ray actor loads: this runner's model, dtype and backend."""
+        if self._generator is None:
+            return WorkerSpec(self.model_name, self.device, self.dtype, self.backend)
+        from .backends import BACKENDS
+
+        # rebuild the caller's generator: its model, its dtype and its backend's registry name
+        model, backend = self._generator.model, getattr(self._generator, "backend", None)
+        name = next((name for name, cls in BACKENDS.items()
+                     if isinstance(cls, type) and type(backend) is cls), self.backend)
+        return WorkerSpec(model.name, "cpu", model.dtype, name)
 
 
 def run_batch(source, output_dir, model: str = "debug", resume: bool = True,

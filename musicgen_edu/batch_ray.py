@@ -10,51 +10,62 @@ Follows Ray's actor-pool pattern (``ray.util.ActorPool``)::
     driver: writes every file and manifest line itself (actors never touch the folder)
 
 One actor per GPU, or ``num_workers`` CPU actors; more actors than devices share them
-fractionally, so none waits forever. Needs ``pip install 'musicgen-edu[ray]'``.
+fractionally, so none waits forever. The driver hands over what to load (a :class:`WorkerSpec`)
+and the groups of items; each actor runs ``batch_group.generate_group``, as the local executor
+does, so this file knows nothing of the runner. Needs ``pip install 'musicgen-edu[ray]'``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
+from .batch_group import generate_group
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .batch import BatchRunner
     from .batch_table import BatchItem
 
-__all__ = ["RayWorker", "run_on_ray"]
+__all__ = ["WorkerSpec", "RayWorker", "run_on_ray"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every actor loads: the driver's model, dtype and backend."""
+
+    model: str          # a model name for load_model ("debug", "facebook/musicgen-small", ...)
+    device: str         # where it runs on a cluster without GPUs ("auto" is used with GPUs)
+    dtype: object       # "auto", "float32", ... or a torch.dtype
+    backend: str        # a backend's registry name: "native", "native-int8", "transformers"
 
 
 class RayWorker:
     """A Ray actor body: loads the model once, then generates batches sent by the driver."""
 
-    def __init__(self, model: str, device: str, dtype, backend: str):
+    def __init__(self, spec: WorkerSpec):
         from .generator import MusicGenerator
 
-        self.generator = MusicGenerator(model, device=device, dtype=dtype, backend=backend,
-                                        progress=False)
+        self.generator = MusicGenerator(spec.model, device=spec.device, dtype=spec.dtype,
+                                        backend=spec.backend, progress=False)
 
     def run(self, items: list[BatchItem], batch_size: int) -> list[tuple]:
         """Generate ``items`` (one settings group) ``batch_size`` at a time; wavs as numpy."""
-        from .batch import generate_group
-
         return [(chunk, None if wav is None else wav.numpy(), sr, timings, error)
                 for chunk, wav, sr, timings, error in generate_group(self.generator, items,
                                                                      batch_size)]
 
 
-def _backend_name(runner: BatchRunner) -> str:
-    """The registry name of the runner's backend, so actors rebuild the same one."""
-    from .backends import BACKENDS
+def run_on_ray(groups: list[list[BatchItem]], spec: WorkerSpec, max_batch_size: int,
+               num_workers: int | None = None) -> Iterator[tuple]:
+    """Yield ``(chunk, wav, sample_rate, timings, error)`` per chunk, as actors finish them.
 
-    backend = getattr(runner._generator, "backend", None)
-    return next((name for name, cls in BACKENDS.items()
-                 if isinstance(cls, type) and type(backend) is cls), runner.backend)
-
-
-def run_on_ray(runner: BatchRunner, groups: list[list[BatchItem]]) -> Iterator[tuple]:
-    """Yield ``(chunk, wav, sample_rate, timings, error)`` per chunk, as actors finish them."""
+    Args:
+        groups: the items to generate, one list per settings group.
+        spec: what each actor loads (the runner's model, dtype and backend).
+        max_batch_size: the most items per chunk sent to an actor (halved there on OOM).
+        num_workers: how many actors (default: one per GPU, or 1 without GPUs).
+    """
     try:
         import ray
         from ray.util import ActorPool
@@ -65,24 +76,20 @@ def run_on_ray(runner: BatchRunner, groups: list[list[BatchItem]]) -> Iterator[t
         ray.init(include_dashboard=False)
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1)
-    workers = runner.num_workers or gpus or 1
+    workers = num_workers or gpus or 1
     # one GPU (or CPU) per actor; more actors than devices share them, so none waits forever
     options = ({"num_gpus": min(1.0, gpus / workers)} if gpus
                else {"num_cpus": min(1.0, cpus / workers)})
-    if runner._generator is not None:  # rebuild the caller's generator in each actor
-        model = runner._generator.model
-        spec = (model.name, "auto" if gpus else "cpu", model.dtype, _backend_name(runner))
-    else:
-        spec = (runner.model_name, "auto" if gpus else runner.device, runner.dtype,
-                runner.backend)
+    if gpus:
+        spec = dataclasses.replace(spec, device="auto")
     worker = ray.remote(**options)(RayWorker)
-    actors = [worker.remote(*spec) for _ in range(workers)]
-    size = runner.max_batch_size
-    chunks = [items[i:i + size] for items in groups for i in range(0, len(items), size)]
+    actors = [worker.remote(spec) for _ in range(workers)]
+    chunks = [items[i:i + max_batch_size] for items in groups
+              for i in range(0, len(items), max_batch_size)]
     try:
         pool = ActorPool(actors)
-        for results in pool.map_unordered(lambda actor, chunk: actor.run.remote(chunk, size),
-                                          chunks):
+        for results in pool.map_unordered(
+                lambda actor, chunk: actor.run.remote(chunk, max_batch_size), chunks):
             yield from results
     finally:
         for actor in actors:

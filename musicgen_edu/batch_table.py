@@ -7,7 +7,7 @@ An experiment is a table, one row per clip (see :class:`~musicgen_edu.batch.Batc
 
 Every column is one of three kinds:
 
-* a **setting**: ``prompt``, ``name`` or a :class:`~musicgen_edu.generator.GenerationConfig`
+* a **setting**: ``prompt``, ``name`` or a :class:`~musicgen_edu.generation.GenerationConfig`
   field (``duration``, ``seed``, ``top_k``, ...); plural aliases (``prompts``, ``seeds``,
   ``names``, ``durations``) are accepted;
 * a **misspelt setting**: a name close to one (``topk``, ``temprature``, ``Seed``; found with

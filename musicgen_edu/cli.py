@@ -1,24 +1,27 @@
 """The ``musicgen-edu`` command line (typer + rich): every lecture job from the shell.
 
-Commands: ``generate``, ``prompt``, ``batch``, ``info``, ``evaluate``, ``profile`` and
-``experiments`` (the last three in ``cli_measure.py``), ``serve`` and ``config show``. The path
-of one command::
+Commands: ``generate``, ``batch``, ``prompt``, ``info``, ``serve`` and ``config show`` (here),
+``evaluate``, ``profile`` and ``experiments`` (plain functions in ``cli_measure.py``); this
+file builds the app and registers all of them. Exit codes, errors and table output are shared
+from ``cli_common.py``. The path of one command::
 
-    shell -> typer parses the options -> _guard(command) -> the library function it names
+    shell -> typer parses the options -> guard(command) -> the library function it names
           -> stdout: a table (rich), or --json / --format csv|json for scripts
           -> exit code: 0 ok | 1 some rows or runs failed | 2 a MusicGenEduError or bad usage
                         | 130 interrupted (Ctrl-C)
 
 A thin caller of the library (:class:`~musicgen_edu.generator.MusicGenerator`,
 :class:`~musicgen_edu.batch.BatchRunner`, ``mg.metrics``, ...): it validates nothing itself
-beyond paths, so the CLI and notebooks share one set of rules and error messages. Errors of
+beyond paths, so the CLI and notebooks share one set of rules and error messages; the
+``generate`` options take their defaults and the ranges in their help from
+:class:`~musicgen_edu.generation.GenerationConfig`'s fields. Errors of
 the package print as one red paragraph on stderr (exit code 2), never as a traceback. Help
 texts are rich markup: write ``\\[`` for a literal ``[`` (``musicgen-edu\\[ray]``).
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import platform
 import sys
@@ -27,14 +30,11 @@ from typing import List, Optional
 
 import typer
 
-from .errors import ConfigError, MusicGenEduError
+from .cli_common import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, fail, guard
+from .cli_measure import PairsCommand, evaluate, experiments, profile
+from .generation import GenerationConfig
 
-__all__ = ["app", "main", "EXIT_OK", "EXIT_FAILED_ROWS", "EXIT_ERROR", "EXIT_INTERRUPTED"]
-
-EXIT_OK = 0              # everything asked for was done
-EXIT_FAILED_ROWS = 1     # batch / experiments / prompt: some rows, runs or checks failed
-EXIT_ERROR = 2           # a MusicGenEduError (bad setting, missing file, ...) or a usage error
-EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT), as shells report it
+__all__ = ["app", "main", "command"]
 
 app = typer.Typer(help="Generate music with MusicGen, measure it, and inspect your set-up.\n\n"
                   "Exit codes: 0 ok, 1 some rows or runs failed, 2 an error of the package "
@@ -42,58 +42,33 @@ app = typer.Typer(help="Generate music with MusicGen, measure it, and inspect yo
                   no_args_is_help=True, add_completion=False)
 
 
-def _fail(message: str) -> None:
-    """Print one red error paragraph on stderr and exit with code 2."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code=EXIT_ERROR)
-
-
-def _guard(command):
-    """Run a command with the documented exit codes: 2 for our errors, 130 for Ctrl-C."""
-    @functools.wraps(command)
-    def guarded(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except MusicGenEduError as err:
-            _fail(str(err))
-        except KeyboardInterrupt:
-            from rich.console import Console
-
-            Console(stderr=True).print("interrupted (Ctrl-C); files already written are "
-                                       "complete (writes are atomic).", highlight=False)
-            raise typer.Exit(code=EXIT_INTERRUPTED) from None
-    return guarded
-
-
 def command(*args, **kwargs):
-    """``@app.command(...)`` with :func:`_guard` around the function."""
+    """``@app.command(...)`` with :func:`~musicgen_edu.cli_common.guard` around the function."""
     def register(function):
-        return app.command(*args, **kwargs)(_guard(function))
+        return app.command(*args, **kwargs)(guard(function))
     return register
 
 
-def emit(table, fmt: str = "table", columns: list[str] | None = None, title: str | None = None):
-    """Print a DataFrame as a rich table (``columns`` only), CSV or JSON records on stdout."""
-    if fmt not in ("table", "csv", "json"):
-        raise ConfigError(f"--format {fmt!r} is not available; choose table, csv or json.")
-    if fmt == "csv":
-        table.to_csv(sys.stdout, index=False)
-    elif fmt == "json":
-        print(table.to_json(orient="records", indent=2, default_handler=str))
-    else:
-        from rich.console import Console
-        from rich.table import Table
+# ---------------------------------------------------------------- generation settings
 
-        shown = Table(title=title)
-        columns = [c for c in (columns or list(table.columns)) if c in table.columns]
-        for column in columns:
-            shown.add_column(column, no_wrap=column in ("run", "file", "name"))
-        for row in table[columns].itertuples(index=False):
-            shown.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-        Console().print(shown)
+_CONFIG = {f.name: f for f in dataclasses.fields(GenerationConfig)}
+
+
+def _config_option(name: str, *flags: str, help: str, hint: str | None = None):
+    """A typer option for the GenerationConfig field ``name``: its default and range.
+
+    The default and the allowed range come from the field (as in ``serve/schemas.py``), so the
+    CLI, the notebooks and the service offer the same settings; GenerationConfig itself checks
+    the value (a bad one is exit code 2 with its message). ``hint`` replaces the field's hint
+    where that one speaks of a setting the CLI does not have.
+
+    Example: ``_config_option("top_p", help="Nucleus filter.")`` is ``--top-p`` with default
+    0.0 and the help "Nucleus filter. Allowed: [0, 1]. 0 disables nucleus filtering."
+    """
+    limits = _CONFIG[name].metadata                  # low, high, low_open, integer, hint
+    allowed = f"{'(' if limits['low_open'] else '['}{limits['low']}, {limits['high']}]"
+    hint = limits["hint"] if hint is None else hint
+    return typer.Option(_CONFIG[name].default, *flags, help=f"{help} Allowed: {allowed}. {hint}")
 
 
 def _targets(output: Path, count: int) -> list[Path]:
@@ -106,14 +81,17 @@ def _targets(output: Path, count: int) -> list[Path]:
 @command()
 def generate(
     prompts: List[str] = typer.Argument(..., help="One or more text prompts (batched together)."),
-    duration: float = typer.Option(8.0, "--duration", "-d", help="Seconds per clip (long form past 30)."),
+    duration: float = _config_option("duration", "--duration", "-d", help="Seconds per clip."),
     model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
     output: Path = typer.Option(Path("musicgen.wav"), "--output", "-o", help="File to write (.wav/.flac/.ogg/.mp3)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (item i uses seed + i)."),
-    top_k: int = typer.Option(250, help="Top-k filter, 0 = off."),
-    top_p: float = typer.Option(0.0, help="Nucleus filter, 0 = off."),
-    temperature: float = typer.Option(1.0, help="Softmax temperature (> 0)."),
-    guidance_scale: float = typer.Option(3.0, "--guidance-scale", "--cfg", help="Classifier-free guidance, 1 = off."),
+    seed: Optional[int] = _config_option("seed", help="Random seed (item i uses seed + i).",
+                                         hint="Omit it for a random one (--json shows it)."),
+    top_k: int = _config_option("top_k", help="Top-k filter: keep the k most likely tokens."),
+    top_p: float = _config_option("top_p", help="Nucleus filter: keep this much probability."),
+    temperature: float = _config_option("temperature", help="Softmax temperature.",
+                                        hint="Lower is more predictable."),
+    guidance_scale: float = _config_option("guidance_scale", "--guidance-scale", "--cfg",
+                                           help="Classifier-free guidance strength."),
     negative_prompt: Optional[str] = typer.Option(None, "--negative", help="Steer away from this text."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
@@ -133,7 +111,7 @@ def generate(
     targets = _targets(output, len(prompts))
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:  # refuse before spending minutes on generation
-        _fail(f"{', '.join(existing)} already exist(s); pass --overwrite or choose another --output.")
+        fail(f"{', '.join(existing)} already exist(s); pass --overwrite or choose another --output.")
     gen = MusicGenerator(model, device=device, dtype=dtype, backend=backend, progress=progress)
     result = gen.generate(prompts, duration=duration, seed=seed, top_k=top_k, top_p=top_p,
                           temperature=temperature, guidance_scale=guidance_scale,
@@ -281,12 +259,12 @@ def serve(
         from .serve import run_server
         from .settings import load_settings
     except ImportError as exc:
-        _fail(f"the service needs its extra: pip install 'musicgen-edu[serve]' ({exc}).")
+        fail(f"the service needs its extra: pip install 'musicgen-edu[serve]' ({exc}).")
     overrides = {k: v for k, v in dict(api_host=host, api_port=port).items() if v is not None}
     if model is not None:  # the default model must be one the service offers
         base = load_settings(env)
         overrides.update(default_model=model, models=list(dict.fromkeys([model, *base.models])))
-    settings = load_settings(env, **overrides)    # a bad setting: exit 2 (_guard)
+    settings = load_settings(env, **overrides)    # a bad setting: exit 2 (guard)
     from rich.console import Console
 
     Console(stderr=True).print(f"musicgen_edu service ({settings.env}) on "
@@ -300,7 +278,7 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
-@_guard
+@guard
 def config_show(
     env: Optional[str] = typer.Option(None, help="Profile (default $MUSICGEN_ENV or development)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -316,7 +294,7 @@ def config_show(
 
     from .settings import config_path, load_settings
 
-    settings = load_settings(env)                  # a bad setting: exit 2 (_guard)
+    settings = load_settings(env)                  # a bad setting: exit 2 (guard)
     source = config_path(settings.env)
     values = settings.public()
     if as_json:
@@ -331,8 +309,10 @@ def config_show(
     Console().print(table)
 
 
-# evaluate, profile and experiments register themselves on `app` (kept apart for file size)
-from . import cli_measure  # noqa: E402,F401
+# the measuring commands of cli_measure.py, registered here like the ones above
+command()(evaluate)
+command()(profile)
+command(cls=PairsCommand)(experiments)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """The measuring commands of ``musicgen-edu``: ``evaluate``, ``profile`` and ``experiments``.
 
-Each is a thin caller of the library function a lecture uses, registered on the app of
-``cli.py`` (same exit codes, same one-paragraph errors)::
+Each is a thin caller of the library function a lecture uses, written as a plain function;
+``cli.py`` registers them on its app with the shared exit codes and one-paragraph errors of
+``cli_common.py``::
 
     evaluate     -> mg.metrics.evaluate.evaluate_files (describe, clap_score, fad)   lecture 08
     profile      -> mg.metrics.profile_generation + profile_summary
@@ -23,23 +24,16 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from .cli import EXIT_FAILED_ROWS, EXIT_OK, _fail, command, emit
+from .cli_common import EXIT_FAILED_ROWS, EXIT_OK, emit, fail, notice
 from .errors import ConfigError
 
-__all__ = ["evaluate", "profile", "experiments"]
+__all__ = ["evaluate", "profile", "experiments", "PairsCommand"]
 
 _EVALUATE_COLUMNS = ["file", "duration_s", "loudness_lufs", "peak_dbfs", "centroid_hz",
                      "tempo_bpm", "key", "clap_score", "clap_meaningful", "fad"]
 _PROFILE_COLUMNS = ["backend", "duration", "batch_size", "runs", "steps", "first_step_s",
                     "step_s", "steady_steps_per_s", "rtf", "peak_memory_mb",
                     "bound_steps_per_s", "efficiency"]
-
-
-def _notice(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[yellow]{escape(message)}[/]", highlight=False)
 
 
 def _numbers(name: str, text: str, kind=float) -> list:
@@ -54,7 +48,6 @@ def _numbers(name: str, text: str, kind=float) -> list:
     return values
 
 
-@command()
 def evaluate(
     files: List[Path] = typer.Argument(..., help="Audio files to measure (.wav, .flac, .ogg, .mp3)."),
     prompt: List[str] = typer.Option([], "--prompt", help="Text the files were made from: once for all files, or once per file (repeat the option)."),
@@ -73,21 +66,20 @@ def evaluate(
     from .metrics.evaluate import evaluate_files, read_prompts
 
     if prompt and prompts is not None:
-        _fail("give --prompt or --prompts, not both.")
+        fail("give --prompt or --prompts, not both.")
     texts = read_prompts(prompts, files) if prompts is not None else (list(prompt) or None)
     if texts is not None and len(texts) == 1:
         texts = texts * len(files)
     table = evaluate_files(files, texts, reference, clap=clap, embedding=embedding, model=model,
                            device=device)
     if table.attrs.get("warning"):
-        _notice(f"warning: {table.attrs['warning']}")
+        notice(f"warning: {table.attrs['warning']}")
     emit(table, fmt, _EVALUATE_COLUMNS, title="evaluation")
     if "fad" in table and fmt == "table":
-        _notice(f"FAD vs {reference} ({table.attrs['reference_files']} clips, "
-                f"{table.attrs['fad_embedding']} embedding): {table['fad'].iloc[0]:.4g}")
+        notice(f"FAD vs {reference} ({table.attrs['reference_files']} clips, "
+               f"{table.attrs['fad_embedding']} embedding): {table['fad'].iloc[0]:.4g}")
 
 
-@command()
 def profile(
     model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
     backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
@@ -125,8 +117,8 @@ def profile(
         summary["bound_steps_per_s"] = [b["bound_steps_per_s"] for b in limits]
         summary["efficiency"] = summary["steady_steps_per_s"] / summary["bound_steps_per_s"]
         if fmt == "table":
-            _notice(f"measured bandwidth {bandwidth:.1f} GB/s; efficiency = steady steps/s "
-                    "over the bound (1.0 = reading memory is the only cost)")
+            notice(f"measured bandwidth {bandwidth:.1f} GB/s; efficiency = steady steps/s "
+                   "over the bound (1.0 = reading memory is the only cost)")
     emit(summary, fmt, _PROFILE_COLUMNS, title=f"profile: {gen.model.name} on {gen.model.device}")
 
 
@@ -143,8 +135,10 @@ def _grid_axis(text: str) -> tuple[str, list]:
     return key.strip(), [parse_value(v.strip()) for v in values.split(",")]
 
 
-class _PairsCommand(TyperCommand):
-    """A command whose ``--parameter`` takes two values, ``-p KEY VALUE`` (as papermill's)."""
+class PairsCommand(TyperCommand):
+    """A command whose ``--parameter`` takes two values, ``-p KEY VALUE`` (as papermill's).
+
+    ``experiments`` is registered with ``cls=PairsCommand``."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -153,7 +147,6 @@ class _PairsCommand(TyperCommand):
                 param.nargs, param.type = 2, click.Tuple([str, str])
 
 
-@command(cls=_PairsCommand)
 def experiments(
     notebook: Path = typer.Argument(..., help="The notebook to run (it needs a 'parameters' cell and writes RESULTS_PATH)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for one sub-folder per run and experiments.csv."),
@@ -171,13 +164,13 @@ def experiments(
     from .experiments import TABLE_NAME, parameter_grid, parse_value, run_experiments
 
     if grid and sets is not None:
-        _fail("give --grid or --sets, not both.")
+        fail("give --grid or --sets, not both.")
     # typer hands each `-p KEY VALUE` pair over as the text of a Python tuple: read it back
     pairs = [ast.literal_eval(p) if p.startswith("(") else (p, "") for p in parameter]
     common = {key: parse_value(value) for key, value in pairs}
     if sets is not None:
         if not sets.is_file():
-            _fail(f"--sets file '{sets}' not found.")
+            fail(f"--sets file '{sets}' not found.")
         try:
             parameter_sets = json.loads(sets.read_text())
         except ValueError as exc:
@@ -188,7 +181,7 @@ def experiments(
     else:
         parameter_sets = [{"name": "run"}]
     table = run_experiments(parameter_sets, output, notebook, common, kernel, resume=resume,
-                            on_run=lambda name, r: _notice(
+                            on_run=lambda name, r: notice(
                                 f"{name}: {'resumed' if r['resumed'] else r['status']} "
                                 f"{r['error']}".rstrip()))
     emit(table, fmt, ["run", "status", "resumed", "error"], title=f"{output / TABLE_NAME}")

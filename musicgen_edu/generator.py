@@ -28,11 +28,12 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .backends import Conditioning, get_backend
+from .devices import synchronize
 from .errors import ConfigError, GenerationError, check_range
 from .generation import MAX_SEED, Generation, GenerationConfig, check_text
 from .models import MusicGenModel, load_model
 from .patterns import UNKNOWN, build_delay_grid, codebook_delays, undelay
-from .sampling import draw_tokens
+from .sampling import Sampling
 
 __all__ = ["MusicGenerator"]  # GenerationConfig and Generation: generation.py (imported here too)
 
@@ -62,6 +63,15 @@ class _Progress:
 
 
 @dataclass
+class _Window:
+    """The decoder window being filled: its delayed grid and which of its frames are new."""
+
+    grid: torch.Tensor              # [B, K, frames + D + 1] delayed tokens, column by column
+    prompt_len: int                 # P: its first frames are given (a prompt), not generated
+    frames: int                     # frames it yields once undelayed, prompt included
+
+
+@dataclass
 class _Job:
     """Everything one call needs, prepared and validated before any decoding starts."""
 
@@ -77,7 +87,7 @@ class _Job:
     chroma: torch.Tensor | None = None         # [B, frames, 12] melody features
     chroma_rate: float = 0.0        # chroma frames per second
     finished: list = field(default_factory=list)  # token chunks [B, K, *] already final
-    window: tuple | None = None     # (grid, prompt_len, total_frames) of the running window
+    window: _Window | None = None   # the window being decoded (streaming reads it)
     first_step_s: float | None = None
 
 
@@ -321,12 +331,12 @@ class MusicGenerator:
         return _UNLABELLED if self.stages is None else self.stages(name)
 
     @staticmethod
-    def _draw_settings(job: _Job) -> dict:
-        """``sampling.draw_tokens``' settings for this job (fixed for the whole generation)."""
+    def _sampling(job: _Job) -> Sampling:
+        """How this job draws tokens from logits (fixed for the whole generation)."""
         cfg = job.config
-        return dict(batch=len(job.prompts), guidance_scale=cfg.guidance_scale,
-                    use_sampling=cfg.use_sampling, temperature=cfg.temperature, top_k=cfg.top_k,
-                    top_p=cfg.top_p, sampler=cfg.sampler)
+        return Sampling(batch=len(job.prompts), guidance_scale=cfg.guidance_scale,
+                        use_sampling=cfg.use_sampling, temperature=cfg.temperature,
+                        top_k=cfg.top_k, top_p=cfg.top_p, sampler=cfg.sampler)
 
     def _window(self, job: _Job, cond: Conditioning, prompt: torch.Tensor,
                 frames: int) -> Iterator[int]:
@@ -334,7 +344,7 @@ class MusicGenerator:
         with self._stage("codebook pattern"):
             grid = build_delay_grid(prompt, frames, self.model.special_token,
                                     self.model.audio_channels)
-        job.window = (grid, prompt.shape[-1], frames)
+        job.window = _Window(grid, prompt.shape[-1], frames)
         with self._stage("text encoding"):                 # text keys/values, once per window
             state = self.backend.start(cond, max_len=grid.shape[-1])
         guided = len(cond) == 2 * len(job.prompts)
@@ -352,23 +362,22 @@ class MusicGenerator:
         native decoder's fixed-shape steps, with the counter sampler or greedy decoding) gets
         the whole step at once, ``step_draw``: decoder, CFG, filters and draw in one launch.
         """
-        stage, settings = self._stage, self._draw_settings(job)
-        draw = dict(settings, seeds=job.seed_tensor, generators=job.generators)
-        fused = (getattr(self.backend, "fuses_draw", False)
-                 and (settings["sampler"] == "counter" or not settings["use_sampling"]))
+        stage, sampling = self._stage, self._sampling(job)
+        fused = self.backend.fuses_draw and sampling.capturable
         max_delay = max(codebook_delays(self.model.num_codebooks, self.model.audio_channels))
         for col in range(feed.shape[-1], grid.shape[-1]):
             with stage("codebook pattern"):
                 rows = feed.repeat(2, 1, 1) if guided else feed             # [N, K, s]
             if fused:
                 with stage("decoder step"):                                 # + sampling
-                    sampled = self.backend.step_draw(rows, state, settings, job.seed_tensor,
+                    sampled = self.backend.step_draw(rows, state, sampling, job.seed_tensor,
                                                      job.step)              # [B, K]
             else:
                 with stage("decoder step"):
                     logits = self.backend.step(rows, state)                 # [N, K, V]
                 with stage("sampling"):
-                    sampled = draw_tokens(logits, step=job.step, **draw)    # [B, K]
+                    sampled = sampling.draw(logits, job.seed_tensor, job.step,
+                                            job.generators)                 # [B, K]
             with stage("codebook pattern"):
                 known = grid[:, :, col]                    # prompt tokens and specials win
                 grid[:, :, col] = torch.where(known == UNKNOWN, sampled, known)
@@ -395,13 +404,12 @@ class MusicGenerator:
                 for done in self._window(job, cond, prompt, frames):
                     bar.update()
                     if job.first_step_s is None:
-                        _sync(self.model.device)
+                        synchronize(self.model.device)
                         job.first_step_s = time.perf_counter() - start
                     yield offset + max(0, done)
-                grid, prompt_len, _ = job.window
                 with self._stage("codebook pattern"):
-                    tokens = undelay(grid, frames, channels)              # [B, K, frames]
-                job.finished.append(tokens[..., prompt_len:])
+                    tokens = undelay(job.window.grid, frames, channels)   # [B, K, frames]
+                job.finished.append(tokens[..., job.window.prompt_len:])
                 job.window = None
                 prompt = tokens[..., int(job.config.extend_stride * self.model.frame_rate):]
         finally:
@@ -410,15 +418,16 @@ class MusicGenerator:
     def _tokens_so_far(self, job: _Job, done: int) -> torch.Tensor:
         """The first ``done`` complete output frames ``[B, K, done]`` (for streaming)."""
         parts = list(job.finished)
-        if job.window is not None:
-            grid, prompt_len, frames = job.window
-            parts.append(undelay(grid, frames, self.model.audio_channels)[..., prompt_len:])
+        window = job.window
+        if window is not None:
+            tokens = undelay(window.grid, window.frames, self.model.audio_channels)
+            parts.append(tokens[..., window.prompt_len:])
         return torch.cat(parts, dim=-1)[..., :done]
 
     def _complete(self, job: _Job, progress, callback) -> Generation:
-        start, captured = time.perf_counter(), getattr(self.backend, "capture_s", 0.0)
+        start, captured = time.perf_counter(), self.backend.capture_s
         steps = sum(1 for _ in self._iter_tokens(job, progress, callback))
-        _sync(self.model.device)
+        synchronize(self.model.device)
         decode_start = time.perf_counter()
         tokens = torch.cat(job.finished, dim=-1)                          # [B, K, F]
         with self._stage("audio decode"):
@@ -430,14 +439,8 @@ class MusicGenerator:
                        steps=steps, generate_s=gen_s, steps_per_s=steps / max(gen_s, 1e-9),
                        decode_s=end - decode_start, total_s=end - start,
                        rtf=(end - start) / audio_s,
-                       capture_s=getattr(self.backend, "capture_s", 0.0) - captured,
-                       decoder=getattr(self.backend, "path", self.backend.name))
+                       capture_s=self.backend.capture_s - captured,
+                       decoder=self.backend.path)
         return Generation(wav=wav.clamp(-1, 1), sample_rate=self.sample_rate, tokens=tokens.cpu(),
                           prompts=job.prompts, config=job.config, seeds=job.seeds,
                           model_name=self.model.name, timings=timings)
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work so wall-clock timings are real."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

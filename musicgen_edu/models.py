@@ -31,9 +31,9 @@ import torch
 
 from .errors import ConfigError, ModelLoadError
 
-__all__ = ["MusicGenModel", "load_model", "list_models", "resolve_device", "resolve_dtype",
-           "clear_model_cache", "build_offline_model", "HUB_MODELS", "DEBUG_MODELS",
-           "RANDOM_MODELS"]
+__all__ = ["MusicGenModel", "as_model", "load_model", "list_models", "resolve_device",
+           "resolve_dtype", "clear_model_cache", "build_offline_model", "hub_reachable",
+           "HUB_MODELS", "DEBUG_MODELS", "RANDOM_MODELS"]
 
 # name -> (audio_channels, melody?, parameters in millions) from the MusicGen model cards
 HUB_MODELS: dict[str, tuple[int, bool, int]] = {
@@ -101,6 +101,20 @@ class MusicGenModel:
         return (f"MusicGenModel({self.name!r}, {self.num_parameters() / 1e6:.1f}M params, "
                 f"{self.sample_rate} Hz, {self.audio_channels} ch, K={self.num_codebooks}, "
                 f"device={self.device}, dtype={self.dtype}, melody={self.is_melody})")
+
+
+def as_model(model) -> MusicGenModel:
+    """Accept a MusicGenModel or anything holding one as ``.model`` (a MusicGenerator).
+
+    Raises:
+        ConfigError: anything else, with what to pass instead.
+    """
+    if isinstance(model, MusicGenModel):
+        return model
+    if isinstance(getattr(model, "model", None), MusicGenModel):  # a MusicGenerator
+        return model.model
+    raise ConfigError(f"expected a model from mg.load_model(...) or a mg.MusicGenerator, got "
+                      f"{type(model).__name__}; e.g. model = mg.load_model('debug').")
 
 
 # --- device and dtype -----------------------------------------------------------------------
@@ -252,8 +266,11 @@ def _init_codebooks(codec, latent_std: float = 256.0, seconds: float = 2.0) -> N
 
 # --- hub and local checkpoints ---------------------------------------------------------------
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Fast network probe, so an offline user gets an answer in seconds, not after retries."""
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers within ``timeout`` seconds (False under HF_HUB_OFFLINE=1).
+
+    A fast network probe, so an offline user gets an answer in seconds, not after retries.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
     from urllib.parse import urlparse
@@ -268,6 +285,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+# metrics/clap.py and tests/test_clap.py still import the old private name; it goes when they
+# import hub_reachable
+_hub_reachable = hub_reachable
+
+
 def _load_pretrained(name: str, cache_dir: str | None, dtype: torch.dtype):
     from transformers import (AutoConfig, AutoTokenizer, MusicgenForConditionalGeneration,
                               MusicgenMelodyForConditionalGeneration)
@@ -280,7 +302,7 @@ def _load_pretrained(name: str, cache_dir: str | None, dtype: torch.dtype):
         if local:
             raise ModelLoadError(f"{name!r} is a folder but holds no MusicGen config.json. Save "
                                  "one with model.save_pretrained(folder) first.") from None
-        if not _hub_reachable():
+        if not hub_reachable():
             raise ModelLoadError(
                 f"Cannot load {name!r}: its weights are not in the cache "
                 f"({cache_dir or 'the default Hugging Face cache'}) and the model hub cannot be "

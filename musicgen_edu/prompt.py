@@ -9,7 +9,7 @@ tempo, key, era, production, vocals, plus bpm and key parsed with regular expres
 contradicting the prompt: never a second genre or tempo, instruments and moods of the genre, a
 key whose mode suits the mood), ``variations``, ``fill_template`` and ``negative``, all
 deterministic under a seed. Detection is word matching, longest term first, plural ``s``
-allowed (``prompt_facets.py``: the vocabulary and the detection)::
+allowed (``prompt_facets.py``: the vocabulary, the detection and dropping vocals)::
 
     >>> PromptEngineer().improve("calm piano")
     'calm piano, classical, 98 bpm, in A major, romantic era style, soft dynamics'
@@ -25,10 +25,8 @@ import unicodedata
 from dataclasses import dataclass, field, fields, replace
 
 from .errors import ConfigError, check_int, check_range
-from .prompt_facets import (FACETS, FacetFinder, _estimate_tokens, _unique,  # noqa: F401
-                            clean_prompt, load_vocabulary)
+from .prompt_facets import FACETS, FacetFinder, clean_prompt, estimate_tokens, load_vocabulary
 
-# clean_prompt, load_vocabulary and FACETS live in prompt_facets.py and stay importable here
 __all__ = ["PromptEngineer", "PromptSettings", "PromptReport", "prompt_report", "TEMPLATE_FIELDS"]
 
 TEMPLATE_FIELDS = ("genre", "mood", "instrument", "bpm", "key", "era", "production")
@@ -121,11 +119,9 @@ class PromptEngineer:
 
     @staticmethod
     def _tokenizer(model):
-        if isinstance(model, str):
-            from .models import load_model
-            model = load_model(model)
-        from .text import _model
-        return _model(model).tokenizer
+        from .models import as_model, load_model
+
+        return as_model(load_model(model) if isinstance(model, str) else model).tokenizer
 
     # --- small pieces ---------------------------------------------------------------------
 
@@ -145,7 +141,7 @@ class PromptEngineer:
         """``(tokens incl. </s>, exact?)``: the model's tokenizer if given, else an estimate."""
         text = self._require_str(prompt)
         if self.tokenizer is None or any(unicodedata.category(c) == "Cs" for c in text):
-            return _estimate_tokens(text), False
+            return estimate_tokens(text), False
         return len(self.tokenizer(text)["input_ids"]), True
 
     def _fits(self, text: str) -> bool:
@@ -214,8 +210,8 @@ class PromptEngineer:
         if any(unicodedata.category(c) == "Cs" for c in prompt):
             errors.append("prompt holds lone surrogate code points (broken Unicode that cannot be "
                           "encoded as UTF-8); decode the source text with errors='replace'.")
-        bad = _unique(f"U+{ord(c):04X}" for c in prompt
-                      if unicodedata.category(c) in ("Cc", "Cf") and c not in "\t\n\r")
+        bad = list(dict.fromkeys(f"U+{ord(c):04X}" for c in prompt
+                                 if unicodedata.category(c) in ("Cc", "Cf") and c not in "\t\n\r"))
         if bad:
             errors.append(f"prompt holds invisible control characters ({', '.join(bad[:5])}); "
                           "remove them (mg.clean_prompt(prompt) or improve() does).")
@@ -232,8 +228,8 @@ class PromptEngineer:
         if facets["vocals"]:
             warnings.append(f"asks for vocals ({', '.join(facets['vocals'])}): MusicGen makes "
                             "instrumental music and cannot sing words (model card: 'not able to "
-                            "generate realistic vocals'); describe instruments instead and put "
-                            "'vocals' in the negative prompt.")
+                            "generate realistic vocals'); describe instruments instead (improve() "
+                            "does) and put 'vocals' in the negative prompt.")
         n_words = len(prompt.split())
         if prompt.strip() and not any(c.isalpha() for c in prompt):
             warnings.append("prompt has no words; describe genre, mood and instruments.")
@@ -275,25 +271,33 @@ class PromptEngineer:
     def improve(self, prompt: str, seed: int = 0) -> str:
         """Add the missing facets (genre, mood, instruments, bpm, key, era, production).
 
-        The prompt is tidied (:func:`clean_prompt`) and kept; additions follow it, comma
-        separated, chosen under ``seed`` to fit the genre (the named one, or one matching the
-        instruments/moods/bpm named). Additions stop before one would pass ``max_tokens``.
+        The prompt is tidied (:func:`clean_prompt`) and kept, except what asks for vocals
+        (MusicGen cannot sing, see :meth:`validate`): those words go, with the words that only
+        joined them, and ``"instrumental"`` comes first among the additions. Additions follow
+        the prompt, comma separated, chosen under ``seed`` to fit the genre (the named one, or
+        one matching the instruments/moods/bpm named), and stop before one would pass
+        ``max_tokens``. Example::
+
+            >>> PromptEngineer().improve("upbeat funk with female vocals").split(", ")[:2]
+            ['upbeat funk', 'instrumental']
+
         An empty prompt gets a whole description. Idempotent: ``improve(improve(p)) == improve(p)``.
 
         Args:
-            prompt: the user's prompt (kept word for word, only tidied).
+            prompt: the user's prompt (kept word for word but its vocals, only tidied).
             seed: picks among the fitting values; 0 <= seed <= 2**63 - 1.
 
         Returns:
             The prompt with the additions, e.g. ``"calm piano, classical, 98 bpm, ..."``.
         """
         check_int("seed", seed, 0, MAX_SEED)
-        text = clean_prompt(self._require_str(prompt))
+        text, dropped = self._facets.drop_vocals(clean_prompt(self._require_str(prompt)))
         facets = self.explain(text)
         genre = facets["genre"][0] if facets["genre"] else self._choose_genre(facets, seed)
         c = self._choices(genre, facets["mood"], seed)
         head = ([] if facets["mood"] else [c["mood"]]) + ([] if facets["genre"] else [genre])
-        pieces = [" ".join(head)] if head else []
+        pieces = ["instrumental"] if dropped else []          # said instead of the vocals
+        pieces += [" ".join(head)] if head else []
         adds = {"instrument": "with " + " and ".join(c["instrument"]), "tempo": f"{c['bpm']} bpm",
                 "key": f"in {c['key']}", "era": f"{c['era']} style", "production": c["production"]}
         pieces += [piece for facet, piece in adds.items() if not facets[facet]]
@@ -376,7 +380,7 @@ class PromptEngineer:
         terms = [*self.vocabulary["negative_base"],
                  *(o for m in facets["mood"] for o in moods.get(m, {}).get("opposites", []))]
         asked = lambda t: re.search(rf"(?<!\w){re.escape(t)}(?:e?s)?(?!\w)", text)  # noqa: E731
-        keep = [t for t in _unique(terms) if t == "vocals" or not (asked(t) or t in facets["mood"])]
+        keep = [t for t in dict.fromkeys(terms) if t == "vocals" or not (asked(t) or t in facets["mood"])]
         return ", ".join(keep)
 
 

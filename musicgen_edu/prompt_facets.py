@@ -11,7 +11,9 @@ instrument, era, tempo, mood), so "drum and bass" is a genre, not two instrument
       mood        "dark"
       key         "A minor"        (a capital tonic, or "in"/"key of" before a small one)
 
-:class:`~musicgen_edu.prompt.PromptEngineer` checks and edits prompts with what this finds.
+:meth:`FacetFinder.drop_vocals` removes what MusicGen cannot make (a request for vocals, with
+the words that joined it). :class:`~musicgen_edu.prompt.PromptEngineer` checks and edits
+prompts with what this finds.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from importlib import resources
 
 from .errors import ConfigError
 
-__all__ = ["FacetFinder", "load_vocabulary", "clean_prompt", "FACETS"]
+__all__ = ["FacetFinder", "load_vocabulary", "clean_prompt", "estimate_tokens", "FACETS"]
 
 # facets explain() reports, in the order improve() adds them ("vocals" is only reported)
 FACETS = ("genre", "mood", "instrument", "tempo", "key", "era", "production", "vocals")
@@ -37,6 +39,12 @@ _KEY_UPPER = re.compile(rf"(?<![\w#♯♭])([A-G]){_ACC}[ -]?(?i:(major|minor|ma
 _KEY_IN = re.compile(rf"(?i)(?<!\w)(?:in|key of)\s+([a-g]){_ACC}[ -]?(major|minor|maj|min)(?!\w)"
                      r"(?!\s+keys?(?!\w))")                  # "in a minor key": any minor key
 _MODE_ONLY = re.compile(r"(?i)(?<!\w)(major|minor)[ -]keys?(?!\w)")
+
+# Words that only join a request for vocals to the prompt; drop_vocals drops them with it:
+# before it ("with a female singer"), and after it where it began a phrase ("singing over piano")
+_JOINED_BEFORE = re.compile(r"(?:(?<!\w)(?:(?i:with|and|featuring|feat\.?|by|plus|some|female|male)"
+                            r"|a|an|the)\s+)*$")
+_JOINED_AFTER = re.compile(r"^\s*(?:(?i:over|with|and|featuring|feat\.?|by|plus)(?!\w)\s*)*")
 
 
 @lru_cache(maxsize=1)
@@ -56,10 +64,13 @@ def clean_prompt(text: str) -> str:
     return re.sub(" +", " ", "".join(kept)).strip().rstrip(" ,;:.")
 
 
+def estimate_tokens(text: str) -> int:
+    """A rough T5 token count without a tokenizer (what ``PromptEngineer`` uses without a model).
 
-def _estimate_tokens(text: str) -> int:
-    """Rough T5 count without a tokenizer: one per 6 letters of an ASCII word, one per digit,
-    punctuation mark or other character, plus ``</s>``. Monotone: appending never lowers it."""
+    One token per 6 letters of an ASCII word, one per digit, punctuation mark or other
+    character, plus ``</s>``: ``estimate_tokens("calm piano")`` is 3. Monotone: appending text
+    never lowers it.
+    """
     return 1 + sum(-(-len(p) // 6) if p.isascii() and p.isalpha() else 1
                    for p in re.findall(r"[A-Za-z]+|\S", text))
 
@@ -132,3 +143,30 @@ class FacetFinder:
         found = {f: _unique(v) for f, v in found.items()}
         bpms = [int(t.split()[0]) for t in found["tempo"] if t.endswith(" bpm")]
         return {**found, "bpm": bpms[0] if bpms else None}
+
+    def drop_vocals(self, text: str) -> tuple[str, bool]:
+        """``(text without its requests for vocals, whether any were dropped)``.
+
+        Each vocal term goes with the words that only joined it to the prompt
+        (``"pop with female vocals, 110 bpm"`` -> ``"pop, 110 bpm"``); a term inside another
+        facet's term (a custom vocabulary's "vocal chops") stays. Repeated until none is left,
+        since a removal can bring words together into a new term."""
+        vocals = re.compile(self.regex["vocals"].pattern, re.IGNORECASE)
+        others = [re.compile(r.pattern, re.IGNORECASE) for f, r in self.regex.items()
+                  if f != "vocals"]
+        dropped = False
+        while True:
+            inside = [m.span() for r in others for m in r.finditer(text)]
+            spans = [(a, b) for a, b in (m.span() for m in vocals.finditer(text))
+                     if not any(c <= a and b <= d for c, d in inside)]
+            if not spans:
+                return text, dropped
+            dropped = True
+            for a, b in reversed(spans):      # right to left: earlier spans stay valid
+                start = _JOINED_BEFORE.search(text, 0, a).start()
+                rest = text[b:]
+                if not text[:start].rsplit(",", 1)[-1].strip():   # it began a phrase
+                    rest = " " + rest[_JOINED_AFTER.match(rest).end():]
+                text = text[:start] + rest
+            pieces = [p.strip() for p in text.split(",")]
+            text = clean_prompt(", ".join(p for p in pieces if p))

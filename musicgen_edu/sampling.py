@@ -32,11 +32,13 @@ CPU and GPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 __all__ = ["classifier_free_guidance", "apply_temperature", "top_k_filter", "top_p_filter",
            "process_logits", "sample_tokens", "counter_uniform", "sample_counter", "draw_tokens",
-           "SAMPLERS"]
+           "Sampling", "SAMPLERS"]
 
 SAMPLERS = ("counter", "reference")  # GenerationConfig.sampler: batched Gumbel-max, transformers
 
@@ -174,9 +176,8 @@ def sample_counter(logits: torch.Tensor, seeds: torch.Tensor, step, top_k: int =
     gives logits that differ in the last bits, and the inverse CDF turns such differences
     into another token far more often, because every token's interval moves with the sum of
     the errors before it in vocabulary order. With the Gumbel race a token changes only when
-    two noisy scores were nearly tied. Measured with ``bench/decode.py`` (musicgen-small
-    architecture, 10 s, same seed, bf16 against fp32): 52 % of the tokens agreed with an
-    inverse CDF, 96.5 % with this race (95-97 % with per-item multinomials, which race too).
+    two noisy scores were nearly tied. Measured bf16 against fp32, the race keeps far more
+    tokens than the inverse CDF (bench/README.md, section "The counter sampler's stability").
     """
     logits = logits.float()
     vocab = logits.shape[-1]
@@ -210,3 +211,36 @@ def draw_tokens(logits: torch.Tensor, *, batch: int, guidance_scale: float, use_
     if sampler == "counter":
         return sample_counter(logits, seeds, step, top_k=top_k)
     return sample_tokens(logits, generators)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """One generation's way from logits to tokens: :func:`draw_tokens`' settings as one value.
+
+    Fixed for all the generation's steps, frozen and hashable, so it can key what depends on
+    it: a captured CUDA graph with the draw inside is one per attention bucket and
+    ``Sampling`` (``backends/cuda_graph.py``). Built by the generator from its
+    ``GenerationConfig``, which validates every field.
+    """
+
+    batch: int                  # B items; logits of 2B rows are [cond; uncond] and get CFG
+    guidance_scale: float       # CFG scale (1 = the conditional logits as they are)
+    use_sampling: bool          # False: greedy, the argmax of the guided logits
+    temperature: float          # > 0; 1 leaves the logits as they are
+    top_k: int                  # keep the k largest logits; 0 = off
+    top_p: float                # nucleus mass; 0 = off
+    sampler: str = "counter"    # one of SAMPLERS: "counter" (Gumbel-max) or "reference"
+
+    @property
+    def capturable(self) -> bool:
+        """True when the draw has fixed shapes and no generator state (the counter sampler, or
+        greedy decoding), so it can run inside a captured decode step."""
+        return self.sampler == "counter" or not self.use_sampling
+
+    def draw(self, logits: torch.Tensor, seeds: torch.Tensor | None = None, step=0,
+             generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        """:func:`draw_tokens` with these settings: logits ``[N, K, V]`` -> tokens ``[B, K]``."""
+        return draw_tokens(logits, batch=self.batch, guidance_scale=self.guidance_scale,
+                           use_sampling=self.use_sampling, temperature=self.temperature,
+                           top_k=self.top_k, top_p=self.top_p, sampler=self.sampler,
+                           seeds=seeds, step=step, generators=generators)

@@ -20,19 +20,9 @@ import torch
 
 from .backends import TransformersBackend
 from .errors import ConfigError
-from .models import MusicGenModel
+from .models import as_model
 
 __all__ = ["tokenize_prompt", "embed_prompts", "prompt_similarity"]
-
-
-def _model(model) -> MusicGenModel:
-    """Accept a MusicGenModel or anything holding one (a MusicGenerator)."""
-    if isinstance(model, MusicGenModel):
-        return model
-    if isinstance(getattr(model, "model", None), MusicGenModel):  # a MusicGenerator
-        return model.model
-    raise ConfigError(f"expected a model from mg.load_model(...) or a mg.MusicGenerator, got "
-                      f"{type(model).__name__}; e.g. model = mg.load_model('debug').")
 
 
 def _check_prompt(prompt, index: int | None = None, allow_none: bool = False) -> None:
@@ -59,7 +49,7 @@ def tokenize_prompt(model, prompt: str) -> list[tuple[int, str]]:
         >>> tokenize_prompt(mg.load_model("debug"), "lo-fi")
         [(111, 'l'), (114, 'o'), (48, '-'), (105, 'f'), (108, 'i'), (1, '</s>')]
     """
-    model = _model(model)
+    model = as_model(model)
     _check_prompt(prompt)
     ids = model.tokenizer(prompt)["input_ids"]
     return list(zip(ids, model.tokenizer.convert_ids_to_tokens(ids)))
@@ -85,7 +75,7 @@ def embed_prompts(model, prompts: str | Sequence[str | None]) -> tuple[torch.Ten
         ``states`` ``[B, L, D]`` float32 on the CPU (L = longest prompt in tokens, D = decoder
         width) and ``mask`` ``[B, L]`` long (1 = a real token, 0 = padding).
     """
-    model = _model(model)
+    model = as_model(model)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ConfigError("prompts is empty; pass a string or a list of at least one prompt.")
@@ -106,7 +96,7 @@ def prompt_similarity(model, a: str, b: str) -> float:
     models have random weights, so their numbers mean nothing musically. For melody models the
     shared null-melody prefix is left out, so only the text is compared.
     """
-    model = _model(model)
+    model = as_model(model)
     _check_prompt(a, 0)
     _check_prompt(b, 1)
     states, mask = embed_prompts(model, [a, b])

@@ -4,6 +4,7 @@ The signal functions of the course, on ``[T]`` / ``[C, T]`` arrays (``audio.py``
 writes files, ``audio_display.py`` plays and plots); modelled on audiocraft
 ``audiocraft/data/audio_utils.py`` (``convert_audio``, ``normalize_audio``), simplified::
 
+    checks     as_numpy, check_positive_int (audio.py and audio_display.py use them too)
     shape      to_mono, to_stereo, resample, duration_seconds
     level      peak_normalize, loudness (integrated LUFS, ITU-R BS.1770), loudness_normalize
     edits      fade_in, fade_out, crossfade (equal-power), trim_silence
@@ -23,18 +24,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from musicgen_edu.errors import AudioError, ConfigError, check_range
+from .errors import AudioError, ConfigError, check_range
 
-__all__ = ["resample", "to_mono", "to_stereo", "duration_seconds", "peak_normalize", "loudness",
+__all__ = ["as_numpy", "check_positive_int",
+           "resample", "to_mono", "to_stereo", "duration_seconds", "peak_normalize", "loudness",
            "loudness_normalize", "fade_in", "fade_out", "crossfade", "trim_silence"]
 
 _LOUDNESS_BLOCK_S = 0.4  # pyloudnorm's gating block: clips must be at least this long
 
 
-# ---------------------------------------------------------------- small helpers (private)
+# ---------------------------------------------------------------- checks (audio.py and
+# audio_display.py use them too)
 
-def _as_numpy(wav, name: str = "wav", ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
-    """Return ``wav`` as a float32 numpy array after checking its type and rank."""
+def as_numpy(wav, name: str = "wav", ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
+    """Return ``wav`` as a float32 numpy array after checking its type and rank.
+
+    Args:
+        wav: a numpy array or torch tensor of floats (a tensor is detached and moved to CPU).
+        name: what to call it in an error message.
+        ndims: the ranks allowed: 1 ``[T]``, 2 ``[C, T]``, 3 ``[B, C, T]``.
+
+    Raises:
+        AudioError: not an array, not floats (integer PCM: divide by 32768 first), or a
+            rank outside ``ndims``.
+    """
     arr = wav
     if isinstance(arr, torch.Tensor):  # bfloat16 has no numpy twin: go via float32
         arr = arr.detach().cpu()
@@ -67,8 +80,13 @@ def _number(value):
     return value.item() if isinstance(value, (np.integer, np.floating)) else value
 
 
-def _check_int(name: str, value, hint: str = "Use e.g. 32000 (MusicGen) or 44100.") -> int:
-    """Sample rates, FFT sizes, hops: positive whole numbers."""
+def check_positive_int(name: str, value,
+                       hint: str = "Use e.g. 32000 (MusicGen) or 44100.") -> int:
+    """Return ``value`` as an int if it is a positive whole number (sample rates, FFT sizes).
+
+    Accepts numpy scalars and whole floats (``32000.0``); raises ConfigError naming ``name``
+    and ``hint`` otherwise.
+    """
     value = _number(value)
     check_range(name, value, 0, low_open=True, hint=hint)
     if value != int(value):
@@ -87,13 +105,13 @@ def _n_samples(seconds, sample_rate: int, name: str = "seconds") -> int:
 
 def duration_seconds(wav, sample_rate: int) -> float:
     """Length of ``wav`` (``[T]``, ``[C, T]`` or ``[B, C, T]``) in seconds: ``T / sample_rate``."""
-    sample_rate = _check_int("sample_rate", sample_rate)
-    return _as_numpy(wav, ndims=(1, 2, 3)).shape[-1] / sample_rate
+    sample_rate = check_positive_int("sample_rate", sample_rate)
+    return as_numpy(wav, ndims=(1, 2, 3)).shape[-1] / sample_rate
 
 
 def to_mono(wav):
     """Average the channels: ``[C, T] -> [1, T]``, ``[B, C, T] -> [B, 1, T]``; ``[T]`` unchanged."""
-    arr = _as_numpy(wav, ndims=(1, 2, 3))
+    arr = as_numpy(wav, ndims=(1, 2, 3))
     if arr.ndim == 1:
         return _like(arr.copy(), wav)  # copy: never hand back a view of the caller's data
     return _like(arr.mean(axis=-2, keepdims=True), wav)  # mean over C
@@ -105,7 +123,7 @@ def to_stereo(wav):
     ``[T] -> [2, T]``, ``[1, T] -> [2, T]``, ``[B, 1, T] -> [B, 2, T]``; stereo is returned as
     is. More than two channels is refused (mix down with ``to_mono`` first, then duplicate).
     """
-    arr = _as_numpy(wav, ndims=(1, 2, 3))
+    arr = as_numpy(wav, ndims=(1, 2, 3))
     if arr.ndim == 1:
         arr = arr[None]  # [T] -> [1, T]
     channels = arr.shape[-2]
@@ -131,9 +149,9 @@ def resample(wav, orig_sr: int, target_sr: int):
     Returns:
         The resampled waveform, same kind as ``wav``.
     """
-    orig_sr = _check_int("orig_sr", orig_sr)
-    target_sr = _check_int("target_sr", target_sr)
-    arr = _as_numpy(wav, ndims=(1, 2, 3))
+    orig_sr = check_positive_int("orig_sr", orig_sr)
+    target_sr = check_positive_int("target_sr", target_sr)
+    arr = as_numpy(wav, ndims=(1, 2, 3))
     if orig_sr == target_sr:
         return _like(arr.copy(), wav)
     import librosa  # lazy: slow import
@@ -156,7 +174,7 @@ def peak_normalize(wav, peak_db: float = -1.0):
     """
     peak_db = _number(peak_db)
     check_range("peak_db", peak_db, None, 0.0, hint="0 dBFS is full scale; -1.0 is usual.")
-    arr = _as_numpy(wav, ndims=(1, 2, 3))
+    arr = as_numpy(wav, ndims=(1, 2, 3))
     axes = (-2, -1) if arr.ndim == 3 else None
     peak = np.abs(arr).max(axis=axes, keepdims=arr.ndim == 3)  # scalar or [B, 1, 1]
     target = 10.0 ** (peak_db / 20.0)  # dB -> linear amplitude
@@ -166,8 +184,8 @@ def peak_normalize(wav, peak_db: float = -1.0):
 
 def _loudness_input(wav, sample_rate) -> tuple[np.ndarray, int]:
     """Shared checks for loudness functions; returns ``[T, C]`` float64 for pyloudnorm."""
-    sample_rate = _check_int("sample_rate", sample_rate)
-    arr = _as_numpy(wav)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
+    arr = as_numpy(wav)
     arr2 = arr[None] if arr.ndim == 1 else arr  # [C, T]
     seconds = arr2.shape[-1] / sample_rate
     if arr2.shape[-1] < _LOUDNESS_BLOCK_S * sample_rate:
@@ -203,7 +221,7 @@ def loudness_normalize(wav, sample_rate: int, target_lufs: float = -14.0):
     target_lufs = _number(target_lufs)
     check_range("target_lufs", target_lufs, -70.0, 0.0, hint="-14 (streaming) or -23 (EBU R128).")
     current = loudness(wav, sample_rate)
-    arr = _as_numpy(wav)
+    arr = as_numpy(wav)
     if not np.isfinite(current):  # silence: nothing to scale
         return _like(arr.copy(), wav)
     gain = 10.0 ** ((target_lufs - current) / 20.0)  # LU difference -> linear gain
@@ -222,9 +240,9 @@ def _ramp(n: int, shape: str) -> np.ndarray:
 
 
 def _fade(wav, sample_rate, seconds, shape, rising: bool):
-    sample_rate = _check_int("sample_rate", sample_rate)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
     n = _n_samples(seconds, sample_rate)
-    arr = _as_numpy(wav, ndims=(1, 2, 3)).copy()
+    arr = as_numpy(wav, ndims=(1, 2, 3)).copy()
     length = arr.shape[-1]
     if n > length:
         raise ConfigError(f"fade of {seconds} s ({n} samples) is longer than the clip "
@@ -278,8 +296,8 @@ def crossfade(a, b, sample_rate: int, seconds: float):
     Returns:
         The joined clip, same kind as ``a``.
     """
-    sample_rate = _check_int("sample_rate", sample_rate)
-    x, y = _as_numpy(a, "a"), _as_numpy(b, "b")
+    sample_rate = check_positive_int("sample_rate", sample_rate)
+    x, y = as_numpy(a, "a"), as_numpy(b, "b")
     if x.shape[:-1] != y.shape[:-1]:
         raise AudioError(f"a has shape {tuple(x.shape)} and b has {tuple(y.shape)}; they need "
                          f"the same channels. Use to_stereo / to_mono on one of them.")
@@ -307,10 +325,10 @@ def trim_silence(wav, sample_rate: int, top_db: float = 60.0):
         sample_rate: samples per second.
         top_db: threshold below the peak, in dB, ``> 0``.
     """
-    sample_rate = _check_int("sample_rate", sample_rate)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
     top_db = _number(top_db)
     check_range("top_db", top_db, 0, low_open=True, hint="60 keeps quiet tails; 30 cuts more.")
-    arr = _as_numpy(wav)
+    arr = as_numpy(wav)
     if not np.any(arr):
         return _like(arr.copy(), wav)
     import librosa  # lazy

@@ -1,10 +1,10 @@
-"""Small ipywidgets the lectures reuse: sliders from GenerationConfig, an A/B player, a token grid.
+"""Small ipywidgets the lectures reuse: sliders from GenerationConfig and a token grid.
 
 ``mg.param_sliders()`` builds one control per GenerationConfig field from the range metadata
 the config's own ``validate`` checks against (one source of ranges, none written here);
-``mg.audio_compare(a, b)`` plays two results side by side and names the settings that differ;
 ``mg.token_grid(generation)`` draws the generated codes ``[K, S]`` beside the delay pattern
-(``codec.plot_delay_pattern``). ``mg.Studio`` (``studio.py``) is assembled from these pieces.
+(``codec.plot_delay_pattern``). ``mg.Studio`` (``studio.py``) is assembled from these pieces,
+with the history and A/B compare (``mg.audio_compare``) in ``studio_history.py``.
 
 How a widget reaches the screen: ``display(widget)`` -> ``_View._ipython_display_`` sends the
 ipywidgets view *and* a plain-text summary; JupyterLab 4 renders the view (the
@@ -20,7 +20,6 @@ work: the few names that differ are translated in one place (``_make``, ``upload
 from __future__ import annotations
 
 import dataclasses
-import html
 import io
 import math
 import sys
@@ -28,8 +27,7 @@ import sys
 from .errors import ConfigError
 from .generator import Generation, GenerationConfig
 
-__all__ = ["ParamSliders", "AudioCompare", "TokenGrid", "param_sliders", "audio_compare",
-           "token_grid", "STUDIO_SETTINGS"]
+__all__ = ["STUDIO_SETTINGS", "ParamSliders", "TokenGrid", "param_sliders", "token_grid"]
 
 # GenerationConfig fields the studio shows, in this order (their ranges come from the config)
 STUDIO_SETTINGS = ("duration", "temperature", "top_k", "top_p", "guidance_scale", "seed",
@@ -168,24 +166,40 @@ class _View:
         display(bundle, raw=True)
 
 
-def _png(draw, size=(5.0, 2.2)) -> bytes:
-    """Draw on a fresh figure (no pyplot state: safe in the worker thread) -> PNG bytes."""
+def _figure(draw, size=(5.0, 2.2)):
+    """A fresh figure (no pyplot state: safe in the worker thread) with ``draw(ax)`` done."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, dpi=80, constrained_layout=True)
     draw(fig.add_subplot())
+    return fig
+
+
+def _png(draw, size=(5.0, 2.2)) -> bytes:
+    """``_figure(draw, size)`` as PNG bytes (``size`` in inches, 80 pixels each)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    _figure(draw, size).savefig(buf, format="png")
     return buf.getvalue()
 
 
 def _image(draw, size=(5.0, 2.2)):
+    """An Image widget of ``_png(draw, size)``, drawn at its own size: never stretched to a
+    neighbour's height in a row (``align_self``), narrowed only to fit, keeping its aspect."""
     return _make("Image", value=_png(draw, size) if _ipywidgets() else b"", format="png",
-                 layout={"max_width": "100%"})
+                 layout={"max_width": "100%", "height": "auto", "align_self": "flex-start"})
+
+
+def _token_size(num_codebooks: int) -> tuple[float, float]:
+    """Inches for a picture with one row per codebook: a fixed height per row, so a stereo
+    model's 8 codebooks get twice the height of 4 instead of half as tall rows (and the token
+    grid and the delay pattern beside it are the same height)."""
+    return 5.0, 0.3 * num_codebooks + 1.2
 
 
 def _draw_tokens(ax, tokens) -> None:
-    """The generated codes ``[K, S]`` as a heat map: one row per codebook, one column per frame."""
+    """The generated codes ``[K, S]`` as a heat map: one row per codebook, one column per
+    frame, drawn cell by cell (nearest, never smoothed) with whole-number ticks
+    (``codec.plot_tokens``)."""
     from .codec import plot_tokens
 
     mesh = plot_tokens(tokens, ax, title=f"generated tokens [K, S] = {list(tokens.shape)}")
@@ -193,8 +207,8 @@ def _draw_tokens(ax, tokens) -> None:
 
 
 def _wav_bytes(generation: Generation, index: int = 0) -> bytes:
-    """Item ``index`` as WAV bytes, through ``audio.play`` (IPython's Audio encoder)."""
-    from .audio import play
+    """Item ``index`` as WAV bytes, through ``audio_display.play`` (IPython's Audio encoder)."""
+    from .audio_display import play
 
     return play(generation.wav[index], generation.sample_rate).data
 
@@ -217,30 +231,10 @@ def _short(text: str | None, width: int = 32) -> str:
     return repr(cut.rstrip() + "…")
 
 
-def _compact(value) -> str:
-    """A setting for people: floats to 4 significant digits (0.5, not 0.5000000000000001),
-    integers exact (a seed past 2**53 too), text quoted and shortened."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, str):
-        return _short(value)
-    return str(value)
-
-
-def _audio(g: Generation):
-    """An ``<audio>`` player widget for item 0."""
+def _audio(g: Generation, autoplay: bool = False):
+    """An ``<audio>`` player widget for item 0; ``autoplay``: it starts as soon as it is shown."""
     return _make("Audio", value=_wav_bytes(g) if _ipywidgets() else b"", format="wav",
-                 autoplay=False)
-
-
-def _player(g: Generation, title: str):
-    """Title, an ``<audio>`` player and the waveform of item 0 (reused by the A/B compare)."""
-    from .audio import plot_waveform
-
-    wav = g.wav[0]
-    return _make("VBox", children=[
-        _make("HTML", value=f"<b>{html.escape(title)}</b>"), _audio(g),
-        _image(lambda ax: plot_waveform(wav, g.sample_rate, ax=ax, title="waveform"))])
+                 autoplay=autoplay)
 
 
 # --- the small widgets lectures reuse -------------------------------------------------------
@@ -260,6 +254,13 @@ def _read(name: str, text: str, random: bool) -> int:
         other = ", or tick 'random'" if random else ""
         raise ConfigError(f"{name}={text!r} is not a whole number: type digits such as "
                           f"42{other}.") from None
+
+
+def _clean(value: float) -> float:
+    """A float slider's value without the browser's binary-float noise: its slider recomputes
+    the value from its steps and sends it back (temperature 1.0 came back from JupyterLab as
+    1.0000000000000002); 12 significant digits drop the noise and keep any value one sets."""
+    return float(f"{value:.12g}")
 
 
 def _control(f: dataclasses.Field, value, max_duration: float):
@@ -315,6 +316,8 @@ class ParamSliders(_View):
         self.controls = {n: _control(fields[n], getattr(self.base, n), max_duration)
                          for n in names}
         self.typed = {n for n in names if _typed_int(fields[n].metadata)}   # text -> int
+        self.floats = {n for n in names if fields[n].metadata.get("high") is not None
+                       and not fields[n].metadata["integer"]}           # float sliders
         self.random = {n: _make("Checkbox", value=getattr(self.base, n) is None,
                                 description="random", indent=False)
                        for n in names if fields[n].default is None}   # seed: None = random
@@ -335,6 +338,8 @@ class ParamSliders(_View):
         if name in self.random and self.random[name].value:
             return None
         value = self.controls[name].value
+        if name in self.floats:
+            return _clean(value)
         return _read(name, value, name in self.random) if name in self.typed else value
 
     def config(self) -> GenerationConfig:
@@ -366,37 +371,6 @@ class ParamSliders(_View):
         return "settings: " + ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
-class AudioCompare(_View):
-    """Two results side by side (players, waveforms) and the settings that differ.
-
-    ``differences`` maps each setting that differs to ``(value in a, value in b)``; the seed
-    compared is the one actually used (``Generation.seeds``), prompts and models count too.
-    """
-
-    def __init__(self, a: Generation, b: Generation, labels=("A", "B")):
-        self.a, self.b, self.labels = a, b, tuple(labels)
-        self.differences = {name: (x, y) for name, x, y in self._facts() if x != y}
-        note = ("same settings" if not self.differences else "differs in: " + "; ".join(
-            f"{n} {_compact(x)} → {_compact(y)}" for n, (x, y) in self.differences.items()))
-        self.box = _make("VBox", "mg-audio-compare", children=[
-            _make("HBox", children=[_player(g, f"{label}: {_settings(g)}")
-                                    for g, label in zip((a, b), self.labels)]),
-            _make("HTML", value=html.escape(note))])
-
-    def _facts(self):
-        skip = {"seed"}
-        for f in dataclasses.fields(GenerationConfig):
-            if f.name not in skip:
-                yield f.name, getattr(self.a.config, f.name), getattr(self.b.config, f.name)
-        yield "seed", self.a.seeds[0], self.b.seeds[0]
-        yield "prompt", self.a.prompts[0], self.b.prompts[0]
-        yield "model", self.a.model_name, self.b.model_name
-
-    def text(self) -> str:
-        lines = [f"{label}: {_settings(g)}" for g, label in zip((self.a, self.b), self.labels)]
-        return "\n".join(lines + [f"differences: {self.differences or 'none'}"])
-
-
 class TokenGrid(_View):
     """The tokens of item ``index`` as a heat map ``[K, S]``, beside the delay pattern that
     produced them (``codec.plot_delay_pattern`` for the first ``frames`` frames)."""
@@ -407,10 +381,11 @@ class TokenGrid(_View):
         self.tokens = generation.tokens[index]                              # [K, S]
         k, s = self.tokens.shape
         channels = generation.wav.shape[1]
-        self.box = _make("HBox", "mg-token-grid", children=[
-            _image(lambda ax: _draw_tokens(ax, self.tokens)),
+        self.box = _make("HBox", "mg-token-grid", layout={"align_items": "flex-start"},
+                         children=[
+            _image(lambda ax: _draw_tokens(ax, self.tokens), _token_size(k)),
             _image(lambda ax: plot_delay_pattern(k, max(1, min(frames, s)), channels, ax=ax),
-                   size=(5.0, 0.3 * k + 1.2))])
+                   _token_size(k))])
 
     def text(self) -> str:
         return f"tokens [K, S] = {list(self.tokens.shape)}; frame 0: {self.tokens[:, 0].tolist()}"
@@ -420,11 +395,6 @@ def param_sliders(config: GenerationConfig | None = None, names=STUDIO_SETTINGS,
                   max_duration: float = 30.0) -> ParamSliders:
     """Sliders for GenerationConfig fields (see :class:`ParamSliders`)."""
     return ParamSliders(config, names, max_duration)
-
-
-def audio_compare(a: Generation, b: Generation, labels=("A", "B")) -> AudioCompare:
-    """Play two generations side by side and list what differs (see :class:`AudioCompare`)."""
-    return AudioCompare(a, b, labels)
 
 
 def token_grid(generation: Generation, index: int = 0, frames: int = 6) -> TokenGrid:

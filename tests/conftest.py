@@ -30,11 +30,12 @@ def any_gen(request):
     return mg.MusicGenerator(request.param, device="cpu", progress=False)
 
 
-SOLUTIONS_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
+SOLUTIONS_DIR = Path(__file__).resolve().parents[1] / "musicgen_edu" / "exercises" / "solutions"
 
 
 def load_solutions(lecture: str):
-    """Import ``notebooks/solutions/<lecture>_solutions.py`` (e.g. ``"01_first_generation"``)."""
+    """Import ``musicgen_edu/exercises/solutions/<lecture>_solutions.py`` (package data, what
+    ``mg.exercises.solution`` shows), e.g. ``"01_first_generation"``."""
     path = SOLUTIONS_DIR / f"{lecture}_solutions.py"
     spec = importlib.util.spec_from_file_location(f"solutions_{lecture}", path)
     module = importlib.util.module_from_spec(spec)

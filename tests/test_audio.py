@@ -15,11 +15,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musicgen_edu.audio import (crossfade, duration_seconds, fade_in, fade_out, load_audio,
-                                loudness, loudness_normalize, peak_normalize, play,
-                                plot_spectrogram, plot_waveform, resample, save_audio,
-                                to_mono, to_stereo, trim_silence)
+from musicgen_edu.audio import load_audio, save_audio
+from musicgen_edu.audio_display import play, plot_spectrogram, plot_waveform
 from musicgen_edu.errors import AudioError, ConfigError
+from musicgen_edu.waveform import (crossfade, duration_seconds, fade_in, fade_out, loudness,
+                                   loudness_normalize, peak_normalize, resample, to_mono,
+                                   to_stereo, trim_silence)
 
 SR = 16000
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import musicgen_edu as mg
-from musicgen_edu.batch import (MANIFEST_NAME, BatchRunner, grid, load_rows, read_manifest,
-                                run_batch)
+from musicgen_edu.batch import BatchRunner, run_batch
+from musicgen_edu.batch_manifest import MANIFEST_NAME, read_manifest
+from musicgen_edu.batch_table import grid, load_rows
 
 D = 0.2  # seconds per clip: 10 frames of the debug model
 
@@ -292,7 +295,8 @@ def test_refuses_to_overwrite_foreign_files(gen, tmp_path):
 
 CRASH_SCRIPT = """
 import os, sys
-from musicgen_edu.batch import BatchRunner, grid
+from musicgen_edu.batch import BatchRunner
+from musicgen_edu.batch_table import grid
 out, kill_after = sys.argv[1], int(sys.argv[2])
 done = []
 def hook(record):
@@ -378,6 +382,68 @@ def test_ray_executor_matches_local_on_cpu(ray_cluster, gen, tmp_path):
                                    atol=2 / 32768)
     again = BatchRunner("debug", tmp_path / "ray", executor="ray", progress=False).run(rows)
     assert again.resumed.all() and len(lines(tmp_path / "ray")) == 6
+
+
+class FakeRay(types.ModuleType):
+    """The part of Ray that batch_ray uses, in this process: actors are plain objects."""
+
+    def __init__(self, gpus: int = 0):
+        super().__init__("ray")
+        self.gpus, self.specs, self.options, self.killed = gpus, [], [], 0
+        self.util = types.ModuleType("ray.util")
+        self.util.ActorPool = FakePool
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 2.0, **({"GPU": float(self.gpus)} if self.gpus else {})}
+
+    def remote(self, **options):
+        self.options.append(options)
+        fake = self
+
+        def wrap(cls):
+            class Handle:
+                def __init__(self, spec):
+                    fake.specs.append(spec)
+                    body = cls(dataclasses.replace(spec, device="cpu"))   # no GPU here
+                    self.run = types.SimpleNamespace(remote=body.run)
+            return types.SimpleNamespace(remote=Handle)
+        return wrap
+
+    def kill(self, actor):
+        self.killed += 1
+
+
+class FakePool:
+    def __init__(self, actors):
+        self.actors = actors
+
+    def map_unordered(self, fn, values):
+        return (fn(self.actors[i % len(self.actors)], v) for i, v in enumerate(values))
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_ray_executor_gets_the_runners_model_and_matches_local(gpus, gen, tmp_path,
+                                                               monkeypatch):
+    """Without Ray installed: actors are built from a WorkerSpec and run batch_group's code."""
+    from musicgen_edu.batch_ray import WorkerSpec
+
+    fake = FakeRay(gpus)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setitem(sys.modules, "ray.util", fake.util)
+    rows = grid(prompts=["a", "b", "c"], seed=[4], duration=[D])
+    table = BatchRunner(gen, tmp_path / "ray", max_batch_size=2, executor="ray", num_workers=2,
+                        progress=False).run(rows)
+    device = "auto" if gpus else "cpu"
+    assert fake.specs == [WorkerSpec("debug", device, gen.model.dtype, "native")] * 2
+    assert fake.options == [{"num_gpus": 1.0} if gpus else {"num_cpus": 1.0}]
+    assert fake.killed == 2 and (table.status == "ok").all()
+    assert sorted(table.batch_size) == [1, 2, 2]
+    local = BatchRunner(gen, tmp_path / "local", max_batch_size=2, progress=False).run(rows)
+    for ray_path, local_path in zip(table.path, local.path):
+        np.testing.assert_array_equal(mg.load_audio(ray_path)[0], mg.load_audio(local_path)[0])
 
 
 @pytest.mark.parametrize("cell,column", [("nan", "duration"), ("nan", "temperature"),

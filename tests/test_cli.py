@@ -1,5 +1,6 @@
 """The musicgen-edu command line: each command through typer's test runner and as a process."""
 
+import dataclasses
 import io
 import json
 import os
@@ -68,6 +69,26 @@ def test_bad_options_print_one_clear_error(tmp_path, args, fragment, monkeypatch
     assert result.exit_code == 2
     assert fragment in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_generate_defaults_and_ranges_are_generation_configs(tmp_path, monkeypatch):
+    fields = {f.name: f for f in dataclasses.fields(mg.GenerationConfig)}
+    options = {p.name: p for p in typer.main.get_command(app).commands["generate"].params}
+    shared = fields.keys() & options.keys()
+    assert shared == {"duration", "seed", "top_k", "top_p", "temperature", "guidance_scale"}
+    for name in shared:
+        limits = fields[name].metadata
+        assert options[name].default == fields[name].default, name
+        assert f"{limits['low']}, {limits['high']}]" in options[name].help, name
+    seen = {}
+
+    def record(self, prompts, **kwargs):  # what generate() receives when no option is given
+        seen.update(kwargs)
+        raise mg.ConfigError("recorded")
+    monkeypatch.setattr(mg.MusicGenerator, "generate", record)
+    result = runner.invoke(app, ["generate", "x", "-o", str(tmp_path / "x.wav"), "--no-progress"])
+    assert result.exit_code == 2 and "recorded" in result.output
+    assert {k: seen[k] for k in shared} == {k: fields[k].default for k in shared}
 
 
 def test_info_lists_versions_and_models():

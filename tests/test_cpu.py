@@ -229,7 +229,7 @@ def test_the_chosen_path_is_the_one_that_runs(monkeypatch, fresh_choices, weight
     monkeypatch.setattr(layouts, "THIN_MIN_BYTES", 0)  # our kernels a candidate for a tiny model
     with monkeypatch.context() as m:                     # record a choice without timing
         m.setattr(cpu_module, "fastest",
-                  lambda c, **k: (f"{weights} weights, bfloat16 attention", dict.fromkeys(c, 1.0)))
+                  lambda c, **k: ((weights, "bfloat16"), dict.fromkeys(c, 1.0)))
         model.extra.pop("native_decoders", None)
         backend = NativeBackend(model)
     assert backend.choice["weights"] == weights and backend.attention_dtype == torch.bfloat16

@@ -122,9 +122,9 @@ def test_random_small_has_the_published_architecture():
 
 @pytest.mark.hub
 def test_real_musicgen_small_loads():  # runs only where the hub is reachable (e.g. Colab)
-    from musicgen_edu.models import _hub_reachable
+    from musicgen_edu.models import hub_reachable
 
-    if not _hub_reachable():
+    if not hub_reachable():
         pytest.skip("model hub not reachable from this machine")
     model = mg.load_model("facebook/musicgen-small")
     assert model.num_codebooks == 4 and model.sample_rate == 32000

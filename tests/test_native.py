@@ -236,7 +236,7 @@ def test_fixed_shape_step_builds_its_attention_mask_once():
 
 
 def test_attention_buckets():
-    from musicgen_edu.backends.native import attention_length
+    from musicgen_edu.backends.cuda_graph import attention_length
 
     assert [attention_length(p, 3000) for p in (0, 255, 256, 511, 512, 1535, 1536, 2999)] == \
         [256, 256, 512, 512, 1024, 1536, 2048, 3000]

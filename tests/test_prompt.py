@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import musicgen_edu as mg
 from musicgen_edu.errors import ConfigError
-from musicgen_edu.prompt import (FACETS, MAX_VARIATIONS, PromptEngineer, PromptReport,
-                                 PromptSettings, clean_prompt, load_vocabulary, prompt_report)
+from musicgen_edu.prompt import (MAX_VARIATIONS, PromptEngineer, PromptReport, PromptSettings,
+                                 prompt_report)
+from musicgen_edu.prompt_facets import FACETS, clean_prompt, load_vocabulary
 
 FILLED = ("genre", "mood", "instrument", "tempo", "key", "era", "production")  # improve() adds
 VOCAB = load_vocabulary()
@@ -225,6 +226,42 @@ def test_improve_adds_the_missing_facets_that_fit_the_prompt():
     assert low <= found["bpm"] <= high
     assert found["key"][0].endswith("major")          # calm -> a major key
     assert ENG.improve("calm piano") == out == ENG.improve("calm piano", seed=0)
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("pop song with lyrics about love", "pop song about love"),
+    ("a female singer singing over jazz piano", "jazz piano"),
+    ("boom bap beat with a rap verse", "boom bap beat"),
+    ("upbeat funk, female vocals, 110 bpm", "upbeat funk, 110 bpm"),
+    ("Vocals", "")])
+def test_improve_drops_the_vocals_it_warns_about(text, kept):
+    """MusicGen cannot sing: improve() drops the request (with the words that only joined it)
+    and says "instrumental" instead, so the improved prompt passes without the warning."""
+    assert any("cannot sing" in w for w in ENG.validate(text).warnings)
+    out = ENG.improve(text)
+    assert ENG.explain(out)["vocals"] == []
+    assert not any("vocals" in w for w in ENG.validate(out).warnings)
+    assert out.startswith(f"{kept}, instrumental" if kept else "instrumental, ")
+    assert ENG.improve(out) == out
+    assert ENG.improve("jazz piano") == ENG.improve("jazz piano", seed=0)   # no vocals: no change
+    assert "instrumental" not in ENG.improve("jazz piano")
+
+
+VOCAL_WORDS = st.lists(st.sampled_from(
+    [*VOCAB["vocal_words"], "with", "and", "a", "the", "over", "female", "featuring", "A minor",
+     "piano", "jazz", "calm", "120 bpm", "80s", "chorus", "verse", ","]), max_size=12)
+
+
+@prop
+@given(VOCAL_WORDS, st.integers(0, 9))
+def test_improve_never_keeps_vocals_and_is_idempotent_on_them(words, seed):
+    text = " ".join(words)
+    before = ENG.explain(clean_prompt(text))
+    out = ENG.improve(text, seed=seed)
+    after = ENG.explain(out)
+    assert after["vocals"] == [] and ENG.improve(out, seed=seed) == out
+    for facet in ("genre", "instrument", "tempo", "era"):   # the rest of the prompt is kept
+        assert after[facet][:len(before[facet])] == before[facet]
 
 
 def test_improve_never_adds_a_second_genre_or_tempo():

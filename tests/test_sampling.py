@@ -215,3 +215,22 @@ def test_counter_noise_is_the_same_on_cpu_and_gpu():
     cpu = counter_uniform(seeds, 12, 4)
     gpu = counter_uniform(seeds.cuda(), torch.tensor([12], device="cuda"), 4)
     assert torch.equal(cpu, gpu.cpu())
+
+
+def test_sampling_value_draws_as_draw_tokens_and_compares_by_value():
+    import dataclasses
+
+    from musicgen_edu.sampling import Sampling, draw_tokens
+
+    logits = torch.randn(4, 3, 32, generator=torch.Generator().manual_seed(0))    # [2B, K, V]
+    knobs = dict(batch=2, guidance_scale=3.0, use_sampling=True, temperature=0.9, top_k=5,
+                 top_p=0.0, sampler="counter")
+    sampling, seeds = Sampling(**knobs), torch.tensor([1, 2])
+    assert torch.equal(sampling.draw(logits, seeds, 4),
+                       draw_tokens(logits, seeds=seeds, step=4, **knobs))
+    assert sampling == Sampling(**knobs) and hash(sampling) == hash(Sampling(**knobs))
+    assert sampling != dataclasses.replace(sampling, top_k=6)           # another graph key
+    assert sampling.capturable and not dataclasses.replace(sampling, sampler="reference").capturable
+    assert dataclasses.replace(sampling, sampler="reference", use_sampling=False).capturable
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sampling.top_k = 1

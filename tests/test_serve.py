@@ -331,6 +331,25 @@ def test_continuation(client, solo):
     assert r.status_code == 422 and "total length" in r.json()["detail"]
 
 
+def test_a_clip_longer_than_the_duration_is_refused_before_it_is_queued(client, solo):
+    """The route refuses what ``generate_continuation`` would refuse when the job runs, with
+    the same words, as a 422 at once: no job is queued and the upload is not kept."""
+    svc = client.app.state.service
+    queued, uploads = svc.store.counts()["queued"], set((svc.storage / "uploads").iterdir())
+    r = client.post("/v1/continue", files={"file": ("in.wav", wav_bytes(2.0), "audio/wav")},
+                    data={"request": json.dumps({"duration": 1.0})}, headers=H["user"])
+    said = ("the audio prompt lasts 2.00 s but duration=1.0 s; duration is the total length, "
+            "so it must be longer than the prompt (and the prompt shorter than")
+    assert r.status_code == 422 and r.json() == {
+        "detail": f"{said} 30.0 s).", "type": "ConfigError"}
+    assert svc.store.counts()["queued"] == queued
+    assert set((svc.storage / "uploads").iterdir()) == uploads
+    src, sr = sf.read(io.BytesIO(wav_bytes(2.0)), dtype="float32")
+    with pytest.raises(mg.ConfigError) as refused:
+        solo.generate_continuation(src, sr, duration=1.0, seeds=[1])
+    assert str(refused.value).startswith(said)
+
+
 def test_upload_type_and_content_checks(client):
     r = client.post("/v1/continue", files={"file": ("notes.txt", b"hello", "text/plain")},
                     headers=H["user"])

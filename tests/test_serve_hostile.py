@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from test_serve import H, KEYS, make_client, wait_job, wait_ready
+from test_serve import H, KEYS, make_client, wait_job, wait_ready, wav_bytes
 
 import musicgen_edu as mg
 from musicgen_edu.errors import ConfigError
@@ -126,6 +126,33 @@ def test_a_lone_surrogate_is_a_422_everywhere_and_listings_stay_readable(client)
     assert r.status_code == 422, r.text
     for who in ("user", "admin"):
         assert client.get("/v1/jobs", headers=H[who]).status_code == 200
+
+
+def test_pydantic_itself_refuses_a_lone_surrogate_in_every_text_field(client):
+    """The request schemas add no Unicode check of their own: pydantic refuses the text as it
+    arrives, parsed (a JSON body, string_unicode) or raw (the multipart request field and the
+    WebSocket, json_invalid), and the service answers 422 naming the field or the JSON."""
+    from pydantic import ValidationError
+
+    from musicgen_edu.serve.schemas import GenerateRequest, PromptRequest
+
+    for schema, value in [(GenerateRequest, {"prompt": "\ud800"}),
+                          (GenerateRequest, {"prompts": ["ok", "a\udfffb"]}),
+                          (GenerateRequest, {"prompt": "ok", "negative_prompt": "\udc00"}),
+                          (PromptRequest, {"prompt": "\ud800"})]:
+        with pytest.raises(ValidationError) as parsed:
+            schema.model_validate(value)
+        assert [e["type"] for e in parsed.value.errors()] == ["string_unicode"]
+        with pytest.raises(ValidationError) as raw:
+            schema.model_validate_json(json.dumps(value))    # "\\ud800" escaped, as sent
+        assert [e["type"] for e in raw.value.errors()] == ["json_invalid"]
+    r = client.post("/v1/continue", files={"file": ("in.wav", wav_bytes(), "audio/wav")},
+                    data={"request": '{"prompt": "\\ud800", "duration": 1.0}'}, headers=H["user"])
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"], r.text
+    with client.websocket_connect("/v1/stream", headers=H["user"]) as ws:
+        ws.send_text('{"prompt": "\\ud800", "duration": 0.5}')
+        error = ws.receive_json()
+        assert error["status"] == 422 and "not valid JSON" in error["detail"]
 
 
 # --- 3. numbers are finite and bounded --------------------------------------------------------

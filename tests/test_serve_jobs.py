@@ -81,6 +81,21 @@ def test_finish_after_a_late_cancel_ends_cancelled(store):
     assert store.request_cancel(b.id) == "succeeded"            # too late: nothing to cancel
 
 
+def test_cancelled_names_the_jobs_of_a_run_a_cancel_was_asked_for(store):
+    run = [store.add(job(batch_key="k")) for _ in range(3)]
+    queued = store.add(job(batch_key="other"))
+    store.claim(8)
+    ids = [j.id for j in run]
+    assert store.cancelled(ids) == set()
+    assert store.request_cancel(run[1].id) == "cancelling"
+    assert store.request_cancel(queued.id) == "cancelled"       # queued: ended now, no flag
+    assert store.cancelled(ids + [queued.id, "0" * 32]) == {run[1].id}
+    for j in (run[0], run[2]):
+        store.request_cancel(j.id)
+    assert store.cancelled(ids) == set(ids)
+    assert store.cancelled([]) == set()
+
+
 # --- progress -------------------------------------------------------------------------------------
 def test_progress_updates_every_running_job_of_a_run(store):
     run = [store.add(job(batch_key="k")) for _ in range(3)]

@@ -50,7 +50,8 @@ async def one_client(http: httpx.AsyncClient, i: int, deadline: float, codes: li
     """Submit one short job and poll it until it ends (or the deadline); its last state.
 
     Polls back off from 0.25 s to 2 s, as a patient client does: a loaded machine then spends
-    its time on the jobs rather than on answering polls.
+    its time on the jobs rather than on answering polls. A poll that meets a keep-alive
+    connection the server is closing is sent again (see below).
     """
     headers = {"X-API-Key": KEYS[i % len(KEYS)]}
     r = await http.post("/v1/generate", headers=headers,
@@ -62,7 +63,13 @@ async def one_client(http: httpx.AsyncClient, i: int, deadline: float, codes: li
     while job["status"] not in FINAL and time.monotonic() < deadline:
         await asyncio.sleep(wait)
         wait = min(2.0, wait * 1.5)
-        r = await http.get(f"/v1/jobs/{job['id']}", headers=headers)
+        try:
+            r = await http.get(f"/v1/jobs/{job['id']}", headers=headers)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # uvicorn closes a keep-alive connection idle for 5 s; reusing one as it closes
+            # fails the read. A GET is safe to send again, as any client would; a server
+            # that died instead still fails the test: its jobs never end.
+            continue
         codes.append(r.status_code)
         if r.status_code == 200:
             job = r.json()

@@ -159,6 +159,60 @@ def test_finished_jobs_answer_as_documented(tmp_path, monkeypatch):
     assert "event: done" in events.text
 
 
+# --- every answer has a schema, every error the service gives is listed --------------------------
+def _document(tmp_path, monkeypatch) -> dict:
+    import os
+
+    for name in [k for k in os.environ if k.startswith("MUSICGEN_")]:
+        monkeypatch.delenv(name)
+    return make_client(tmp_path, workers=0).app.openapi()     # no lifespan: the document only
+
+
+def test_every_operation_has_a_schema_for_its_success_answer(tmp_path, monkeypatch):
+    doc, missing = _document(tmp_path, monkeypatch), []
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            success = [code for code in op["responses"] if code.startswith("2")]
+            assert success, (method, path)
+            for code in success:
+                content = op["responses"][code].get("content", {})
+                if not content or not all(body.get("schema") for body in content.values()):
+                    missing.append(f"{method.upper()} {path} {code}")
+    assert missing == []
+    jobs = doc["paths"]["/v1/jobs/{job_id}"]
+    assert jobs["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobView"}
+    for path, model in [("/v1/jobs", "JobList"), ("/healthz", "Health"), ("/readyz", "Ready"),
+                        ("/v1/prompts/validate", "PromptCheck"), ("/v1/models", "ModelList")]:
+        op = next(iter(doc["paths"][path].values()))
+        assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] \
+            .endswith(f"/{model}"), path
+
+
+def test_every_error_the_service_gives_is_documented(tmp_path, monkeypatch):
+    """The role check answers 401, 422 (a repeated query parameter) and 429 on every /v1 route,
+    403 where the route needs more than a viewer (every method but GET); a route about one job
+    answers 404. Each is documented with the ErrorResponse body."""
+    doc = _document(tmp_path, monkeypatch)
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            expected = set()
+            if path.startswith("/v1/"):
+                expected |= {"401", "422", "429"} | ({"403"} if method != "get" else set())
+            if "{job_id}" in path:
+                expected.add("404")
+            if path == "/metrics":                  # an admin key when metrics_auth is on
+                expected |= {"401", "403", "422", "429"}
+            if path == "/readyz":
+                expected.add("503")
+            responses = op["responses"]
+            assert expected <= set(responses), (method, path, expected - set(responses))
+            for code in expected - {"503"}:
+                schema = responses[code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, code)
+    assert doc["paths"]["/healthz"]["get"]["responses"].keys() == {"200"}
+
+
 # --- the response models follow what the routes build ------------------------------------------
 def test_job_view_has_every_field_of_job_public():
     job = Job(owner="lab1", kind="generate", model="debug", params={"prompts": ["x"]})

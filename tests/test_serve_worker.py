@@ -54,10 +54,12 @@ def post(client, prompt: str, seed: int) -> str:
 
 
 class SpyStore:
-    """The worker's store, recording progress writes; ``before_finish`` runs ahead of finish."""
+    """The worker's store, recording progress writes and cancel checks; ``before_finish`` runs
+    ahead of finish."""
 
     def __init__(self, inner, before_finish=None):
         self.inner, self.before_finish, self.writes = inner, before_finish, []
+        self.cancel_checks = []             # the job ids of each cancelled() query
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -65,6 +67,10 @@ class SpyStore:
     def progress(self, job_ids, step, total):
         self.writes.append((list(job_ids), step, total, time.monotonic()))
         return self.inner.progress(job_ids, step, total)
+
+    def cancelled(self, job_ids):
+        self.cancel_checks.append(list(job_ids))
+        return self.inner.cancelled(job_ids)
 
     def finish(self, job_id, result):
         if self.before_finish is not None:
@@ -125,6 +131,37 @@ def test_one_progress_write_per_report_for_every_job_of_a_run(client, monkeypatc
     assert len(spy.writes) < jobs[0]["total"] / 2                           # not every step
     gaps = [b[3] - a[3] for a, b in zip(spy.writes[:-2], spy.writes[1:-1])]
     assert all(gap >= 0.45 for gap in gaps), gaps        # every 0.5 s (less thread jitter)
+
+
+def test_one_cancel_query_per_step_for_every_job_of_a_run(client, monkeypatch):
+    """The tracker asks the store which jobs of its run were cancelled once per decoder step,
+    in one query naming all of them (not one query per job)."""
+    svc = client.app.state.service
+    spy = SpyStore(svc.worker.store)
+    monkeypatch.setattr(svc.worker, "store", spy)
+    ids = [post(client, f"clip {i}", 40 + i) for i in range(3)]
+    jobs = [wait_job(client, i) for i in ids]
+    assert [j["result"]["batch_jobs"] for j in jobs] == [3, 3, 3]
+    assert all(sorted(check) == sorted(ids) for check in spy.cancel_checks)
+    assert len(spy.cancel_checks) == jobs[0]["total"]              # one per step, not per job
+
+
+def test_a_run_stops_once_every_job_of_it_is_cancelled(client, monkeypatch):
+    svc = client.app.state.service
+    spy = SpyStore(svc.worker.store)
+    monkeypatch.setattr(svc.worker, "store", spy)
+    body = {**BODY, "duration": 6.0}                # long enough to cancel while it runs
+    ids = [client.post("/v1/generate", json={**body, "prompt": f"long {i}", "seed": 50 + i},
+                       headers=H["user"]).json()["id"] for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not spy.cancel_checks:                    # the run has begun its steps
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert [client.delete(f"/v1/jobs/{i}", headers=H["user"]).status_code for i in ids] \
+        == [202, 202]
+    jobs = [wait_job(client, i) for i in ids]
+    assert [j["status"] for j in jobs] == ["cancelled", "cancelled"]
+    assert len(spy.cancel_checks) < jobs[0]["total"] and jobs[0]["step"] < jobs[0]["total"]
 
 
 # --- cancel vs finish -----------------------------------------------------------------------------

@@ -5,9 +5,19 @@ One test, marker ``browser`` (about a minute on 2 CPU cores). It starts ``jupyte
 ``notebooks/07_studio.ipynb`` and temporary Jupyter config/runtime/settings folders), opens the
 lecture in the system Chromium through Selenium and ``/usr/bin/chromedriver`` (browsers cannot
 be downloaded here), runs every cell with JupyterLab's own ``notebook:run-all-cells`` command,
-fails on any error output, then clicks the studio's *text* tab and **Generate** like a student
-and waits for the new result's ``<audio>`` element. The studio is saved as a screenshot in the
-test's temporary folder; ``MUSICGEN_UPDATE_SCREENSHOT=1`` (``make screenshot``) also writes
+fails on any error output, then uses the studio like a student:
+
+* the **A/B compare** tab: every choice names its result's prompt, and the pair on show has
+  its descriptor table;
+* a history row's **play**: the result tab shows that entry with its player started;
+* the **continuation** tab: the source is the latest result, and Generate with the tab's
+  defaults makes a new result;
+* the **text** tab and **Generate**: the new result's ``<audio>`` element;
+* **Cancel from a cell**: a new cell runs ``studio.generate(duration=30.0)``, Cancel is clicked
+  about 2 s in, and that run ends cancelled, with nothing kept.
+
+The studio is saved as a screenshot in the test's temporary folder (before the cancel, so it
+shows a result); ``MUSICGEN_UPDATE_SCREENSHOT=1`` (``make screenshot``) also writes
 ``docs/images/studio.png``, the picture the docs show.
 
 Without Chromium, chromedriver, selenium or jupyterlab the test skips and says what is
@@ -153,6 +163,28 @@ return {cells: cells.length, run: cells.filter(c => c.model.executionCount !== n
 """
 
 
+# Run a new cell at the end of the open notebook (as a student types one), without waiting.
+RUN_NEW_CELL = """
+const panel = window.jupyterapp.shell.currentWidget, notebook = panel.content;
+notebook.activeCellIndex = notebook.widgets.length - 1;
+window.jupyterapp.commands.execute('notebook:insert-cell-below').then(() => {
+  notebook.activeCell.model.sharedModel.setSource(arguments[0]);
+  return window.jupyterapp.commands.execute('notebook:run-cell');
+});
+"""
+# The text the last cell printed, and whether it has run (its execution count is set).
+LAST_CELL = """
+const cells = window.jupyterapp.shell.currentWidget.content.widgets;
+const cell = cells[cells.length - 1];
+const text = cell.model.outputs.toJSON().map(o => o.text || '').join('');
+return {text: text, done: cell.model.executionCount !== null};
+"""
+SELECTED = ("const s = arguments[0].querySelector('select');"
+            "return s.options[s.selectedIndex].textContent.replace(/\\u00a0/g, ' ');")
+OPTIONS = ("return [...arguments[0].querySelectorAll('option')]"
+           ".map(o => o.textContent.replace(/\\u00a0/g, ' '));")   # ipywidgets: no-break spaces
+
+
 def test_lecture_07_runs_and_the_studio_generates_in_a_browser(lab, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -179,22 +211,57 @@ def test_lecture_07_runs_and_the_studio_generates_in_a_browser(lab, browser, tmp
         r"#(\d+) done", status.text), 30).group(1))
     assert before == 11, f"the lecture should leave 11 results (test_notebooks): {status.text}"
 
-    # Like a student: the text tab, then Generate; the new result brings its <audio> player.
-    tab = next(t for t in studio.find_elements(By.CSS_SELECTOR, ".lm-TabBar-tab")
-               if t.text.strip() == "text")
-    tab.click()
+    def tab(title):
+        return next(t for t in studio.find_elements(By.CSS_SELECTOR, ".lm-TabBar-tab")
+                    if t.text.strip() == title)
+
+    def result_text():
+        return studio.find_element(By.CSS_SELECTOR, ".mg-studio-result").text
+
+    # A/B: every choice names its result's prompt (#1-#4 looked identical), with descriptors.
+    tab("A/B compare").click()
+    for side in ("a", "b"):
+        options = browser.execute_script(OPTIONS, studio.find_element(
+            By.CSS_SELECTOR, f".mg-studio-ab-{side}"))
+        assert [o.split(" ", 1)[0] for o in options] == [f"#{i}" for i in range(1, before + 1)]
+        assert all(" 'calm lo-fi piano with…', " in o for o in options), options
+    compare = studio.find_element(By.CSS_SELECTOR, ".mg-studio-compare").text
+    assert "A #2 'calm lo-fi piano with…'" in compare and "spectral centroid (Hz)" in compare
+    assert len(studio.find_elements(By.CSS_SELECTOR, ".mg-studio-compare img")) == 4
+
+    # History: play #1 shows it in the result tab with its player started.
+    tab("history").click()
+    studio.find_element(By.CSS_SELECTOR, ".mg-studio-history .widget-hbox button").click()
+    wait_for("#1 in the result tab", lambda: result_text().startswith("#1 "), 30)
+    player = studio.find_element(By.CSS_SELECTOR, ".mg-studio-result audio")
+    assert player.get_property("autoplay"), "the history's play did not start the player"
+
+    # Continuation with the tab's defaults: the source is the latest result, and they run.
+    tab("continuation").click()
+    source = studio.find_element(By.CSS_SELECTOR, ".mg-studio-source")
+    assert browser.execute_script(SELECTED, source) == f"#{before} result"
+    seconds = studio.find_element(By.CSS_SELECTOR, ".mg-studio-prompt-seconds .widget-readout")
+    assert seconds.text == "1.00"                   # below the 2.0 s duration: valid
     button = studio.find_element(By.CSS_SELECTOR, ".mg-studio-generate")
+    button.click()
+    wait_for(f"result #{before + 1}", lambda: re.search(
+        rf"#{before + 1} done|not generated|needs|error", status.text), GENERATE_TIMEOUT)
+    assert f"#{before + 1} done" in status.text, status.text
+    assert browser.execute_script(SELECTED, source) == f"#{before + 1} result"   # follows
+
+    # Like a student: the text tab, then Generate; the new result brings its <audio> player.
+    tab("text").click()
     assert button.is_enabled()
     button.click()
-    wait_for(f"result #{before + 1}", lambda: f"#{before + 1} done" in status.text,
+    wait_for(f"result #{before + 2}", lambda: f"#{before + 2} done" in status.text,
              GENERATE_TIMEOUT)
     players = studio.find_elements(By.CSS_SELECTOR, ".mg-studio-result audio")
     assert len(players) == 1 and players[0].get_attribute("src"), "no <audio> with a source"
-    summary = studio.find_element(By.CSS_SELECTOR, ".mg-studio-result").text
-    assert summary.startswith(f"#{before + 1}") and "32000 Hz" in summary, summary
+    summary = result_text()
+    assert summary.startswith(f"#{before + 2}") and "32000 Hz" in summary, summary
     assert button.is_enabled()                      # enabled again once the run ended
     history = studio.find_elements(By.CSS_SELECTOR, ".mg-studio-history .widget-hbox")
-    assert len(history) == before + 1
+    assert len(history) == before + 2
 
     # The screenshot the docs show.
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", studio)
@@ -204,4 +271,21 @@ def test_lecture_07_runs_and_the_studio_generates_in_a_browser(lab, browser, tmp
     if os.environ.get("MUSICGEN_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, SCREENSHOT)
-    print(json.dumps({"screenshot": str(shot), "results": before + 1}))
+
+    # Cancel from a cell: the kernel is busy with the cell, and the click still stops the run.
+    browser.execute_script(RUN_NEW_CELL,
+                           "print(studio.generate(duration=30.0), '|', studio.message)")
+    wait_for("the 30 s run to start", lambda: "generating 30.0 s" in status.text, 60)
+    cancel = studio.find_element(By.CSS_SELECTOR, ".mg-studio-cancel")
+    time.sleep(2)                                   # a student listens, then changes their mind
+    assert cancel.is_enabled() and browser.execute_script(NOTEBOOK_STATE)["kernel"] == "busy"
+    cancel.click()
+    wait_for("the run to end", lambda: re.search(r"cancelled at step|#\d+ done", status.text),
+             GENERATE_TIMEOUT)
+    assert "cancelled at step" in status.text, f"Cancel was ignored: {status.text}"
+    cell = wait_for("the cell to finish", lambda: (
+        (c := browser.execute_script(LAST_CELL))["done"] and c), 60)
+    assert cell["text"].startswith("None | cancelled at step"), cell["text"]
+    assert len(studio.find_elements(By.CSS_SELECTOR, ".mg-studio-history .widget-hbox")) == (
+        before + 2)                                 # nothing kept
+    print(json.dumps({"screenshot": str(shot), "results": before + 2}))

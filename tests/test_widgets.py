@@ -1,19 +1,23 @@
-"""Headless tests of the widgets (widgets.py) and the studio (studio.py).
+"""Headless tests of the widgets (widgets.py) and the studio (studio.py, studio_*.py).
 
 No browser: set widget values from Python, click buttons, and assert what the generator was
-asked, what the studio kept and what it says. ``tests/test_studio_browser.py`` clicks the same
-studio in a real JupyterLab.
+asked, what the studio kept and what it says. One test starts a real kernel (jupyter_client)
+to click Cancel while a cell waits in ``studio.generate``. ``tests/test_studio_browser.py``
+clicks the same studio in a real JupyterLab.
 """
 
+import _thread
 import base64
 import dataclasses
 import datetime
 import html
 import io
+import os
 import re
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,8 +25,7 @@ import soundfile as sf
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu import studio as studio_module
-from musicgen_edu import widgets
+from musicgen_edu import studio_history, widgets
 from musicgen_edu.studio import MODES
 
 ipywidgets = pytest.importorskip("ipywidgets")
@@ -153,6 +156,17 @@ def test_sliders_set_checks_before_moving():
     assert sliders.config() == mg.GenerationConfig(top_k=10, seed=None)
 
 
+def test_a_float_slider_comes_back_without_the_browsers_float_noise():
+    """JupyterLab's slider sent temperature 1.0 back as 1.0000000000000002 (its value
+    recomputed from its steps); once a waiting cell handles widget messages, that reached the
+    generator (lecture 07's settings check failed in the browser)."""
+    sliders = mg.param_sliders()
+    sliders.controls["temperature"].value = 1.0000000000000002      # what the browser sends
+    sliders.controls["top_p"].value = 0.75                           # a value set on purpose
+    assert sliders.values()["temperature"] == 1.0 and sliders.values()["top_p"] == 0.75
+    assert sliders.config().temperature == 1.0
+
+
 # ------------------------------------------------------------------ the studio: one click
 
 def test_click_sends_exactly_the_control_values(studio, generator, monkeypatch):
@@ -203,6 +217,21 @@ def test_history_rows_play_and_download(studio):
     assert audio.format == "wav" and audio.value[:4] == b"RIFF"
 
 
+def test_history_play_shows_and_starts_the_chosen_entry(studio):
+    """Issue 25: *play* switched to the result tab but nothing played."""
+    first = studio.generate(temperature=0.5)
+    studio.generate(temperature=1.5)
+    newest = studio.result.children[1]
+    assert newest.autoplay is False                              # a new result waits for you
+    studio.output_tabs.selected_index = 1                        # the history tab
+    studio.history_box.children[0].children[0].click()           # play #1
+    player = studio.result.children[1]
+    assert player.autoplay is True and player.value == widgets._wav_bytes(first)
+    assert player.get_state()["autoplay"] is True                # what the browser is sent
+    assert studio.output_tabs.selected_index == 0 and studio.shown == 0
+    assert studio.result.children[0].value.startswith("<b>#1</b>")
+
+
 def test_cancel_stops_at_the_next_step_and_keeps_nothing(studio, generator, monkeypatch):
     studio.generate()                                            # one kept result
     spy = Spy(generator.generate,
@@ -232,6 +261,104 @@ def test_cancel_from_another_thread_while_it_runs(studio):
     assert studio.wait(60)
     assert studio.history == [] and studio.message.startswith("cancelled at step")
     assert studio.progress.value < studio.progress.max
+
+
+def test_the_kernels_stop_button_cancels_the_run(studio, generator, monkeypatch):
+    """Interrupt (the notebook's stop button) while ``studio.generate`` waits: the run is
+    cancelled before the interrupt goes on, so nothing keeps decoding behind the student."""
+    spy = Spy(generator.generate,
+              on_step=lambda i, total: _thread.interrupt_main() if i == 3 else None)
+    monkeypatch.setattr(generator, "generate", spy)
+    with pytest.raises(KeyboardInterrupt):
+        studio.generate(duration=2.0)
+    assert not studio.running and studio.history == []
+    assert studio.message.startswith("cancelled at step") and spy.steps[-1] < 103
+
+
+KERNEL_SETUP = """
+import ipywidgets, musicgen_edu as mg
+studio = mg.Studio(mg.MusicGenerator("debug", device="cpu", progress=False),
+                   config=mg.GenerationConfig(duration=1.0, seed=0))
+print(ipywidgets.__version__, studio.cancel_button.model_id, studio.progress.model_id)
+"""
+
+
+class Kernel:
+    """A real ipykernel (this interpreter) and its client: run cells, read what they print."""
+
+    def __init__(self, tmp_path):
+        from jupyter_client.manager import start_new_kernel
+
+        env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython"), "MPLBACKEND": "agg"}
+        self.manager, self.client = start_new_kernel(kernel_name="python3", env=env,
+                                                     startup_timeout=120)
+        self.printed, self.idle, self.comm_updates = {}, set(), []
+
+    def execute(self, code: str) -> str:
+        msg_id = self.client.execute(code)
+        self.printed[msg_id] = ""
+        return msg_id
+
+    def read(self, until, timeout: float = 180):
+        """Read IOPub messages until ``until()`` is true: cell prints and errors by cell,
+        widget updates (``comm_msg``) in order."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while not until():
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"the kernel said nothing for {timeout} s: {self.printed}")
+            parent, kind = msg["parent_header"].get("msg_id"), msg["msg_type"]
+            content = msg["content"]
+            if kind == "stream" and parent in self.printed:
+                self.printed[parent] += content["text"]
+            elif kind == "error" and parent in self.printed:
+                self.printed[parent] += f"{content['ename']}: {content['evalue']}"
+            elif kind == "status" and content["execution_state"] == "idle":
+                self.idle.add(parent)
+            elif kind == "comm_msg":
+                self.comm_updates.append((content["comm_id"], content["data"]))
+
+    def run(self, code: str) -> str:
+        msg_id = self.execute(code)
+        self.read(lambda: msg_id in self.idle)
+        return self.printed[msg_id]
+
+    def click(self, comm_id: str) -> None:
+        """What a browser sends when a Button is clicked (ipywidgets 7 and 8 alike)."""
+        self.client.shell_channel.send(self.client.session.msg("comm_msg", {
+            "comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}}))
+
+    def close(self):
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+def test_cancel_works_while_a_cell_waits_in_studio_generate(tmp_path):
+    """Issue 25: lecture 07 drives the studio from cells, and a kernel handles widget messages
+    only between cells: a Cancel click 2 s into ``studio.generate(duration=30)`` did nothing.
+    Here a real kernel runs that cell, the next cell is already queued (as Run All queues
+    it), and Cancel is clicked once the progress bar moved."""
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("jupyter_client")
+    kernel = Kernel(tmp_path)
+    try:
+        version, cancel_id, progress_id = kernel.run(KERNEL_SETUP).split()
+        assert version == ipywidgets.__version__              # this venv's ipywidgets (7 or 8)
+        running = kernel.execute("print(studio.generate(duration=30.0), '|', studio.message)")
+        after = kernel.execute("print(len(studio.history), studio.running)")
+        kernel.read(lambda: any(comm == progress_id and data.get("state", {}).get("value")
+                                for comm, data in kernel.comm_updates))   # decoding has begun
+        kernel.click(cancel_id)
+        kernel.read(lambda: {running, after} <= kernel.idle)
+        printed = kernel.printed[running].strip()
+        assert printed.startswith("None | cancelled at step"), printed
+        assert printed.endswith("of 1503; nothing was kept."), printed
+        assert kernel.printed[after].strip() == "0 False"          # the queued cell ran after
+    finally:
+        kernel.close()
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -346,7 +473,7 @@ def test_ab_and_history_labels_show_the_prompt_and_compact_numbers(studio):
     titles = [html.unescape(player.children[0].value) for player in view.box.children[0].children]
     assert titles == ["<b>A #1 'calm piano': 1.0 s, T=0.5 k=250 p=0, cfg=3, seed=0</b>",
                       "<b>B #2 'dark techno with a long…': 1.0 s, T=1.5 k=250 p=0, cfg=3, seed=0</b>"]
-    assert widgets._compact(2**62 + 1) == "4611686018427387905"       # integers stay exact
+    assert studio_history._compact(2**62 + 1) == "4611686018427387905"   # integers stay exact
 
 
 def test_the_seed_box_is_exact_text_and_says_how_to_get_a_random_one(studio, generator):
@@ -402,7 +529,7 @@ def test_audio_compare_names_what_differs(studio):
     a = studio.generate(temperature=0.5)
     b = studio.generate(temperature=1.5)
     view = studio.compare(0, 1)
-    assert view.differences == {"temperature": (0.5, 1.5)}
+    assert (view.a, view.b) == (a, b) and view.differences == {"temperature": (0.5, 1.5)}
     assert studio.output_tabs.selected_index == 2 and studio.compare_box.children == (view.box,)
     assert mg.audio_compare(a, a).differences == {}
     assert "temperature 0.5 → 1.5" in view.box.children[1].value
@@ -410,6 +537,33 @@ def test_audio_compare_names_what_differs(studio):
     assert set(studio.compare(-1, 0).differences) == {"use_sampling", "temperature", "seed"}
     with pytest.raises(mg.ConfigError, match="history index 5 is out of range"):
         studio.compare(5, 0)
+
+
+def test_ab_compare_shows_spectrograms_and_lecture_08_descriptors(studio):
+    """Issue 25: A/B compared only waveforms."""
+    a = studio.generate("calm piano", temperature=0.5)
+    b = studio.generate("calm piano", temperature=1.5)
+    view = studio.compare(0, 1)
+    for player, g in zip(view.box.children[0].children, (a, b)):
+        _, audio, waveform, spectrogram = player.children
+        assert audio.value == widgets._wav_bytes(g)
+        assert waveform.value[:4] == spectrogram.value[:4] == b"\x89PNG"
+        assert waveform.value != spectrogram.value
+    assert list(view.metrics) == list(view.labels)
+    for label, g in zip(view.labels, (a, b)):
+        expected = mg.describe(g.wav[0], g.sample_rate)           # lecture 08's descriptors
+        assert set(view.metrics[label]) == set(studio_history.AB_METRICS) == {
+            "loudness_lufs", "peak_dbfs", "centroid_hz", "flatness", "silence_ratio",
+            "tempo_bpm", "beat_strength", "key"}
+        for name, value in view.metrics[label].items():
+            same_nan = isinstance(value, float) and np.isnan(value) and np.isnan(expected[name])
+            assert value == expected[name] or same_nan, name
+    table = html.unescape(view.box.children[2].value)
+    centroids = [studio_history._compact(view.metrics[label]["centroid_hz"])
+                 for label in view.labels]
+    assert f"<td>spectral centroid (Hz)</td><td>{centroids[0]}</td><td>{centroids[1]}</td>" in table
+    assert "<td>loudness (LUFS)</td>" in table and "<td>tempo (BPM)</td>" in table
+    assert f"spectral centroid: {centroids[0]} vs {centroids[1]}" in view.text()
 
 
 def test_compare_bad_index_is_a_message(studio):
@@ -426,6 +580,73 @@ def test_token_grid_shows_the_tokens(gen):
     images = grid.box.children
     assert len(images) == 2 and all(im.value[:8] == b"\x89PNG\r\n\x1a\n" for im in images)
     assert repr(grid).startswith("tokens [K, S] = [4, 25]")
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's header."""
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_a_stereo_token_grid_is_sharp_and_not_stretched():
+    """Issue 25: the 8-codebook grid of a stereo model was stretched and blurry: drawn as tall
+    as 4 rows, then stretched by the row beside it (the taller delay-pattern picture)."""
+    stereo = mg.MusicGenerator("debug-stereo", device="cpu", progress=False)
+    out = stereo.generate("calm piano", duration=0.5, seed=1)
+    tokens = out.tokens[0]                                       # [8, 25]
+    grid = mg.token_grid(out)
+    tokens_png, pattern_png = (image.value for image in grid.box.children)
+    (_, height), (_, pattern_height) = png_size(tokens_png), png_size(pattern_png)
+    assert height == pattern_height                              # one row, one height
+    assert height > png_size(widgets._png(lambda ax: widgets._draw_tokens(ax, tokens[:4]),
+                                          widgets._token_size(4)))[1]   # taller with more rows
+    for image in grid.box.children:                              # the browser keeps the aspect
+        assert image.layout.height == "auto" and image.layout.align_self == "flex-start"
+    assert grid.box.layout.align_items == "flex-start"
+    fig = widgets._figure(lambda ax: widgets._draw_tokens(ax, tokens), widgets._token_size(8))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    image = ax.images[0]
+    assert image.get_interpolation() == "nearest"                # cells, not a smoothed blur
+    assert np.array_equal(image.get_array(), tokens.numpy())
+    for ticks, (low, high) in ((ax.get_xticks(), (0, 24)), (ax.get_yticks(), (0, 7))):
+        shown = [t for t in ticks if low - 0.5 <= t <= high + 0.5]
+        assert shown and all(float(t).is_integer() for t in shown), ticks
+    row_pixels = ax.get_window_extent().height / 8
+    assert row_pixels >= 12, f"a codebook row is only {row_pixels:.1f} px tall"
+
+
+# ------------------------------------------------------------------ a snapshot without a kernel
+
+def test_the_snapshot_shows_the_studios_state_without_widgets(studio):
+    """Issue 25: widget outputs are blank on the docs site and "model not found" without a
+    kernel; ``studio.snapshot()`` is an ordinary output of the same state."""
+    empty = studio.snapshot()
+    assert empty.shown is None and empty.rows == [] and empty.pictures == {}
+    assert "no result yet" in empty._repr_html_() and "no result yet" in repr(empty)
+    first = studio.generate("calm piano", temperature=0.5)
+    studio.generate("dark techno", temperature=1.5)
+    studio.compare(0, 1)
+    studio.history_box.children[0].children[0].click()           # the result tab shows #1
+    studio.sliders.set(temperature=0.7)
+    snap = studio.snapshot()
+    assert snap.shown == 1 and snap.settings["temperature"] == 0.7
+    assert snap.settings["prompt"] == "dark techno" and snap.settings["model"] == "debug"
+    assert snap.rows == [f"#1 text: 'calm piano', {widgets._settings(first)}",
+                         f"#2 text: 'dark techno', {widgets._settings(studio.history[1])}"]
+    assert set(snap.pictures) == {"waveform", "spectrogram", "tokens"}
+    assert all(png[:4] == b"\x89PNG" for png in snap.pictures.values())
+    page = html.unescape(snap._repr_html_())
+    assert "temperature=0.7" in page and studio.message in page
+    assert "<b>#1</b> " + first.summary() in page
+    assert page.count("<img") == 3 and page.count("<audio") == 1
+    wav = base64.b64decode(re.search(r'<audio controls src="data:audio/wav;base64,([^"]+)"',
+                                     page).group(1))
+    assert wav == widgets._wav_bytes(first)                      # #1's sound, not the newest
+    assert "<li>text: 'calm piano', 1.0 s" in page and "<li>text: 'dark techno'" in page
+    assert "temperature 0.5 → 1.5; prompt 'calm piano' → 'dark techno'" in page
+    assert "<td>spectral centroid (Hz)</td>" in page
+    text = repr(snap)
+    assert "on show: #1" in text and "temperature=0.7" in text and "A/B differences" in text
 
 
 # ------------------------------------------------------------------ ipywidgets 7 and 8
@@ -457,9 +678,9 @@ def test_upload_files_reads_both_versions_values(version):
 def test_an_upload_in_either_versions_shape_becomes_a_source(studio, monkeypatch, version):
     """Colab's 7.7 gave ``TypeError: string indices must be integers`` here."""
     clip, data = wav_file()
-    monkeypatch.setattr(studio, "upload", type("Upload", (), {
+    monkeypatch.setattr(studio.clips, "upload", type("Upload", (), {
         "value": _upload_value(version, "riff.wav", data)}))
-    studio._uploaded()
+    studio.clips.uploaded()
     assert studio.source_picker.value == "riff.wav (1)", studio.message
     wav, rate = studio.sources["riff.wav (1)"]
     assert rate == 32000
@@ -467,9 +688,9 @@ def test_an_upload_in_either_versions_shape_becomes_a_source(studio, monkeypatch
 
 
 def test_a_bogus_upload_is_named_as_uploaded_not_by_a_temporary_path(studio, monkeypatch):
-    monkeypatch.setattr(studio, "upload", type("Upload", (), {
+    monkeypatch.setattr(studio.clips, "upload", type("Upload", (), {
         "value": _upload_value(8, "notes.wav", b"not audio at all")}))
-    studio._uploaded()
+    studio.clips.uploaded()
     assert "notes.wav" in studio.message and "/tmp" not in studio.message, studio.message
     assert "tmp" not in studio.status.value
 
@@ -543,7 +764,7 @@ def test_colab_gets_its_widget_manager(studio, monkeypatch):
 
 def test_without_ipywidgets_everything_is_text(generator, monkeypatch, capsys):
     monkeypatch.setattr(widgets, "_ipywidgets", lambda: None)
-    monkeypatch.setattr(studio_module, "_ipywidgets", lambda: None)
+    monkeypatch.setattr(studio_history, "_ipywidgets", lambda: None)
     s = mg.Studio(generator, config=mg.GenerationConfig(duration=0.5, seed=2))
     assert isinstance(s.box, widgets._Plain)
     out = s.generate("calm piano", temperature=0.8)

@@ -1,32 +1,39 @@
 """Backends run the network; the generator owns the decoding loop.
 
 A backend turns prompts into a conditioning, runs one decoder step with a KV cache, and
-converts between waveforms and EnCodec tokens. ``transformers`` (the reference) wraps the
-Hugging Face modules; faster backends (a native decoder, audiocraft) plug in with the same
-five methods: ``encode_text``, ``start``, ``step``, ``encode_audio``, ``decode_audio``.
+converts between waveforms and EnCodec tokens. The contract is :class:`Backend`
+(``contract.py``): the attributes ``name``, ``mg`` and ``path``; the methods ``encode_text``,
+``start``, ``step``, ``encode_audio`` and ``decode_audio``, with defaults for ``step_draw``
+(step, then draw) and ``release``; and the optional capabilities ``decoder``, ``fuses_draw``,
+``replays`` and ``capture_s``, declared as attributes with defaults. ``transformers`` (the
+reference) wraps the Hugging Face modules; the native decoder (``native``, ``native-int8``)
+implements the same contract faster.
 """
 
+from .contract import Backend, Conditioning
 from .native import NativeBackend
-from .transformers import Conditioning, DecoderState, TransformersBackend
+from .transformers import DecoderState, TransformersBackend
 
-__all__ = ["Conditioning", "DecoderState", "TransformersBackend", "NativeBackend", "get_backend"]
+__all__ = ["Backend", "Conditioning", "DecoderState", "TransformersBackend", "NativeBackend",
+           "get_backend"]
 
 BACKENDS = {"transformers": TransformersBackend, "native": NativeBackend,
             "native-int8": lambda model: NativeBackend(model, int8=True)}
 
 
-def get_backend(name, model):
+def get_backend(name: str | Backend, model) -> Backend:
     """Instantiate the backend called ``name`` for a loaded :class:`MusicGenModel`.
 
     A backend object (e.g. ``NativeBackend(model, graphs=True)``) is returned as it is.
     """
     from ..errors import ConfigError
 
-    if not isinstance(name, str) and callable(getattr(name, "step", None)):
-        if getattr(name, "mg", model) is not model:
+    if isinstance(name, Backend):
+        if name.mg is not model:
             raise ConfigError("the backend object was built for another model; build it with "
                               "the model you pass to MusicGenerator.")
         return name
     if name not in BACKENDS:
-        raise ConfigError(f"backend={name!r} is not available; choose one of {sorted(BACKENDS)}.")
+        raise ConfigError(f"backend={name!r} is not available; choose one of {sorted(BACKENDS)} "
+                          "or pass an object that implements backends.Backend.")
     return BACKENDS[name](model)

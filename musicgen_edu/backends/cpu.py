@@ -2,12 +2,12 @@
 
 Decoding speed on a CPU depends on which kernels the matrix products run (``ONEDNN_VERBOSE=1``
 names them): AVX2 or AVX-512 for float32, AVX512-BF16 or AMX tiles for bfloat16, VNNI or AMX
-for int8. The same code can double on one CPU family and gain nothing on another (issue #14:
-packing the weights for oneDNN made fp32 2x faster on an AMD EPYC and 1.0x on an AVX-512/AMX
-Xeon), so every speed figure names its machine with :func:`cpu_info` (``bench/decode.py``
-writes one table per CPU), and the native backend does not guess its path from flags:
-:func:`choose_native_path` times one decode step of each candidate (weights plain, packed or
-on our own kernels, ``thin_linear.cpp``; attention in fp32 or the model's dtype) at first use, keeps the fastest, and
+for int8. The same code can double on one CPU family and gain nothing on another
+(bench/README.md, section "The CPU path is timed, not guessed"), so every speed figure names
+its machine with :func:`cpu_info` (``bench/decode.py`` writes one table per CPU), and the
+native backend does not guess its path from flags: :func:`choose_native_path` times one decode
+step of each candidate (weights plain, packed or on our own kernels, ``thin_linear.cpp``;
+attention in fp32 or the model's dtype) at first use, keeps the fastest, and
 ``Generation.timings["decoder"]`` says which path a generation ran. The choice is saved per
 machine (``$MUSICGEN_CPU_PATHS``, default ``~/.cache/musicgen_edu/cpu_paths.json``), like
 FFTW's wisdom: paths round differently, so every later process and session on the machine
@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 
@@ -37,7 +37,7 @@ __all__ = ["cpu_info", "parse_cpuinfo", "ISA_FLAGS", "ISA_LIMITS", "fastest", "c
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 # Environment variables that cap the instructions used below what the CPU has: torch's own
 # kernels, oneDNN's, MKL's, and ours (thin.thin_flags). All four set, one CPU runs as an
-# older one would (bench/README.md: an AVX2 laptop's kernels on an AVX-512 server).
+# older one would (bench/README.md, section "Every x86 CPU, not only this one").
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
               "MUSICGEN_THIN_CFLAGS")
 
@@ -92,9 +92,9 @@ CHOICES: dict[str, dict] = {}
 PROBE_POSITION = 250     # cached positions when a candidate step is timed (mid-way into 10 s)
 
 
-def fastest(candidates: dict[str, Callable[[], object]], repeats: int = 3,
-            clock: Callable[[], float] = time.perf_counter, prefer: str | None = None,
-            margin: float = 0.15) -> tuple[str, dict[str, float]]:
+def fastest(candidates: dict[Hashable, Callable[[], object]], repeats: int = 3,
+            clock: Callable[[], float] = time.perf_counter, prefer: Hashable | None = None,
+            margin: float = 0.15) -> tuple[Hashable, dict[Hashable, float]]:
     """Call each candidate once (warm-up), then ``repeats`` times, interleaved so a slow
     moment of the machine hits every candidate alike; return the winner and every median
     (seconds). The winner is ``prefer`` unless another candidate's median is more than
@@ -103,7 +103,7 @@ def fastest(candidates: dict[str, Callable[[], object]], repeats: int = 3,
     seed's tokens; only a clear win moves off the default."""
     for run in candidates.values():
         run()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+    times: dict[Hashable, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
             start = clock()
@@ -242,12 +242,11 @@ def _time_candidates(backend, decoders: dict, attentions: list[torch.dtype]) -> 
                     state.pos, state.steps = pos, pos    # rewrite the last slot each time
                     backend.step(tokens, state)
 
-                candidates[f"{weights} weights, {str(attention).removeprefix('torch.')} "
-                           "attention"] = run
+                candidates[weights, str(attention).removeprefix("torch.")] = run
         # the default, unless clearly beaten: the first layout given, fp32 attention
-        name, medians = fastest(candidates, prefer=next(iter(candidates)))
+        best, medians = fastest(candidates, prefer=next(iter(candidates)))
     finally:
         backend.graphs, backend.decoder, backend.attention_dtype = graphs, plain, attention_dtype
-    weights, attention = name.split(" weights, ")
-    return dict(weights=weights, attention=attention.removesuffix(" attention"),
-                ms_per_step={n: round(1000 * t, 2) for n, t in medians.items()})
+    return dict(weights=best[0], attention=best[1],        # (a JSON file's keys are strings)
+                ms_per_step={f"{w} weights, {a} attention": round(1000 * t, 2)
+                             for (w, a), t in medians.items()})

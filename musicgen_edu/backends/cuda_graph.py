@@ -1,10 +1,11 @@
-"""Replay the decode step as one CUDA graph instead of ~600 kernel launches from Python.
+"""Replay the decode step as one CUDA graph instead of hundreds of kernel launches from Python.
 
 On a GPU, one MusicGen decode step is hundreds of small kernels; launched one by one from
-Python, the launches can cost more than the arithmetic (as gpt-fast found for small batches,
-and as an H200 profile of this decoder showed: issue #13). A CUDA graph records the kernels of one call *with their memory
-addresses*; replaying it is a single launch. The price: everything the step reads or writes
-must stay at fixed addresses with fixed shapes. So the token column and the position are
+Python, the launches can cost more than the arithmetic (as gpt-fast found for small batches;
+the figures for this decoder: bench/README.md, section "Kernel launches and CUDA graphs"). A
+CUDA graph records the kernels of one call *with their memory addresses*; replaying it is a
+single launch. The price: everything the step reads or writes must stay at fixed addresses
+with fixed shapes. So the token column and the position are
 copied into static tensors, the KV cache and the text keys/values are the generation's own
 preallocated tensors, attention covers the whole cache under a mask
 (:meth:`NativeDecoder.step_static`), and the logits land in a static output tensor. With the
@@ -13,7 +14,7 @@ counter sampler the graph also runs classifier-free guidance, the filters and th
 
 Attention covers a bucket of the cache (256, 512, 1024, 1536, then multiples of 512 slots)
 rather than all of it, with one graph per bucket: a fixed shape per graph, yet a step early in
-a 30 s window no longer pays for the whole window.
+a 30 s window does not pay for the whole window.
 
 A ``NativeBackend`` runs its one-token steps through :func:`graphed_step`, which makes the
 generation's :class:`GraphedStep`, replays (or first captures) it, and falls back to eager
@@ -51,13 +52,12 @@ class CaptureError(RuntimeError):
 def keep_attention_off_cudnn() -> None:
     """Switch PyTorch's cuDNN attention off for this process.
 
-    On CUDA, PyTorch may pick cuDNN's fused attention, whose last bits vary from run to run:
-    on an H200 (torch 2.11) two identical bf16 generations of 6 s differed in 2-7 tokens, always
-    after the 256-slot bucket, and with cuDNN off they never did. "Same seed, same tokens" is a
-    promise of this library, so a repeatable backend turns it off, for the whole process: the
+    On CUDA, PyTorch may pick cuDNN's fused attention, whose last bits can vary from run to
+    run, so two identical generations may differ in a few tokens. "Same seed, same tokens" is
+    a promise of this library, so a repeatable backend turns it off, for the whole process: the
     switch is global, and flipping it around each step would race between the server's worker
-    threads. The price, measured there: 3.15 vs 2.65 ms per bf16 step at batch 1
-    (``bench/results/gpu/README.md``).
+    threads. The price is a slower attention kernel (bench/README.md, section "cuDNN attention
+    and repeatable tokens").
     """
     torch.backends.cuda.enable_cudnn_sdp(False)
 
@@ -76,9 +76,10 @@ class GraphedStep:
     """Captured one-token decode steps, one graph per attention bucket, for one generation.
 
     Call it with a token column ``[N, K, 1]``, the position (int) to write and the state; it
-    returns the logits ``[N, K, V]`` (or, given a draw, the sampled tokens ``[B, K]``). Attention covers the bucket of cache slots that holds the
-    position (:func:`attention_length`), so a step early in a long window reads a short
-    cache; each bucket's graph is captured the first time the position enters it. On a CPU (no
+    returns the logits ``[N, K, V]`` (or, given a ``Sampling``, the drawn tokens ``[B, K]``).
+    Attention covers the bucket of cache slots that holds the position
+    (:func:`attention_length`), so a step early in a long window reads a short cache; each
+    bucket's graph is captured the first time the position enters it. On a CPU (no
     graphs) the same static buffers and buckets are used and the step runs eagerly, which is
     how the tests check the plumbing without a GPU. It keeps no reference to the state (the
     state holds it), so a finished generation's KV cache is freed as soon as it is dropped.
@@ -89,7 +90,7 @@ class GraphedStep:
         self.tokens = tokens.clone()                                        # static input [N, K, 1]
         self.pos = torch.full((1,), state.pos, dtype=torch.long, device=tokens.device)
         self.max_len = state.k_cache[0].shape[2]
-        self.graphs: dict[tuple, tuple] = {}    # (length, sampling) -> (CUDAGraph, static out)
+        self.graphs: dict[tuple, tuple] = {}    # (length, Sampling) -> (CUDAGraph, static out)
         self.seeds: dict = {}                   # batch shape -> (static seeds, their source)
         self.step_no = torch.zeros(1, dtype=torch.long, device=tokens.device)  # the draw's clock
         self.lengths: list[int] = []            # buckets used, in order (for tests and timings)
@@ -115,37 +116,41 @@ class GraphedStep:
             self.on_capture(time.perf_counter() - start)
         return graph, out                        # out: the graph's static output
 
-    def __call__(self, tokens: torch.Tensor, pos: int, state, draw=None,
-                 replay: bool = True) -> torch.Tensor:
-        """Logits ``[N, K, V]`` of the step at ``pos``; or, with ``draw = (key, fn, seeds,
-        step)``, the tokens ``fn(logits, seeds=, step=)`` drawn inside the same graph (one
-        graph per bucket and ``key``, the sampling settings). ``replay=False`` runs the same
-        step eagerly on the same buffers, without capturing: the same kernels, the same
-        numbers as a replay."""
+    def _static_seeds(self, seeds: torch.Tensor) -> torch.Tensor:
+        """The graph's copy of the items' seeds ``[B]``: one static buffer per batch size, into
+        which a new generation's seeds are copied once."""
+        static, source = self.seeds.get(seeds.shape, (None, None))
+        if static is None:
+            static = torch.empty_like(seeds)
+        if source is not seeds:
+            static.copy_(seeds)
+            self.seeds[seeds.shape] = (static, seeds)
+        return static
+
+    def __call__(self, tokens: torch.Tensor, pos: int, state, sampling=None, seeds=None,
+                 step: int = 0, replay: bool = True) -> torch.Tensor:
+        """Logits ``[N, K, V]`` of the step at ``pos``; or, with a ``sampling.Sampling``, the
+        tokens it draws (``seeds`` ``[B]``, counter ``step``) inside the same graph: one graph
+        per bucket and ``sampling``. ``replay=False`` runs the same step eagerly on the same
+        buffers, without capturing: the same kernels, the same numbers as a replay."""
         self.tokens.copy_(tokens)
         self.pos.fill_(pos)                      # a kernel argument, no host-device sync
         length = attention_length(pos, self.max_len)
         if not self.lengths or self.lengths[-1] != length:
             self.lengths.append(length)
-        key, fn = (length, None), None
-        if draw is not None:
-            settings, fn, seeds, step = draw
-            key = (length, settings)
-            static, source = self.seeds.get(seeds.shape, (None, None))
-            if static is None:                   # one static seed buffer per batch size
-                static = torch.empty_like(seeds)
-            if source is not seeds:              # a new generation's seeds: copy them in once
-                static.copy_(seeds)
-                self.seeds[seeds.shape] = (static, seeds)
+        if sampling is not None:
+            seeds = self._static_seeds(seeds)
             self.step_no.fill_(step)
-            seeds = static
 
-        def body():
+        def body():                              # what the graph captures
             logits = self.decoder.step_static(self.tokens, self.pos, state, length)
-            return logits if fn is None else fn(logits, seeds=seeds, step=self.step_no)
+            if sampling is None:
+                return logits
+            return sampling.draw(logits, seeds=seeds, step=self.step_no)
 
         if not replay or not self.cuda:
             return body()
+        key = (length, sampling)
         if key not in self.graphs:
             try:
                 self.graphs[key] = self._capture(body)
@@ -156,16 +161,17 @@ class GraphedStep:
         return out.clone()                       # the next replay overwrites the static output
 
 
-def graphed_step(backend, state, tokens: torch.Tensor, draw=None) -> torch.Tensor | None:
+def graphed_step(backend, state, tokens: torch.Tensor, sampling=None, seeds=None,
+                 step: int = 0) -> torch.Tensor | None:
     """A ``NativeBackend``'s one-token step at ``state.pos`` through the state's
-    :class:`GraphedStep` (made on first use): the logits, or the tokens ``draw`` gives; then
+    :class:`GraphedStep` (made on first use): the logits, or the tokens ``sampling`` draws; then
     ``state.pos`` moves on. ``None`` when capture failed: the backend then decodes eagerly, with
     a warning, and ``backend.graphs`` is off from then on.
 
     Every one-token step runs the fixed-shape step, so a generation's arithmetic does not
     depend on what was captured before (on a GPU, the dynamic-shape step rounds bf16
-    differently: a pooled and a fresh generation drew different tokens). Capture from the
-    second one-token step on: a one-off step (a single-step probe, as in ``distributions.py``)
+    differently, so a pooled and a fresh generation would draw different tokens). Capture from
+    the second one-token step on: a one-off step (a single-step probe, as in ``distributions.py``)
     is not worth a warm-up and a capture; a pooled state's graphs are replayed at once. The
     backend counts replays (``backend.replays``) and capture time (``backend.capture_s``).
     """
@@ -175,7 +181,7 @@ def graphed_step(backend, state, tokens: torch.Tensor, draw=None) -> torch.Tenso
             backend.capture_s += seconds
         state.graph = GraphedStep(backend.decoder, state, tokens, on_capture=captured)
     try:
-        out = state.graph(tokens, state.pos, state, draw, replay=replay)
+        out = state.graph(tokens, state.pos, state, sampling, seeds, step, replay=replay)
     except CaptureError as err:      # an op this GPU/driver cannot capture: run eagerly
         warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
         backend.graphs, state.graph = False, None

@@ -142,8 +142,8 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Te
 // native.py's Block.forward for a one-token step (pos an int), the same operations in the same
 // order and dtypes, so the same bits: pre-norm self-attention (keys and values written into the
 // cache at pos), cross-attention to the text (text models), then the GELU feed-forward. What it
-// saves is Python: ~40 operator calls of ~4 us per layer and step (≈ 4 ms per step of
-// MusicGen-small on the project's 2-core EPYC, bench/README.md).
+// saves is Python: the dispatch of ~40 operator calls per layer and step (what that costs:
+// bench/README.md, section "Linear layers for thin products").
 //
 // x [N, 1, D]; weights (thin_pack'ed) and scales (int8; else empty) in the order q, k, v, out,
 // [cross q, cross out,] fc1, fc2; norms: weight and bias of each layer norm in order.

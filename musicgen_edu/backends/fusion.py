@@ -1,15 +1,15 @@
 """Fewer, larger products per decode step: one for each self-attention's q/k/v, one for the heads.
 
 A one-token step multiplies 2 rows (CFG) by each weight matrix. On a GPU each product is its
-own kernel, and at 2 rows a kernel costs a few microseconds whatever its size: an H200 profile
-of a graphed MusicGen-small step counted 197 GEMM kernels in 2.7 ms (issue #13,
-``bench/results/gpu/gpu_profile.md``). The three self-attention projections read the same
-input, and so do the K codebook heads, so their weights can be stacked into one matrix and
-multiplied once (the fused ``wqkv`` of pytorch-labs/gpt-fast ``model.py``; Megatron's
+own kernel, and at 2 rows a kernel costs a few microseconds whatever its size, so a step's
+time goes to the number of GEMMs, not their size (bench/README.md, section "One product for
+q/k/v and one for the heads"). The three self-attention projections read the same input, and
+so do the K codebook heads, so their weights can be stacked into one matrix and multiplied
+once (the fused ``wqkv`` of pytorch-labs/gpt-fast ``model.py``; Megatron's
 ``query_key_value``): 24 blocks x 3 -> 24 products for q/k/v, 4 heads -> 1, i.e. 51 fewer
 kernels per step for MusicGen-small. Each output is the same sum over the same inputs; whether
-its bits are too depends on the GEMM kernel the larger shape gets (equal on the project's CPU,
-``tests/test_fusion.py``).
+its bits are too depends on the GEMM kernel the larger shape gets (``tests/test_fusion.py``
+checks them on a CPU).
 
 The stacked weights are copies (the transformers model keeps its own): ≈ 3·D²·L + K·V·D values,
 336 MB for MusicGen-small in fp32 (with int8 layouts a passing copy, quantized right after).

@@ -21,8 +21,9 @@ __all__ = ["LAYOUTS", "THIN_MIN_BYTES", "lay_out", "candidate_layouts"]
 
 LAYOUTS = ("plain", "packed", "thin", "int8", "int8-thin", "int8-dynamic")
 # Our kernels are timed at first use only for decoders whose linear weights reach this size:
-# compiling them costs ≈ 25 s once per machine, and a tiny model (the offline `debug` ones,
-# 2.4 MB) steps in well under a millisecond either way. MusicGen-small: 0.36-1.44 GB.
+# compiling them takes tens of seconds once per machine (bench/README.md, section "Linear
+# layers for thin products"), and a tiny model (the offline `debug` ones, 2.4 MB) steps fast
+# either way. MusicGen-small: 0.36-1.44 GB.
 THIN_MIN_BYTES = 64 * 2**20
 
 

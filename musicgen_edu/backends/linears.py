@@ -69,12 +69,13 @@ class DynamicInt8Linear(nn.Module):
     :class:`Int8Linear` turns every int8 weight back into a float inside the kernel, which
     costs arithmetic per weight; here the few activation rows are rounded to 8 bits (one scale
     per call) and the product runs on int8 dot-product instructions — VNNI, or AMX-INT8 tiles
-    on recent Xeons — through PyTorch's quantized CPU engine (``torch.ops.quantized
+    where the CPU has them — through PyTorch's quantized CPU engine (``torch.ops.quantized
     .linear_dynamic`` on weights prepacked by ``linear_prepack``: what
-    ``torch.ao.quantization.quantize_dynamic`` builds). On the project's AMD EPYC, 48 matrices
-    of 4096 x 1024: 10.4 ms vs 16.2 ms weight-only. The price is rounding the activations too
-    (to 7 bits: ``reduce_range``, which keeps CPUs without VNNI from overflowing). Output in
-    the activations' dtype; the prepacked weights are an opaque object, not state.
+    ``torch.ao.quantization.quantize_dynamic`` builds); how much faster it is on one CPU:
+    bench/README.md, section "Linear layers for thin products". The price is rounding the
+    activations too (to 7 bits: ``reduce_range``, which keeps CPUs without VNNI from
+    overflowing). Output in the activations' dtype; the prepacked weights are an opaque
+    object, not state.
     """
 
     def __init__(self, linear: nn.Linear):
@@ -132,10 +133,10 @@ class PackedLinear(nn.Module):
     """CPU only: a bias-free linear layer whose weight is stored in oneDNN's blocked layout.
 
     A decode step multiplies 2 rows (one prompt with CFG) by every weight matrix, so it is as
-    fast as the weights can be read from memory. torch's default CPU kernel for such a thin
-    product reads them at ~8 GB/s in fp32 and ~18 GB/s in bf16 on the project's 2-thread AMD
-    EPYC (AVX-512); reordered *once* into the layout oneDNN's kernels want, it reads ~18 and
-    ~23 GB/s (``bench/results/``). This is what ``torch.compile``'s CPU backend does to frozen
+    fast as the weights can be read from memory. torch's default CPU kernel can read such a
+    thin product well below memory speed; reordered *once* into the layout oneDNN's kernels
+    want, the weights stream faster (bench/README.md, section "Linear layers for thin
+    products"). This is what ``torch.compile``'s CPU backend does to frozen
     weights (inductor's mkldnn weight prepacking), written out. The results equal ``F.linear``
     up to float rounding (a different summation order); the packed copy costs the memory of
     the weights once more.

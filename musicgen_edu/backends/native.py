@@ -18,10 +18,11 @@ Weights are *shared* with the loaded transformers model; ``NativeDecoder.from_tr
 is the state-dict mapping. Around this file, each speed trick in its own: on a CPU the weights
 laid out for the kernel that reads them (``layouts.py``: oneDNN-packed, int8, or our own
 kernels in ``thin.py``, which also run a whole block of a one-token step in one call), chosen
-by timing at first use (``cpu.choose_native_path``; the numbers: ``bench/README.md``); on a
-GPU, q/k/v and the heads as one product each (``fusion.py``) and each one-token step replayed
-as a CUDA graph (``cuda_graph.py``). Melody models have no cross-attention: their
-conditioning is a prefix fed through self-attention at the first step.
+by timing at first use (``cpu.choose_native_path``; the numbers: bench/README.md, section
+"Choosing the path per machine"); on a GPU, q/k/v and the heads as one product each
+(``fusion.py``) and each one-token step replayed as a CUDA graph (``cuda_graph.py``). Melody
+models have no cross-attention: their conditioning is a prefix fed through self-attention at
+the first step.
 """
 
 from __future__ import annotations
@@ -34,17 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpu import choose_native_path
-from .cuda_graph import (ATTENTION_BUCKETS, attention_length, graphed_step,  # noqa: F401
-                         keep_attention_off_cudnn)
-from ..sampling import draw_tokens
+from ..sampling import Sampling
+from .contract import Conditioning
+from .cuda_graph import graphed_step, keep_attention_off_cudnn
 from .layouts import candidate_layouts, lay_out
 from .linears import DynamicInt8Linear, PackedLinear
 from .native_state import NativeState, StatePool, new_caches, text_keys_values
 from .thin import ThinLinear
-from .transformers import Conditioning, TransformersBackend
+from .transformers import TransformersBackend
 
-__all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions",
-           "attention_length", "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
+__all__ = ["NativeDecoder", "NativeBackend", "NativeState", "sinusoidal_positions"]
 
 SHORT_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -217,8 +217,8 @@ class NativeDecoder(nn.Module):
         """One-token step ``[N, K, 1]`` at position ``pos`` (a tensor ``[1]``) with fixed shapes.
 
         What a CUDA graph can capture: no Python number depends on the position; attention runs
-        over the first ``length`` cache slots (default: all; ``attention_length`` gives the
-        bucket) under a mask. Does not advance ``state.pos`` (the caller does).
+        over the first ``length`` cache slots (default: all; ``cuda_graph.attention_length``
+        gives the bucket) under a mask. Does not advance ``state.pos`` (the caller does).
         """
         length = length or state.k_cache[0].shape[2]
         slots = torch.arange(length, device=pos.device)
@@ -260,10 +260,11 @@ class NativeBackend(TransformersBackend):
             (default) means on CUDA devices. ``True`` on a CPU runs the same fixed-shape step
             without a graph (how the tests check it).
         repeatable: switch cuDNN's attention off in this process
-            (:func:`keep_attention_off_cudnn`), so the same seed gives the same tokens run after
-            run; ``None`` (default) means on CUDA devices. ``False`` leaves PyTorch's choice
-            alone (≈ 16 % faster per step on an H200, a few tokens may change between runs)
-            unless a repeatable backend in the same process has switched it off.
+            (``cuda_graph.keep_attention_off_cudnn``), so the same seed gives the same tokens
+            run after run; ``None`` (default) means on CUDA devices. ``False`` leaves PyTorch's
+            choice alone (faster per step; a few tokens may change between runs) unless a
+            repeatable backend in the same process has switched it off (bench/README.md,
+            section "cuDNN attention and repeatable tokens").
         fuse: one product for each self-attention's q/k/v and one for the K heads instead of
             3 and K (``fusion.py``: fewer kernels per step, for a copy of those weights);
             ``None`` (default) means on CUDA devices. Not with our CPU kernels (``"thin"``),
@@ -295,8 +296,8 @@ class NativeBackend(TransformersBackend):
         self._pool = StatePool(self.POOL_SIZE)   # idle caches + graphs, by shape
         cpu = model.device.type == "cpu"
         # On a CPU, attention may run in fp32 even for bf16/fp16 weights: torch's
-        # reduced-precision CPU attention kernels were several times slower for one-token
-        # queries on the machines measured (~1000 us vs ~155 us per call at cache length 450).
+        # reduced-precision CPU attention kernels can be several times slower for one-token
+        # queries (bench/README.md, section "Attention in fp32 on a CPU").
         self.attention_dtype = torch.float32 if cpu else model.dtype
         self.choice: dict | None = None          # what timing chose on this CPU (cpu.py)
         if int8:
@@ -370,31 +371,29 @@ class NativeBackend(TransformersBackend):
         return self.graphs
 
     @torch.no_grad()
-    def step_draw(self, tokens: torch.Tensor, state: NativeState, settings: dict,
+    def step_draw(self, tokens: torch.Tensor, state: NativeState, sampling: Sampling,
                   seeds: torch.Tensor, step: int) -> torch.Tensor:
-        """A decode step and its sampling: tokens ``[N, K, s]`` -> the drawn tokens ``[B, K]``.
+        """A decode step and its draw: tokens ``[N, K, s]`` -> the drawn tokens ``[B, K]``.
 
-        ``settings`` are ``sampling.draw_tokens``' (fixed for a generation; a graph is captured
-        per bucket and settings), ``seeds`` the items' seeds ``[B]`` and ``step`` the counter
-        sampler's clock. Steps that cannot be replayed (the prefill, a first one-token step)
-        run eagerly, then draw.
+        One-token steps draw inside the fixed-shape step (a graph is captured per attention
+        bucket and ``sampling``); steps that cannot be replayed (the prefill, a first
+        one-token step) run eagerly, then draw: the contract's default, the same numbers.
         """
-        draw = functools.partial(draw_tokens, **settings)
-        return self._step(tokens, state, (tuple(sorted(settings.items())), draw, seeds, step))
+        return self._step(tokens, state, sampling, seeds, step)
 
-    def _step(self, tokens: torch.Tensor, state: NativeState, draw=None) -> torch.Tensor:
-        """One decoder call: the logits, or with ``draw = (key, fn, seeds, step)`` the tokens
-        ``fn`` draws from them, inside the captured graph when the step is replayed."""
+    def _step(self, tokens: torch.Tensor, state: NativeState, sampling: Sampling | None = None,
+              seeds: torch.Tensor | None = None, step: int = 0) -> torch.Tensor:
+        """One decoder call: the logits ``[N, K, V]``, or with ``sampling`` the tokens
+        ``[B, K]`` it draws from them, inside the captured graph when the step is replayed."""
         prefix = state.cond.states if state.cond.prefix and state.steps == 0 else None
         tokens = tokens.to(self.mg.device)
         state.steps += tokens.shape[-1]
         single = prefix is None and tokens.shape[-1] == 1
         state.single_steps += single
         # with fixed shapes every one-token step runs the fixed-shape step (replayed on a GPU)
-        if self.graphs and single and (out := graphed_step(self, state, tokens, draw)) is not None:
-            return out
+        if self.graphs and single:
+            out = graphed_step(self, state, tokens, sampling, seeds, step)
+            if out is not None:                          # None: capture failed, decode eagerly
+                return out
         logits = self.decoder(tokens, state, prefix)
-        if draw is None:
-            return logits
-        _, fn, seeds, step = draw
-        return fn(logits, seeds=seeds, step=step)
+        return logits if sampling is None else sampling.draw(logits, seeds=seeds, step=step)

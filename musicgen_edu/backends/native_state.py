@@ -6,7 +6,8 @@ computed once (:func:`text_keys_values`: the re-projection transformers' cache a
 ``modeling_musicgen.py``), the position. With fixed-shape steps (``cuda_graph.py``) a captured
 graph reads and writes exactly these tensors, so :class:`StatePool` keeps a finished
 generation's state by shape and hands it to the next generation of the same shape: its graphs
-are replayed, not captured again (capture once per process, issue #13).
+are replayed, not captured again: a process captures once per shape (capture costs seconds:
+bench/README.md, section "Kernel launches and CUDA graphs").
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .transformers import Conditioning
+from .contract import Conditioning
 
 __all__ = ["NativeState", "StatePool", "new_caches", "text_keys_values"]
 

@@ -43,9 +43,9 @@ THIN_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]   # (fuse
 
 def thin_flags() -> list[str]:
     """This process's compiler flags: :data:`THIN_FLAGS`, less AVX-512 where torch dispatches
-    no higher than AVX2 (``ATEN_CPU_CAPABILITY=avx2``: to keep an older Xeon's clock up, or to
-    try a laptop's kernels on a server) and less AVX where it runs its DEFAULT kernels, so ours
-    use no more than torch's own; then ``$MUSICGEN_THIN_CFLAGS`` (e.g. ``-march=x86-64-v3``, a
+    no higher than AVX2 (``ATEN_CPU_CAPABILITY=avx2``: to keep a CPU's clock up where AVX-512
+    lowers it, or to try an AVX2 machine's kernels on an AVX-512 one) and less AVX where it
+    runs its DEFAULT kernels, so ours use no more than torch's own; then ``$MUSICGEN_THIN_CFLAGS`` (e.g. ``-march=x86-64-v3``, a
     build for the oldest CPU of a cluster sharing one home folder)."""
     flags = list(THIN_FLAGS)
     if platform.machine().lower() in ("x86_64", "amd64"):
@@ -62,9 +62,9 @@ _THIN_LOCK = threading.Lock()           # server threads building backends at on
 def thin_kernels() -> "torch._ops._OpNamespace | None":
     """The operators of ``thin_linear.cpp`` and ``decode_step.cpp`` (``.thin_pack``,
     ``.thin_linear``, ``.decode_attention``, ``.decode_block``) compiled for this CPU — once
-    per machine, ~30 s on 2 cores, then
-    loaded from torch's extension cache — or ``None`` where it cannot be built (no C++
-    compiler, a read-only cache folder...), with a warning naming why. Thread-safe."""
+    per machine (tens of seconds), then loaded from torch's extension cache — or ``None``
+    where it cannot be built (no C++ compiler, a read-only cache folder...), with a warning
+    naming why. Thread-safe."""
     # -march=native makes the code use every instruction this CPU has, so the cache entry is
     # named after the CPU and its flags too: a home folder shared between machines must not
     # hand one CPU's build to another.
@@ -105,9 +105,9 @@ class ThinLinear(nn.Module):
     """CPU only: a bias-free linear layer whose products of a few rows run ``thin_linear.cpp``.
 
     A decode step multiplies 2 rows (one prompt with CFG) by every weight matrix. oneDNN's and
-    MKL's kernels are built for many rows and read such thin products at about 19-22 GB/s on
-    the project's 2-thread AMD EPYC; the kernel here reads fp32 and bf16 weights at 30-38 GB/s
-    and int8 at 25-31 GB/s (torch's int8 kernel: 13-17; ``bench/README.md``). Its layout is
+    MKL's kernels are built for many rows and read such thin products below memory speed; this
+    kernel reads each weight row once, straight through (the figures: bench/README.md, section
+    "Linear layers for thin products"). Its layout is
     the weights in blocks of 16 output rows, ``[O, I] -> [O / 16, I, 16]``: one vector load
     gives 16 outputs' weights for one input, multiplied by that input broadcast to all lanes,
     so no sums across lanes are needed (bf16 on CPUs with AVX512-BF16, int8 on CPUs with AVX2

@@ -4,8 +4,9 @@
 // One decode step multiplies 2 rows (one prompt with CFG) by every weight matrix, so it is
 // as fast as the weights stream from memory. General GEMM kernels (oneDNN, MKL) are built for
 // many rows and read the weights of such a thin product at a fraction of the bandwidth
-// (bench/README.md); this file reads each weight row once, straight through, and keeps one
-// accumulator per input row in registers (a GEMV, as llama.cpp's ggml_vec_dot kernels do).
+// (bench/README.md, section "Our own kernels for thin products"); this file reads each weight
+// row once, straight through, and keeps one accumulator per input row in registers (a GEMV,
+// as llama.cpp's ggml_vec_dot kernels do).
 //
 // Written in portable C++ with GCC/Clang vector extensions, vectors as wide as the CPU's
 // (16 floats with AVX-512, 8 with AVX2, 4 with SSE2 or NEON: thin_vectors.h). It is
@@ -122,11 +123,11 @@ constexpr bool kBf16Pairs = false;
 // int8 weights on 16-bit integer dot products: where the CPU has AVX2 or AVX-512BW, vpmaddwd
 // multiplies 16-bit pairs and adds each pair into a 32-bit integer (with AVX512-VNNI, vpdpwssd
 // also adds that into the running sum: one instruction instead of two). Widening each int8
-// weight to a float costs more than reading it (≈ 20 G weights/s on 2 cores: bench/README.md),
-// so instead each row of x is quantized to int16 with its own scale (x ≈ sx[m] * qx[m, i],
-// |qx| <= 32767: an error of at most max|x[m]| / 65534 per input, far below the int8 weights'
-// own), and the products run on integers: one sign extension per 2 kVec weights and one or two
-// instructions per pair of inputs and row. Layout [O / 16, I / 2, 16, 2] as for bf16. The
+// weight to a float costs more than reading it (bench/README.md, "Our own kernels for thin
+// products"), so instead each row of x is quantized to int16 with its own scale
+// (x ≈ sx[m] * qx[m, i], |qx| <= 32767: an error of at most max|x[m]| / 65534 per input, far
+// below the int8 weights' own), and the products run on integers: one sign extension per
+// 2 kVec weights and one or two instructions per pair of inputs and row. Layout [O / 16, I / 2, 16, 2] as for bf16. The
 // 32-bit sums are moved into float ones every kFlush pairs, before they could overflow
 // (kFlush * 2 * 127 * 32767 < 2^31). A row's scale depends on that row alone, so results stay
 // batch-invariant bit for bit; integer sums are exact, so every build with these pairs (AVX2,
@@ -319,8 +320,9 @@ static void thin_linear_as(const torch::Tensor& x, const torch::Tensor& weight,
                                                                 m0, c);
         };
         // one prompt with CFG (2 rows): 4 column groups per pass, more weight streams in
-        // flight (AVX-512: 7 % faster than 2; AVX2: ≈ 15 %, though its 16 sums then fill
-        // every register); more rows keep 2, so that the sums stay in registers
+        // flight (faster than 2 with AVX-512 and AVX2, though AVX2's 16 sums then fill every
+        // register: bench/README.md, "Our own kernels for thin products"); more rows keep 2,
+        // so that the sums stay in registers
         if (M <= 2 && kParts <= 2) over_blocks<4>(M, O, kernel);
         else over_blocks<2>(M, O, kernel);
         break;

@@ -21,8 +21,8 @@
 // every build whose madd below is one fused instruction: AVX2, AVX-512 and ARM's AArch64 NEON;
 // SSE2-only x86 builds round a * b + c twice).
 // No vector is wider than the CPU's registers: GCC has no machine mode for one, keeps it in
-// memory and builds each broadcast there, which made an AVX2 build of 16-float vectors 6x
-// slower than torch's own kernels (bench/README.md).
+// memory and builds each broadcast there, which makes an AVX2 build of 16-float vectors several
+// times slower than torch's own kernels (bench/README.md, "Every x86 CPU, not only this one").
 #if defined(__AVX512F__)
 constexpr int kVec = 16;
 #elif defined(__AVX__)
@@ -49,8 +49,8 @@ typedef int8_t i8vec __attribute__((vector_size(kVec), aligned(1)));
 // a * b + c. Fused (one rounding) where the CPU has FMA, as every AVX2, AVX-512 and AArch64
 // CPU does (the ARM build is checked under qemu: tests/arm/);
 // the library is compiled with -ffp-contract=off and fuses only here, so every copy of a loop
-// (unrolled, vectorised, its remainder) rounds alike: with GCC fusing as it saw fit, an AVX2
-// build's attention gave a prompt other bits when its text was padded in a batch.
+// (unrolled, vectorised, its remainder) rounds alike: with GCC fusing as it sees fit, an AVX2
+// build's attention can give a prompt other bits when its text is padded in a batch.
 static inline fvec madd(fvec a, fvec b, fvec c) {
 #if defined(__AVX512F__)
   return (fvec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);

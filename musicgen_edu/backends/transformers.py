@@ -22,19 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Conditioning", "DecoderState", "TransformersBackend"]
+from .contract import Backend, Conditioning
 
-
-@dataclass
-class Conditioning:
-    """What the decoder is conditioned on, for N rows (N = 2B with CFG)."""
-
-    states: torch.Tensor            # [N, L, D] projected, padding zeroed
-    mask: torch.Tensor | None       # [N, L] 1 = attend (None for melody prefixes)
-    prefix: bool = False            # True: prepended to the decoder input (melody models)
-
-    def __len__(self) -> int:
-        return self.states.shape[0]
+__all__ = ["DecoderState", "TransformersBackend"]
 
 
 @dataclass
@@ -46,10 +36,13 @@ class DecoderState:
     steps: int = 0                  # decoder positions already in the cache
 
 
-class TransformersBackend:
-    """Runs a :class:`~musicgen_edu.models.MusicGenModel` with the transformers modules."""
+class TransformersBackend(Backend):
+    """Runs a :class:`~musicgen_edu.models.MusicGenModel` with the transformers modules.
 
-    name = "transformers"
+    The contract and the optional capabilities (none here: the defaults) are :class:`Backend`'s.
+    """
+
+    name = path = "transformers"
 
     def __init__(self, model):
         self.mg = model
@@ -114,9 +107,6 @@ class TransformersBackend:
         cache preallocate it; transformers' cache grows by itself and ignores it.
         """
         return DecoderState(cond=cond)
-
-    def release(self, state: DecoderState) -> None:
-        """The generation is done with ``state``: backends that pool buffers take them back."""
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 A check returns a :class:`CheckResult`, which prints as one line in a notebook (and is
 truthy when the answer is right), so an exercise cell ends with e.g.
-``mg.exercises.check_frames(model, 8.0, my_answer)``. The solutions live in
-``notebooks/solutions/``; ``tests/test_exercises.py`` runs them so every check is proven to
-accept a right answer and to reject a wrong one.
+``mg.exercises.check_frames(model, 8.0, my_answer)``. The solutions ship with the package
+(``musicgen_edu/exercises/solutions/``, shown by ``mg.exercises.solution(5)``, also on Colab);
+``tests/test_exercises_lectureNN.py`` runs them so every check is proven to accept a right
+answer and to reject a wrong one. ``materials.py`` also gives a lecture's notebook as a file
+where the repository is not on disk (``mg.exercises.lecture_notebook``).
 """
 
 from __future__ import annotations
@@ -83,5 +85,11 @@ from .lecture06 import *  # noqa: E402,F401,F403
 from .lecture06 import __all__ as _l06  # noqa: E402
 from .lecture07 import *  # noqa: E402,F401,F403
 from .lecture07 import __all__ as _l07  # noqa: E402
+from .lecture08 import *  # noqa: E402,F401,F403
+from .lecture08 import __all__ as _l08  # noqa: E402
+from .lecture09 import *  # noqa: E402,F401,F403
+from .lecture09 import __all__ as _l09  # noqa: E402
+from .materials import *  # noqa: E402,F401,F403
+from .materials import __all__ as _materials  # noqa: E402
 
-__all__ += [*_l00, *_l01, *_l02, *_l03, *_l04, *_l05, *_l06, *_l07]
+__all__ += [*_l00, *_l01, *_l02, *_l03, *_l04, *_l05, *_l06, *_l07, *_l08, *_l09, *_materials]

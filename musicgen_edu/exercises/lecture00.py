@@ -2,7 +2,7 @@
 
 Every right answer is computed from the model itself (frame rate, codebooks, codebook size,
 channels), so the checks hold for the debug models and for ``facebook/musicgen-small`` (or a
-stereo model) on Colab. Solutions: ``notebooks/solutions/00_setup_solutions.py``.
+stereo model) on Colab. Solutions: ``mg.exercises.solution(0)``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every right answer is computed from the model itself (frame rate, codebooks, channels,
 codebook delays), so the checks hold for the debug models and for every hub checkpoint.
-Solutions: ``notebooks/solutions/01_first_generation_solutions.py``.
+Solutions: ``mg.exercises.solution(1)``.
 """
 
 from __future__ import annotations

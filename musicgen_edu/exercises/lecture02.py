@@ -2,7 +2,7 @@
 
 The right answers come from the model's own tokenizer and text encoder (``text.py``), so the
 checks hold for the debug models (ByT5 bytes) and the hub checkpoints (T5 SentencePiece).
-Solutions: ``notebooks/solutions/02_prompts_solutions.py``.
+Solutions: ``mg.exercises.solution(2)``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every check computes the right answer from the model with the package itself, so the same
 exercise works with the debug model and with ``facebook/musicgen-small`` (or a stereo model).
-Solutions: ``notebooks/solutions/03_audio_tokens_solutions.py``.
+Solutions: ``mg.exercises.solution(3)``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each check recomputes the right answer with the package's own sampling functions (the ones the
 generator uses) from the logits the student has in the notebook, so it works for any model:
 the debug model on a CPU or ``facebook/musicgen-small`` on a GPU. Solutions:
-``notebooks/solutions/04_sampling_and_cfg_solutions.py``.
+``mg.exercises.solution(4)``.
 """
 
 from __future__ import annotations

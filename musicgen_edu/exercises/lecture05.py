@@ -3,7 +3,7 @@
 The right answers come from the package itself (the frame rate and codebook delays of the
 model, ``mg.decode_bound`` with a bandwidth given, so nothing is timed), so the checks hold
 for the debug model on a CPU and for ``facebook/musicgen-small`` on Colab.
-Solutions: ``notebooks/solutions/05_latency_solutions.py``.
+Solutions: ``mg.exercises.solution(5)``.
 """
 
 from __future__ import annotations

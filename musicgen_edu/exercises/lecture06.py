@@ -3,7 +3,7 @@
 The right answers come from the package itself (``mg.grid``, the runner's own row checks and
 seed-free grouping, the manifest on disk), so the checks hold for the debug model on a CPU and
 for ``facebook/musicgen-small`` on Colab, whatever ``MAX_BATCH_SIZE`` is.
-Solutions: ``notebooks/solutions/06_experiments_solutions.py``.
+Solutions: ``mg.exercises.solution(6)``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The right answers come from the package itself (GenerationConfig's field metadata, the tokens
 the studio recorded), so the checks hold for the debug model on a CPU and for
-``facebook/musicgen-small`` on Colab. Solutions: ``notebooks/solutions/07_studio_solutions.py``.
+``facebook/musicgen-small`` on Colab. Solutions: ``mg.exercises.solution(7)``.
 """
 
 from __future__ import annotations

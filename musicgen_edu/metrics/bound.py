@@ -97,7 +97,7 @@ def decode_bound(model, device=None, batch_size: int = 1, cache_len: int | None 
         bytes_per_step, bandwidth_gbs, bound_s_per_step, bound_steps_per_s``.
     """
     if isinstance(model, MusicGenerator):
-        decoder = getattr(model.backend, "decoder", None)            # native: its own weights
+        decoder = model.backend.decoder                   # native: its own weights (else None)
         mg_model = model.model
         decoder = mg_model.model.decoder if decoder is None else decoder
     elif isinstance(model, MusicGenModel):

@@ -1,7 +1,8 @@
 """The FastAPI application: wiring of settings, store, worker, security and monitoring.
 
-``create_app(settings)`` builds one :class:`Service` (everything a route needs) and the app
-around it. Middleware, outermost first: RequestLog (request id, metrics, log line), BodyLimit
+``create_app(settings)`` builds one :class:`~musicgen_edu.serve.service.Service` (everything
+a route needs) and the app around it: the routers of routes/ (one per resource) and of
+streaming.py. Middleware, outermost first: RequestLog (request id, metrics, log line), BodyLimit
 (413), CORS. Errors of the library become HTTP answers here, once, with their own text::
 
     ConfigError, AudioError, GenerationError -> 422     ModelLoadError -> 503
@@ -37,7 +38,6 @@ import socket
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
@@ -50,64 +50,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
 from ..settings import Settings, load_settings
-from .jobs import JobStore, SQLiteJobStore
+from . import streaming
+from .deps import admit, operation
+from .jobs import SQLiteJobStore
 from .monitoring import Metrics, RequestLog, configure_logging, get_logger
+from .routes import ROUTERS
 from .schemas import explain_validation
 from .security import Auth, BodyLimit, RateLimiter
+from .service import STREAMS_MARGIN_S, Service
 from .worker import ModelPool, Worker
 
-__all__ = ["Service", "create_app", "start_server", "run_server", "ServerHandle",
-           "GracefulServer"]
+__all__ = ["create_app", "start_server", "run_server", "ServerHandle", "GracefulServer"]
 
 UPLOAD_PATHS = ("/v1/continue", "/v1/melody", "/v1/batch")
-STREAMS_MARGIN_S = 3.0   # past the grace: an interrupted step ends and streams send done
 WS_SLACK_BYTES = 65_536  # WebSocket frames up to max_body_bytes + this reach the app (413 text)
 _STATUS = {ConfigError: 422, AudioError: 422, GenerationError: 422, ModelLoadError: 503}
-
-
-@dataclass
-class Service:
-    """Everything the routes share; one per app (``app.state.service``)."""
-
-    settings: Settings
-    store: JobStore
-    pool: ModelPool
-    worker: Worker
-    metrics: Metrics
-    auth: Auth
-    limiter: RateLimiter
-    log: object
-    storage: Path
-    load_error: str | None = None   # why the default model could not be loaded
-    stopping: threading.Event = field(default_factory=threading.Event)  # set: shutdown began
-    streams_deadline: float = math.inf  # time.monotonic() by which open streams send done
-    open_streams: int = 0           # SSE and WebSocket streams running (event loop only)
-    stopper: threading.Thread | None = None  # runs worker.stop(grace) once shutdown began
-
-    def begin_stop(self) -> None:
-        """Shutdown begins: take no new jobs and start the worker's grace now, in a thread.
-
-        Open streams watch ``stopping`` and end with ``done`` once their job has ended or gone
-        back to the queue, at the latest at ``streams_deadline`` (streaming.py). Called on the
-        event loop; a second call does nothing.
-        """
-        if self.stopping.is_set():
-            return
-        grace = self.settings.shutdown_grace_s
-        self.streams_deadline = time.monotonic() + grace + STREAMS_MARGIN_S
-        self.stopping.set()
-        self.stopper = threading.Thread(target=self._stop_worker, args=(grace,),
-                                        name="musicgen-stop", daemon=True)
-        self.stopper.start()
-
-    def _stop_worker(self, grace: float) -> None:
-        self.log.info("service stopping", running=self.store.counts()["running"])
-        self.worker.stop(grace)
-
-    def wait_stopped(self) -> None:
-        """Block until the worker has stopped (its grace, then an interrupt; both bounded)."""
-        if self.stopper is not None:
-            self.stopper.join()
 
 
 def _lock_storage(storage: Path):
@@ -131,7 +88,6 @@ def _lock_storage(storage: Path):
 def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     """The service as an ASGI app. ``settings`` default: :func:`load_settings` (+ overrides)."""
     from .. import __version__
-    from . import routes, streaming, uploads
 
     settings = settings or load_settings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
@@ -175,9 +131,8 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     app = FastAPI(title="musicgen_edu", version=__version__, lifespan=lifespan,
                   description="Text-to-music with MusicGen: jobs, streaming, prompts, batches.")
     app.state.service = svc
-    app.include_router(routes.router)
-    app.include_router(uploads.router)
-    app.include_router(streaming.router)
+    for router in (*ROUTERS, streaming.router):
+        app.include_router(router)
 
     @app.exception_handler(MusicGenEduError)
     async def library_error(request: Request, exc: MusicGenEduError):
@@ -193,9 +148,8 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
         if not request.url.path.startswith("/v1/") or "owner" in request.scope.get("state", {}):
             return None
         try:
-            routes.admit(svc, request.headers, request.client.host if request.client
-                         else "unknown", "viewer" if request.method in ("GET", "HEAD")
-                         else "user", f"{request.method} {request.url.path}")
+            admit(svc, request.headers, request.client.host if request.client else "unknown",
+                  "viewer" if request.method in ("GET", "HEAD") else "user", operation(request))
         except StarletteHTTPException as denied:
             return denied
         return None

@@ -18,6 +18,8 @@ Redis store can later take the place of :class:`SQLiteJobStore` without touching
     finish / fail                    the worker: end a running job; ``finish`` ends it
                                      ``cancelled`` instead if a cancel was asked for meanwhile
     request_cancel / cancel          DELETE: a queued job ends now, a running one at its next step
+    cancelled(ids)                   the worker, at each step: which jobs of its run a DELETE
+                                     asked to cancel (one query for the whole run)
     requeue / requeue_running        back to the queue: a graceful stop, a restart
     expiring / expire                retention: ended jobs whose files are due, and marking them
     counts / find_cached             metrics; the result cache (never an expired job)
@@ -31,13 +33,12 @@ process owns a store (app.py locks its folder): at start-up it settles every job
 What is stored is JSON that any client can read: the store refuses non-finite numbers (inf,
 NaN) with a ``ValueError``, and :meth:`Job.public` answers JSON-safe values whatever an older
 version wrote: non-finite numbers as ``null``, characters UTF-8 cannot encode (a lone
-surrogate) as ``?``, and bytes of the file that are not UTF-8 as U+FFFD.
+surrogate) as ``?`` (json_values.py), and bytes of the file that are not UTF-8 as U+FFFD.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
 import time
@@ -45,6 +46,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from .json_values import finite_json, json_safe, valid_text
 
 __all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "SQLiteJobStore", "new_job_id"]
 
@@ -55,50 +58,6 @@ FINISHED = ("succeeded", "failed", "cancelled")
 def new_job_id() -> str:
     """32 hex characters: unguessable, and safe in paths and URLs."""
     return uuid.uuid4().hex
-
-
-def _text(value: str) -> str:
-    """``value`` as valid UTF-8 text: what cannot be encoded (a lone surrogate) becomes ``?``."""
-    return value.encode("utf-8", "replace").decode("utf-8")
-
-
-def _json_safe(value):
-    """``value`` with non-finite floats as None and every string valid UTF-8 (keys too)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return _text(value)
-    if isinstance(value, dict):
-        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _non_finite(value, where: str) -> str | None:
-    """Where the first non-finite float in ``value`` is, e.g. ``"params['settings']['top_p'] =
-    nan"``; None if there is none."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where} = {value!r}"
-    if isinstance(value, dict):
-        parts = [(f"{where}[{k!r}]", v) for k, v in value.items()]
-    elif isinstance(value, (list, tuple)):
-        parts = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
-    else:
-        return None
-    return next((found for w, v in parts if (found := _non_finite(v, w))), None)
-
-
-def _dumps(value, job_id: str, what: str) -> str:
-    """``value`` as JSON text; ValueError naming the job and the value if it is not finite."""
-    try:
-        return json.dumps(value, allow_nan=False)
-    except ValueError:
-        where = _non_finite(value, what)
-        if where is None:                  # another reason (a circular reference): as it is
-            raise
-        raise ValueError(f"job {job_id}: {where} cannot be stored; job {what} must hold "
-                         "finite numbers only (JSON has no inf or NaN)") from None
 
 
 @dataclass
@@ -136,7 +95,7 @@ class Job:
         out["request"] = {k: v for k, v in self.params.items() if not k.startswith("_")}
         if isinstance(out["request"].get("rows"), list):   # a batch table: its size, not its
             out["request"]["rows"] = len(out["request"]["rows"])  # cells (listings stay small)
-        return _json_safe(out)
+        return json_safe(out)
 
 
 class JobStore(Protocol):
@@ -151,7 +110,7 @@ class JobStore(Protocol):
     def fail(self, job_id: str, error: str) -> bool: ...
     def cancel(self, job_id: str) -> bool: ...
     def request_cancel(self, job_id: str) -> str: ...
-    def cancel_requested(self, job_id: str) -> bool: ...
+    def cancelled(self, job_ids: list[str]) -> set[str]: ...
     def requeue(self, job_id: str) -> bool: ...
     def requeue_running(self, max_attempts: int) -> dict[str, int]: ...
     def expiring(self, finished_before: float, limit: int = 100) -> list[Job]: ...
@@ -226,8 +185,9 @@ class SQLiteJobStore:
     def add(self, job: Job) -> Job:
         """Store a new job; ValueError if its params or result hold inf or NaN."""
         values = asdict(job)
-        values["params"] = _dumps(job.params, job.id, "params")
-        values["result"] = _dumps(job.result, job.id, "result") if job.result is not None else None
+        values["params"] = finite_json(job.params, job.id, "params")
+        values["result"] = (finite_json(job.result, job.id, "result") if job.result is not None
+                            else None)
         values["cancel_requested"] = int(job.cancel_requested)
         with self._lock:
             self._db.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES "
@@ -295,7 +255,7 @@ class SQLiteJobStore:
             The status it ended in; None if it was not running. ValueError (nothing written)
             if ``result`` holds inf or NaN.
         """
-        text = _dumps(result, job_id, "result")
+        text = finite_json(result, job_id, "result")
         with self._lock:
             rows = self._db.execute(
                 "UPDATE jobs SET finished_at = ?, "
@@ -308,7 +268,7 @@ class SQLiteJobStore:
 
     def fail(self, job_id: str, error: str) -> bool:
         return self._update(job_id, "status = 'failed', finished_at = ?, error = ?",
-                            (time.time(), _text(error)), "status = 'running'")
+                            (time.time(), valid_text(error)), "status = 'running'")
 
     def cancel(self, job_id: str) -> bool:
         """End a queued or running job as cancelled (the worker calls it once a run stopped)."""
@@ -326,11 +286,12 @@ class SQLiteJobStore:
             job = self.get(job_id)
             return job.status if job else "missing"
 
-    def cancel_requested(self, job_id: str) -> bool:
+    def cancelled(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` a cancel was asked for: one query for every job of a run."""
         with self._lock:
-            row = self._db.execute("SELECT cancel_requested FROM jobs WHERE id = ?",
-                                   (job_id,)).fetchone()
-        return bool(row and row[0])
+            rows = self._db.execute(f"SELECT id FROM jobs WHERE cancel_requested = 1 AND id IN "
+                                    f"({', '.join('?' * len(job_ids))})", job_ids).fetchall()
+        return {row[0] for row in rows}
 
     def requeue(self, job_id: str) -> bool:
         """Put a running job back in the queue: graceful shutdown interrupted it on purpose, so

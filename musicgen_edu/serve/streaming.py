@@ -36,15 +36,15 @@ import json
 import threading
 import time
 
-from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from ..errors import MusicGenEduError
+from .deps import VIEWER_ANSWERS, ServiceDep, Viewer, admit, operation, visible_job
 from .jobs import FINISHED, Job, new_job_id
-from .routes import admit, need, service, submit, visible_job
+from .routes.generation import submit
 from .schemas import GenerateRequest, error_responses, explain_validation, job_params
-from .security import Principal
 
 __all__ = ["router"]
 
@@ -82,11 +82,9 @@ def _settled(svc, job: Job) -> bool:
             responses={200: {"description": "event: progress {id, status, step, total} at each "
                              "change, then event: done with the job (as GET /v1/jobs/{id}).",
                              "content": {"text/event-stream": {"schema": _EVENT}}},
-                       **error_responses(401, 404, 422, 429)})
-async def events(job_id: str, request: Request,
-                 who: Principal = Depends(need("viewer", "GET /v1/jobs/{id}/events"))):
+                       **VIEWER_ANSWERS, **error_responses(404)})
+async def events(job_id: str, request: Request, svc: ServiceDep, who: Viewer):
     """Server-Sent Events: progress while the job runs, then ``done`` with the job."""
-    svc = service(request)
     await asyncio.to_thread(visible_job, svc, job_id, who)
 
     async def stream():
@@ -129,14 +127,13 @@ def _message_bytes(message: dict) -> int:
 
 
 @router.websocket("/v1/stream")
-async def stream(ws: WebSocket):
+async def stream(ws: WebSocket, svc: ServiceDep):
     """Generate one prompt and send its audio while it is decoded (see the module docstring)."""
-    svc = ws.app.state.service
     limit = svc.settings.max_body_bytes
     await ws.accept()
     try:
         who = admit(svc, ws.headers, ws.client.host if ws.client else "unknown", "user",
-                    "WS /v1/stream", query_key=ws.query_params.get("api_key"))
+                    operation(ws), query_key=ws.query_params.get("api_key"))
         message = await asyncio.wait_for(ws.receive(), timeout=60)
         if message["type"] == "websocket.disconnect":
             return

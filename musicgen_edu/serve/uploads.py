@@ -1,7 +1,9 @@
-"""Routes that take an uploaded file: continue a clip, follow a melody, run a CSV table.
+"""Uploaded files, checked before they become a job: a clip to continue or follow, a CSV table.
 
-Each is multipart: ``file`` (the audio or the table) and ``request`` (JSON, validated as the
-JSON routes' bodies are). The upload is checked before it becomes a job, off the event loop::
+The routes that take them (``POST /v1/continue``, ``/v1/melody``, ``/v1/batch``; in
+routes/generation.py) are multipart: ``file`` (the audio or the table) and ``request`` (JSON,
+validated as the JSON routes' bodies are, :func:`request_json`). The checks, off the event
+loop::
 
     type (415)          extension and content type: wav/flac/ogg/mp3 audio, or a CSV table
     saved atomically    uploads/<job id><ext>: never the client's file name
@@ -24,28 +26,28 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from ..errors import ConfigError, GenerationError
+from ..errors import ConfigError
 from ..generation import MAX_PROMPT_CHARS
-from .routes import AUDIO_TYPES, SUBMIT_ANSWERS, accepted, need, service, submit
-from .schemas import (Accepted, BatchRequest, GenerateRequest, capabilities, check_model,
-                      error_responses, explain_validation, job_params)
-from .security import Principal
+from .schemas import explain_validation
+from .service import Service
 
-__all__ = ["router", "MAX_BATCH_ROWS", "MAX_COLUMNS"]
+__all__ = ["AUDIO_TYPES", "AUDIO_UPLOADS", "CSV_UPLOADS", "MAX_BATCH_ROWS", "MAX_COLUMNS",
+           "read_audio", "save_upload", "request_json", "parse_table"]
 
-router = APIRouter()
+AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
+               ".ogg": "audio/ogg"}
 # upload extension -> content types accepted for it (browsers send odd ones for CSV)
-_AUDIO_UPLOADS = {ext: ("audio/",) for ext in AUDIO_TYPES}
-_CSV_UPLOADS = {".csv": ("text/", "application/csv", "application/vnd.ms-excel")}
+AUDIO_UPLOADS = {ext: ("audio/",) for ext in AUDIO_TYPES}
+CSV_UPLOADS = {".csv": ("text/", "application/csv", "application/vnd.ms-excel")}
 MAX_BATCH_ROWS = 1000               # rows of one batch table
 MAX_COLUMNS = 64                    # columns of one batch table (settings + metadata)
 MAX_NAME_CHARS = 100                # characters of a column name
 
 
-def _read_upload(path: Path, name: str, max_seconds: float):
+def read_audio(path: Path, name: str, max_seconds: float):
     """Decode an uploaded clip (off the event loop); its length is checked before decoding."""
     import soundfile as sf
 
@@ -67,7 +69,7 @@ def _read_upload(path: Path, name: str, max_seconds: float):
     return wav, sr
 
 
-async def _upload(svc, file: UploadFile, job_id: str, kinds: dict) -> Path:
+async def save_upload(storage: Path, file: UploadFile, job_id: str, kinds: dict) -> Path:
     """Save an uploaded file as uploads/<job id><ext> after checking its type (415)."""
     ext = Path(file.filename or "").suffix.lower()
     content_type = (file.content_type or "").split(";")[0].strip().lower()
@@ -75,7 +77,7 @@ async def _upload(svc, file: UploadFile, job_id: str, kinds: dict) -> Path:
                                 or content_type.startswith(kinds[ext])):
         raise HTTPException(415, f"upload {file.filename!r} ({content_type or 'no type'}) is not "
                             f"accepted here; send one of {sorted(kinds)}.")
-    path = svc.storage / "uploads" / f"{job_id}{ext}"
+    path = storage / "uploads" / f"{job_id}{ext}"
     await run_in_threadpool(_save_atomic, file.file, path)        # up to max_upload_bytes
     return path
 
@@ -90,7 +92,7 @@ def _save_atomic(source, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _request_json(text: str, schema):
+def request_json(text: str, schema):
     """The multipart ``request`` field, validated like a JSON body (422 with the same text)."""
     from pydantic import ValidationError
 
@@ -98,78 +100,6 @@ def _request_json(text: str, schema):
         return schema.model_validate_json(text or "{}")
     except ValidationError as exc:
         raise ConfigError(explain_validation(exc.errors())) from None
-
-
-async def _audio_job(request: Request, who: Principal, kind: str, file: UploadFile, body: str):
-    from .jobs import new_job_id
-
-    svc = service(request)
-    req = _request_json(body, GenerateRequest)
-    params, model, _, _ = job_params(req, svc.settings, kind, text_required=(kind == "melody"),
-                                     owner=who.owner, loaded=svc.pool.loaded())
-    caps = capabilities(model, svc.pool.loaded())
-    if kind == "melody" and caps["melody"] is False:
-        raise GenerationError(f"{model!r} has no melody conditioning; choose a melody model "
-                              f"(e.g. 'debug-melody' or 'facebook/musicgen-melody').")
-    job_id = new_job_id()
-    path = await _upload(svc, file, job_id, _AUDIO_UPLOADS)
-    try:
-        wav, sr = await run_in_threadpool(_read_upload, path, file.filename,
-                                          max(svc.settings.max_duration, 30.0))
-        seconds = wav.shape[-1] / sr
-        window = caps["max_duration"] or 30.0
-        if kind == "continue" and not seconds < min(params["settings"]["duration"], window):
-            raise ConfigError(f"the audio prompt lasts {seconds:.2f} s but duration="
-                              f"{params['settings']['duration']} s; duration is the total length, "
-                              f"so it must be longer than the prompt (and the prompt shorter "
-                              f"than {window} s).")
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
-    params["_upload"] = path.relative_to(svc.storage).as_posix()
-    return accepted(await run_in_threadpool(submit, svc, who, kind, params, model, job_id=job_id,
-                                             request_id=request.state.request_id))
-
-
-@router.post("/v1/continue", status_code=202, tags=["generation"], response_model=Accepted,
-             responses={**SUBMIT_ANSWERS, **error_responses(415)})
-async def continue_audio(request: Request, file: UploadFile = File(..., description="audio prompt"),
-                         body: str = Form("{}", alias="request",
-                                          description="GenerateRequest as JSON"),
-                         who: Principal = Depends(need("user", "POST /v1/continue"))):
-    """Continue an uploaded clip (multipart: ``file`` + ``request`` JSON); duration = total."""
-    return await _audio_job(request, who, "continue", file, body)
-
-
-@router.post("/v1/melody", status_code=202, tags=["generation"], response_model=Accepted,
-             responses={**SUBMIT_ANSWERS, **error_responses(415)})
-async def melody(request: Request, file: UploadFile = File(..., description="melody audio"),
-                 body: str = Form("{}", alias="request", description="GenerateRequest as JSON"),
-                 who: Principal = Depends(need("user", "POST /v1/melody"))):
-    """Text + melody (melody models only; 422 otherwise)."""
-    return await _audio_job(request, who, "melody", file, body)
-
-
-@router.post("/v1/batch", status_code=202, tags=["generation"], response_model=Accepted,
-             responses={**SUBMIT_ANSWERS, **error_responses(415)})
-async def batch(request: Request, file: UploadFile = File(..., description="CSV: prompt, ..."),
-                body: str = Form("{}", alias="request", description='{"model": ...}'),
-                who: Principal = Depends(need("user", "POST /v1/batch"))):
-    """A CSV table through BatchRunner; files and manifest under /v1/jobs/{id}/files/."""
-    from .jobs import new_job_id
-
-    svc = service(request)
-    model = check_model(_request_json(body, BatchRequest).model, svc.settings)
-    job_id = new_job_id()
-    path = await _upload(svc, file, job_id, _CSV_UPLOADS)
-    try:
-        rows, items, invalid = await run_in_threadpool(_parse_table, path, model, svc)
-    finally:
-        path.unlink(missing_ok=True)
-    job = await run_in_threadpool(submit, svc, who, "batch", {
-        "rows": rows, "valid_rows": len(items), "invalid": [r["error"] for r in invalid]},
-                 model, job_id=job_id, request_id=request.state.request_id)
-    return accepted(job)
 
 
 def _check_cells(rows: list, max_bytes: int) -> None:
@@ -191,7 +121,7 @@ def _check_cells(rows: list, max_bytes: int) -> None:
                           f"{max_bytes} (setting max_body_bytes). Split it into smaller tables.")
 
 
-def _parse_table(path: Path, model: str, svc):
+def parse_table(path: Path, model: str, svc: Service):
     """Read and check a batch table (off the event loop): ``(rows, items, invalid)``.
 
     Every cell that reaches the job store is JSON-safe: a non-finite number (an ``inf`` cell)

@@ -14,10 +14,11 @@ The path of one job through a worker thread::
 
 **Dynamic batching.** Requests with the same model and sampling settings (everything but
 prompt, negative prompt and seed) get the same ``batch_key`` and are decoded as one batch.
-Because every item samples from its own seeded ``torch.Generator`` (generator.py), item i of
-the batch gets the tokens it would get alone; its audio differs from the solo clip at most by
-the float rounding of decoding several clips in one EnCodec call (one 16-bit step of a few
-samples; docs/serving.md). If a batched run raises, each of its jobs runs again alone, so a
+Because every item's random draws depend on its own seed alone (sampling.py: the counter
+sampler's noise, or one ``torch.Generator`` per item), item i of the batch gets the tokens it
+would get alone; its audio differs from the solo clip at most by the float rounding of
+decoding several clips in one EnCodec call (one 16-bit step of a few samples;
+docs/serving.md). If a batched run raises, each of its jobs runs again alone, so a
 request that breaks the model fails by itself and its batch-mates get their solo results.
 
 **Cancellation** is cooperative: the generator calls ``tracker(step, total)`` after every
@@ -124,7 +125,7 @@ class _Tracker:
 
     def __init__(self, worker: Worker, jobs: list[Job], every_s: float = PROGRESS_EVERY_S,
                  report: bool = True):
-        self.worker, self.jobs, self.every_s = worker, jobs, every_s
+        self.worker, self.every_s = worker, every_s
         self.ids = [job.id for job in jobs]
         self.report = report            # False: progress is counted elsewhere (batch tables)
         self.last = 0.0
@@ -133,7 +134,7 @@ class _Tracker:
         store = self.worker.store
         if self.worker.interrupting.is_set():
             raise _Stop("interrupted")
-        if all(store.cancel_requested(j.id) for j in self.jobs):
+        if store.cancelled(self.ids) >= set(self.ids):  # one query for every job of the run
             raise _Stop("cancelled")
         now = time.monotonic()
         if self.report and (now - self.last >= self.every_s or step == total):
