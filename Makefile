@@ -15,7 +15,7 @@ SITE_DIR ?= site
 # mkdocs-material prints a banner about its end of life on every build; keep the log to warnings
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install install-dev install-docs demo test test-unit test-avx2 test-min test-notebooks test-browser screenshot docs docs-run docs-serve
+.PHONY: install install-dev install-docs demo lint test test-unit test-avx2 test-min test-notebooks test-browser screenshot docs docs-run docs-serve
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
@@ -59,7 +59,14 @@ test-avx2:
 test-arm:
 	$(PYTHON) -m pytest -q -m arm tests/test_thin.py
 
+# ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade; pyproject [tool.ruff]) and mypy on
+# the typed core (pyproject [tool.mypy]: backends, generator, sampling, serve)
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
 test: install-dev
+	@$(MAKE) --no-print-directory lint PYTHON="$(PYTHON)"
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax
 	@$(MAKE) --no-print-directory test-avx2 PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-min PYTHON="$(PYTHON)"

@@ -191,8 +191,10 @@ def main() -> None:
                 continue  # int8 weights with fp32 activations have no fast kernel: not a use case
             if impl == "transformers" and not runs_reference(precision):
                 continue
-            runner = (lambda b, f: run_transformers(model, b, f, args.seed)) if impl == "transformers" \
-                else (lambda b, f, be=impl.replace("ours-", ""): run_ours(model, be, b, f, args.seed))
+            runner = ((lambda b, f, m=model: run_transformers(m, b, f, args.seed))
+                      if impl == "transformers" else
+                      (lambda b, f, m=model, be=impl.replace("ours-", ""):
+                       run_ours(m, be, b, f, args.seed)))
             runner(1, 8)  # warm-up: kernels, allocator, lazy init
             for batch, duration in configs[:1] if impl == "native-plain" else configs:
                 frames = round(duration * model.frame_rate)
@@ -270,7 +272,8 @@ def main() -> None:
               "`generate` in fp32 in the same run; `token_agreement` / `snr_db_vs_fp32` compare "
               "the same seed with the same implementation in fp32 (int8: with native fp32); "
               "`decoder` is the path our backend ran (`Generation.timings[\"decoder\"]`: on a CPU "
-              "chosen by timing at first use); `peak_mem_mb` is CUDA max allocated on a GPU and the process's peak RSS so far "
+              "chosen by timing at first use); `peak_mem_mb` is CUDA max allocated on a GPU and "
+              "the process's peak RSS so far "
               "on a CPU; `first_audio_s` is the time to the first chunk of `stream()`; "
               "`bandwidth_gbs` is `mg.measure_bandwidth()` right after the run (median of 3), "
               "`bound_steps_per_s` what `mg.decode_bound` makes of it for this backend's weights "

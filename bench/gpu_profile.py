@@ -92,7 +92,8 @@ def main() -> None:
         ms, total = time_per_step(gen, prompt, args.seconds, runs=1 if mode == "eager" else 3)
         per_step, kinds = kernels_per_step(gen, prompt, args.seconds)
         tokens = gen.generate(prompt, duration=args.seconds, seed=0).tokens
-        rows.append(dict(mode=mode, graphs=backend.graphs, ms_per_step=round(ms, 3), end_to_end_s=round(total, 3),
+        rows.append(dict(mode=mode, graphs=backend.graphs, ms_per_step=round(ms, 3),
+                         end_to_end_s=round(total, 3),
                          first_run_s=round(warm_s, 1), kernels_per_step=round(per_step, 1),
                          kernel_kinds=kinds, tokens=tokens))
         print({k: v for k, v in rows[-1].items() if k != "tokens"}, flush=True)

@@ -12,37 +12,76 @@ backends, audio, chroma. Only torch, transformers and numpy are imported eagerly
 libraries, plotting and IPython load when first used.
 """
 
+from . import exercises, metrics
 from .audio import load_audio, save_audio
 from .audio_display import play, plot_spectrogram, plot_waveform
 from .batch import BatchRunner, run_batch
 from .batch_manifest import read_manifest
 from .batch_table import grid, load_rows
 from .chroma import chroma_features
-from .codec import (decode_tokens, decode_with_codebooks, encode_audio, plot_delay_pattern,
-                    plot_reconstruction, plot_tokens, reconstruction_error)
-from .distributions import (entropy, filter_steps, first_step_logits, plot_distribution,
-                            plot_filter_steps, step_logits, token_diversity)
-from .errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
+from .codec import (
+    decode_tokens,
+    decode_with_codebooks,
+    encode_audio,
+    plot_delay_pattern,
+    plot_reconstruction,
+    plot_tokens,
+    reconstruction_error,
+)
+from .distributions import (
+    entropy,
+    filter_steps,
+    first_step_logits,
+    plot_distribution,
+    plot_filter_steps,
+    step_logits,
+    token_diversity,
+)
+from .errors import AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError
 from .generation import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, Generation, GenerationConfig
 from .generator import MusicGenerator
-from .metrics import *  # noqa: F401,F403  (profiling and evaluation; see metrics/__init__)
+from .metrics import *
 from .metrics import __all__ as _metrics_all
-from .models import (DEBUG_MODELS, HUB_MODELS, MusicGenModel, clear_model_cache, list_models,
-                     load_model, resolve_device, resolve_dtype)
+from .models import (
+    DEBUG_MODELS,
+    HUB_MODELS,
+    MusicGenModel,
+    clear_model_cache,
+    list_models,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 from .patterns import build_delay_grid, codebook_delays, delay_pattern, undelay
 from .prompt import PromptEngineer, PromptReport, PromptSettings, prompt_report
 from .prompt_facets import clean_prompt, load_vocabulary
-from .text import embed_prompts, prompt_similarity, tokenize_prompt
+from .sampling import (
+    apply_temperature,
+    classifier_free_guidance,
+    counter_uniform,
+    process_logits,
+    sample_counter,
+    sample_tokens,
+    top_k_filter,
+    top_p_filter,
+)
 from .studio import Studio
 from .studio_history import audio_compare
+from .text import embed_prompts, prompt_similarity, tokenize_prompt
+from .waveform import (
+    crossfade,
+    duration_seconds,
+    fade_in,
+    fade_out,
+    loudness,
+    loudness_normalize,
+    peak_normalize,
+    resample,
+    to_mono,
+    to_stereo,
+    trim_silence,
+)
 from .widgets import param_sliders, token_grid
-from .sampling import (apply_temperature, classifier_free_guidance, counter_uniform,
-                       process_logits, sample_counter, sample_tokens, top_k_filter, top_p_filter)
-from .waveform import (crossfade, duration_seconds, fade_in, fade_out, loudness,
-                       loudness_normalize, peak_normalize, resample, to_mono, to_stereo,
-                       trim_silence)
-
-from . import exercises, metrics  # noqa: E402  (checks for the lectures' exercises: mg.exercises.check_*)
 
 __version__ = "0.1.0"
 

@@ -34,8 +34,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from .batch_group import generate_group
 from .batch_manifest import MANIFEST_NAME, Manifest, read_records, records_frame

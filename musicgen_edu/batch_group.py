@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -55,7 +56,7 @@ def generate_group(generator, items: list[BatchItem], batch_size: int,
         try:
             out = generator.generate([it.prompt for it in chunk], seeds=[it.seed for it in chunk],
                                      progress=False, callback=callback, **settings)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported per row
+        except Exception as exc:
             if _is_oom(exc) and torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if _is_oom(exc) and len(chunk) > 1:

@@ -18,8 +18,9 @@ does, so this file knows nothing of the runner. Needs ``pip install 'musicgen-ed
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from .batch_group import generate_group
 from .errors import ConfigError

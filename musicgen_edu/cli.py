@@ -26,7 +26,6 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -80,11 +79,13 @@ def _targets(output: Path, count: int) -> list[Path]:
 
 @command()
 def generate(
-    prompts: List[str] = typer.Argument(..., help="One or more text prompts (batched together)."),
+    prompts: list[str] = typer.Argument(..., help="One or more text prompts (batched together)."),
     duration: float = _config_option("duration", "--duration", "-d", help="Seconds per clip."),
-    model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
-    output: Path = typer.Option(Path("musicgen.wav"), "--output", "-o", help="File to write (.wav/.flac/.ogg/.mp3)."),
-    seed: Optional[int] = _config_option("seed", help="Random seed (item i uses seed + i).",
+    model: str = typer.Option("debug", "--model", "-m",
+                              help="'debug' (offline), a hub id or a folder."),
+    output: Path = typer.Option(Path("musicgen.wav"), "--output", "-o",
+                                help="File to write (.wav/.flac/.ogg/.mp3)."),
+    seed: int | None = _config_option("seed", help="Random seed (item i uses seed + i).",
                                          hint="Omit it for a random one (--json shows it)."),
     top_k: int = _config_option("top_k", help="Top-k filter: keep the k most likely tokens."),
     top_p: float = _config_option("top_p", help="Nucleus filter: keep this much probability."),
@@ -92,13 +93,16 @@ def generate(
                                         hint="Lower is more predictable."),
     guidance_scale: float = _config_option("guidance_scale", "--guidance-scale", "--cfg",
                                            help="Classifier-free guidance strength."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative", help="Steer away from this text."),
+    negative_prompt: str | None = typer.Option(None, "--negative",
+                                               help="Steer away from this text."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
     backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (files, seeds, timings) instead of text."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print one JSON object (files, seeds, timings) instead of "
+                                      "text."),
 ):
     """Generate music from text and write it to a file (atomically).
 
@@ -131,14 +135,18 @@ def generate(
 
 @command()
 def batch(
-    source: Path = typer.Argument(..., help="CSV or JSONL of rows: prompt, duration, seed, ... (other columns are kept as metadata)."),
+    source: Path = typer.Argument(...,
+                                  help="CSV or JSONL of rows: prompt, duration, seed, ... (other "
+                                       "columns are kept as metadata)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the clips and manifest."),
-    model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
+    model: str = typer.Option("debug", "--model", "-m",
+                              help="'debug' (offline), a hub id or a folder."),
     resume: bool = typer.Option(False, "--resume", help="Skip items already in the manifest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate and replace files."),
     max_batch_size: int = typer.Option(8, help="Largest batch (halved on out-of-memory)."),
-    executor: str = typer.Option("local", help="local, or ray (pip install 'musicgen-edu\\[ray]')."),
-    workers: Optional[int] = typer.Option(None, help="Ray actors (default: one per GPU)."),
+    executor: str = typer.Option("local",
+                                 help="local, or ray (pip install 'musicgen-edu\\[ray]')."),
+    workers: int | None = typer.Option(None, help="Ray actors (default: one per GPU)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
     backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
@@ -173,7 +181,7 @@ def prompt(
     improve: bool = typer.Option(False, "--improve", help="Also print an improved prompt."),
     variations: int = typer.Option(0, "--variations", "-n", help="Also print N variations."),
     seed: int = typer.Option(0, help="Seed for improvements and variations."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
+    model: str | None = typer.Option(None, "--model", "-m",
                                         help="Count tokens with this model's tokenizer."),
 ):
     """Validate a prompt, show its facets, and optionally improve it or vary it.
@@ -242,11 +250,11 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON instead 
 
 @command()
 def serve(
-    host: Optional[str] = typer.Option(None, help="Interface to bind (setting api_host)."),
-    port: Optional[int] = typer.Option(None, help="TCP port (setting api_port)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
+    host: str | None = typer.Option(None, help="Interface to bind (setting api_host)."),
+    port: int | None = typer.Option(None, help="TCP port (setting api_port)."),
+    model: str | None = typer.Option(None, "--model", "-m",
                                         help="Default model (setting default_model)."),
-    env: Optional[str] = typer.Option(None, help="Profile: development or production "
+    env: str | None = typer.Option(None, help="Profile: development or production "
                                       "(default $MUSICGEN_ENV or development)."),
 ):
     """Run the REST + streaming service (pip install 'musicgen-edu\\[serve]') until Ctrl-C.
@@ -280,7 +288,7 @@ app.add_typer(config_app, name="config")
 @config_app.command("show")
 @guard
 def config_show(
-    env: Optional[str] = typer.Option(None, help="Profile (default $MUSICGEN_ENV or development)."),
+    env: str | None = typer.Option(None, help="Profile (default $MUSICGEN_ENV or development)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Print the effective settings (file + MUSICGEN_* + defaults), secrets masked.

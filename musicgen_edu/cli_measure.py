@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import click
 import typer
@@ -49,13 +48,24 @@ def _numbers(name: str, text: str, kind=float) -> list:
 
 
 def evaluate(
-    files: List[Path] = typer.Argument(..., help="Audio files to measure (.wav, .flac, .ogg, .mp3)."),
-    prompt: List[str] = typer.Option([], "--prompt", help="Text the files were made from: once for all files, or once per file (repeat the option)."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="CSV with columns file,prompt (instead of --prompt)."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Folder of reference clips: adds the FAD of FILES against them."),
-    clap: str = typer.Option("laion/clap-htsat-unfused", "--clap", help="CLAP model: a hub id (network once) or 'random' (offline, meaningless numbers)."),
-    embedding: str = typer.Option("clap", "--embedding", help="FAD embedding: clap (one per clip) or encodec (every frame; MusicGen's EnCodec of --model)."),
-    model: str = typer.Option("debug", "--model", "-m", help="Model whose EnCodec embeds with --embedding encodec."),
+    files: list[Path] = typer.Argument(...,
+                                       help="Audio files to measure (.wav, .flac, .ogg, .mp3)."),
+    prompt: list[str] = typer.Option([], "--prompt",
+                                     help="Text the files were made from: once for all files, or "
+                                          "once per file (repeat the option)."),
+    prompts: Path | None = typer.Option(None, "--prompts",
+                                        help="CSV with columns file,prompt (instead of --prompt)."),
+    reference: Path | None = typer.Option(None, "--reference",
+                                          help="Folder of reference clips: adds the FAD of FILES "
+                                               "against them."),
+    clap: str = typer.Option("laion/clap-htsat-unfused", "--clap",
+                             help="CLAP model: a hub id (network once) or 'random' (offline, "
+                                  "meaningless numbers)."),
+    embedding: str = typer.Option("clap", "--embedding",
+                                  help="FAD embedding: clap (one per clip) or encodec (every "
+                                       "frame; MusicGen's EnCodec of --model)."),
+    model: str = typer.Option("debug", "--model", "-m",
+                              help="Model whose EnCodec embeds with --embedding encodec."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
 ):
@@ -81,7 +91,8 @@ def evaluate(
 
 
 def profile(
-    model: str = typer.Option("debug", "--model", "-m", help="'debug' (offline), a hub id or a folder."),
+    model: str = typer.Option("debug", "--model", "-m",
+                              help="'debug' (offline), a hub id or a folder."),
     backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
@@ -90,8 +101,11 @@ def profile(
     repeats: int = typer.Option(3, help="Timed runs per (duration, batch size)."),
     warmup: int = typer.Option(1, help="Untimed runs first (kernels, allocator, lazy init)."),
     prompt: str = typer.Option("lo-fi piano", help="The prompt of every run."),
-    bound: bool = typer.Option(False, "--bound", help="Add the memory-bandwidth bound per step (decode_bound with the measured bandwidth)."),
-    bandwidth_mb: float = typer.Option(256, help="MiB per tensor of the bandwidth benchmark (--bound)."),
+    bound: bool = typer.Option(False, "--bound",
+                               help="Add the memory-bandwidth bound per step (decode_bound with "
+                                    "the measured bandwidth)."),
+    bandwidth_mb: float = typer.Option(256,
+                                       help="MiB per tensor of the bandwidth benchmark (--bound)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
 ):
     """Time generation over durations and batch sizes: median per set-up (lecture 05).
@@ -148,18 +162,29 @@ class PairsCommand(TyperCommand):
 
 
 def experiments(
-    notebook: Path = typer.Argument(..., help="The notebook to run (it needs a 'parameters' cell and writes RESULTS_PATH)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for one sub-folder per run and experiments.csv."),
-    parameter: List[str] = typer.Option([], "--parameter", "-p", metavar="KEY VALUE", help="A parameter of every run (VALUE is JSON if it parses, else text); repeat it."),
-    grid: List[str] = typer.Option([], "--grid", help="KEY=V1,V2,...: one run per combination of all --grid axes."),
-    sets: Optional[Path] = typer.Option(None, "--sets", help="A JSON file: a list of parameter dicts, one per run (with an optional 'name')."),
+    notebook: Path = typer.Argument(...,
+                                    help="The notebook to run (it needs a 'parameters' cell and "
+                                         "writes RESULTS_PATH)."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Folder for one sub-folder per run and experiments.csv."),
+    parameter: list[str] = typer.Option([], "--parameter", "-p", metavar="KEY VALUE",
+                                        help="A parameter of every run (VALUE is JSON if it "
+                                             "parses, else text); repeat it."),
+    grid: list[str] = typer.Option([], "--grid",
+                                   help="KEY=V1,V2,...: one run per combination of all --grid "
+                                        "axes."),
+    sets: Path | None = typer.Option(None, "--sets",
+                                     help="A JSON file: a list of parameter dicts, one per run "
+                                          "(with an optional 'name')."),
     kernel: str = typer.Option("python3", help="Jupyter kernel name."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip runs that finished before with the same parameters."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Skip runs that finished before with the same parameters."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
 ):
     """Run a lecture notebook over parameter sets with papermill; one results table (lecture 06).
 
-    Example: musicgen-edu experiments notebooks/06_experiments.ipynb -o runs -p MODEL debug --grid MAX_BATCH_SIZE=1,4,8
+    Example: musicgen-edu experiments notebooks/06_experiments.ipynb -o runs -p MODEL debug
+    --grid MAX_BATCH_SIZE=1,4,8
     """
     from .experiments import TABLE_NAME, parameter_grid, parse_value, run_experiments
 

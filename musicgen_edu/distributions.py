@@ -26,8 +26,7 @@ import torch
 from .errors import ConfigError
 from .generator import GenerationConfig, MusicGenerator
 from .models import MusicGenModel
-from .sampling import (apply_temperature, classifier_free_guidance, top_k_filter,
-                       top_p_filter)
+from .sampling import apply_temperature, classifier_free_guidance, top_k_filter, top_p_filter
 
 __all__ = ["first_step_logits", "step_logits", "entropy", "filter_steps", "token_diversity",
            "plot_distribution", "plot_filter_steps", "STAGES"]

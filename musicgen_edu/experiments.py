@@ -120,7 +120,7 @@ def _execute(notebook: Path, run_dir: Path, params: dict, kernel: str) -> dict:
                             parameters=params, cwd=str(run_dir), kernel_name=kernel,
                             progress_bar=False, request_save_on_cell_execute=False)
         record["results"] = json.loads(results_path.read_text())
-    except Exception as exc:  # noqa: BLE001 - record the failure, run the other sets
+    except Exception as exc:
         error = f"{exc.ename}: {exc.evalue}" if hasattr(exc, "ename") else repr(exc)
         record.update(status="failed", error=error)
     record.update(seconds=round(time.perf_counter() - start, 3),

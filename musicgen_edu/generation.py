@@ -105,7 +105,7 @@ class GenerationConfig:
     def __post_init__(self):
         self.validate()
 
-    def validate(self) -> "GenerationConfig":
+    def validate(self) -> GenerationConfig:
         """Check every field; raise ConfigError naming the value and its allowed range."""
         for f in dataclasses.fields(self):   # in field order; ranges from the field metadata
             value, limits = getattr(self, f.name), f.metadata
@@ -122,7 +122,7 @@ class GenerationConfig:
                 check(f.name, value, limits["low"], limits["high"], hint=limits["hint"], **kwargs)
         return self
 
-    def replace(self, **changes) -> "GenerationConfig":
+    def replace(self, **changes) -> GenerationConfig:
         """A validated copy with some fields changed; unknown names raise ConfigError."""
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - names)

@@ -199,9 +199,15 @@ def build_offline_model(name: str = "debug", seed: int = 0):
     """Build an offline model (and a byte tokenizer that needs no files); same seed -> same weights."""
     import logging
 
-    from transformers import (ByT5Tokenizer, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, MusicgenMelodyConfig,
-                              MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration)
+    from transformers import (
+        ByT5Tokenizer,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+    )
 
     melody = DEBUG_MODELS.get(name, (1, False))[1]
     text, codec, decoder = _offline_configs(name)
@@ -291,8 +297,12 @@ _hub_reachable = hub_reachable
 
 
 def _load_pretrained(name: str, cache_dir: str | None, dtype: torch.dtype):
-    from transformers import (AutoConfig, AutoTokenizer, MusicgenForConditionalGeneration,
-                              MusicgenMelodyForConditionalGeneration)
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyForConditionalGeneration,
+    )
 
     local = Path(name).expanduser().is_dir()
     kwargs = dict(cache_dir=cache_dir)

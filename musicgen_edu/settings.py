@@ -11,7 +11,8 @@ The YAML file is ``$MUSICGEN_CONFIG_FILE`` if set, else ``<env>.yaml`` in
 ``$MUSICGEN_CONFIG_DIR``, in ``./configs`` or in the repository's ``configs/`` folder; without
 a file the defaults apply. Keys are the field names below, flat (``api_port: 8000``), so each
 one has exactly one environment variable. An unknown key in the file, a ``MUSICGEN_*`` variable
-that looks like a misspelt setting, or a bad value stops start-up with a :class:`~musicgen_edu.errors.ConfigError`
+that looks like a misspelt setting, or a bad value stops start-up with a
+:class:`~musicgen_edu.errors.ConfigError`
 naming the key, the value, where it came from and the allowed range. The production profile
 refuses to start without API keys. Settings are read at the edges (``serve``, the CLI) and
 passed inward as plain values (docs/architecture.md).
@@ -136,7 +137,7 @@ class Settings(BaseSettings):
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Settings":
+    def _consistent(self) -> Settings:
         if not self.models:
             raise ValueError("models is empty; list at least one model name, e.g. ['debug']")
         if self.max_prompts > self.max_batch_size:

@@ -339,7 +339,7 @@ class Studio(_View):
                       "warn")
         except MusicGenEduError as exc:
             self._say(exc, "error")
-        except Exception as exc:  # noqa: BLE001  a bug, not a user error: one line, kept
+        except Exception as exc:
             self.last_error = exc
             self._say(f"unexpected {type(exc).__name__}: {exc} (details: studio.last_error)",
                       "error")

@@ -24,8 +24,7 @@ import math
 from .errors import ConfigError
 from .generator import Generation, GenerationConfig
 from .metrics.descriptors import describe
-from .widgets import (_audio, _image, _ipywidgets, _make, _settings, _short, _View,
-                      _wav_bytes)
+from .widgets import _audio, _image, _ipywidgets, _make, _settings, _short, _View, _wav_bytes
 
 __all__ = ["AB_METRICS", "AudioCompare", "History", "audio_compare", "metrics_table"]
 

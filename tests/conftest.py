@@ -12,10 +12,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MUSICGEN_CPU_PATHS", os.path.join(
     tempfile.mkdtemp(prefix="musicgen-cpu-paths-"), "cpu_paths.json"))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import musicgen_edu as mg  # noqa: E402
+import musicgen_edu as mg
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,19 @@ from hypothesis import strategies as st
 from musicgen_edu.audio import load_audio, save_audio
 from musicgen_edu.audio_display import play, plot_spectrogram, plot_waveform
 from musicgen_edu.errors import AudioError, ConfigError
-from musicgen_edu.waveform import (crossfade, duration_seconds, fade_in, fade_out, loudness,
-                                   loudness_normalize, peak_normalize, resample, to_mono,
-                                   to_stereo, trim_silence)
+from musicgen_edu.waveform import (
+    crossfade,
+    duration_seconds,
+    fade_in,
+    fade_out,
+    loudness,
+    loudness_normalize,
+    peak_normalize,
+    resample,
+    to_mono,
+    to_stereo,
+    trim_silence,
+)
 
 SR = 16000
 

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu.metrics.breakdown import (BREAKDOWN_STAGES, _Stages, _without_kineto_banner,
-                                            breakdown)
+from musicgen_edu.metrics.breakdown import (
+    BREAKDOWN_STAGES,
+    _Stages,
+    _without_kineto_banner,
+    breakdown,
+)
 
 PROMPTS = ["calm lo-fi piano", "driving drums"]
 

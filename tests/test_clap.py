@@ -12,9 +12,16 @@ import pytest
 import torch
 
 from musicgen_edu.errors import ConfigError, ModelLoadError
-from musicgen_edu.metrics.clap import (RANDOM_CLAP_WARNING, Clap, build_random_clap,
-                                       clap_embeddings, clap_score, clap_text_embeddings,
-                                       load_clap, prompt_adherence_table)
+from musicgen_edu.metrics.clap import (
+    RANDOM_CLAP_WARNING,
+    Clap,
+    build_random_clap,
+    clap_embeddings,
+    clap_score,
+    clap_text_embeddings,
+    load_clap,
+    prompt_adherence_table,
+)
 
 SR = 32000
 pytestmark = pytest.mark.filterwarnings("ignore:CLAP model 'random'")

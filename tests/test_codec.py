@@ -12,8 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import musicgen_edu as mg
-from musicgen_edu.codec import (decode_tokens, decode_with_codebooks, encode_audio,
-                                plot_delay_pattern, plot_reconstruction, reconstruction_error)
+from musicgen_edu.codec import (
+    decode_tokens,
+    decode_with_codebooks,
+    encode_audio,
+    plot_delay_pattern,
+    plot_reconstruction,
+    reconstruction_error,
+)
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +213,7 @@ def test_a_flat_reconstruction_curve_is_drawn_flat():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from musicgen_edu.codec import MIN_SNR_SPAN_DB
 
     rows = [{"codebooks": n, "snr_db": 12.0 + 1e-4 * n, "mse": 0.01} for n in (1, 2, 3, 4)]

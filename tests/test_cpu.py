@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu.backends import NativeBackend
+from musicgen_edu.backends import NativeBackend, layouts
 from musicgen_edu.backends import cpu as cpu_module
-from musicgen_edu.backends import layouts
 from musicgen_edu.backends.cpu import ISA_FLAGS, choose_native_path, cpu_info, fastest
 from musicgen_edu.backends.linears import PackedLinear, can_pack
 from musicgen_edu.backends.thin import ThinLinear, can_thin

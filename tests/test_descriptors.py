@@ -18,8 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from musicgen_edu.errors import AudioError, ConfigError
-from musicgen_edu.metrics.descriptors import (DescriptorSettings, as_clips, clipping_ratio,
-                                              describe, describe_batch, estimate_key)
+from musicgen_edu.metrics.descriptors import (
+    DescriptorSettings,
+    as_clips,
+    clipping_ratio,
+    describe,
+    describe_batch,
+    estimate_key,
+)
 
 SR = 32000
 

@@ -9,9 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import musicgen_edu as mg
-from musicgen_edu.distributions import (STAGES, entropy, filter_steps, first_step_logits,
-                                        plot_distribution, plot_filter_steps, step_logits,
-                                        token_diversity)
+from musicgen_edu.distributions import (
+    STAGES,
+    entropy,
+    filter_steps,
+    first_step_logits,
+    plot_distribution,
+    plot_filter_steps,
+    step_logits,
+    token_diversity,
+)
 
 PROMPT = "calm lo-fi piano"
 seeds = st.integers(0, 2**31 - 1)

@@ -7,7 +7,8 @@ notebook, and a section for every module of the package (so a new module cannot 
 in docs/api.md). Every link of every built page is checked (``site_links``: the file and the
 ``#fragment`` it names must exist; mkdocs' own check sees only Markdown links, not the
 lectures' tables of contents nor 404.html), and each lecture page is small, offers the clean
-notebook for download and shows no papermill parameters or widget state. The docs tools come with the ``docs`` extra (in ``dev``, so ``make test``
+notebook for download and shows no papermill parameters or widget state. The docs tools come with
+the ``docs`` extra (in ``dev``, so ``make test``
 installs them); without them ``test_docs_build_strict`` fails (it does not skip) and says so.
 """
 

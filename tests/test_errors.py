@@ -60,7 +60,8 @@ def test_infinities_are_refused_even_without_a_bound(value):
 def test_check_int_refuses_non_integers_naming_the_type(bad):
     from musicgen_edu.errors import check_int
 
-    with pytest.raises(ConfigError, match=rf"n must be an integer in \[1, 9\], got .*\({type(bad).__name__}\)"):
+    message = rf"n must be an integer in \[1, 9\], got .*\({type(bad).__name__}\)"
+    with pytest.raises(ConfigError, match=message):
         check_int("n", bad, 1, 9)
 
 

@@ -1,11 +1,10 @@
 """Lecture 00 exercise checks: the solutions pass, plausible wrong answers and None do not."""
 
 import pytest
+from conftest import fails, load_solutions, passes
 
 import musicgen_edu as mg
-from musicgen_edu.exercises.lecture00 import (check_clip_tokens, check_same_seed,
-                                              check_token_bytes)
-from conftest import fails, load_solutions, passes
+from musicgen_edu.exercises.lecture00 import check_clip_tokens, check_same_seed, check_token_bytes
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-import musicgen_edu as mg
-from musicgen_edu.exercises.lecture01 import (check_decoder_steps, check_rtf, check_token_shape,
-                                              check_wav_shape)
 from conftest import failed, load_solutions
 
+import musicgen_edu as mg
+from musicgen_edu.exercises.lecture01 import (
+    check_decoder_steps,
+    check_rtf,
+    check_token_shape,
+    check_wav_shape,
+)
 
 sol = load_solutions("01_first_generation")
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-
 import pytest
+from conftest import failed, load_solutions
 
 import musicgen_edu as mg
-from musicgen_edu.exercises.lecture02 import (check_cfg_rows, check_embedding_shape,
-                                              check_num_text_tokens, check_padding)
-from conftest import failed, load_solutions
+from musicgen_edu.exercises.lecture02 import (
+    check_cfg_rows,
+    check_embedding_shape,
+    check_num_text_tokens,
+    check_padding,
+)
 
 PROMPTS = ["lo-fi", "calm lo-fi piano with soft drums", "epic orchestra"]
 

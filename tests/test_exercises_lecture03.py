@@ -4,12 +4,16 @@ import math
 
 import pytest
 import torch
+from conftest import load_solutions
 
 import musicgen_edu as mg
 from musicgen_edu.exercises import CheckResult
-from musicgen_edu.exercises.lecture03 import (check_grid_columns, check_samples_per_frame,
-                                              check_token_bitrate, check_undelay_function)
-from conftest import load_solutions
+from musicgen_edu.exercises.lecture03 import (
+    check_grid_columns,
+    check_samples_per_frame,
+    check_token_bitrate,
+    check_undelay_function,
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,17 @@
 
 import pytest
 import torch
+from conftest import fails, load_solutions, passes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from musicgen_edu.distributions import first_step_logits
-from musicgen_edu.exercises.lecture04 import (check_cfg_by_hand, check_greedy_token,
-                                              check_nucleus_size, check_temperature_for_entropy)
-from conftest import fails, load_solutions, passes
+from musicgen_edu.exercises.lecture04 import (
+    check_cfg_by_hand,
+    check_greedy_token,
+    check_nucleus_size,
+    check_temperature_for_entropy,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 """Lecture 05 exercise checks: the solutions pass, plausible wrong answers and None do not."""
 
 import pytest
+from conftest import fails, load_solutions, passes
 
 import musicgen_edu as mg
 from musicgen_edu.exercises.lecture05 import check_bound, check_kv_bytes, check_realtime_steps
-from conftest import fails, load_solutions, passes
 
 
 @pytest.fixture(scope="module")

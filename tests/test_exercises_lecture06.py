@@ -1,11 +1,10 @@
 """Lecture 06 exercise checks: the solutions pass, plausible wrong answers and None do not."""
 
 import pytest
+from conftest import fails, load_solutions, passes
 
 import musicgen_edu as mg
-from musicgen_edu.exercises.lecture06 import (check_clip_count, check_generate_calls,
-                                              check_new_clips)
-from conftest import fails, load_solutions, passes
+from musicgen_edu.exercises.lecture06 import check_clip_count, check_generate_calls, check_new_clips
 
 PROMPTS = ["calm piano", "fast drums"]
 GRID = {"temperature": [0.7, 1.0], "top_k": [50, 250]}

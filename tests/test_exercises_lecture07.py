@@ -3,11 +3,14 @@
 import dataclasses
 
 import pytest
+from conftest import fails, load_solutions, passes
 
 import musicgen_edu as mg
-from musicgen_edu.exercises.lecture07 import (check_greedy_pair, check_reproduced,
-                                              check_setting_range)
-from conftest import fails, load_solutions, passes
+from musicgen_edu.exercises.lecture07 import (
+    check_greedy_pair,
+    check_reproduced,
+    check_setting_range,
+)
 
 pytest.importorskip("ipywidgets")
 

@@ -17,8 +17,14 @@ from hypothesis.extra.numpy import arrays
 from scipy import linalg
 
 from musicgen_edu.errors import ConfigError, ModelLoadError
-from musicgen_edu.metrics.fad import (diversity, embedding_stats, encodec_embeddings, fad,
-                                      frechet_distance, vggish_embeddings)
+from musicgen_edu.metrics.fad import (
+    diversity,
+    embedding_stats,
+    encodec_embeddings,
+    fad,
+    frechet_distance,
+    vggish_embeddings,
+)
 
 
 def closed_form_diagonal(mu1, s1, mu2, s2):

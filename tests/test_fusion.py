@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_steps_agree
 from torch import nn
 
 import musicgen_edu as mg
-from conftest import assert_steps_agree
 from musicgen_edu.backends import fusion, linears
 from musicgen_edu.backends.layouts import lay_out
 from musicgen_edu.backends.native import NativeBackend, NativeDecoder

@@ -6,12 +6,17 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_steps_agree
 
 import musicgen_edu as mg
-from conftest import assert_steps_agree
 from musicgen_edu.backends import NativeBackend, TransformersBackend
-from musicgen_edu.backends.linears import (DynamicInt8Linear, Int8Linear, PackedLinear, can_pack,
-                                           can_quantize_dynamic)
+from musicgen_edu.backends.linears import (
+    DynamicInt8Linear,
+    Int8Linear,
+    PackedLinear,
+    can_pack,
+    can_quantize_dynamic,
+)
 
 
 def _logits_both(model, prompts, steps, prefill=5, seed=0):
@@ -268,7 +273,7 @@ def test_a_finished_generation_frees_its_cache_without_the_garbage_collector():
     model = mg.load_model("debug", device="cpu")
     backend = NativeBackend(model, graphs=True)
     state = backend.start(backend.encode_text(["x"]), 6)
-    for t in range(4):
+    for _ in range(4):
         backend.step(torch.zeros(1, model.num_codebooks, 1, dtype=torch.long), state)
     assert state.graph is not None
     alive = weakref.ref(state.k_cache[0])

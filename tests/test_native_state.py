@@ -8,8 +8,7 @@ import torch
 
 import musicgen_edu as mg
 from musicgen_edu.backends.native import NativeBackend
-from musicgen_edu.backends.native_state import (NativeState, StatePool, new_caches,
-                                                text_keys_values)
+from musicgen_edu.backends.native_state import NativeState, StatePool, new_caches, text_keys_values
 
 
 def _backend():

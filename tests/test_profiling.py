@@ -2,14 +2,17 @@
 
 import pandas as pd
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import musicgen_edu as mg
 from musicgen_edu.metrics.bound import decode_bound, measure_bandwidth
-from musicgen_edu.metrics.profiling import (kv_cache_comparison, profile_generation,
-                                            profile_summary, profile_variants)
+from musicgen_edu.metrics.profiling import (
+    kv_cache_comparison,
+    profile_generation,
+    profile_summary,
+    profile_variants,
+)
 
 PROMPTS = ["calm lo-fi piano", "driving drums"]
 DURATIONS, BATCHES, REPEATS, WARMUP = [0.1, 0.2], [1, 2], 2, 1
@@ -38,7 +41,7 @@ def test_profile_has_one_row_per_run_and_the_setup(table, gen):
     assert set(table.backend) == {"native"} and set(table.dtype) == {"float32"}
     assert set(table.memory_metric) == {"process_max_rss"}
     assert (table.load_s == gen.model.load_seconds).all() and (table.guidance_scale == 3.0).all()
-    for (d, b), group in table.groupby(["duration", "batch_size"]):
+    for (d, _), group in table.groupby(["duration", "batch_size"]):
         assert sorted(group.repeat[~group.warmup]) == list(range(REPEATS))
         assert group.warmup.sum() == WARMUP
         assert (group.steps == round(d * 50) + 3).all()  # frames + the largest delay

@@ -7,8 +7,12 @@ import pytest
 
 import musicgen_edu as mg
 from musicgen_edu.metrics.breakdown import BREAKDOWN_STAGES
-from musicgen_edu.metrics.profiling_plots import (plot_breakdown, plot_kv_cache, plot_rtf,
-                                                  plot_scaling)
+from musicgen_edu.metrics.profiling_plots import (
+    plot_breakdown,
+    plot_kv_cache,
+    plot_rtf,
+    plot_scaling,
+)
 
 DURATIONS, BATCHES = [0.1, 0.2], [1, 2]
 

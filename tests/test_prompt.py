@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 
 import musicgen_edu as mg
 from musicgen_edu.errors import ConfigError
-from musicgen_edu.prompt import (MAX_VARIATIONS, PromptEngineer, PromptReport, PromptSettings,
-                                 prompt_report)
+from musicgen_edu.prompt import (
+    MAX_VARIATIONS,
+    PromptEngineer,
+    PromptReport,
+    PromptSettings,
+    prompt_report,
+)
 from musicgen_edu.prompt_facets import FACETS, clean_prompt, load_vocabulary
 
 FILLED = ("genre", "mood", "instrument", "tempo", "key", "era", "production")  # improve() adds

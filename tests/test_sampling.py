@@ -4,12 +4,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers.generation.logits_process import (ClassifierFreeGuidanceLogitsProcessor,
-                                                    TemperatureLogitsWarper, TopKLogitsWarper,
-                                                    TopPLogitsWarper)
+from transformers.generation.logits_process import (
+    ClassifierFreeGuidanceLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from musicgen_edu import (apply_temperature, classifier_free_guidance, process_logits,
-                          sample_tokens, top_k_filter, top_p_filter)
+from musicgen_edu import (
+    apply_temperature,
+    classifier_free_guidance,
+    process_logits,
+    sample_tokens,
+    top_k_filter,
+    top_p_filter,
+)
 
 seeds = st.integers(0, 2**31 - 1)
 

@@ -15,6 +15,9 @@ import pytest
 import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 import musicgen_edu as mg
 from musicgen_edu.serve import create_app
@@ -300,9 +303,9 @@ def test_logs_are_json_with_request_ids_and_no_keys_or_prompts(tmp_path, capsys)
         assert r.headers["x-request-id"] == "req-42"
         assert len(c.get("/healthz").headers["x-request-id"]) == 16
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-    request = next(l for l in lines if l["event"] == "request" and l["route"] == "/v1/generate")
+    request = next(e for e in lines if e["event"] == "request" and e["route"] == "/v1/generate")
     assert request["request_id"] == "req-42" and request["owner"] == "lab1" and request["status"] == 202
-    queued = next(l for l in lines if l["event"] == "job queued")
+    queued = next(e for e in lines if e["event"] == "job queued")
     assert queued["request_id"] == "req-42"
     text = json.dumps(lines)
     assert USER not in text and "secret melody idea" not in text
@@ -398,7 +401,7 @@ def test_batch_csv_job_with_manifest(client):
     assert job["status"] == "succeeded", job
     assert job["result"]["ok"] == 2 and job["result"]["rows"] == 3
     manifest = client.get(f"/v1/jobs/{job['id']}/files/manifest.jsonl", headers=H["user"])
-    records = [json.loads(l) for l in manifest.text.splitlines()]
+    records = [json.loads(row) for row in manifest.text.splitlines()]
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert job["result"]["files"] == [f"batches/{job['id']}/{r['path']}" for r in records]
     for path in job["result"]["files"]:                       # every listed file downloads
@@ -560,7 +563,6 @@ def test_websocket_errors(client):
 
 
 # --- fuzz: no request body ever gets a 500 ----------------------------------------------------
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st  # noqa: E402
 
 _NAMES = ["prompt", "prompts", "negative_prompt", "model", "duration", "use_sampling", "top_k",
           "top_p", "temperature", "guidance_scale", "seed", "extend_stride"]

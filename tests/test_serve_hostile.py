@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from test_serve import H, KEYS, make_client, wait_job, wait_ready, wav_bytes
+from test_serve import KEYS, H, make_client, wait_job, wait_ready, wav_bytes
 
 import musicgen_edu as mg
 from musicgen_edu.errors import ConfigError

@@ -140,7 +140,7 @@ def test_every_field_has_a_comment_in_the_source():
 
     source = inspect.getsource(module.Settings)
     for name in Settings.model_fields:
-        line = next(l for l in source.splitlines() if l.strip().startswith(f"{name}:"))
+        line = next(row for row in source.splitlines() if row.strip().startswith(f"{name}:"))
         assert "#" in line, f"setting {name} has no comment"
 
 

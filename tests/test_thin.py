@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_steps_agree
 from torch import nn
 
 import musicgen_edu as mg
-from conftest import assert_steps_agree
-from musicgen_edu.backends import NativeBackend
-from musicgen_edu.backends import layouts, linears, thin
+from musicgen_edu.backends import NativeBackend, layouts, linears, thin
 from musicgen_edu.backends.linears import Int8Linear
 from musicgen_edu.backends.thin import ThinLinear, thin_kernels, thin_linears
 

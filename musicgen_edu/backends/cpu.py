@@ -25,8 +25,8 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Callable, Hashable
 
 import torch
 

@@ -183,7 +183,7 @@ def graphed_step(backend, state, tokens: torch.Tensor, sampling=None, seeds=None
     try:
         out = state.graph(tokens, state.pos, state, sampling, seeds, step, replay=replay)
     except CaptureError as err:      # an op this GPU/driver cannot capture: run eagerly
-        warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}")
+        warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}", stacklevel=2)
         backend.graphs, state.graph = False, None
         backend._pool.clear()            # nothing replays any more: keep no idle caches
         state.pool_key = None            # and do not pool this one when it ends

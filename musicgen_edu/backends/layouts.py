@@ -12,8 +12,15 @@ from torch import nn
 
 from ..errors import ConfigError
 from .fusion import fuse_projections
-from .linears import (ONCE_PER_GENERATION, _linears, _nbytes, can_pack, can_quantize_dynamic,
-                      pack_linears, quantize_int8)
+from .linears import (
+    ONCE_PER_GENERATION,
+    _linears,
+    _nbytes,
+    can_pack,
+    can_quantize_dynamic,
+    pack_linears,
+    quantize_int8,
+)
 from .thin import block_kernels, can_thin, thin_kernels, thin_linears
 
 __all__ = ["LAYOUTS", "THIN_MIN_BYTES", "lay_out", "candidate_layouts"]

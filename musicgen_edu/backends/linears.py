@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 __all__ = ["Int8Linear", "DynamicInt8Linear", "quantize_int8", "can_quantize_dynamic",
            "PackedLinear", "pack_linears", "can_pack", "ONCE_PER_GENERATION"]
 

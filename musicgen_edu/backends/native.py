@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpu import choose_native_path
 from ..sampling import Sampling
 from .contract import Conditioning
+from .cpu import choose_native_path
 from .cuda_graph import graphed_step, keep_attention_off_cudnn
 from .layouts import candidate_layouts, lay_out
 from .linears import DynamicInt8Linear, PackedLinear
@@ -163,7 +163,7 @@ class NativeDecoder(nn.Module):
         self.register_buffer("positions", sinusoidal_positions(max_positions, dim), persistent=False)
 
     @classmethod
-    def from_transformers(cls, causal_lm) -> "NativeDecoder":
+    def from_transformers(cls, causal_lm) -> NativeDecoder:
         """Wrap a transformers ``MusicgenForCausalLM`` (or the melody one): share its weights.
 
         State-dict mapping: ``model.decoder.<name>`` -> ``<name>`` (same module names), and

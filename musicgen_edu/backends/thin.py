@@ -45,7 +45,8 @@ def thin_flags() -> list[str]:
     """This process's compiler flags: :data:`THIN_FLAGS`, less AVX-512 where torch dispatches
     no higher than AVX2 (``ATEN_CPU_CAPABILITY=avx2``: to keep a CPU's clock up where AVX-512
     lowers it, or to try an AVX2 machine's kernels on an AVX-512 one) and less AVX where it
-    runs its DEFAULT kernels, so ours use no more than torch's own; then ``$MUSICGEN_THIN_CFLAGS`` (e.g. ``-march=x86-64-v3``, a
+    runs its DEFAULT kernels, so ours use no more than torch's own; then
+    ``$MUSICGEN_THIN_CFLAGS`` (e.g. ``-march=x86-64-v3``, a
     build for the oldest CPU of a cluster sharing one home folder)."""
     flags = list(THIN_FLAGS)
     if platform.machine().lower() in ("x86_64", "amd64"):
@@ -59,7 +60,7 @@ _THIN_LOCK = threading.Lock()           # server threads building backends at on
 
 
 @functools.lru_cache(maxsize=1)
-def thin_kernels() -> "torch._ops._OpNamespace | None":
+def thin_kernels() -> torch._ops._OpNamespace | None:
     """The operators of ``thin_linear.cpp`` and ``decode_step.cpp`` (``.thin_pack``,
     ``.thin_linear``, ``.decode_attention``, ``.decode_block``) compiled for this CPU — once
     per machine (tens of seconds), then loaded from torch's extension cache — or ``None``
@@ -68,7 +69,7 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
     # -march=native makes the code use every instruction this CPU has, so the cache entry is
     # named after the CPU and its flags too: a home folder shared between machines must not
     # hand one CPU's build to another.
-    from .cpu import _cpuinfo                       # (cpu.py imports nothing from here)
+    from .cpu import _cpuinfo  # (cpu.py imports nothing from here)
     try:
         sources = b"".join(path.read_bytes() for path in THIN_SOURCES)
         flags = thin_flags()                        # the build's, and in its cache name
@@ -76,7 +77,7 @@ def thin_kernels() -> "torch._ops._OpNamespace | None":
         name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
         with _THIN_LOCK:
             return _load_thin(name, flags)
-    except Exception as err:  # noqa: BLE001 - any build failure means "use torch's kernels"
+    except Exception as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"could not build the CPU kernel thin_linear.cpp ({reason}); decoding "
                       "uses torch's kernels.", stacklevel=2)

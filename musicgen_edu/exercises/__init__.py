@@ -69,27 +69,27 @@ def as_number(answer) -> float | None:
 
 
 # Each lecture's checks (imported last: they use ``result`` from this module).
-from .lecture00 import *  # noqa: E402,F401,F403
+from .lecture00 import *  # noqa: E402, F403
 from .lecture00 import __all__ as _l00  # noqa: E402
-from .lecture01 import *  # noqa: E402,F401,F403
+from .lecture01 import *  # noqa: E402, F403
 from .lecture01 import __all__ as _l01  # noqa: E402
-from .lecture02 import *  # noqa: E402,F401,F403
+from .lecture02 import *  # noqa: E402, F403
 from .lecture02 import __all__ as _l02  # noqa: E402
-from .lecture03 import *  # noqa: E402,F401,F403
+from .lecture03 import *  # noqa: E402, F403
 from .lecture03 import __all__ as _l03  # noqa: E402
-from .lecture04 import *  # noqa: E402,F401,F403
+from .lecture04 import *  # noqa: E402, F403
 from .lecture04 import __all__ as _l04  # noqa: E402
-from .lecture05 import *  # noqa: E402,F401,F403
+from .lecture05 import *  # noqa: E402, F403
 from .lecture05 import __all__ as _l05  # noqa: E402
-from .lecture06 import *  # noqa: E402,F401,F403
+from .lecture06 import *  # noqa: E402, F403
 from .lecture06 import __all__ as _l06  # noqa: E402
-from .lecture07 import *  # noqa: E402,F401,F403
+from .lecture07 import *  # noqa: E402, F403
 from .lecture07 import __all__ as _l07  # noqa: E402
-from .lecture08 import *  # noqa: E402,F401,F403
+from .lecture08 import *  # noqa: E402, F403
 from .lecture08 import __all__ as _l08  # noqa: E402
-from .lecture09 import *  # noqa: E402,F401,F403
+from .lecture09 import *  # noqa: E402, F403
 from .lecture09 import __all__ as _l09  # noqa: E402
-from .materials import *  # noqa: E402,F401,F403
+from .materials import *  # noqa: E402, F403
 from .materials import __all__ as _materials  # noqa: E402
 
 __all__ += [*_l00, *_l01, *_l02, *_l03, *_l04, *_l05, *_l06, *_l07, *_l08, *_l09, *_materials]

@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from . import CheckResult, as_number, model_of, not_yet, result
 from ..generation import Generation
 from ..models import MusicGenModel
+from . import CheckResult, as_number, model_of, not_yet, result
 
 __all__ = ["check_same_seed", "check_clip_tokens", "check_token_bytes"]
 

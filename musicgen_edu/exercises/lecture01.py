@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 
-from . import CheckResult, result
 from ..models import MusicGenModel
 from ..patterns import codebook_delays
+from . import CheckResult, result
 
 __all__ = ["check_token_shape", "check_wav_shape", "check_decoder_steps", "check_rtf"]
 

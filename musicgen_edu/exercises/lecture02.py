@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numbers
 
-from . import CheckResult, result
 from ..text import embed_prompts, tokenize_prompt
+from . import CheckResult, result
 
 __all__ = ["check_num_text_tokens", "check_embedding_shape", "check_padding", "check_cfg_rows"]
 

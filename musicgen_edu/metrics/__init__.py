@@ -13,14 +13,31 @@
 
 from .bound import decode_bound, measure_bandwidth
 from .breakdown import BREAKDOWN_STAGES, breakdown
-from .clap import (Clap, clap_embeddings, clap_score, clap_text_embeddings, load_clap,
-                   prompt_adherence_table)
+from .clap import (
+                   Clap,
+                   clap_embeddings,
+                   clap_score,
+                   clap_text_embeddings,
+                   load_clap,
+                   prompt_adherence_table,
+)
 from .descriptors import DescriptorSettings, describe, describe_batch
 from .evaluate import evaluate_files
-from .fad import (diversity, embedding_stats, encodec_embeddings, fad, frechet_distance,
-                  vggish_embeddings)
-from .profiling import (cpu_load, kv_cache_comparison, profile_generation, profile_summary,
-                        profile_variants)
+from .fad import (
+                   diversity,
+                   embedding_stats,
+                   encodec_embeddings,
+                   fad,
+                   frechet_distance,
+                   vggish_embeddings,
+)
+from .profiling import (
+                   cpu_load,
+                   kv_cache_comparison,
+                   profile_generation,
+                   profile_summary,
+                   profile_variants,
+)
 from .profiling_plots import plot_breakdown, plot_kv_cache, plot_rtf, plot_scaling
 
 __all__ = [

@@ -17,8 +17,8 @@ offline ``clap="random"`` model the CLAP numbers are meaningless: the table says
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

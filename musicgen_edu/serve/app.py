@@ -48,7 +48,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import (AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError)
+from ..errors import AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError
 from ..settings import Settings, load_settings
 from . import streaming
 from .deps import admit, operation
@@ -248,7 +248,7 @@ class ServerHandle:
         self.thread.join(timeout if timeout is not None
                          else self.service.settings.shutdown_grace_s + 60)
 
-    def __enter__(self) -> "ServerHandle":
+    def __enter__(self) -> ServerHandle:
         return self
 
     def __exit__(self, *exc) -> None:

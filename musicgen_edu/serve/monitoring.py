@@ -24,8 +24,14 @@ import time
 import uuid
 
 import structlog
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 __all__ = ["Metrics", "RequestLog", "configure_logging", "get_logger", "CONTENT_TYPE_LATEST"]
 

@@ -7,7 +7,8 @@ names or ranges. JSON types are checked by pydantic in strict mode (``true`` is 
 finite one, ``"8"`` no float); ranges by ``GenerationConfig`` itself, whose
 :class:`~musicgen_edu.errors.ConfigError` text is the 422 message. Every text is bounded in
 characters and checked to be valid Unicode here, and in text-encoder tokens once the model's
-tokenizer is loaded (the generator checks tokens again before encoding, whatever the caller). A request becomes a
+tokenizer is loaded (the generator checks tokens again before encoding, whatever the caller). A
+request becomes a
 job's ``params``::
 
     {"prompts": [...], "negatives": [...], "seeds": [seed, seed + 1, ...],
@@ -27,7 +28,7 @@ import hashlib
 import json
 import random
 import typing
-from typing import Annotated, Optional
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
@@ -51,9 +52,9 @@ def _whole(value):
 
 
 WholeNumber = Annotated[int, BeforeValidator(_whole)]
-_CONFIG_TYPES = {name: WholeNumber if kind in (int, Optional[int]) else kind
+_CONFIG_TYPES = {name: WholeNumber if kind in (int, int | None) else kind
                  for name, kind in typing.get_type_hints(GenerationConfig).items()}
-_CONFIG_FIELDS = {f.name: (Optional[_CONFIG_TYPES[f.name]], Field(None, description=(
+_CONFIG_FIELDS = {f.name: (_CONFIG_TYPES[f.name] | None, Field(None, description=(
     f"GenerationConfig.{f.name} (default {f.default!r})"))) for f in dataclasses.fields(GenerationConfig)}
 
 
@@ -67,11 +68,11 @@ _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 class _Request(BaseModel):
     model_config = _STRICT
 
-    prompt: Optional[Text] = Field(None, description="One text prompt (or use prompts).")
-    prompts: Optional[list[Text]] = Field(None, max_length=64,
+    prompt: Text | None = Field(None, description="One text prompt (or use prompts).")
+    prompts: list[Text] | None = Field(None, max_length=64,
                                           description="Several prompts, decoded together.")
-    negative_prompt: Optional[Text] = Field(None, description="Steer away from this text.")
-    model: Optional[str] = Field(None, max_length=MAX_NAME_CHARS,
+    negative_prompt: Text | None = Field(None, description="Steer away from this text.")
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS,
                                  description="A configured model; default: the server's.")
 
 
@@ -91,7 +92,7 @@ class BatchRequest(BaseModel):
     """The JSON ``request`` field of POST /v1/batch (beside the CSV file)."""
 
     model_config = _STRICT
-    model: Optional[str] = Field(None, max_length=MAX_NAME_CHARS)
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
 
 def explain_validation(errors: list[dict]) -> str:

@@ -56,7 +56,7 @@ def read_audio(path: Path, name: str, max_seconds: float):
 
     try:
         seconds = sf.info(str(path)).duration
-    except Exception:  # noqa: BLE001 - libsndfile says why in many ways; the answer is one
+    except Exception:
         raise AudioError(f"upload {name!r} is not readable audio; send wav, flac, ogg or mp3.") from None
     if seconds > max_seconds:
         raise ConfigError(f"upload {name!r} lasts {seconds:.1f} s; allowed: up to {max_seconds} s.")

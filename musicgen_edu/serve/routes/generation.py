@@ -25,12 +25,19 @@ from fastapi.responses import JSONResponse
 from ...errors import ConfigError, GenerationError
 from ..deps import USER_ANSWERS, ServiceDep, User
 from ..jobs import Job, new_job_id
-from ..schemas import (ACCEPTED_HEADERS, Accepted, BatchRequest, GenerateRequest, capabilities,
-                       check_model, error_responses, job_params)
+from ..schemas import (
+    ACCEPTED_HEADERS,
+    Accepted,
+    BatchRequest,
+    GenerateRequest,
+    capabilities,
+    check_model,
+    error_responses,
+    job_params,
+)
 from ..security import Principal
 from ..service import Service
-from ..uploads import (AUDIO_UPLOADS, CSV_UPLOADS, parse_table, read_audio, request_json,
-                       save_upload)
+from ..uploads import AUDIO_UPLOADS, CSV_UPLOADS, parse_table, read_audio, request_json, save_upload
 
 __all__ = ["router", "submit", "accepted"]
 
