@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu.backends.native import NativeBackend
+from musicgen_edu.backends import NativeBackend
 
 
 def sync() -> None:

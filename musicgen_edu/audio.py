@@ -19,21 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Still imported from here by modules outside the audio files: the players and plots by
-# generation.py, widgets.py, studio.py, studio_history.py and studio_snapshot.py; loudness and
-# the two checks, under their old private names, by metrics/descriptors.py. They live in
-# audio_display.py and waveform.py: import them from there; this block goes when none does.
-from .audio_display import play, plot_spectrogram, plot_waveform  # noqa: F401
 from .errors import AudioError
-from .waveform import (
-    as_numpy,
-    check_positive_int,
-    loudness,  # noqa: F401
-    resample,
-    to_mono,
-)
-
-_as_numpy, _check_int = as_numpy, check_positive_int
+from .waveform import as_numpy, check_positive_int, resample, to_mono
 
 __all__ = ["load_audio", "save_audio"]
 

@@ -24,7 +24,8 @@ from collections import OrderedDict
 import torch
 
 from .errors import ConfigError
-from .generator import GenerationConfig, MusicGenerator
+from .generation import GenerationConfig
+from .generator import MusicGenerator
 from .models import MusicGenModel
 from .sampling import apply_temperature, classifier_free_guidance, top_k_filter, top_p_filter
 

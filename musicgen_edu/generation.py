@@ -166,7 +166,7 @@ class Generation:
 
     def play(self, index: int = 0):
         """An IPython audio player for item ``index``."""
-        from .audio import play
+        from .audio_display import play
 
         return play(self.wav[index], self.sample_rate)
 

@@ -1,4 +1,5 @@
-"""MusicGenerator: every way to make music with MusicGen (settings and results: generation.py).
+"""MusicGenerator: every way to make music with MusicGen (settings and results: generation.py;
+a call's job, windows and progress: job.py).
 
 The decoding loop lives here, written out once for all modes (text, unconditional,
 continuation, melody, long form, streaming). Its steps follow audiocraft
@@ -22,8 +23,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -31,64 +31,14 @@ from .backends import Conditioning, get_backend
 from .devices import synchronize
 from .errors import ConfigError, GenerationError, check_range
 from .generation import MAX_SEED, Generation, GenerationConfig, check_text
+from .job import Job, Progress, Window, WindowPlan, plan_windows
 from .models import MusicGenModel, load_model
-from .patterns import UNKNOWN, build_delay_grid, codebook_delays, undelay
+from .patterns import UNKNOWN, codebook_delays
 from .sampling import Sampling
 
 __all__ = ["MusicGenerator"]  # GenerationConfig and Generation: generation.py (imported here too)
 
 _UNLABELLED = contextlib.nullcontext()  # MusicGenerator._stage when nobody profiles
-
-
-class _Progress:
-    """tqdm.auto bar and/or a ``callback(step, total)`` over all decoder steps."""
-
-    def __init__(self, total: int, show: bool, callback: Callable[[int, int], None] | None):
-        self.total, self.done, self.callback, self.bar = total, 0, callback, None
-        if show:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="generating", unit="step", leave=False)
-
-    def update(self):
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-@dataclass
-class _Window:
-    """The decoder window being filled: its delayed grid and which of its frames are new."""
-
-    grid: torch.Tensor              # [B, K, frames + D + 1] delayed tokens, column by column
-    prompt_len: int                 # P: its first frames are given (a prompt), not generated
-    frames: int                     # frames it yields once undelayed, prompt included
-
-
-@dataclass
-class _Job:
-    """Everything one call needs, prepared and validated before any decoding starts."""
-
-    prompts: list                   # B prompts (None = unconditional)
-    negatives: list                 # B negative prompts (None = null condition)
-    config: GenerationConfig
-    seeds: list[int]
-    generators: list[torch.Generator]  # per-item RNGs of the "reference" sampler
-    seed_tensor: torch.Tensor       # [B] int64 seeds of the "counter" sampler, on the device
-    total_frames: int               # F: frames in the final output, prompt included
-    step: int = 0                   # decoder steps so far, all windows (the counter's clock)
-    prompt_tokens: torch.Tensor | None = None  # [B, K, P] continuation prompt
-    chroma: torch.Tensor | None = None         # [B, frames, 12] melody features
-    chroma_rate: float = 0.0        # chroma frames per second
-    finished: list = field(default_factory=list)  # token chunks [B, K, *] already final
-    window: _Window | None = None   # the window being decoded (streaming reads it)
-    first_step_s: float | None = None
 
 
 class MusicGenerator:
@@ -216,7 +166,7 @@ class MusicGenerator:
         yield wav[..., emitted:].clamp(-1, 1)
 
     # --- preparation ------------------------------------------------------------------------
-    def _prepare(self, prompts, negative_prompt, seeds, settings) -> _Job:
+    def _prepare(self, prompts, negative_prompt, seeds, settings) -> Job:
         cfg = self.config.replace(**settings) if settings else self.config
         if isinstance(prompts, str) or prompts is None:
             prompts = [prompts]
@@ -247,7 +197,7 @@ class MusicGenerator:
                               f"(1/{self.model.frame_rate} s); MusicGen uses 18 of 30 s.")
         gens = [torch.Generator(device=self.model.device).manual_seed(s) for s in seeds]
         seed_tensor = torch.tensor(seeds, dtype=torch.long, device=self.model.device)
-        return _Job(prompts, negatives, cfg, seeds, gens, seed_tensor, frames)
+        return Job(prompts, negatives, cfg, seeds, gens, seed_tensor, frames)
 
     @staticmethod
     def _per_item(value, n: int, name: str) -> list:
@@ -260,7 +210,7 @@ class MusicGenerator:
         return value
 
     @staticmethod
-    def _match_batch(wav: torch.Tensor, job: _Job, what: str) -> torch.Tensor:
+    def _match_batch(wav: torch.Tensor, job: Job, what: str) -> torch.Tensor:
         """One audio item per prompt; a single item is shared by all prompts."""
         if wav.shape[0] == 1:
             return wav.expand(len(job.prompts), -1, -1)
@@ -271,8 +221,8 @@ class MusicGenerator:
 
     def _as_batch(self, audio, sample_rate: int, what: str) -> torch.Tensor:
         """Audio ``[T]``/``[C, T]``/``[B, C, T]`` at any rate -> ``[B, C, T]`` at the model's rate."""
-        from .audio import resample
         from .errors import AudioError
+        from .waveform import resample
 
         check_range(f"{what} sample_rate", sample_rate, 0, None, low_open=True)
         wav = torch.as_tensor(audio, dtype=torch.float32)
@@ -288,26 +238,14 @@ class MusicGenerator:
         return wav
 
     # --- the decoding loop ------------------------------------------------------------------
-    def _plan(self, job: _Job) -> list[tuple[int, int, int]]:
-        """Windows as ``(offset, frames, prompt_frames)``: one, or sliding ones for long form.
-
-        Window w generates ``frames`` tokens starting at output frame ``offset``; its first
-        ``prompt_frames`` are the previous window's last tokens (audiocraft ``extend_stride``).
-        """
-        window = int(self.max_duration * self.model.frame_rate)
-        stride = int(job.config.extend_stride * self.model.frame_rate)
-        total = job.total_frames
-        offset = 0
+    def _plan(self, job: Job) -> list[WindowPlan]:
+        """This job's windows (``job.plan_windows``): one, or sliding ones for long form."""
+        rate = self.model.frame_rate
         prompt = 0 if job.prompt_tokens is None else job.prompt_tokens.shape[-1]
-        plan = []
-        while True:
-            frames = min(total - offset, window)
-            plan.append((offset, frames, prompt))
-            if offset + frames >= total:
-                return plan
-            prompt, offset = frames - stride, offset + stride
+        return plan_windows(job.total_frames, int(self.max_duration * rate),
+                            int(job.config.extend_stride * rate), prompt)
 
-    def _conditioning(self, job: _Job, offset: int) -> Conditioning:
+    def _conditioning(self, job: Job, offset: int) -> Conditioning:
         """Conditioning rows ``[cond; uncond]`` (2B) with CFG, or ``cond`` (B) without."""
         batch = len(job.prompts)
         chroma = None
@@ -331,30 +269,25 @@ class MusicGenerator:
         return _UNLABELLED if self.stages is None else self.stages(name)
 
     @staticmethod
-    def _sampling(job: _Job) -> Sampling:
+    def _sampling(job: Job) -> Sampling:
         """How this job draws tokens from logits (fixed for the whole generation)."""
         cfg = job.config
         return Sampling(batch=len(job.prompts), guidance_scale=cfg.guidance_scale,
                         use_sampling=cfg.use_sampling, temperature=cfg.temperature,
                         top_k=cfg.top_k, top_p=cfg.top_p, sampler=cfg.sampler)
 
-    def _window(self, job: _Job, cond: Conditioning, prompt: torch.Tensor,
-                frames: int) -> Iterator[int]:
+    def _window(self, job: Job, cond: Conditioning, window: Window) -> Iterator[int]:
         """Decode one window; after each step yield how many of its frames are complete."""
-        with self._stage("codebook pattern"):
-            grid = build_delay_grid(prompt, frames, self.model.special_token,
-                                    self.model.audio_channels)
-        job.window = _Window(grid, prompt.shape[-1], frames)
         with self._stage("text encoding"):                 # text keys/values, once per window
-            state = self.backend.start(cond, max_len=grid.shape[-1])
+            state = self.backend.start(cond, max_len=window.grid.shape[-1])
         guided = len(cond) == 2 * len(job.prompts)
-        feed = grid[:, :, : prompt.shape[-1] + 1]         # prefill: BOS column + prompt
+        feed = window.grid[:, :, : window.prompt_len + 1]  # prefill: BOS column + prompt
         try:
-            yield from self._columns(job, state, grid, feed, guided)
+            yield from self._columns(job, state, window.grid, feed, guided)
         finally:
             self.backend.release(state)                    # pooled buffers go back (native)
 
-    def _columns(self, job: _Job, state, grid: torch.Tensor, feed: torch.Tensor,
+    def _columns(self, job: Job, state, grid: torch.Tensor, feed: torch.Tensor,
                  guided: bool) -> Iterator[int]:
         """The decoding loop of one window: fill grid column by column (see the docstring).
 
@@ -385,7 +318,7 @@ class MusicGenerator:
             job.step += 1
             yield col - max_delay
 
-    def _iter_tokens(self, job: _Job, progress: bool | None, callback) -> Iterator[int]:
+    def _iter_tokens(self, job: Job, progress: bool | None, callback) -> Iterator[int]:
         """Run every window; yield the number of output frames complete after each step."""
         batch, k = len(job.prompts), self.model.num_codebooks
         channels = self.model.audio_channels
@@ -395,36 +328,38 @@ class MusicGenerator:
         job.finished = [prompt] if prompt.shape[-1] else []
         plan = self._plan(job)
         max_delay = max(codebook_delays(k, channels))
-        bar = _Progress(sum(f + max_delay - p for _, f, p in plan),
+        bar = Progress(sum(w.frames + max_delay - w.prompt_frames for w in plan),
                         self.progress if progress is None else progress, callback)
         start = time.perf_counter()
         try:
-            for offset, frames, _ in plan:
-                cond = self._conditioning(job, offset)
-                for done in self._window(job, cond, prompt, frames):
+            for span in plan:
+                cond = self._conditioning(job, span.offset)
+                with self._stage("codebook pattern"):
+                    window = job.window = Window.open(prompt, span.frames,
+                                                      self.model.special_token, channels)
+                for done in self._window(job, cond, window):
                     bar.update()
                     if job.first_step_s is None:
                         synchronize(self.model.device)
                         job.first_step_s = time.perf_counter() - start
-                    yield offset + max(0, done)
+                    yield span.offset + max(0, done)
                 with self._stage("codebook pattern"):
-                    tokens = undelay(job.window.grid, frames, channels)   # [B, K, frames]
-                job.finished.append(tokens[..., job.window.prompt_len:])
+                    tokens = window.tokens(channels)                    # [B, K, frames]
+                job.finished.append(tokens[..., window.prompt_len:])
                 job.window = None
                 prompt = tokens[..., int(job.config.extend_stride * self.model.frame_rate):]
         finally:
             bar.close()
 
-    def _tokens_so_far(self, job: _Job, done: int) -> torch.Tensor:
+    def _tokens_so_far(self, job: Job, done: int) -> torch.Tensor:
         """The first ``done`` complete output frames ``[B, K, done]`` (for streaming)."""
         parts = list(job.finished)
         window = job.window
         if window is not None:
-            tokens = undelay(window.grid, window.frames, self.model.audio_channels)
-            parts.append(tokens[..., window.prompt_len:])
+            parts.append(window.tokens(self.model.audio_channels)[..., window.prompt_len:])
         return torch.cat(parts, dim=-1)[..., :done]
 
-    def _complete(self, job: _Job, progress, callback) -> Generation:
+    def _complete(self, job: Job, progress, callback) -> Generation:
         start, captured = time.perf_counter(), self.backend.capture_s
         steps = sum(1 for _ in self._iter_tokens(job, progress, callback))
         synchronize(self.model.device)

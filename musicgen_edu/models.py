@@ -291,11 +291,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-# metrics/clap.py and tests/test_clap.py still import the old private name; it goes when they
-# import hub_reachable
-_hub_reachable = hub_reachable
-
-
 def _load_pretrained(name: str, cache_dir: str | None, dtype: torch.dtype):
     from transformers import (
         AutoConfig,

@@ -9,7 +9,8 @@ tempo, key, era, production, vocals, plus bpm and key parsed with regular expres
 contradicting the prompt: never a second genre or tempo, instruments and moods of the genre, a
 key whose mode suits the mood), ``variations``, ``fill_template`` and ``negative``, all
 deterministic under a seed. Detection is word matching, longest term first, plural ``s``
-allowed (``prompt_facets.py``: the vocabulary, the detection and dropping vocals)::
+allowed (``prompt_facets.py``: the vocabulary, the detection, dropping vocals and the
+language check)::
 
     >>> PromptEngineer().improve("calm piano")
     'calm piano, classical, 98 bpm, in A major, romantic era style, soft dynamics'
@@ -113,7 +114,6 @@ class PromptEngineer:
         self.tokenizer = None if model is None else self._tokenizer(model)
         self.vocabulary = vocabulary if vocabulary is not None else load_vocabulary()
         self._facets = FacetFinder(self.vocabulary)          # checks the vocabulary's keys
-        self._known = self._facets.known                    # words the language check knows
         voc = self.vocabulary
         self.templates = tuple(voc["templates"])   # e.g. "{mood} {genre} with {instrument}, ..."
 
@@ -236,7 +236,8 @@ class PromptEngineer:
         elif 0 < n_words < s.min_words:
             warnings.append(f"prompt has only {n_words} word(s); MusicGen follows detailed "
                             "descriptions better: add genre, mood, instruments, tempo (improve()).")
-        warnings += [w for w in [self._language_warning(prompt)] if w]
+        warnings += [w for w in [self._facets.language_warning(
+            prompt, s.min_latin_share, s.min_known_share, s.language_min_words)] if w]
         bpms = [int(t.split()[0]) for t in facets["tempo"] if t.endswith(" bpm")]
         low, high = s.bpm_range
         warnings += [f"tempo {b} bpm is outside the usual range [{low}, {high}] bpm; MusicGen "
@@ -246,27 +247,6 @@ class PromptEngineer:
         missing = [f for f in FACETS[:-1] if not facets[f]]
         return PromptReport(prompt, errors, warnings, len(prompt), n_words, n_tokens, exact,
                             s.max_tokens, dropped, missing)
-
-    def _language_warning(self, text: str) -> str | None:
-        """Heuristic, not a language detector: (1) at least ``min_latin_share`` of the letters
-        (once there are 8) must be Latin script; (2) of the words (once there are
-        ``language_min_words``), at least ``min_known_share`` must be in the vocabulary or a
-        small English stopword list (``stopwords`` in the vocabulary file)."""
-        s = self.settings
-        letters = [c for c in text if c.isalpha()]
-        if len(letters) >= 8:
-            latin = sum(c.isascii() or "LATIN" in unicodedata.name(c, "") for c in letters)
-            if latin / len(letters) < s.min_latin_share:
-                return (f"only {latin / len(letters):.0%} of the letters are Latin script: "
-                        "MusicGen was trained on English descriptions, other languages do worse.")
-        words = re.findall(r"[^\W\d_]+", text.lower())
-        if len(words) >= s.language_min_words:
-            known = sum(w in self._known or w.rstrip("s") in self._known or w[:-2] in self._known
-                        for w in words)
-            if known / len(words) < s.min_known_share:
-                return (f"only {known} of {len(words)} words are known English or music words; is "
-                        "the prompt in English? MusicGen was trained on English descriptions.")
-        return None
 
     def improve(self, prompt: str, seed: int = 0) -> str:
         """Add the missing facets (genre, mood, instruments, bpm, key, era, production).

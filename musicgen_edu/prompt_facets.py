@@ -12,8 +12,9 @@ instrument, era, tempo, mood), so "drum and bass" is a genre, not two instrument
       key         "A minor"        (a capital tonic, or "in"/"key of" before a small one)
 
 :meth:`FacetFinder.drop_vocals` removes what MusicGen cannot make (a request for vocals, with
-the words that joined it). :class:`~musicgen_edu.prompt.PromptEngineer` checks and edits
-prompts with what this finds.
+the words that joined it), and :meth:`FacetFinder.language_warning` says when a prompt does
+not read as English (script and known words). :class:`~musicgen_edu.prompt.PromptEngineer`
+checks and edits prompts with what this finds.
 """
 
 from __future__ import annotations
@@ -170,3 +171,27 @@ class FacetFinder:
                 text = text[:start] + rest
             pieces = [p.strip() for p in text.split(",")]
             text = clean_prompt(", ".join(p for p in pieces if p))
+
+    def language_warning(self, text: str, min_latin_share: float, min_known_share: float,
+                         min_words: int) -> str | None:
+        """A warning when ``text`` does not look like English, else None.
+
+        A heuristic, not a language detector: (1) at least ``min_latin_share`` of the letters
+        (once there are 8) must be Latin script; (2) of the words (once there are
+        ``min_words``), at least ``min_known_share`` must be :attr:`known` (the vocabulary and
+        the small English stopword list, ``stopwords`` in the vocabulary file). The limits are
+        ``PromptSettings`` fields."""
+        letters = [c for c in text if c.isalpha()]
+        if len(letters) >= 8:
+            latin = sum(c.isascii() or "LATIN" in unicodedata.name(c, "") for c in letters)
+            if latin / len(letters) < min_latin_share:
+                return (f"only {latin / len(letters):.0%} of the letters are Latin script: "
+                        "MusicGen was trained on English descriptions, other languages do worse.")
+        words = re.findall(r"[^\W\d_]+", text.lower())
+        if len(words) >= min_words:
+            known = sum(w in self.known or w.rstrip("s") in self.known or w[:-2] in self.known
+                        for w in words)
+            if known / len(words) < min_known_share:
+                return (f"only {known} of {len(words)} words are known English or music words; is "
+                        "the prompt in English? MusicGen was trained on English descriptions.")
+        return None

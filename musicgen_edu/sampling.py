@@ -191,31 +191,9 @@ def sample_counter(logits: torch.Tensor, seeds: torch.Tensor, step, top_k: int =
 
 
 # --- one step, end to end --------------------------------------------------------------------
-def draw_tokens(logits: torch.Tensor, *, batch: int, guidance_scale: float, use_sampling: bool,
-                temperature: float, top_k: int, top_p: float, sampler: str = "counter",
-                seeds: torch.Tensor | None = None, step=0,
-                generators: list[torch.Generator] | None = None) -> torch.Tensor:
-    """The decoder's logits ``[N, K, V]`` -> one step's tokens ``[B, K]``: steps 1-5 above.
-
-    ``N = 2B`` rows are ``[cond; uncond]`` and get classifier-free guidance. Greedy decoding
-    is the argmax of the guided logits; sampling filters them and draws with ``sampler``
-    (``"counter"``: ``seeds`` and ``step``; ``"reference"``: ``generators``). With the counter
-    sampler every operation has a fixed shape and no host synchronisation, so a captured
-    decode step can run this too (``NativeBackend.step_draw``: one launch per step).
-    """
-    if logits.shape[0] == 2 * batch:                                  # [2B, K, V] -> [B, K, V]
-        logits = classifier_free_guidance(logits[:batch], logits[batch:], guidance_scale)
-    if not use_sampling:
-        return logits.argmax(dim=-1)                   # greedy: no randomness used
-    logits = process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    if sampler == "counter":
-        return sample_counter(logits, seeds, step, top_k=top_k)
-    return sample_tokens(logits, generators)
-
-
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-    """One generation's way from logits to tokens: :func:`draw_tokens`' settings as one value.
+    """One generation's way from logits to tokens: the settings of steps 1-5 as one value.
 
     Fixed for all the generation's steps, frozen and hashable, so it can key what depends on
     it: a captured CUDA graph with the draw inside is one per attention bucket and
@@ -239,8 +217,33 @@ class Sampling:
 
     def draw(self, logits: torch.Tensor, seeds: torch.Tensor | None = None, step=0,
              generators: list[torch.Generator] | None = None) -> torch.Tensor:
-        """:func:`draw_tokens` with these settings: logits ``[N, K, V]`` -> tokens ``[B, K]``."""
-        return draw_tokens(logits, batch=self.batch, guidance_scale=self.guidance_scale,
-                           use_sampling=self.use_sampling, temperature=self.temperature,
-                           top_k=self.top_k, top_p=self.top_p, sampler=self.sampler,
-                           seeds=seeds, step=step, generators=generators)
+        """The decoder's logits ``[N, K, V]`` -> one step's tokens ``[B, K]``: steps 1-5 above.
+
+        ``N = 2B`` rows are ``[cond; uncond]`` and get classifier-free guidance. Greedy decoding
+        is the argmax of the guided logits; sampling filters them and draws with ``sampler``
+        (``"counter"``: ``seeds`` ``[B]`` and ``step``; ``"reference"``: ``generators``). With
+        the counter sampler every operation has a fixed shape and no host synchronisation, so a
+        captured decode step can run this too (``NativeBackend.step_draw``: one launch per step).
+        """
+        batch = self.batch
+        if logits.shape[0] == 2 * batch:                              # [2B, K, V] -> [B, K, V]
+            logits = classifier_free_guidance(logits[:batch], logits[batch:], self.guidance_scale)
+        if not self.use_sampling:
+            return logits.argmax(dim=-1)               # greedy: no randomness used
+        logits = process_logits(logits, temperature=self.temperature, top_k=self.top_k,
+                                top_p=self.top_p)
+        if self.sampler == "counter":
+            if seeds is None:
+                raise ValueError("the counter sampler draws from seeds: pass seeds [B] (int64).")
+            return sample_counter(logits, seeds, step, top_k=self.top_k)
+        return sample_tokens(logits, generators)
+
+
+def draw_tokens(logits: torch.Tensor, *, batch: int, guidance_scale: float, use_sampling: bool,
+                temperature: float, top_k: int, top_p: float, sampler: str = "counter",
+                seeds: torch.Tensor | None = None, step=0,
+                generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """:meth:`Sampling.draw` with the settings as keywords: logits ``[N, K, V]`` -> tokens
+    ``[B, K]``."""
+    return Sampling(batch, guidance_scale, use_sampling, temperature, top_k, top_p,
+                    sampler).draw(logits, seeds=seeds, step=step, generators=generators)

@@ -8,6 +8,7 @@ no generation, validation or audio code of its own (ARCHITECTURE.md, interfaces 
         until the click succeeds, every change of a control checks again (a fix clears it)
     prompt box ─► PromptEngineer.validate, live (errors block Generate, warnings teach); a
         click it blocks points the status line there instead of repeating the error
+        (``studio_prompt.py``)
     Generate ─► worker thread: MusicGenerator.generate(prompt, callback=step, **values)
         step(i, total) ─► progress bar; Cancel sets a flag, the next step raises _Cancelled,
         the decoding loop stops there and nothing half-made is kept
@@ -32,19 +33,20 @@ import html
 import threading
 
 from .errors import ConfigError, MusicGenEduError
-from .generator import Generation, GenerationConfig, MusicGenerator
-from .prompt import PromptEngineer
+from .generation import Generation, GenerationConfig
+from .generator import MusicGenerator
 from .studio_events import wait_for
 from .studio_history import AudioCompare, History
 from .studio_models import ModelPicker, model_facts
+from .studio_prompt import PromptPanel
 from .studio_snapshot import StudioSnapshot
 from .studio_sources import Sources
-from .widgets import ParamSliders, TokenGrid, _audio, _image, _make, _settings, _View
+from .widget_kit import STATUS_COLORS, View, audio_player, image, make, settings_line
+from .widgets import ParamSliders, TokenGrid
 
 __all__ = ["MODES", "Studio"]
 
 MODES = ("text", "continuation", "melody")      # the mode tabs, in order
-_COLORS = {"ok": "#1a7f37", "error": "#cf222e", "warn": "#9a6700", "busy": "#0969da"}
 _HELP = {
     "text": "Text to music: the prompt (and negative prompt) above, the settings below.",
     "continuation": "Continue a source clip: its last <i>prompt seconds</i> become the first "
@@ -58,7 +60,7 @@ class _Cancelled(Exception):
     """Raised from the progress callback after Cancel: ends the decoding loop at that step."""
 
 
-class Studio(_View):
+class Studio(View):
     """A MusicGen studio: prompt, model, settings, Generate/Cancel, result, history and A/B.
 
     Args:
@@ -87,7 +89,6 @@ class Studio(_View):
         if not isinstance(generator, MusicGenerator):
             generator = MusicGenerator(generator, progress=False)
         self.generator = generator
-        self.engineer = PromptEngineer(generator)
         self.archive = History(play=lambda i: self.show(i, autoplay=True))   # results, A/B
         self.history = self.archive.items         # every finished result, oldest first
         self.jobs = self.archive.jobs             # how each was asked for (mode, negative, ...)
@@ -98,48 +99,40 @@ class Studio(_View):
         # inputs: model, prompt, mode (with its source clip), settings
         self.models = ModelPicker(generator, models)
         self.model_picker, self.model_info = self.models.picker, self.models.info
-        self.prompt_box = _make("Textarea", "mg-studio-prompt", value=prompt, rows=2,
-                                description="prompt", layout={"width": "95%"})
-        self.prompt_info = _make("HTML")
-        self.improve_button = _make("Button", description="improve prompt", icon="magic",
-                                    tooltip="PromptEngineer.improve: add the missing facets")
-        self.negative_box = _make("Text", value="", description="negative",
-                                  placeholder="what to steer away from, e.g. vocals",
-                                  layout={"width": "95%"})
+        self.prompts = PromptPanel(generator, prompt, on_error=lambda e: self._say(e, "error"))
+        self.prompt_box, self.prompt_info = self.prompts.prompt_box, self.prompts.info
+        self.improve_button, self.negative_box = self.prompts.improve_button, self.prompts.negative_box
         self.sliders = ParamSliders(config or generator.config,
                                     max_duration=generator.max_duration)
         self.clips = Sources(self.sliders.base.duration, on_error=lambda m: self._say(m, "error"))
         self.sources = self.clips.clips           # continuation/melody clips: label -> (wav, sr)
         self.source_picker, self.prompt_seconds = self.clips.picker, self.clips.prompt_seconds
         self.upload = self.clips.upload
-        self.mode_tabs = _make("Tab", titles=MODES, selected_index=0, children=[
-            _make("HTML", value=_HELP["text"]),
-            _make("VBox", children=[_make("HTML", value=_HELP["continuation"]), self.clips.row,
+        self.mode_tabs = make("Tab", titles=MODES, selected_index=0, children=[
+            make("HTML", value=_HELP["text"]),
+            make("VBox", children=[make("HTML", value=_HELP["continuation"]), self.clips.row,
                                     self.prompt_seconds]),
-            _make("VBox", children=[_make("HTML", value=_HELP["melody"]), self.clips.row])])
+            make("VBox", children=[make("HTML", value=_HELP["melody"]), self.clips.row])])
         # run: Generate, Cancel, progress, status
-        self.generate_button = _make("Button", "mg-studio-generate", description="Generate",
+        self.generate_button = make("Button", "mg-studio-generate", description="Generate",
                                      button_style="primary", icon="play")
-        self.cancel_button = _make("Button", "mg-studio-cancel", description="Cancel",
+        self.cancel_button = make("Button", "mg-studio-cancel", description="Cancel",
                                    icon="stop", disabled=True)
-        self.progress = _make("IntProgress", value=0, min=0, max=1, description="steps")
-        self.status = _make("HTML", "mg-studio-status")
+        self.progress = make("IntProgress", value=0, min=0, max=1, description="steps")
+        self.status = make("HTML", "mg-studio-status")
         # outputs: result, history, A/B (the last two: studio_history.History's widgets)
-        self.result = _make("VBox", "mg-studio-result")
+        self.result = make("VBox", "mg-studio-result")
         self.history_box, self.compare_box = self.archive.box, self.archive.compare_box
         self.compare_a, self.compare_b = self.archive.compare_a, self.archive.compare_b
         self.compare_button = self.archive.compare_button
-        self.output_tabs = _make("Tab", titles=("result", "history", "A/B compare"),
+        self.output_tabs = make("Tab", titles=("result", "history", "A/B compare"),
                                  children=[self.result, self.history_box, self.archive.tab])
-        self.box = _make("VBox", "mg-studio", children=[
-            _make("HTML", value="<h3>MusicGen studio</h3>"), self.model_picker, self.model_info,
-            self.prompt_box, _make("HBox", children=[self.improve_button, self.prompt_info]),
-            self.negative_box, self.mode_tabs, self.sliders.box,
-            _make("HBox", children=[self.generate_button, self.cancel_button, self.progress]),
+        self.box = make("VBox", "mg-studio", children=[
+            make("HTML", value="<h3>MusicGen studio</h3>"), self.model_picker, self.model_info,
+            self.prompt_box, self.prompts.row, self.negative_box, self.mode_tabs, self.sliders.box,
+            make("HBox", children=[self.generate_button, self.cancel_button, self.progress]),
             self.status, self.output_tabs])
         # wiring
-        self.prompt_box.observe(lambda _: self._check_prompt(), "value")
-        self.improve_button.on_click(lambda _: self._safely(self.improve))
         self.generate_button.on_click(lambda _: self._start())
         self.cancel_button.on_click(lambda _: self.cancel())
         self.compare_button.on_click(lambda _: self._safely(
@@ -148,13 +141,18 @@ class Studio(_View):
                         *self.sliders.controls.values(), *self.sliders.random.values()):
             control.observe(lambda _: self._recheck(), "value")
         self.mode_tabs.observe(lambda _: self._recheck(), "selected_index")
-        self._check_prompt()
 
     # --- the Python API ---------------------------------------------------------------------
     @property
     def running(self) -> bool:
         """True while a generation runs in the worker thread."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def engineer(self):
+        """The :class:`~musicgen_edu.prompt.PromptEngineer` checking the prompt box (it
+        counts tokens with the current model's tokenizer)."""
+        return self.prompts.engineer
 
     @property
     def mode(self) -> str:
@@ -227,8 +225,7 @@ class Studio(_View):
 
     def improve(self) -> str:
         """Replace the prompt with ``PromptEngineer.improve`` of it (missing facets added)."""
-        self.prompt_box.value = self.engineer.improve(self.prompt_box.value)
-        return self.prompt_box.value
+        return self.prompts.improve()
 
     def show(self, index: int = -1, autoplay: bool = False) -> Generation:
         """Show history item ``index`` in the result tab: player, plots, token grid.
@@ -243,11 +240,11 @@ class Studio(_View):
         self.shown = n - 1
         wav = g.wav[0]                                                    # [C, T]
         self.result.children = [
-            _make("HTML", value=f"<b>#{n}</b> {html.escape(g.summary())}"),
-            _audio(g, autoplay=autoplay),
-            _make("HBox", children=[
-                _image(lambda ax: plot_waveform(wav, g.sample_rate, ax=ax, title="waveform")),
-                _image(lambda ax: plot_spectrogram(wav, g.sample_rate, ax=ax, n_fft=1024,
+            make("HTML", value=f"<b>#{n}</b> {html.escape(g.summary())}"),
+            audio_player(g, autoplay=autoplay),
+            make("HBox", children=[
+                image(lambda ax: plot_waveform(wav, g.sample_rate, ax=ax, title="waveform")),
+                image(lambda ax: plot_spectrogram(wav, g.sample_rate, ax=ax, n_fft=1024,
                                                    title="spectrogram"))]),
             TokenGrid(g).box]
         self.output_tabs.selected_index = 0
@@ -275,7 +272,7 @@ class Studio(_View):
 
     def text(self) -> str:
         model = self.generator.model.name
-        last = f"\nlast: {_settings(self.history[-1])}" if self.history else ""
+        last = f"\nlast: {settings_line(self.history[-1])}" if self.history else ""
         return (f"MusicGen studio ({model}: {model_facts(model, self.generator)}), "
                 f"{len(self.history)} result(s). Widgets do not render here: use "
                 f"studio.generate(prompt, temperature=...), studio.history, studio.table(), "
@@ -305,12 +302,7 @@ class Studio(_View):
         """What to run, from the controls; ConfigError names the first thing that is wrong."""
         self.sliders.config()                            # a bad value: its ConfigError
         mode = self.mode
-        prompt = self.prompt_box.value
-        report = self.engineer.validate(prompt)
-        if (mode == "text" or prompt.strip()) and not report.ok:
-            raise ConfigError(report.errors[0])
-        job = dict(mode=mode, prompt=prompt if prompt.strip() else None,
-                   negative_prompt=self.negative_box.value.strip() or None,
+        job = dict(mode=mode, **self.prompts.job(mode),    # a prompt error: its ConfigError
                    model=self.model_picker.value, settings=self.sliders.values())
         if mode != "text":
             wav, sr = self.clips.clip(mode)              # no clip picked: its ConfigError
@@ -358,7 +350,8 @@ class Studio(_View):
         gen = self.models.load(name, str(self.generator.model.device), on_download=lambda:
                                self._say(f"loading {name}… (hub models download once)", "busy"))
         if gen is not self.generator:
-            self.generator, self.engineer = gen, PromptEngineer(gen)
+            self.generator = gen
+            self.prompts.use(gen)                         # token counts: the new model's
         return gen
 
     def _add(self, out: Generation, job: dict) -> None:
@@ -373,9 +366,9 @@ class Studio(_View):
         """A click that cannot run: its error once (a prompt error is already red under the
         prompt box, so the status line points there); the bar stays empty."""
         self._rejected = True
-        own = str(exc) in self.engineer.validate(self.prompt_box.value).errors
         self._say(exc, "error", shown="not generated: fix the prompt first (its error is in "
-                                      "red under the prompt box)." if own else None)
+                                      "red under the prompt box)." if self.prompts.shows(exc)
+                  else None)
 
     def _recheck(self) -> None:
         """A control changed after a rejected click: check the job again, so the status line
@@ -395,7 +388,7 @@ class Studio(_View):
         """Set :attr:`message` (the whole text, for Python callers) and the status line
         (``shown`` instead where the same text is already on screen)."""
         self.message = str(message)
-        self.status.value = (f'<span style="color:{_COLORS[kind]}">'
+        self.status.value = (f'<span style="color:{STATUS_COLORS[kind]}">'
                              f'{html.escape(shown or self.message)}</span>')
 
     def _safely(self, action, *args):
@@ -403,13 +396,3 @@ class Studio(_View):
             return action(*args)
         except MusicGenEduError as exc:
             self._say(exc, "error")
-
-    def _check_prompt(self) -> None:
-        """Live validation under the prompt box: errors in red, warnings in amber."""
-        r = self.engineer.validate(self.prompt_box.value)
-        head = (f"{r.n_words} words, {r.n_tokens}/{r.max_tokens} tokens"
-                + (f"; missing: {', '.join(r.missing)}" if r.missing else ""))
-        lines = [(e, "error") for e in r.errors] + [(w, "warn") for w in r.warnings]
-        self.prompt_info.value = "<br>".join(
-            [f"{'✓' if r.ok else '✗'} {html.escape(head)}"] + [
-                f'<span style="color:{_COLORS[k]}">{html.escape(t)}</span>' for t, k in lines])

@@ -11,7 +11,8 @@ What one finished result goes through (``Studio._add`` calls :meth:`History.add`
 ``compare(a, b)`` fills the A/B tab with an :class:`AudioCompare`: two players, waveforms and
 spectrograms side by side, lecture 08's descriptors of both clips (``metrics.describe``:
 loudness, spectral centroid, tempo, ...) and the settings that differ. Labels always carry the
-prompt, shortened (``widgets._short``), so results that differ only in the prompt are told apart.
+prompt, shortened (``widget_kit.short_prompt``), so results that differ only in the prompt are
+told apart.
 """
 
 from __future__ import annotations
@@ -22,9 +23,18 @@ import html
 import math
 
 from .errors import ConfigError
-from .generator import Generation, GenerationConfig
+from .generation import Generation, GenerationConfig
 from .metrics.descriptors import describe
-from .widgets import _audio, _image, _ipywidgets, _make, _settings, _short, _View, _wav_bytes
+from .widget_kit import (
+    View,
+    audio_player,
+    image,
+    ipywidgets_or_none,
+    make,
+    settings_line,
+    short_prompt,
+    wav_bytes,
+)
 
 __all__ = ["AB_METRICS", "AudioCompare", "History", "audio_compare", "metrics_table"]
 
@@ -41,7 +51,7 @@ def _compact(value) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4g}"
     if isinstance(value, str):
-        return _short(value)
+        return short_prompt(value)
     return str(value)
 
 
@@ -55,10 +65,10 @@ def _player(g: Generation, title: str):
     from .audio_display import plot_spectrogram, plot_waveform
 
     wav = g.wav[0]                                                       # [C, T]
-    return _make("VBox", children=[
-        _make("HTML", value=f"<b>{html.escape(title)}</b>"), _audio(g),
-        _image(lambda ax: plot_waveform(wav, g.sample_rate, ax=ax, title="waveform")),
-        _image(lambda ax: plot_spectrogram(wav, g.sample_rate, ax=ax, n_fft=1024,
+    return make("VBox", children=[
+        make("HTML", value=f"<b>{html.escape(title)}</b>"), audio_player(g),
+        image(lambda ax: plot_waveform(wav, g.sample_rate, ax=ax, title="waveform")),
+        image(lambda ax: plot_spectrogram(wav, g.sample_rate, ax=ax, n_fft=1024,
                                            title="spectrogram"))])
 
 
@@ -72,7 +82,7 @@ def metrics_table(rows: dict) -> str:
             f"{''.join(lines)}</table>")
 
 
-class AudioCompare(_View):
+class AudioCompare(View):
     """Two results side by side: players, waveforms, spectrograms, descriptors, what differs.
 
     Attributes:
@@ -89,11 +99,11 @@ class AudioCompare(_View):
                                 if k in AB_METRICS} for g, label in zip((a, b), self.labels)}
         note = ("same settings" if not self.differences else "differs in: " + "; ".join(
             f"{n} {_compact(x)} → {_compact(y)}" for n, (x, y) in self.differences.items()))
-        self.box = _make("VBox", "mg-audio-compare", children=[
-            _make("HBox", children=[_player(g, f"{label}: {_settings(g)}")
+        self.box = make("VBox", "mg-audio-compare", children=[
+            make("HBox", children=[_player(g, f"{label}: {settings_line(g)}")
                                     for g, label in zip((a, b), self.labels)]),
-            _make("HTML", value=html.escape(note)),
-            _make("HTML", value=metrics_table(self.metrics))])
+            make("HTML", value=html.escape(note)),
+            make("HTML", value=metrics_table(self.metrics))])
 
     def _facts(self):
         for f in dataclasses.fields(GenerationConfig):
@@ -104,7 +114,7 @@ class AudioCompare(_View):
         yield "model", self.a.model_name, self.b.model_name
 
     def text(self) -> str:
-        lines = [f"{label}: {_settings(g)}" for g, label in zip((self.a, self.b), self.labels)]
+        lines = [f"{label}: {settings_line(g)}" for g, label in zip((self.a, self.b), self.labels)]
         lines += [f"{AB_METRICS[k][0]}: " + " vs ".join(_metric(m[k]) for m in
                                                         self.metrics.values())
                   for k in AB_METRICS]
@@ -129,14 +139,14 @@ class History:
         self.jobs: list[dict] = []              # how each was asked for (mode, negative, ...)
         self.compared: AudioCompare | None = None   # what the A/B tab shows
         self._play = play
-        self.box = _make("VBox", "mg-studio-history")
+        self.box = make("VBox", "mg-studio-history")
         self.compare_a, self.compare_b = (
-            _make("Dropdown", f"mg-studio-ab-{side.lower()}", description=side, options=[],
+            make("Dropdown", f"mg-studio-ab-{side.lower()}", description=side, options=[],
                   layout={"width": "40%"}) for side in "AB")
-        self.compare_button = _make("Button", description="compare A/B", icon="headphones")
-        self.compare_box = _make("VBox", "mg-studio-compare")
-        self.tab = _make("VBox", children=[
-            _make("HBox", children=[self.compare_a, self.compare_b, self.compare_button]),
+        self.compare_button = make("Button", description="compare A/B", icon="headphones")
+        self.compare_box = make("VBox", "mg-studio-compare")
+        self.tab = make("VBox", children=[
+            make("HBox", children=[self.compare_a, self.compare_b, self.compare_button]),
             self.compare_box])
 
     def add(self, out: Generation, job: dict) -> int:
@@ -144,16 +154,17 @@ class History:
         self.items.append(out)
         self.jobs.append(job)
         n = len(self.items)
-        data = base64.b64encode(_wav_bytes(out)).decode() if _ipywidgets() else ""
+        data = base64.b64encode(wav_bytes(out)).decode() if ipywidgets_or_none() else ""
         link = (f'<a download="musicgen_{n}.wav" href="data:audio/wav;base64,{data}">'
                 "download</a>")
-        play = _make("Button", description="play", icon="play", layout={"width": "80px"},
+        play = make("Button", description="play", icon="play", layout={"width": "80px"},
                      tooltip=f"play #{n} in the result tab")
         play.on_click(lambda _, i=n - 1: self._play(i))
-        label = f"#{n} {job['mode']}: {html.escape(_short(out.prompts[0], 60))}, {_settings(out)}"
-        self.box.children = (*self.box.children, _make(
-            "HBox", children=[play, _make("HTML", value=f"{link} &nbsp; {label}")]))
-        choices = [(f"{self.title(i)}, {_settings(g)}", i) for i, g in enumerate(self.items)]
+        prompt = html.escape(short_prompt(out.prompts[0], 60))
+        label = f"#{n} {job['mode']}: {prompt}, {settings_line(out)}"
+        self.box.children = (*self.box.children, make(
+            "HBox", children=[play, make("HTML", value=f"{link} &nbsp; {label}")]))
+        choices = [(f"{self.title(i)}, {settings_line(g)}", i) for i, g in enumerate(self.items)]
         self.compare_a.options, self.compare_b.options = choices, choices
         self.compare_a.value, self.compare_b.value = max(0, n - 2), n - 1
         return n
@@ -172,7 +183,7 @@ class History:
 
     def title(self, index: int) -> str:
         """``#n 'its prompt…'``: what tells results apart in the A/B choices and players."""
-        return f"#{self.number(index)} {_short(self.items[index].prompts[0], 24)}"
+        return f"#{self.number(index)} {short_prompt(self.items[index].prompts[0], 24)}"
 
     def compare(self, a: int, b: int) -> AudioCompare:
         """Fill the A/B tab with items ``a`` and ``b``."""

@@ -13,7 +13,7 @@ import html
 
 from .generator import MusicGenerator
 from .models import DEBUG_MODELS, HUB_MODELS
-from .widgets import _make
+from .widget_kit import make
 
 __all__ = ["ModelPicker", "model_facts"]
 
@@ -45,10 +45,10 @@ class ModelPicker:
         self.generators = {generator.model.name: generator}    # name -> loaded generator
         names = list(dict.fromkeys([generator.model.name,
                                     *(models or [*DEBUG_MODELS, *HUB_MODELS])]))
-        self.picker = _make("Dropdown", description="model", value=generator.model.name,
+        self.picker = make("Dropdown", description="model", value=generator.model.name,
                             options=[(f"{n}  ({model_facts(n, generator)})", n) for n in names],
                             layout={"width": "95%"})
-        self.info = _make("HTML")
+        self.info = make("HTML")
         self.picker.observe(lambda _: self.show(), "value")
         self.show()
 

@@ -22,7 +22,7 @@ import base64
 import html
 
 from .studio_history import metrics_table
-from .widgets import _draw_tokens, _png, _settings, _token_size, _wav_bytes
+from .widget_kit import draw_tokens, png, settings_line, token_size, wav_bytes
 
 __all__ = ["StudioSnapshot"]
 
@@ -51,7 +51,7 @@ class StudioSnapshot:
                              prompt=studio.prompt_box.value,
                              negative=studio.negative_box.value, **studio.sliders.values())
         self.message = studio.message
-        self.rows = [f"#{i + 1} {job['mode']}: {g.prompts[0]!r}, {_settings(g)}"
+        self.rows = [f"#{i + 1} {job['mode']}: {g.prompts[0]!r}, {settings_line(g)}"
                      for i, (g, job) in enumerate(zip(studio.history, studio.jobs))]
         self.shown, self.pictures, self._audio = None, {}, b""
         if studio.shown is not None:
@@ -59,12 +59,12 @@ class StudioSnapshot:
             wav, sr = g.wav[0], g.sample_rate                                 # [C, T]
             self.summary = g.summary()
             self.pictures = {
-                "waveform": _png(lambda ax: plot_waveform(wav, sr, ax=ax, title="waveform")),
-                "spectrogram": _png(lambda ax: plot_spectrogram(wav, sr, ax=ax, n_fft=1024,
+                "waveform": png(lambda ax: plot_waveform(wav, sr, ax=ax, title="waveform")),
+                "spectrogram": png(lambda ax: plot_spectrogram(wav, sr, ax=ax, n_fft=1024,
                                                                 title="spectrogram")),
-                "tokens": _png(lambda ax: _draw_tokens(ax, g.tokens[0]),
-                               _token_size(g.tokens.shape[1]))}
-            self._audio = _wav_bytes(g)
+                "tokens": png(lambda ax: draw_tokens(ax, g.tokens[0]),
+                               token_size(g.tokens.shape[1]))}
+            self._audio = wav_bytes(g)
         compared = studio.archive.compared
         self.differences = compared.differences if compared is not None else {}
         self._ab = (compared.labels, compared.metrics) if compared is not None else None

@@ -9,7 +9,7 @@ Where a source clip comes from, and what Generate takes from it:
                         total length, so prompt seconds start below it: ``prompt_seconds_for``)
     melody tab       ─► the whole clip (its chroma conditions a melody model)
 
-Uploads arrive in either ipywidgets version's shape (``widgets.upload_files``); a file that is
+Uploads arrive in either ipywidgets version's shape (``widget_kit.upload_files``); a file that is
 not audio is reported by the name the student gave it, never by a temporary path.
 """
 
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, MusicGenEduError
-from .widgets import _make
+from .widget_kit import make, upload_files
 
 __all__ = ["Sources", "prompt_seconds_for"]
 
@@ -41,14 +41,14 @@ class Sources:
     def __init__(self, duration: float, on_error):
         self.clips: dict[str, tuple] = {}          # label -> (wav [T] or [C, T], sample_rate)
         self._on_error = on_error
-        self.picker = _make("Dropdown", "mg-studio-source", description="source", options=[])
-        self.upload = _make("FileUpload", accept="audio/*", multiple=False,
+        self.picker = make("Dropdown", "mg-studio-source", description="source", options=[])
+        self.upload = make("FileUpload", accept="audio/*", multiple=False,
                             description="upload audio")
-        self.prompt_seconds = _make("FloatSlider", "mg-studio-prompt-seconds", min=0.5,
+        self.prompt_seconds = make("FloatSlider", "mg-studio-prompt-seconds", min=0.5,
                                     max=10.0, step=0.5, value=prompt_seconds_for(duration),
                                     description="prompt seconds", layout={"width": "460px"},
                                     style={"description_width": "110px"})   # as the sliders
-        self.row = _make("HBox", children=[self.picker, self.upload])
+        self.row = make("HBox", children=[self.picker, self.upload])
         self.upload.observe(lambda _: self.uploaded(), "value")
 
     def add(self, wav, sample_rate: int, label: str) -> str:
@@ -82,7 +82,6 @@ class Sources:
     def uploaded(self) -> None:
         """An uploaded file becomes a source clip (read by ``audio.load_audio``)."""
         from .audio import load_audio
-        from .widgets import upload_files
 
         for name, content in upload_files(self.upload):   # ipywidgets 7's value or 8's
             with tempfile.TemporaryDirectory() as tmp:

@@ -6,235 +6,24 @@ the config's own ``validate`` checks against (one source of ranges, none written
 (``codec.plot_delay_pattern``). ``mg.Studio`` (``studio.py``) is assembled from these pieces,
 with the history and A/B compare (``mg.audio_compare``) in ``studio_history.py``.
 
-How a widget reaches the screen: ``display(widget)`` -> ``_View._ipython_display_`` sends the
-ipywidgets view *and* a plain-text summary; JupyterLab 4 renders the view (the
-``jupyterlab_widgets`` extension comes with ipywidgets 8), Colab does once its custom widget
-manager is on (turned on here at the first display:
-``google.colab.output.enable_custom_widget_manager()``), and everywhere widgets cannot render
-(a terminal, papermill, a static viewer) the text is shown. ipywidgets is imported only when a
-widget is made, so ``import musicgen_edu`` works without it; without it the widgets keep their
-values and Python API (``_Plain``) and display as text. ipywidgets 7.7 (Colab's) and 8 both
-work: the few names that differ are translated in one place (``_make``, ``upload_files``).
+The pieces they are made from (ipywidgets 7/8 translation, display with a text
+fallback, pictures, players) are in ``widget_kit.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
-import sys
 
 from .errors import ConfigError
-from .generator import Generation, GenerationConfig
+from .generation import Generation, GenerationConfig
+from .widget_kit import View, draw_tokens, image, make, token_size
 
 __all__ = ["STUDIO_SETTINGS", "ParamSliders", "TokenGrid", "param_sliders", "token_grid"]
 
 # GenerationConfig fields the studio shows, in this order (their ranges come from the config)
 STUDIO_SETTINGS = ("duration", "temperature", "top_k", "top_p", "guidance_scale", "seed",
                    "use_sampling")
-
-
-# --- small pieces ---------------------------------------------------------------------------
-
-def _ipywidgets():
-    """The ipywidgets module, or None when it is not installed (widgets degrade to text)."""
-    try:
-        import ipywidgets
-    except ImportError:
-        return None
-    return ipywidgets
-
-
-class _Plain:
-    """Stands in for a widget without ipywidgets: keeps its traits and click handlers, draws
-    nothing, so the studio's Python API works the same."""
-
-    def __init__(self, **traits):
-        self.__dict__.update({"disabled": False, "value": None, **traits})
-        self._handlers = []
-
-    def observe(self, *args, **kwargs):
-        pass
-
-    def add_class(self, name):
-        return self
-
-    def on_click(self, handler):
-        self._handlers.append(handler)
-
-    def click(self):
-        for handler in self._handlers:
-            handler(self)
-
-
-# --- ipywidgets 7 and 8: every difference we meet, here and nowhere else -------------------
-# Colab preinstalls ipywidgets 7.7; JupyterLab 4 needs 8. The studio is written against 8's
-# names, and these helpers translate where 7 differs:
-#   tab titles   8: Tab(titles=[...]) (Accordion too)    7: tab.set_title(i, title) afterwards
-#   tooltips     8: tooltip= on every widget              7: description_tooltip= (Button and
-#                                                            ToggleButton: tooltip= as in 8)
-#   uploads      8: FileUpload.value = ({"name", "type", "size", "content": memoryview,
-#                   "last_modified"}, ...)
-#                7: FileUpload.value = {filename: {"metadata": {"name", "type", "size",
-#                   "lastModified"}, "content": bytes}}          -> upload_files() reads both
-#   display      8: widget._repr_mimebundle_()            7: only widget._ipython_display_()
-#                   -> _view_bundle() builds the same view bundle (protocol 2) for both
-# A trait a widget class does not have is dropped by traitlets with only a DeprecationWarning
-# (the titles and tooltips simply vanish on 7), so _make renames by the class's own traits.
-
-def _make(kind: str, *css: str, **traits):
-    """``ipywidgets.<kind>(**traits)`` with CSS classes (stable hooks for browser tests), the
-    traits named as in ipywidgets 8 and translated for 7 (see the table above)."""
-    w = _ipywidgets()
-    if w is None:
-        widget = _Plain(**traits)
-    else:
-        cls = getattr(w, kind)
-        has = cls.class_trait_names()
-        titles = traits.pop("titles", ()) if "titles" not in has else ()
-        if "tooltip" in traits and "tooltip" not in has:
-            traits["description_tooltip"] = traits.pop("tooltip")
-        widget = cls(**traits)
-        for i, title in enumerate(titles):
-            widget.set_title(i, title)
-    for name in css:
-        widget.add_class(name)
-    return widget
-
-
-def upload_files(upload) -> list[tuple[str, bytes]]:
-    """The files a student picked in an ``ipywidgets.FileUpload``, from either version's value.
-
-    Args:
-        upload: the widget (anything with its ``value``): ipywidgets 8 holds a tuple of dicts,
-            7 a dict by file name; the value's shape says which made it.
-
-    Returns:
-        ``[(file name, content bytes), ...]``, empty before any upload.
-    """
-    value = upload.value or ()
-    if isinstance(value, dict):                                    # ipywidgets 7
-        return [(name, bytes(item["content"])) for name, item in value.items()]
-    return [(item["name"], bytes(item["content"])) for item in value]   # ipywidgets 8
-
-
-def _view_bundle(widget) -> dict:
-    """The display bundle that makes a front end draw ``widget`` (ipywidgets 7 and 8 both use
-    widget protocol 2; 7 has no ``_repr_mimebundle_`` to ask for it)."""
-    return {"application/vnd.jupyter.widget-view+json": {
-        "version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
-
-
-# --- showing a widget: Colab's widget manager, the view with its text fallback, pictures ---
-
-_colab = {"enabled": False}
-
-
-def _enable_colab() -> None:
-    """Colab renders ipywidgets 8 only with its custom widget manager: turn it on once."""
-    if "google.colab" in sys.modules and not _colab["enabled"]:
-        _colab["enabled"] = True
-        try:
-            from google.colab import output  # only exists on Colab
-
-            output.enable_custom_widget_manager()
-        except (ImportError, AttributeError):
-            print("Widgets need Colab's custom widget manager: run "
-                  "`from google.colab import output; output.enable_custom_widget_manager()`.")
-
-
-class _View:
-    """Displays ``box`` where widgets render, with ``text()`` as the plain-text fallback."""
-
-    box = None
-
-    def text(self) -> str:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return self.text()
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        if self.box is None or isinstance(self.box, _Plain):
-            print(self.text())
-            return
-        _enable_colab()
-        bundle = _view_bundle(self.box)         # the widget view, and our text for the rest
-        bundle["text/plain"] = self.text()
-        display(bundle, raw=True)
-
-
-def _figure(draw, size=(5.0, 2.2)):
-    """A fresh figure (no pyplot state: safe in the worker thread) with ``draw(ax)`` done."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=80, constrained_layout=True)
-    draw(fig.add_subplot())
-    return fig
-
-
-def _png(draw, size=(5.0, 2.2)) -> bytes:
-    """``_figure(draw, size)`` as PNG bytes (``size`` in inches, 80 pixels each)."""
-    buf = io.BytesIO()
-    _figure(draw, size).savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _image(draw, size=(5.0, 2.2)):
-    """An Image widget of ``_png(draw, size)``, drawn at its own size: never stretched to a
-    neighbour's height in a row (``align_self``), narrowed only to fit, keeping its aspect."""
-    return _make("Image", value=_png(draw, size) if _ipywidgets() else b"", format="png",
-                 layout={"max_width": "100%", "height": "auto", "align_self": "flex-start"})
-
-
-def _token_size(num_codebooks: int) -> tuple[float, float]:
-    """Inches for a picture with one row per codebook: a fixed height per row, so a stereo
-    model's 8 codebooks get twice the height of 4 instead of half as tall rows (and the token
-    grid and the delay pattern beside it are the same height)."""
-    return 5.0, 0.3 * num_codebooks + 1.2
-
-
-def _draw_tokens(ax, tokens) -> None:
-    """The generated codes ``[K, S]`` as a heat map: one row per codebook, one column per
-    frame, drawn cell by cell (nearest, never smoothed) with whole-number ticks
-    (``codec.plot_tokens``)."""
-    from .codec import plot_tokens
-
-    mesh = plot_tokens(tokens, ax, title=f"generated tokens [K, S] = {list(tokens.shape)}")
-    ax.figure.colorbar(mesh, ax=ax, label="token id")
-
-
-def _wav_bytes(generation: Generation, index: int = 0) -> bytes:
-    """Item ``index`` as WAV bytes, through ``audio_display.play`` (IPython's Audio encoder)."""
-    from .audio_display import play
-
-    return play(generation.wav[index], generation.sample_rate).data
-
-
-def _settings(g: Generation) -> str:
-    """One line with what made ``g``: length, sampling settings and the seed actually used."""
-    c = g.config
-    how = "greedy" if not c.use_sampling else f"T={c.temperature:g} k={c.top_k} p={c.top_p:g}"
-    return f"{g.duration:.1f} s, {how}, cfg={c.guidance_scale:g}, seed={g.seeds[0]}"
-
-
-def _short(text: str | None, width: int = 32) -> str:
-    """A prompt for a label: quoted, cut to ``width`` characters with "…"; none: "no prompt"."""
-    if text is None:
-        return "no prompt"
-    if len(text) <= width:
-        return repr(text)
-    cut = text[:width]
-    cut = cut.rsplit(" ", 1)[0] if " " in cut[width // 2:] else cut[:-1]  # at a word, if near
-    return repr(cut.rstrip() + "…")
-
-
-def _audio(g: Generation, autoplay: bool = False):
-    """An ``<audio>`` player widget for item 0; ``autoplay``: it starts as soon as it is shown."""
-    return _make("Audio", value=_wav_bytes(g) if _ipywidgets() else b"", format="wav",
-                 autoplay=autoplay)
 
 
 # --- the small widgets lectures reuse -------------------------------------------------------
@@ -267,9 +56,9 @@ def _control(f: dataclasses.Field, value, max_duration: float):
     """A control for one GenerationConfig field, from its type and range metadata."""
     label, meta = f.name.replace("_", " "), f.metadata
     if not meta:                                                  # bool: use_sampling
-        return _make("Checkbox", value=value, description=label, indent=False)
+        return make("Checkbox", value=value, description=label, indent=False)
     if "choices" in meta:                                         # sampler
-        return _make("Dropdown", options=list(meta["choices"]), value=value, description=label,
+        return make("Dropdown", options=list(meta["choices"]), value=value, description=label,
                      tooltip=meta["hint"])
     low, high = meta["low"], meta["high"]
     if f.name == "duration":
@@ -279,18 +68,18 @@ def _control(f: dataclasses.Field, value, max_duration: float):
     tooltip = f"{f.name} in {'(' if meta['low_open'] else '['}{low}, {high}]. {hint}"
     common = dict(description=label, tooltip=tooltip, style={"description_width": "110px"})
     if _typed_int(meta):                                          # seed: typed, exact
-        return _make("Text", value=str(value or 0), **common)
+        return make("Text", value=str(value or 0), **common)
     if high is None:
-        return _make("IntText" if meta["integer"] else "FloatText", value=value or 0, **common)
+        return make("IntText" if meta["integer"] else "FloatText", value=value or 0, **common)
     common["layout"] = {"width": "460px"}
     if meta["integer"]:
-        return _make("IntSlider", min=low, max=high, value=value, **common)
+        return make("IntSlider", min=low, max=high, value=value, **common)
     step = 10 ** math.floor(math.log10((high - low) / 100))       # ~1/100 of the range, round
-    return _make("FloatSlider", min=low + step if meta["low_open"] else low, max=high,
+    return make("FloatSlider", min=low + step if meta["low_open"] else low, max=high,
                  step=step, value=value, readout_format=".2f", **common)
 
 
-class ParamSliders(_View):
+class ParamSliders(View):
     """Controls for GenerationConfig fields, built from the ranges in the config's metadata.
 
     Args:
@@ -318,16 +107,16 @@ class ParamSliders(_View):
         self.typed = {n for n in names if _typed_int(fields[n].metadata)}   # text -> int
         self.floats = {n for n in names if fields[n].metadata.get("high") is not None
                        and not fields[n].metadata["integer"]}           # float sliders
-        self.random = {n: _make("Checkbox", value=getattr(self.base, n) is None,
+        self.random = {n: make("Checkbox", value=getattr(self.base, n) is None,
                                 description="random", indent=False)
                        for n in names if fields[n].default is None}   # seed: None = random
         for name, toggle in self.random.items():
             self.controls[name].disabled = toggle.value
             toggle.observe(lambda c, n=name: setattr(self.controls[n], "disabled", c.new),
                            "value")
-        rows = [_make("HBox", children=[w, self.random[n]]) if n in self.random else w
+        rows = [make("HBox", children=[w, self.random[n]]) if n in self.random else w
                 for n, w in self.controls.items()]
-        self.box = _make("VBox", "mg-param-sliders", children=rows)
+        self.box = make("VBox", "mg-param-sliders", children=rows)
 
     def values(self) -> dict:
         """``{field: value}`` as the controls show them (a random seed is ``None``); a typed
@@ -371,7 +160,7 @@ class ParamSliders(_View):
         return "settings: " + ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
-class TokenGrid(_View):
+class TokenGrid(View):
     """The tokens of item ``index`` as a heat map ``[K, S]``, beside the delay pattern that
     produced them (``codec.plot_delay_pattern`` for the first ``frames`` frames)."""
 
@@ -381,11 +170,11 @@ class TokenGrid(_View):
         self.tokens = generation.tokens[index]                              # [K, S]
         k, s = self.tokens.shape
         channels = generation.wav.shape[1]
-        self.box = _make("HBox", "mg-token-grid", layout={"align_items": "flex-start"},
+        self.box = make("HBox", "mg-token-grid", layout={"align_items": "flex-start"},
                          children=[
-            _image(lambda ax: _draw_tokens(ax, self.tokens), _token_size(k)),
-            _image(lambda ax: plot_delay_pattern(k, max(1, min(frames, s)), channels, ax=ax),
-                   _token_size(k))])
+            image(lambda ax: draw_tokens(ax, self.tokens), token_size(k)),
+            image(lambda ax: plot_delay_pattern(k, max(1, min(frames, s)), channels, ax=ax),
+                   token_size(k))])
 
     def text(self) -> str:
         return f"tokens [K, S] = {list(self.tokens.shape)}; frame 0: {self.tokens[:, 0].tolist()}"

@@ -28,6 +28,8 @@ def _has_type(value, hint) -> bool:
 
 
 ATTRIBUTES = typing.get_type_hints(Backend)        # name -> annotation, defaults included
+ATTRIBUTES.update({name: typing.get_type_hints(member.fget)["return"]   # read-only ones
+                   for name, member in vars(Backend).items() if isinstance(member, property)})
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))

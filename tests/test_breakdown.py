@@ -9,9 +9,9 @@ import torch
 import musicgen_edu as mg
 from musicgen_edu.metrics.breakdown import (
     BREAKDOWN_STAGES,
-    _Stages,
-    _without_kineto_banner,
+    Stages,
     breakdown,
+    without_kineto_banner,
 )
 
 PROMPTS = ["calm lo-fi piano", "driving drums"]
@@ -59,7 +59,7 @@ def _same_as_generate(gen, **settings):
     """Labels on (gen.stages set, inside the profiler) change nothing: same tokens and audio."""
     ref = gen.generate(PROMPTS, duration=0.1, seed=5, **settings)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        gen.stages = _Stages(gen.model.device)
+        gen.stages = Stages(gen.model.device)
         try:
             labelled = gen.generate(PROMPTS, duration=0.1, seed=5, **settings)
         finally:
@@ -140,7 +140,7 @@ def test_breakdown_prints_no_profiler_banner(gen, capfd):
 
 
 def test_the_banner_filter_passes_other_stderr_lines_on(capfd):
-    with _without_kineto_banner():
+    with without_kineto_banner():
         os.write(2, b"USDT:2026-12-05 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
         os.write(2, b"a real warning from C++\n")
         print("python stderr", file=sys.stderr)

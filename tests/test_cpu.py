@@ -10,7 +10,8 @@ import torch
 import musicgen_edu as mg
 from musicgen_edu.backends import NativeBackend, layouts
 from musicgen_edu.backends import cpu as cpu_module
-from musicgen_edu.backends.cpu import ISA_FLAGS, choose_native_path, cpu_info, fastest
+from musicgen_edu.backends.cpu import ISA_FLAGS, CpuPath, choose_native_path, cpu_info, fastest
+from musicgen_edu.backends.layouts import Layout, Weights
 from musicgen_edu.backends.linears import PackedLinear, can_pack
 from musicgen_edu.backends.thin import ThinLinear, can_thin
 
@@ -195,16 +196,17 @@ def test_a_saved_choice_that_names_no_candidate_is_timed_again(fresh_choices, en
     model = mg.load_model("debug", device="cpu")
     _needs_packing(model)
     backend = NativeBackend(model, pack=False)
-    decoders = {"packed": lambda: NativeBackend(model, pack=True).decoder,
-                "plain": lambda: backend.decoder}
+    decoders = {Layout(Weights.PACKED): lambda: NativeBackend(model, pack=True).decoder,
+                Layout(Weights.PLAIN): lambda: backend.decoder}
+    names = {"packed", "plain"}                                     # as the JSON file has them
     first = choose_native_path(backend, decoders)                  # saves a valid entry
     (key,) = json.loads(fresh_choices.read_text())
     fresh_choices.write_text(json.dumps({key: entry}))
     cpu_module.CHOICES.clear()                                      # a new process
     again = choose_native_path(backend, decoders)
-    assert again["timed"] and again["weights"] in decoders and again["attention"] == "float32"
-    assert json.loads(fresh_choices.read_text())[key]["weights"] in decoders   # healed
-    assert first["weights"] in decoders
+    assert again["timed"] and again["weights"] in names and again["attention"] == "float32"
+    assert json.loads(fresh_choices.read_text())[key]["weights"] in names   # healed
+    assert first["weights"] in names
 
 
 def test_timing_leaves_the_global_random_state_alone(fresh_choices):
@@ -228,14 +230,15 @@ def test_the_chosen_path_is_the_one_that_runs(monkeypatch, fresh_choices, weight
     monkeypatch.setattr(layouts, "THIN_MIN_BYTES", 0)  # our kernels a candidate for a tiny model
     with monkeypatch.context() as m:                     # record a choice without timing
         m.setattr(cpu_module, "fastest",
-                  lambda c, **k: ((weights, "bfloat16"), dict.fromkeys(c, 1.0)))
+                  lambda c, **k: (CpuPath(Layout(Weights(weights)), "bfloat16"),
+                                  dict.fromkeys(c, 1.0)))
         model.extra.pop("native_decoders", None)
         backend = NativeBackend(model)
     assert backend.choice["weights"] == weights and backend.attention_dtype == torch.bfloat16
     assert isinstance(backend.decoder.layers[0].fc1, PackedLinear) == (weights == "packed")
     assert isinstance(backend.decoder.layers[0].fc1, ThinLinear) == (weights == "thin")
     for layout in ("packed", "thin"):                  # the loser's copy is gone
-        assert (layout in model.extra["native_decoders"]) == (weights == layout)
+        assert (Layout(Weights(layout)) in model.extra["native_decoders"]) == (weights == layout)
     state = backend.start(backend.encode_text(["x", None]), 4)
     assert state.k_cache[0].dtype == torch.bfloat16 and "bf16 attention" in backend.path
     gen = mg.MusicGenerator(model, backend=backend, progress=False)
@@ -251,6 +254,6 @@ def test_choose_native_path_leaves_the_backend_as_it_found_it(fresh_choices):
     model = mg.load_model("debug", device="cpu", dtype="bfloat16")
     backend = NativeBackend(model, pack=False, graphs=True)
     decoder, attention = backend.decoder, backend.attention_dtype
-    choice = choose_native_path(backend, {"plain": lambda: decoder})
+    choice = choose_native_path(backend, {Layout(): lambda: decoder})
     assert choice["weights"] == "plain" and choice["timed"]
     assert backend.graphs and backend.decoder is decoder and backend.attention_dtype == attention

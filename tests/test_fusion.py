@@ -9,8 +9,9 @@ from torch import nn
 
 import musicgen_edu as mg
 from musicgen_edu.backends import fusion, linears
-from musicgen_edu.backends.layouts import lay_out
-from musicgen_edu.backends.native import NativeBackend, NativeDecoder
+from musicgen_edu.backends.layouts import Layout, Weights
+from musicgen_edu.backends.native import NativeDecoder
+from musicgen_edu.backends.native_backend import NativeBackend
 
 
 def _pair(model, **kwargs):
@@ -74,7 +75,7 @@ def test_fusion_is_the_default_on_cuda_only_and_skips_our_cpu_kernels():
     model = mg.load_model("debug", device="cpu")
     assert len(NativeBackend(model, pack=False).decoder.lm_heads) == model.num_codebooks
     with pytest.raises(ValueError, match="nothing to fuse"):
-        lay_out(NativeDecoder.from_transformers(model.model.decoder), "thin", fuse=True)
+        Layout(Weights.THIN, fused=True)
     thin = NativeBackend(model, pack="thin", fuse=True)
     if "thin" in thin.path:                       # where thin_linear.cpp builds
         assert "fused" not in thin.path and len(thin.decoder.lm_heads) == model.num_codebooks

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu.backends.native import NativeBackend
+from musicgen_edu.backends.native_backend import NativeBackend
 from musicgen_edu.backends.native_state import NativeState, StatePool, new_caches, text_keys_values
 
 

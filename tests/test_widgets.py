@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 import musicgen_edu as mg
-from musicgen_edu import studio_history, widgets
+from musicgen_edu import studio_history, widget_kit
 from musicgen_edu.studio import MODES
 
 ipywidgets = pytest.importorskip("ipywidgets")
@@ -226,7 +226,7 @@ def test_history_play_shows_and_starts_the_chosen_entry(studio):
     studio.output_tabs.selected_index = 1                        # the history tab
     studio.history_box.children[0].children[0].click()           # play #1
     player = studio.result.children[1]
-    assert player.autoplay is True and player.value == widgets._wav_bytes(first)
+    assert player.autoplay is True and player.value == widget_kit.wav_bytes(first)
     assert player.get_state()["autoplay"] is True                # what the browser is sent
     assert studio.output_tabs.selected_index == 0 and studio.shown == 0
     assert studio.result.children[0].value.startswith("<b>#1</b>")
@@ -546,7 +546,7 @@ def test_ab_compare_shows_spectrograms_and_lecture_08_descriptors(studio):
     view = studio.compare(0, 1)
     for player, g in zip(view.box.children[0].children, (a, b)):
         _, audio, waveform, spectrogram = player.children
-        assert audio.value == widgets._wav_bytes(g)
+        assert audio.value == widget_kit.wav_bytes(g)
         assert waveform.value[:4] == spectrogram.value[:4] == b"\x89PNG"
         assert waveform.value != spectrogram.value
     assert list(view.metrics) == list(view.labels)
@@ -597,12 +597,13 @@ def test_a_stereo_token_grid_is_sharp_and_not_stretched():
     tokens_png, pattern_png = (image.value for image in grid.box.children)
     (_, height), (_, pattern_height) = png_size(tokens_png), png_size(pattern_png)
     assert height == pattern_height                              # one row, one height
-    assert height > png_size(widgets._png(lambda ax: widgets._draw_tokens(ax, tokens[:4]),
-                                          widgets._token_size(4)))[1]   # taller with more rows
+    assert height > png_size(widget_kit.png(lambda ax: widget_kit.draw_tokens(ax, tokens[:4]),
+                                            widget_kit.token_size(4)))[1]   # taller with more rows
     for image in grid.box.children:                              # the browser keeps the aspect
         assert image.layout.height == "auto" and image.layout.align_self == "flex-start"
     assert grid.box.layout.align_items == "flex-start"
-    fig = widgets._figure(lambda ax: widgets._draw_tokens(ax, tokens), widgets._token_size(8))
+    fig = widget_kit.figure(lambda ax: widget_kit.draw_tokens(ax, tokens),
+                            widget_kit.token_size(8))
     fig.canvas.draw()
     ax = fig.axes[0]
     image = ax.images[0]
@@ -631,8 +632,8 @@ def test_the_snapshot_shows_the_studios_state_without_widgets(studio):
     snap = studio.snapshot()
     assert snap.shown == 1 and snap.settings["temperature"] == 0.7
     assert snap.settings["prompt"] == "dark techno" and snap.settings["model"] == "debug"
-    assert snap.rows == [f"#1 text: 'calm piano', {widgets._settings(first)}",
-                         f"#2 text: 'dark techno', {widgets._settings(studio.history[1])}"]
+    assert snap.rows == [f"#1 text: 'calm piano', {widget_kit.settings_line(first)}",
+                         f"#2 text: 'dark techno', {widget_kit.settings_line(studio.history[1])}"]
     assert set(snap.pictures) == {"waveform", "spectrogram", "tokens"}
     assert all(png[:4] == b"\x89PNG" for png in snap.pictures.values())
     page = html.unescape(snap._repr_html_())
@@ -641,7 +642,7 @@ def test_the_snapshot_shows_the_studios_state_without_widgets(studio):
     assert page.count("<img") == 3 and page.count("<audio") == 1
     wav = base64.b64decode(re.search(r'<audio controls src="data:audio/wav;base64,([^"]+)"',
                                      page).group(1))
-    assert wav == widgets._wav_bytes(first)                      # #1's sound, not the newest
+    assert wav == widget_kit.wav_bytes(first)                    # #1's sound, not the newest
     assert "<li>text: 'calm piano', 1.0 s" in page and "<li>text: 'dark techno'" in page
     assert "temperature 0.5 → 1.5; prompt 'calm piano' → 'dark techno'" in page
     assert "<td>spectral centroid (Hz)</td>" in page
@@ -670,8 +671,8 @@ def _upload_value(version, name, data):
 @pytest.mark.parametrize("version", [7, 8])
 def test_upload_files_reads_both_versions_values(version):
     value = _upload_value(version, "a.wav", b"RIFF1234")
-    assert widgets.upload_files(type("Upload", (), {"value": value})) == [("a.wav", b"RIFF1234")]
-    assert widgets.upload_files(type("Upload", (), {"value": {} if version == 7 else ()})) == []
+    assert widget_kit.upload_files(type("Upload", (), {"value": value})) == [("a.wav", b"RIFF1234")]
+    assert widget_kit.upload_files(type("Upload", (), {"value": {} if version == 7 else ()})) == []
 
 
 @pytest.mark.parametrize("version", [7, 8])
@@ -698,7 +699,7 @@ def test_a_bogus_upload_is_named_as_uploaded_not_by_a_temporary_path(studio, mon
 def test_the_installed_upload_widget_reaches_the_studio(studio):
     _, data = wav_file()
     browser_upload(studio.upload, "riff.wav", data)              # this version's own protocol
-    assert widgets.upload_files(studio.upload) == [("riff.wav", data)]
+    assert widget_kit.upload_files(studio.upload) == [("riff.wav", data)]
     assert studio.source_picker.value == "riff.wav (1)", studio.message
 
 
@@ -755,7 +756,7 @@ def test_colab_gets_its_widget_manager(studio, monkeypatch):
     colab.output.enable_custom_widget_manager = lambda: calls.append(1)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setitem(sys.modules, "google.colab.output", colab.output)
-    monkeypatch.setitem(widgets._colab, "enabled", False)
+    monkeypatch.setitem(widget_kit._colab, "enabled", False)
     capture_display(monkeypatch)
     studio._ipython_display_()
     mg.param_sliders()._ipython_display_()
@@ -763,10 +764,10 @@ def test_colab_gets_its_widget_manager(studio, monkeypatch):
 
 
 def test_without_ipywidgets_everything_is_text(generator, monkeypatch, capsys):
-    monkeypatch.setattr(widgets, "_ipywidgets", lambda: None)
-    monkeypatch.setattr(studio_history, "_ipywidgets", lambda: None)
+    monkeypatch.setattr(widget_kit, "ipywidgets_or_none", lambda: None)
+    monkeypatch.setattr(studio_history, "ipywidgets_or_none", lambda: None)
     s = mg.Studio(generator, config=mg.GenerationConfig(duration=0.5, seed=2))
-    assert isinstance(s.box, widgets._Plain)
+    assert isinstance(s.box, widget_kit.Plain)
     out = s.generate("calm piano", temperature=0.8)
     assert out is not None and out.config.temperature == 0.8 and len(s.history) == 1
     assert s.compare(0, 0).differences == {}

@@ -10,14 +10,16 @@ reference) wraps the Hugging Face modules; the native decoder (``native``, ``nat
 implements the same contract faster.
 """
 
+from collections.abc import Callable
+
 from .contract import Backend, Conditioning
-from .native import NativeBackend
+from .native_backend import NativeBackend
 from .transformers import DecoderState, TransformersBackend
 
 __all__ = ["Backend", "Conditioning", "DecoderState", "TransformersBackend", "NativeBackend",
            "get_backend"]
 
-BACKENDS = {"transformers": TransformersBackend, "native": NativeBackend,
+BACKENDS: dict[str, Callable[..., Backend]] = {"transformers": TransformersBackend, "native": NativeBackend,
             "native-int8": lambda model: NativeBackend(model, int8=True)}
 
 

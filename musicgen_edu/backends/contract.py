@@ -15,7 +15,7 @@ and ``decode_audio`` (``[B, K, S]`` -> ``[B, C, T]``). :class:`Backend` states t
 ``typing.Protocol`` (PEP 544): required methods, and optional capabilities as attributes whose
 defaults describe a backend that has none of them. The two backends subclass it and so inherit
 those defaults (``transformers.TransformersBackend``, the reference, and
-``native.NativeBackend``, also behind ``"native-int8"``); any other object that has every
+``native_backend.NativeBackend``, also behind ``"native-int8"``); any other object that has every
 member is a backend too (``isinstance(obj, Backend)``), which is how ``get_backend`` accepts
 one. Callers read the attributes; they never ask whether a backend has them.
 """
@@ -64,9 +64,13 @@ class Backend(Protocol):
 
     # --- optional capabilities: the defaults are those of a backend without them -----------
     decoder: nn.Module | None = None   # its own decoder module; None: transformers' modules
-    fuses_draw: bool = False        # step_draw runs the draw inside the step (one launch)
     replays: int = 0                # steps run as a CUDA-graph replay, over all generations
     capture_s: float = 0.0          # seconds spent capturing CUDA graphs, over all generations
+
+    @property
+    def fuses_draw(self) -> bool:
+        """``step_draw`` runs the draw inside the step (one launch); read-only, default no."""
+        return False
 
     # --- conditioning --------------------------------------------------------------------
     def encode_text(self, texts: list[str | None], chroma: torch.Tensor | None = None,

@@ -26,12 +26,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 import torch
 
-__all__ = ["cpu_info", "parse_cpuinfo", "ISA_FLAGS", "ISA_LIMITS", "fastest", "choose_native_path",
-           "choices_file", "CHOICES"]
+if TYPE_CHECKING:
+    from .layouts import Layout
+
+__all__ = ["cpu_info", "cpu_identity", "parse_cpuinfo", "ISA_FLAGS", "ISA_LIMITS", "fastest",
+           "choose_native_path", "choices_file", "CHOICES", "CpuPath"]
 
 # /proc/cpuinfo flags that decide the fast path (x86): float32, bfloat16 and int8 kernels
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -43,7 +48,7 @@ ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTI
 
 
 @functools.lru_cache(maxsize=1)
-def _cpuinfo() -> tuple[str, tuple[str, ...]]:
+def cpu_identity() -> tuple[str, tuple[str, ...]]:
     """The CPU's model name and *all* its flags (``/proc/cpuinfo``; elsewhere the platform's
     name and no flags). Our kernels' build cache is named after them (``thin.py``)."""
     try:
@@ -58,7 +63,7 @@ def parse_cpuinfo(text: str, fallback: str) -> tuple[str, tuple[str, ...]]:
     (``model name``, ``flags``); an ARM Linux kernel gives ``Features`` and the core's
     ``CPU implementer`` / ``CPU part`` numbers instead (e.g. 0x41 / 0xd0c, an Arm Neoverse-N1),
     which then name the model: two ARM cores must not share one ``-march=native`` build."""
-    first = {}
+    first: dict[str, str] = {}
     for line in text.split("\n\n")[0].splitlines():
         key, _, value = line.partition(":")
         first.setdefault(key.strip(), value.strip())
@@ -74,7 +79,7 @@ def cpu_info() -> dict:
     :data:`ISA_FLAGS` present), ``threads``, a short ``family`` name for file names and
     ``limits``: the variables of :data:`ISA_LIMITS` set in this process, which keep torch,
     oneDNN, MKL or our kernels below what the CPU has (the flags stay the CPU's)."""
-    model, flags = _cpuinfo()
+    model, flags = cpu_identity()
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:                           # older torch
@@ -92,9 +97,23 @@ CHOICES: dict[str, dict] = {}
 PROBE_POSITION = 250     # cached positions when a candidate step is timed (mid-way into 10 s)
 
 
-def fastest(candidates: dict[Hashable, Callable[[], object]], repeats: int = 3,
-            clock: Callable[[], float] = time.perf_counter, prefer: Hashable | None = None,
-            margin: float = 0.15) -> tuple[Hashable, dict[Hashable, float]]:
+@dataclass(frozen=True)
+class CpuPath:
+    """One candidate of the timing: a weights layout and the attention's dtype."""
+
+    layout: Layout                  # layouts.Layout, e.g. Layout(Weights.PACKED)
+    attention: str                  # "float32", or the model's dtype ("bfloat16")
+
+    def __str__(self) -> str:       # a key of NativeBackend.choice["ms_per_step"]
+        return f"{self.layout} weights, {self.attention} attention"
+
+
+Name = TypeVar("Name", bound=Hashable)
+
+
+def fastest(candidates: dict[Name, Callable[[], object]], repeats: int = 3,
+            clock: Callable[[], float] = time.perf_counter, prefer: Name | None = None,
+            margin: float = 0.15) -> tuple[Name, dict[Name, float]]:
     """Call each candidate once (warm-up), then ``repeats`` times, interleaved so a slow
     moment of the machine hits every candidate alike; return the winner and every median
     (seconds). The winner is ``prefer`` unless another candidate's median is more than
@@ -103,14 +122,14 @@ def fastest(candidates: dict[Hashable, Callable[[], object]], repeats: int = 3,
     seed's tokens; only a clear win moves off the default."""
     for run in candidates.values():
         run()
-    times: dict[Hashable, list[float]] = {name: [] for name in candidates}
+    times: dict[Name, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
             start = clock()
             run()
             times[name].append(clock() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
-    best = min(medians, key=medians.get)
+    best = min(medians, key=lambda name: medians[name])
     if prefer is not None and medians[best] >= (1 - margin) * medians[prefer]:
         best = prefer
     return best, medians
@@ -149,10 +168,10 @@ def _saved_choices() -> dict:
     return saved if isinstance(saved, dict) else {}
 
 
-def _valid(choice, decoders, attentions: list[str]) -> bool:
+def _valid(choice: object, decoders, attentions: list[str]) -> TypeGuard[dict]:
     """A saved choice is used only if it names one of today's candidates (an older version or
     a hand edit may have left anything there)."""
-    return (isinstance(choice, dict) and choice.get("weights") in decoders
+    return (isinstance(choice, dict) and choice.get("weights") in {str(layout) for layout in decoders}
             and choice.get("attention") in attentions)
 
 
@@ -183,19 +202,19 @@ _TIMING = threading.Lock()   # one first-use timing at a time in a process (serv
 
 
 @torch.no_grad()
-def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module]]) -> dict:
-    """The fastest (weights, attention dtype) for ``backend`` (a CPU ``NativeBackend``).
+def choose_native_path(backend, decoders: dict[Layout, Callable[[], torch.nn.Module]]) -> dict:
+    """The fastest :class:`CpuPath` (weights layout, attention dtype) for ``backend`` (a CPU
+    ``NativeBackend``).
 
-    ``decoders`` maps a weights layout (``"packed"``, ``"plain"``, ``"thin"`` (our kernels),
-    ``"int8"``, ``"int8-thin"``; with ``NativeBackend(fuse=True)`` e.g. ``"plain+fused"``:
-    ``fusion.py``) to a function building that decoder (so a layout already known to lose is
-    never built); the first is the default, kept unless another candidate is more than 15 %
-    faster (:func:`fastest`).
+    ``decoders`` maps a ``layouts.Layout`` (packed, plain, thin (our kernels), int8, ...;
+    fused with ``NativeBackend(fuse=True)``) to a function building that decoder (so a layout
+    already known to lose is never built); the first is the default, kept unless another
+    candidate is more than 15 % faster (:func:`fastest`).
     Each runs one one-token step for one item with CFG (2 rows) at ``PROBE_POSITION`` cached
     positions; attention in the model's dtype is a candidate only for reduced-precision
-    models. Returns ``dict(weights=, attention=, ms_per_step={candidate: ms}, timed=bool)``:
-    ``timed`` is False when the choice came from this process's cache or this machine's
-    saved choices.
+    models. Returns ``dict(weights=, attention=, ms_per_step={candidate: ms}, timed=bool)``
+    with names (``str(layout)``, as saved in the JSON file); ``timed`` is False when the
+    choice came from this process's cache or this machine's saved choices.
     """
     plain = backend.decoder
     first = plain.layers[0]
@@ -207,11 +226,11 @@ def choose_native_path(backend, decoders: dict[str, Callable[[], torch.nn.Module
     limits = "".join(f" | {k}={v}" for k, v in sorted(info["limits"].items()))
     key = (f"{info['model']} | {info['capability']}{limits} | "
            f"{torch.get_num_threads()} threads | decoder {arch} | {dtype} | torch {torch.__version__}"
-           f" | {' or '.join(decoders)}")
+           f" | {' or '.join(map(str, decoders))}")
     with _TIMING:
-        saved = _saved_choices().get(key) if key not in CHOICES else None
-        if _valid(saved, decoders, attentions):
-            CHOICES[key] = saved
+        entry = _saved_choices().get(key) if key not in CHOICES else None
+        if _valid(entry, decoders, attentions):
+            CHOICES[key] = entry
         if key in CHOICES:
             return {**CHOICES[key], "timed": False}
         choice = _time_candidates(backend, decoders, [getattr(torch, a) for a in attentions])
@@ -225,10 +244,11 @@ def _time_candidates(backend, decoders: dict, attentions: list[torch.dtype]) -> 
     cond = backend.encode_text(["a probe prompt for the fastest decoder path", None])
     tokens = torch.zeros((2, plain.num_codebooks, 1), dtype=torch.long)
     noise = torch.Generator().manual_seed(0)     # the global random state stays untouched
-    graphs, attention_dtype, candidates = backend.graphs, backend.attention_dtype, {}
+    graphs, attention_dtype = backend.graphs, backend.attention_dtype
+    candidates: dict[CpuPath, Callable[[], object]] = {}
     backend.graphs = False                       # time the eager (dynamic-shape) CPU step
     try:
-        for weights, build in decoders.items():
+        for layout, build in decoders.items():
             decoder = build()
             for attention in attentions:
                 backend.decoder, backend.attention_dtype = decoder, attention
@@ -242,11 +262,10 @@ def _time_candidates(backend, decoders: dict, attentions: list[torch.dtype]) -> 
                     state.pos, state.steps = pos, pos    # rewrite the last slot each time
                     backend.step(tokens, state)
 
-                candidates[weights, str(attention).removeprefix("torch.")] = run
+                candidates[CpuPath(layout, str(attention).removeprefix("torch."))] = run
         # the default, unless clearly beaten: the first layout given, fp32 attention
         best, medians = fastest(candidates, prefer=next(iter(candidates)))
     finally:
         backend.graphs, backend.decoder, backend.attention_dtype = graphs, plain, attention_dtype
-    return dict(weights=best[0], attention=best[1],        # (a JSON file's keys are strings)
-                ms_per_step={f"{w} weights, {a} attention": round(1000 * t, 2)
-                             for (w, a), t in medians.items()})
+    return dict(weights=str(best.layout), attention=best.attention,   # (JSON: names)
+                ms_per_step={str(path): round(1000 * t, 2) for path, t in medians.items()})

@@ -10,7 +10,7 @@ copied into static tensors, the KV cache and the text keys/values are the genera
 preallocated tensors, attention covers the whole cache under a mask
 (:meth:`NativeDecoder.step_static`), and the logits land in a static output tensor. With the
 counter sampler the graph also runs classifier-free guidance, the filters and the draw
-(``sampling.draw_tokens``, seeds and step in static tensors): one launch per decode step.
+(``sampling.Sampling.draw``, seeds and step in static tensors): one launch per decode step.
 
 Attention covers a bucket of the cache (256, 512, 1024, 1536, then multiples of 512 slots)
 rather than all of it, with one graph per bucket: a fixed shape per graph, yet a step early in
@@ -31,6 +31,8 @@ import time
 import warnings
 
 import torch
+
+from ..sampling import Sampling
 
 __all__ = ["GraphedStep", "graphed_step", "CaptureError", "attention_length",
            "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
@@ -127,8 +129,9 @@ class GraphedStep:
             self.seeds[seeds.shape] = (static, seeds)
         return static
 
-    def __call__(self, tokens: torch.Tensor, pos: int, state, sampling=None, seeds=None,
-                 step: int = 0, replay: bool = True) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, pos: int, state, sampling: Sampling | None = None,
+                 seeds: torch.Tensor | None = None, step: int = 0,
+                 replay: bool = True) -> torch.Tensor:
         """Logits ``[N, K, V]`` of the step at ``pos``; or, with a ``sampling.Sampling``, the
         tokens it draws (``seeds`` ``[B]``, counter ``step``) inside the same graph: one graph
         per bucket and ``sampling``. ``replay=False`` runs the same step eagerly on the same
@@ -138,7 +141,7 @@ class GraphedStep:
         length = attention_length(pos, self.max_len)
         if not self.lengths or self.lengths[-1] != length:
             self.lengths.append(length)
-        if sampling is not None:
+        if sampling is not None and seeds is not None:
             seeds = self._static_seeds(seeds)
             self.step_no.fill_(step)
 
@@ -161,12 +164,12 @@ class GraphedStep:
         return out.clone()                       # the next replay overwrites the static output
 
 
-def graphed_step(backend, state, tokens: torch.Tensor, sampling=None, seeds=None,
-                 step: int = 0) -> torch.Tensor | None:
+def graphed_step(backend, state, tokens: torch.Tensor, sampling: Sampling | None = None,
+                 seeds: torch.Tensor | None = None, step: int = 0) -> torch.Tensor | None:
     """A ``NativeBackend``'s one-token step at ``state.pos`` through the state's
     :class:`GraphedStep` (made on first use): the logits, or the tokens ``sampling`` draws; then
-    ``state.pos`` moves on. ``None`` when capture failed: the backend then decodes eagerly, with
-    a warning, and ``backend.graphs`` is off from then on.
+    ``state.pos`` moves on. ``None``, with a warning, when capture failed: the backend then
+    decodes eagerly (``NativeBackend._step``).
 
     Every one-token step runs the fixed-shape step, so a generation's arithmetic does not
     depend on what was captured before (on a GPU, the dynamic-shape step rounds bf16
@@ -184,9 +187,6 @@ def graphed_step(backend, state, tokens: torch.Tensor, sampling=None, seeds=None
         out = state.graph(tokens, state.pos, state, sampling, seeds, step, replay=replay)
     except CaptureError as err:      # an op this GPU/driver cannot capture: run eagerly
         warnings.warn(f"CUDA graph capture failed, decoding without graphs: {err}", stacklevel=2)
-        backend.graphs, state.graph = False, None
-        backend._pool.clear()            # nothing replays any more: keep no idle caches
-        state.pool_key = None            # and do not pool this one when it ends
         return None
     state.pos += 1
     backend.replays += replay

@@ -20,10 +20,15 @@ cross-attention's queries are one product already.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from .linears import _room_for_copy
+from .linears import room_for_copy
+
+if TYPE_CHECKING:
+    from .native import NativeDecoder
 
 __all__ = ["fuse_projections", "stack_linears"]
 
@@ -40,7 +45,7 @@ def stack_linears(layers: list[nn.Linear]) -> nn.Linear:
     return stacked
 
 
-def fuse_projections(decoder: nn.Module) -> nn.Module:
+def fuse_projections(decoder: NativeDecoder) -> NativeDecoder:
     """In place: each block's self-attention gets ``qkv_proj`` (q, k, v in one product) instead
     of ``q_proj``/``k_proj``/``v_proj``, and ``lm_heads`` becomes one head of ``K·V`` outputs.
 
@@ -48,11 +53,11 @@ def fuse_projections(decoder: nn.Module) -> nn.Module:
     before any other layout (int8 and oneDNN packing then work on the stacked layers as on any
     other). Returns the decoder unchanged, with a warning, when memory is short.
     """
-    attns = [block.self_attn for block in decoder.layers]
-    groups = [[a.q_proj, a.k_proj, a.v_proj] for a in attns] + [list(decoder.lm_heads)]
+    attns = [block.self_attn for block in decoder.blocks]
+    groups = [[a.q_proj, a.k_proj, a.v_proj] for a in attns] + [decoder.codebook_heads]
     size = sum(layer.weight.numel() * layer.weight.element_size()
                for group in groups for layer in group)
-    if not _room_for_copy(size, "fusing the q/k/v projections and the heads",
+    if not room_for_copy(size, "fusing the q/k/v projections and the heads",
                           decoder.positions.device):
         return decoder
     for attn, group in zip(attns, groups):

@@ -17,21 +17,25 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Int8Linear", "DynamicInt8Linear", "quantize_int8", "can_quantize_dynamic",
-           "PackedLinear", "pack_linears", "can_pack", "ONCE_PER_GENERATION"]
+           "PackedLinear", "pack_linears", "can_pack", "ONCE_PER_GENERATION", "linear_layers",
+           "weight_bytes", "room_for_copy"]
+
+Layer = TypeVar("Layer", bound=nn.Module)
 
 
-def _linears(module: nn.Module, skip: tuple[str, ...] = (),
-             kinds: tuple[type, ...] = (nn.Linear,)) -> list[tuple[nn.Module, str, nn.Module]]:
-    """Every ``(parent, attribute name, layer)`` below ``module`` whose layer is one of
-    ``kinds``, except names containing a ``skip`` entry."""
+def linear_layers(module: nn.Module, kind: type[Layer],
+                  skip: tuple[str, ...] = ()) -> list[tuple[nn.Module, str, Layer]]:
+    """Every ``(parent, attribute name, layer)`` below ``module`` whose layer is a ``kind``
+    (``nn.Linear``, :class:`Int8Linear`), except names containing a ``skip`` entry."""
     return [(parent, name, child) for path, parent in list(module.named_modules())
-            for name, child in parent.named_children() if isinstance(child, kinds)
+            for name, child in parent.named_children() if isinstance(child, kind)
             and not any(part in f"{path}.{name}" for part in skip)]
 
 
@@ -42,6 +46,9 @@ class Int8Linear(nn.Module):
     bits instead of 16 or 32 makes each step up to 2-4x faster; activations stay in the
     model's precision (gpt-fast ``quantize.py``, ``WeightOnlyInt8QuantHandler``).
     """
+
+    weight: torch.Tensor            # [out, in] int8
+    scale: torch.Tensor             # [out] in the weights' former dtype
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -76,6 +83,10 @@ class DynamicInt8Linear(nn.Module):
     overflowing). Output in the activations' dtype; the prepacked weights are an opaque
     object, not state.
     """
+
+    in_features: int
+    out_features: int
+    packed: object                  # prepacked int8 weights (torch.ops.quantized.linear_prepack)
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -123,7 +134,7 @@ def quantize_int8(decoder: nn.Module, skip: tuple[str, ...] = ONCE_PER_GENERATIO
     generation, as :func:`pack_linears` skips them too). Embeddings and layer norms stay as
     they are; the transformers model is not touched.
     """
-    for parent, name, child in _linears(decoder, skip):
+    for parent, name, child in linear_layers(decoder, nn.Linear, skip):
         setattr(parent, name, (DynamicInt8Linear if dynamic else Int8Linear)(child))
     return decoder
 
@@ -140,6 +151,10 @@ class PackedLinear(nn.Module):
     up to float rounding (a different summation order); the packed copy costs the memory of
     the weights once more.
     """
+
+    in_features: int
+    out_features: int
+    packed: torch.Tensor            # opaque oneDNN tensor
 
     def __init__(self, linear: nn.Linear, rows: int = 2):
         super().__init__()
@@ -190,12 +205,13 @@ def _free_memory_bytes(device: torch.device | None = None) -> int:
         return 1 << 62
 
 
-def _nbytes(layers) -> int:
-    """Bytes of the weights of ``(parent, name, layer)`` entries (as :func:`_linears` gives)."""
+def weight_bytes(layers: list) -> int:
+    """Bytes of the weights of ``(parent, name, layer)`` entries (as :func:`linear_layers`
+    gives)."""
     return sum(layer.weight.numel() * layer.weight.element_size() for _, _, layer in layers)
 
 
-def _room_for_copy(size: int, what: str, device: torch.device | None = None) -> bool:
+def room_for_copy(size: int, what: str, device: torch.device | None = None) -> bool:
     """True when a copy of ``size`` bytes fits in the free memory of ``device`` (default: the
     CPU) twice over; otherwise warn that ``what`` is skipped and decoding will be slower."""
     if 2 * size <= _free_memory_bytes(device):
@@ -211,8 +227,8 @@ def pack_linears(decoder: nn.Module, rows: int = 2, skip: tuple[str, ...] = ()) 
     In place. Skipped, with a warning, when the packed copy would not fit in the free memory
     twice over.
     """
-    linears = _linears(decoder, skip)
-    if not _room_for_copy(_nbytes(linears), "packing the decoder's weights for the CPU"):
+    linears = linear_layers(decoder, nn.Linear, skip)
+    if not room_for_copy(weight_bytes(linears), "packing the decoder's weights for the CPU"):
         return decoder
     for parent, name, child in linears:
         setattr(parent, name, PackedLinear(child, rows))

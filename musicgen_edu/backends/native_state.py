@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .contract import Conditioning
+from .cuda_graph import GraphedStep
 
 __all__ = ["NativeState", "StatePool", "new_caches", "text_keys_values"]
 
@@ -34,7 +35,7 @@ class NativeState:
     cross_mask: torch.Tensor | None  # [N, 1, 1, L] additive: 0 attend, dtype-min masked
     pos: int = 0             # positions already in the cache
     steps: int = 0
-    graph: object = None     # the captured one-token step (cuda_graph.GraphedStep), if any
+    graph: GraphedStep | None = None  # the captured one-token steps (cuda_graph.py), if any
     single_steps: int = 0    # one-token steps run so far (the first runs eagerly)
     pool_key: tuple | None = None  # where StatePool.put returns the buffers (fixed-shape steps)
 
@@ -60,6 +61,7 @@ def text_keys_values(decoder, cond: Conditioning, dtype: torch.dtype,
     With ``bucket`` the text is padded to a multiple of it, under the mask (fewer pool keys)."""
     if cond.prefix:
         return [None] * len(decoder.layers), [None] * len(decoder.layers), None
+    assert cond.mask is not None                 # text conditionings carry their padding mask
     states, keep = cond.states.to(decoder.positions.dtype), cond.mask.bool()
     if bucket:
         pad = -states.shape[1] % bucket
@@ -92,7 +94,7 @@ class StatePool:
         for dst, src in zip(pooled.cross_k + pooled.cross_v, cross_k + cross_v):
             if dst is not None:
                 dst.copy_(src)
-        if mask is not None:
+        if mask is not None and pooled.cross_mask is not None:   # (both None: melody)
             pooled.cross_mask.copy_(mask)
         if pooled.graph is not None:
             pooled.graph.lengths = []            # buckets used by this generation

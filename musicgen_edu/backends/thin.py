@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linears import Int8Linear, _linears, _nbytes, _room_for_copy
+from .cpu import cpu_identity
+from .linears import Int8Linear, linear_layers, room_for_copy, weight_bytes
 
 __all__ = ["ThinLinear", "thin_linears", "thin_kernels", "thin_flags", "can_thin",
            "block_kernels", "THIN_SOURCES", "THIN_FLAGS"]
@@ -69,11 +70,10 @@ def thin_kernels() -> torch._ops._OpNamespace | None:
     # -march=native makes the code use every instruction this CPU has, so the cache entry is
     # named after the CPU and its flags too: a home folder shared between machines must not
     # hand one CPU's build to another.
-    from .cpu import _cpuinfo  # (cpu.py imports nothing from here)
     try:
         sources = b"".join(path.read_bytes() for path in THIN_SOURCES)
         flags = thin_flags()                        # the build's, and in its cache name
-        key = f"{_cpuinfo()}|{sources!r}|{flags}"   # CPU model, all flags, code
+        key = f"{cpu_identity()}|{sources!r}|{flags}"   # CPU model, all flags, code
         name = f"musicgen_edu_thin_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
         with _THIN_LOCK:
             return _load_thin(name, flags)
@@ -126,6 +126,9 @@ class ThinLinear(nn.Module):
     """
 
     MAX_ROWS = 16
+    blocked: torch.Tensor           # [O / 16, I, 16] (or pairs of inputs: see above)
+    scale: torch.Tensor             # [O] int8 scales, or empty for float weights
+    plain: torch.Tensor | None      # the float weights [O, I] for many rows (not a buffer)
 
     def __init__(self, layer: nn.Linear | Int8Linear):
         super().__init__()
@@ -146,7 +149,8 @@ class ThinLinear(nn.Module):
         # AVX512-BF16 and int8 on AVX2 or AVX-512BW: [O / 16, I / 2, 16, 2], pairs of inputs
         # for their dot-product instructions)
         self.register_buffer("blocked", kernels.thin_pack(weight))
-        self.register_buffer("scale", layer.scale.float() if int8 else torch.empty(0))
+        self.register_buffer("scale", layer.scale.float() if isinstance(layer, Int8Linear)
+                             else torch.empty(0))
         # float weights as they are, for many rows: the nn.Linear's own tensor (no copy),
         # not registered here (the state dict and the bandwidth bound count what a step reads)
         object.__setattr__(self, "plain", None if int8 else weight)
@@ -177,13 +181,16 @@ def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
     ``skip``, and layers whose output size is not a multiple of 16) by :class:`ThinLinear`,
     in place. Skipped, with a warning, when the copy would not fit in the free memory twice
     over (as :func:`pack_linears`)."""
-    layers = [(parent, name, child) for parent, name, child
-              in _linears(decoder, skip, (nn.Linear, Int8Linear)) if child.weight.shape[0] % 16 == 0]
-    copied = [entry for entry in layers if isinstance(entry[2], nn.Linear)]  # int8: replaced
-    if not _room_for_copy(_nbytes(copied), "laying the decoder's weights out for our CPU kernels"):
+    floats = [entry for entry in linear_layers(decoder, nn.Linear, skip)
+              if entry[2].weight.shape[0] % 16 == 0]                # copied
+    int8s = [entry for entry in linear_layers(decoder, Int8Linear, skip)
+             if entry[2].weight.shape[0] % 16 == 0]                 # replaced
+    if not room_for_copy(weight_bytes(floats), "laying the decoder's weights out for our CPU kernels"):
         return decoder
-    for parent, name, child in layers:
-        setattr(parent, name, ThinLinear(child))
+    for parent, name, layer in floats:
+        setattr(parent, name, ThinLinear(layer))
+    for parent, name, quantized in int8s:
+        setattr(parent, name, ThinLinear(quantized))
     return decoder
 
 
@@ -191,7 +198,10 @@ def block_kernels(decoder: nn.Module) -> nn.Module:
     """Give each decoder block whose linear layers are all :class:`ThinLinear` a
     ``decode_step``: its one-token forward as one call of ``decode_block`` (decode_step.cpp),
     the same operators in the same order, so the same bits, without Python between them."""
-    op = thin_kernels().decode_block
+    kernels = thin_kernels()
+    if kernels is None:                          # (lay_out runs this only where they build)
+        return decoder
+    op = kernels.decode_block
     for block in getattr(decoder, "layers", []):
         attns = [block.self_attn] + ([block.encoder_attn] if block.cross else [])
         cross = [block.encoder_attn.q_proj, block.encoder_attn.out_proj] if block.cross else []

@@ -24,7 +24,7 @@ import torch
 
 from .contract import Backend, Conditioning
 
-__all__ = ["DecoderState", "TransformersBackend"]
+__all__ = ["DecoderState", "TransformersEncoders", "TransformersBackend"]
 
 
 @dataclass
@@ -36,19 +36,14 @@ class DecoderState:
     steps: int = 0                  # decoder positions already in the cache
 
 
-class TransformersBackend(Backend):
-    """Runs a :class:`~musicgen_edu.models.MusicGenModel` with the transformers modules.
-
-    The contract and the optional capabilities (none here: the defaults) are :class:`Backend`'s.
-    """
-
-    name = path = "transformers"
+class TransformersEncoders(Backend):
+    """What every backend over a transformers MusicGen shares: text (and melody) encoding
+    and EnCodec, with transformers' modules. A backend adds ``start`` and ``step``: the
+    decoder (here :class:`TransformersBackend`; ``native_backend.NativeBackend``)."""
 
     def __init__(self, model):
         self.mg = model
         self.net = model.model
-        params = inspect.signature(self.net.decoder.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     # --- conditioning ---------------------------------------------------------------------
     @torch.no_grad()
@@ -99,6 +94,47 @@ class TransformersBackend(Backend):
             states = states.repeat(1, math.ceil(cfg.chroma_length / states.shape[1]), 1)
         return states[:, : cfg.chroma_length]
 
+    # --- audio <-> tokens -----------------------------------------------------------------
+    @torch.no_grad()
+    def encode_audio(self, wav: torch.Tensor) -> torch.Tensor:
+        """EnCodec-encode waveforms ``[B, C, T]`` at the model's rate into tokens ``[B, K, S]``."""
+        codec = self.net.audio_encoder
+        wav = wav.to(self.mg.device, torch.float32)
+        if self.mg.audio_channels == 1:
+            return codec.encode(wav.mean(dim=1, keepdim=True)).audio_codes[0]
+        if wav.shape[1] == 1:
+            wav = wav.repeat(1, 2, 1)
+        left = codec.encode(wav[:, :1]).audio_codes[0]    # [B, K/2, S]
+        right = codec.encode(wav[:, 1:2]).audio_codes[0]
+        return torch.stack([left, right], dim=2).flatten(1, 2)  # [L0, R0, L1, R1, ...]
+
+    @torch.no_grad()
+    def decode_audio(self, tokens: torch.Tensor) -> torch.Tensor:
+        """EnCodec-decode tokens ``[B, K, S]`` into float32 waveforms ``[B, C, T]``."""
+        codec, batch = self.net.audio_encoder, tokens.shape[0]
+        tokens = tokens.to(self.mg.device)
+
+        def run(codes):  # EnCodec wants [frames=1, B, K, S]
+            return codec.decode(codes[None], [None] * batch).audio_values.float()
+
+        if self.mg.audio_channels == 1:
+            return run(tokens)
+        return torch.cat([run(tokens[:, ::2]), run(tokens[:, 1::2])], dim=1)
+
+
+class TransformersBackend(TransformersEncoders):
+    """Runs a :class:`~musicgen_edu.models.MusicGenModel` with the transformers modules.
+
+    The contract and the optional capabilities (none here: the defaults) are :class:`Backend`'s.
+    """
+
+    name = path = "transformers"
+
+    def __init__(self, model):
+        super().__init__(model)
+        params = inspect.signature(self.net.decoder.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
     # --- decoding -------------------------------------------------------------------------
     def start(self, cond: Conditioning, max_len: int | None = None) -> DecoderState:
         """A fresh decoder state (empty KV cache) for ``len(cond)`` rows.
@@ -126,30 +162,3 @@ class TransformersBackend(Backend):
         state.cache = out.cache if hasattr(out, "cache") else out.past_key_values
         state.steps += s
         return out.logits[:, -1].float().view(n, k, -1)  # [N, K, V]
-
-    # --- audio <-> tokens -----------------------------------------------------------------
-    @torch.no_grad()
-    def encode_audio(self, wav: torch.Tensor) -> torch.Tensor:
-        """EnCodec-encode waveforms ``[B, C, T]`` at the model's rate into tokens ``[B, K, S]``."""
-        codec = self.net.audio_encoder
-        wav = wav.to(self.mg.device, torch.float32)
-        if self.mg.audio_channels == 1:
-            return codec.encode(wav.mean(dim=1, keepdim=True)).audio_codes[0]
-        if wav.shape[1] == 1:
-            wav = wav.repeat(1, 2, 1)
-        left = codec.encode(wav[:, :1]).audio_codes[0]    # [B, K/2, S]
-        right = codec.encode(wav[:, 1:2]).audio_codes[0]
-        return torch.stack([left, right], dim=2).flatten(1, 2)  # [L0, R0, L1, R1, ...]
-
-    @torch.no_grad()
-    def decode_audio(self, tokens: torch.Tensor) -> torch.Tensor:
-        """EnCodec-decode tokens ``[B, K, S]`` into float32 waveforms ``[B, C, T]``."""
-        codec, batch = self.net.audio_encoder, tokens.shape[0]
-        tokens = tokens.to(self.mg.device)
-
-        def run(codes):  # EnCodec wants [frames=1, B, K, S]
-            return codec.decode(codes[None], [None] * batch).audio_values.float()
-
-        if self.mg.audio_channels == 1:
-            return run(tokens)
-        return torch.cat([run(tokens[:, ::2]), run(tokens[:, 1::2])], dim=1)

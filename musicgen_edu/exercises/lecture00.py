@@ -13,7 +13,7 @@ import torch
 
 from ..generation import Generation
 from ..models import MusicGenModel
-from . import CheckResult, as_number, model_of, not_yet, result
+from .checks import CheckResult, as_number, model_of, not_yet, result
 
 __all__ = ["check_same_seed", "check_clip_tokens", "check_token_bytes"]
 

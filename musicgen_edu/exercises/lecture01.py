@@ -12,7 +12,7 @@ import numbers
 
 from ..models import MusicGenModel
 from ..patterns import codebook_delays
-from . import CheckResult, result
+from .checks import CheckResult, result
 
 __all__ = ["check_token_shape", "check_wav_shape", "check_decoder_steps", "check_rtf"]
 

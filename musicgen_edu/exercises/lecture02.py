@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 
 from ..text import embed_prompts, tokenize_prompt
-from . import CheckResult, result
+from .checks import CheckResult, result
 
 __all__ = ["check_num_text_tokens", "check_embedding_shape", "check_padding", "check_cfg_rows"]
 

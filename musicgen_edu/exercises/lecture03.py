@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..patterns import codebook_delays, delay_pattern, undelay
-from . import CheckResult, result
+from .checks import CheckResult, result
 
 __all__ = ["check_samples_per_frame", "check_token_bitrate", "check_grid_columns",
            "check_undelay_function"]

@@ -12,7 +12,7 @@ import torch
 
 from ..distributions import entropy
 from ..sampling import apply_temperature, classifier_free_guidance, top_p_filter
-from . import CheckResult, not_yet, result
+from .checks import CheckResult, not_yet, result
 
 __all__ = ["check_cfg_by_hand", "check_greedy_token", "check_nucleus_size",
            "check_temperature_for_entropy"]

@@ -12,7 +12,7 @@ import math
 
 from ..metrics.bound import decode_bound
 from ..patterns import codebook_delays
-from . import CheckResult, as_number, model_of, not_yet, result
+from .checks import CheckResult, as_number, model_of, not_yet, result
 
 __all__ = ["check_realtime_steps", "check_kv_bytes", "check_bound"]
 

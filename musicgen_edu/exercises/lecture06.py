@@ -15,7 +15,7 @@ import os
 from ..batch import BatchRunner
 from ..batch_manifest import MANIFEST_NAME, read_manifest
 from ..batch_table import grid
-from . import CheckResult, not_yet, result
+from .checks import CheckResult, not_yet, result
 
 __all__ = ["check_clip_count", "check_generate_calls", "check_new_clips"]
 

@@ -12,8 +12,8 @@ import numbers
 
 import torch
 
-from ..generator import Generation, GenerationConfig
-from . import CheckResult, not_yet, result
+from ..generation import Generation, GenerationConfig
+from .checks import CheckResult, not_yet, result
 
 __all__ = ["check_setting_range", "check_greedy_pair", "check_reproduced"]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..metrics.fad import encodec_embeddings, frechet_distance
 from ..waveform import loudness
-from . import CheckResult, as_number, model_of, not_yet, result
+from .checks import CheckResult, as_number, model_of, not_yet, result
 
 __all__ = ["check_embedding_rows", "check_fad", "check_sine_amplitude"]
 

@@ -15,7 +15,7 @@ import numbers
 import tempfile
 from pathlib import Path
 
-from . import CheckResult, not_yet, result
+from .checks import CheckResult, not_yet, result
 
 __all__ = ["check_batches", "check_cached", "check_refused"]
 

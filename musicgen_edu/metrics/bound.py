@@ -18,7 +18,7 @@ from ..backends.linears import DynamicInt8Linear
 from ..errors import ConfigError, check_range
 from ..generator import MusicGenerator
 from ..models import MusicGenModel, resolve_device
-from .profiling import _count, _timed
+from .profiling import check_count, timed
 
 __all__ = ["measure_bandwidth", "decode_bound"]
 
@@ -42,7 +42,7 @@ def measure_bandwidth(device: str | torch.device | None = None, size_mb: float =
     src = torch.ones(n, dtype=torch.float32, device=dev)
     dst = torch.empty_like(src)
     dst.copy_(src)                                                  # warm-up, touches dst
-    times = [_timed(dev, dst.copy_, src) for _ in range(_count("repeats", repeats, 1))]
+    times = [timed(dev, dst.copy_, src) for _ in range(check_count("repeats", repeats, 1))]
     return 2 * n * 4 / statistics.median(times) / 1e9
 
 
@@ -108,11 +108,11 @@ def decode_bound(model, device=None, batch_size: int = 1, cache_len: int | None 
     cfg_dec = mg_model.config.decoder
     layers, heads = int(cfg_dec.num_hidden_layers), int(cfg_dec.num_attention_heads)
     head_dim = int(cfg_dec.hidden_size) // heads
-    rows = _count("batch_size", batch_size, 1) * (2 if cfg else 1)
+    rows = check_count("batch_size", batch_size, 1) * (2 if cfg else 1)
     if cache_len is None:
         cache_len = int(mg_model.max_duration * mg_model.frame_rate) // 2
-    _count("cache_len", cache_len, 0)
-    _count("text_len", text_len, 0)
+    check_count("cache_len", cache_len, 0)
+    check_count("text_len", text_len, 0)
     dtype_bytes = torch.empty((), dtype=mg_model.dtype).element_size()
     weight_bytes = _weight_bytes(decoder)
     text_len = 0 if mg_model.is_melody else text_len                 # melody: text is in the cache

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 
 import torch
 
+from ..devices import synchronize  # a stage's range ends with its GPU work done
 from ..errors import check_range
 from ..generator import MusicGenerator
 from ..patterns import codebook_delays
-from .profiling import _check_generator, _count, _sync, _texts
+from .profiling import check_count, check_generator, check_prompts
 
 __all__ = ["breakdown", "BREAKDOWN_STAGES"]
 
@@ -51,7 +52,7 @@ _PARTS = ("decoder: attention", "decoder: MLP", "decoder: lm heads")  # nested i
 
 
 
-class _Stages:
+class Stages:
     """``record_function`` ranges for the profiler; on a GPU each range ends synchronised."""
 
     def __init__(self, device: torch.device):
@@ -71,7 +72,7 @@ class _Stages:
         self.open.append(rf)
 
     def exit(self):
-        _sync(self.device)  # the range then includes the GPU work it launched
+        synchronize(self.device)  # the range then includes the GPU work it launched
         self.open.pop().__exit__(None, None, None)
 
     def hook(self, first: torch.nn.Module, last: torch.nn.Module, stage: str) -> list:
@@ -90,7 +91,7 @@ def _decoder_modules(generator: MusicGenerator):
 
 
 @contextlib.contextmanager
-def _instrument(generator: MusicGenerator, stages: _Stages):
+def _instrument(generator: MusicGenerator, stages: Stages):
     """Hooks that label attention, MLP and heads inside every decoder step; removed after."""
     layers, heads = _decoder_modules(generator)
     # a block in one C++ call (native on a CPU with our kernels) has nothing inside to label:
@@ -107,7 +108,7 @@ def _instrument(generator: MusicGenerator, stages: _Stages):
             layer.decode_step = step
 
 
-def _hooks(layers, heads, stages: _Stages):
+def _hooks(layers, heads, stages: Stages):
     """The hooks of :func:`_instrument`, removed when its ``with`` block ends."""
     handles, patched = [], []
     for layer in layers:
@@ -136,7 +137,7 @@ def _hooks(layers, heads, stages: _Stages):
 
 
 @contextlib.contextmanager
-def _without_kineto_banner():
+def without_kineto_banner():
     """Hold back the ``USDT: ... profiler_start`` / ``profiler_stop`` lines of torch's profiler.
 
     kineto (torch >= 2.11) writes them to the C-level stderr at every start and stop, and no
@@ -166,7 +167,7 @@ def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: 
     """Profile one generation and split its time into stages (see ``BREAKDOWN_STAGES``).
 
     The loop is the generator's own: ``generate`` runs with ``generator.stages`` set, so the
-    labels ``MusicGenerator._window`` puts around each stage become
+    labels the generator's decoding loop puts around each stage become
     ``torch.profiler.record_function`` ranges; forward hooks on the decoder's blocks (native
     or transformers) label attention, MLP and heads inside each step. On a GPU the warm-up
     run captures the decode step's CUDA graphs (kept by the backend), so the profiled run
@@ -174,9 +175,9 @@ def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: 
     On a CPU with our kernels the profiled steps run each block's Python forward (the same
     operators and bits; a block in one C++ call would hide the split), so they are slower
     than unprofiled ones. A stage's seconds are the CPU wall time of its ranges; on a GPU
-    every range ends with a synchronisation, so it includes the GPU work it launched (the syncs cost a few
-    microseconds each: the total is a little above an unprofiled run). The profiler adds a
-    few microseconds per operator too, which matters for tiny models: read the shares.
+    every range ends with a synchronisation, so it includes the GPU work it launched (the syncs
+    cost a few microseconds each: the total is a little above an unprofiled run). The profiler
+    adds a few microseconds per operator too, which matters for tiny models: read the shares.
 
     Args:
         generator: the :class:`MusicGenerator` to profile.
@@ -195,28 +196,28 @@ def breakdown(generator: MusicGenerator, prompt: str | Sequence[str], duration: 
     """
     import pandas as pd
 
-    generator = _check_generator(generator)
-    texts = _texts(prompt, "prompt")
+    generator = check_generator(generator)
+    texts = check_prompts(prompt, "prompt")
     check_range("duration", duration, 0, generator.max_duration, low_open=True,
                 hint="breakdown profiles one window; time long form with profile_generation.")
-    config = generator.config.replace(duration=float(duration), seed=_count("seed", seed, 0),
+    config = generator.config.replace(duration=float(duration), seed=check_count("seed", seed, 0),
                                       **settings)
     device = generator.model.device
 
     def run():
         return generator.generate(texts, progress=False, **dataclasses.asdict(config))
 
-    for _ in range(_count("warmup", warmup, 0)):   # also captures CUDA graphs (pooled, reused)
+    for _ in range(check_count("warmup", warmup, 0)):   # also captures CUDA graphs (pooled, reused)
         run()
-    stages, replays = _Stages(device), generator.backend.replays
+    stages, replays = Stages(device), generator.backend.replays
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with _without_kineto_banner(), torch.profiler.profile(activities=activities) as prof:
+    with without_kineto_banner(), torch.profiler.profile(activities=activities) as prof:
         with _instrument(generator, stages):
             generator.stages = stages               # the loop's own labels (generator._stage)
             try:
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
                 tokens = run().tokens
                 wall = time.perf_counter() - start

@@ -106,7 +106,7 @@ def build_random_clap(seed: int = 0):
 def _load_pretrained_clap(name: str, cache_dir: str | None):
     from transformers import ClapModel, ClapProcessor
 
-    from ..models import _hub_reachable
+    from ..models import hub_reachable
 
     try:  # a cached or local copy loads without any network
         processor = ClapProcessor.from_pretrained(name, cache_dir=cache_dir, local_files_only=True)
@@ -115,7 +115,7 @@ def _load_pretrained_clap(name: str, cache_dir: str | None):
         if Path(name).expanduser().is_dir():
             raise ModelLoadError(f"{name!r} is a folder but holds no CLAP model; save one with "
                                  "model.save_pretrained and processor.save_pretrained.") from None
-        if not _hub_reachable():
+        if not hub_reachable():
             raise ModelLoadError(
                 f"Cannot load CLAP {name!r}: it is not in the cache "
                 f"({cache_dir or 'the default Hugging Face cache'}) and the model hub cannot be "
@@ -200,7 +200,7 @@ def clap_embeddings(wavs, sample_rate: int | None = None, clap: Clap | str | Non
         clap: a :class:`Clap`, a name for :func:`load_clap`, or ``None`` for the default.
         batch_size: 10 s chunks per forward pass.
     """
-    from ..audio import resample
+    from ..waveform import resample
 
     clap = _as_clap(clap)
     clips, sample_rate, _ = as_clips(wavs, sample_rate)

@@ -3,7 +3,7 @@
 What each number is and which standard or library it follows:
 
     loudness_lufs    integrated loudness, ITU-R BS.1770 (K-weighted, gated), pyloudnorm via
-                     ``musicgen_edu.audio.loudness``; NaN for clips under 0.4 s, -inf for silence
+                     ``musicgen_edu.waveform.loudness``; NaN for clips under 0.4 s, -inf for silence
     peak_dbfs        largest sample, dB relative to full scale (1.0 = 0 dBFS)
     true_peak_dbtp   the peak of the signal *between* samples too: 4x oversampled with a
                      polyphase filter (``scipy.signal.resample_poly``) as in ITU-R BS.1770-4
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import _as_numpy, _check_int, loudness
 from ..errors import AudioError, ConfigError, check_range
+from ..waveform import as_numpy, check_positive_int, loudness
 
 __all__ = ["DescriptorSettings", "describe", "describe_batch", "as_clips", "true_peak",
            "clipping_ratio", "beat_strength", "estimate_key", "KEY_NAMES",
@@ -102,7 +102,8 @@ def as_clips(wavs, sample_rate: int | None = None) -> tuple[list[np.ndarray], in
     """
     info: dict = {}
     if hasattr(wavs, "wav") and hasattr(wavs, "sample_rate"):  # a Generation
-        if sample_rate is not None and _check_int("sample_rate", sample_rate) != wavs.sample_rate:
+        given = None if sample_rate is None else check_positive_int("sample_rate", sample_rate)
+        if given is not None and given != wavs.sample_rate:
             raise ConfigError(f"sample_rate={sample_rate} but the Generation is at "
                               f"{wavs.sample_rate} Hz; leave sample_rate out for a Generation.")
         sample_rate = wavs.sample_rate
@@ -111,11 +112,11 @@ def as_clips(wavs, sample_rate: int | None = None) -> tuple[list[np.ndarray], in
     if sample_rate is None:
         raise ConfigError("sample_rate is required for raw audio (e.g. 32000 for MusicGen); only "
                           "a Generation carries its own.")
-    sample_rate = _check_int("sample_rate", sample_rate)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
     if isinstance(wavs, (list, tuple)):
-        clips = [_as_numpy(w, f"wavs[{i}]") for i, w in enumerate(wavs)]
+        clips = [as_numpy(w, f"wavs[{i}]") for i, w in enumerate(wavs)]
     else:
-        arr = _as_numpy(wavs, "wavs", ndims=(1, 2, 3))
+        arr = as_numpy(wavs, "wavs", ndims=(1, 2, 3))
         clips = list(arr) if arr.ndim == 3 else [arr]  # [B, C, T] -> B x [C, T]
     clips = [c[None] if c.ndim == 1 else c for c in clips]  # [T] -> [1, T]
     if not clips:
@@ -224,7 +225,7 @@ def describe(wav, sample_rate: int, settings: DescriptorSettings | None = None) 
     import librosa  # lazy
 
     s = settings or DescriptorSettings()
-    sample_rate = _check_int("sample_rate", sample_rate)
+    sample_rate = check_positive_int("sample_rate", sample_rate)
     if hasattr(wav, "wav") or getattr(wav, "ndim", 0) == 3 or isinstance(wav, (list, tuple)):
         raise AudioError("describe takes one clip [T] or [C, T]; use describe_batch for a "
                          "Generation, a [B, C, T] batch or a list of clips.")

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..devices import synchronize as _sync  # wait for queued GPU work before a clock read
+from ..devices import synchronize  # wait for queued GPU work before a clock read
 from ..errors import ConfigError, check_range
 from ..generator import MusicGenerator
 
@@ -79,7 +79,7 @@ def cpu_load() -> float | None:
     return load / max(cores or 1, 1)
 
 
-def _count(name: str, value, low: int) -> int:
+def check_count(name: str, value, low: int) -> int:
     """``value`` as an int if it is a whole number >= ``low`` (numpy ints too), else ConfigError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}.")
@@ -100,14 +100,18 @@ def _seconds(value) -> float:
     return float(value)
 
 
-def _texts(prompts, what: str = "prompts") -> list[str]:
+def check_prompts(prompts, what: str = "prompts") -> list[str]:
+    """One prompt or a non-empty list of non-blank prompts -> a list; else ConfigError naming
+    ``what`` (``"prompts"``, or ``"prompt"`` for ``breakdown``)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ConfigError(f"{what} must be a non-empty string or list of them, got {prompts!r}.")
     return prompts
 
 
-def _check_generator(generator) -> MusicGenerator:
+def check_generator(generator) -> MusicGenerator:
+    """``generator`` itself if it is a :class:`MusicGenerator`; else ConfigError saying how to
+    make one."""
     if not isinstance(generator, MusicGenerator):
         raise ConfigError(f"expected a MusicGenerator, got {type(generator).__name__}; use "
                           "mg.MusicGenerator('debug', progress=False).")
@@ -149,11 +153,11 @@ def profile_generation(generator: MusicGenerator, prompts: str | Sequence[str],
     """
     import pandas as pd
 
-    generator = _check_generator(generator)
-    texts = _texts(prompts)
+    generator = check_generator(generator)
+    texts = check_prompts(prompts)
     durations = _as_list("durations", durations, _seconds)
-    batch_sizes = _as_list("batch_sizes", batch_sizes, lambda b: _count("batch size", b, 1))
-    repeats, warmup = _count("repeats", repeats, 1), _count("warmup", warmup, 0)
+    batch_sizes = _as_list("batch_sizes", batch_sizes, lambda b: check_count("batch size", b, 1))
+    repeats, warmup = check_count("repeats", repeats, 1), check_count("warmup", warmup, 0)
     if "duration" in settings or "seed" in settings:
         raise ConfigError("pass durations=[...] and seed=... as their own arguments, not in "
                           "**settings.")
@@ -221,14 +225,14 @@ def profile_variants(variants: Mapping[str, tuple[MusicGenerator, Mapping]],
     if not isinstance(variants, Mapping) or not variants:
         raise ConfigError(f"variants must be a non-empty dict name -> (generator, settings), "
                           f"got {variants!r}.")
-    texts = _texts(prompts)
-    items = [texts[i % len(texts)] for i in range(_count("batch size", batch_size, 1))]
-    repeats, warmup = _count("repeats", repeats, 1), _count("warmup", warmup, 0)
+    texts = check_prompts(prompts)
+    items = [texts[i % len(texts)] for i in range(check_count("batch size", batch_size, 1))]
+    repeats, warmup = check_count("repeats", repeats, 1), check_count("warmup", warmup, 0)
     runs = {}
     for name, pair in variants.items():
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], Mapping)):
             raise ConfigError(f"variant {name!r} must be (generator, settings dict), got {pair!r}.")
-        generator, settings = _check_generator(pair[0]), dict(pair[1])
+        generator, settings = check_generator(pair[0]), dict(pair[1])
         if {"duration", "seed"} & set(settings):
             raise ConfigError(f"variant {name!r}: pass duration= and seed= to profile_variants, "
                               "not in its settings.")
@@ -241,9 +245,11 @@ def profile_variants(variants: Mapping[str, tuple[MusicGenerator, Mapping]],
     return pd.DataFrame(rows)
 
 
-_TIMINGS = ["steps", "first_step_s", "step_s", "steps_per_s", "steady_steps_per_s",
-            "item_steps_per_s", "generate_s", "decode_s", "total_s", "rtf", "peak_memory_mb"]
-_SETUP = ["variant", "model", "device", "backend", "dtype", "guidance_scale"]  # group keys
+# the timing columns of a profile table (medians in profile_summary, plot_scaling's y choices)
+TIMING_COLUMNS = ["steps", "first_step_s", "step_s", "steps_per_s", "steady_steps_per_s",
+                  "item_steps_per_s", "generate_s", "decode_s", "total_s", "rtf", "peak_memory_mb"]
+# the set-up columns a summary groups by (and plots tell lines apart by)
+SETUP_COLUMNS = ["variant", "model", "device", "backend", "dtype", "guidance_scale"]
 
 
 def profile_summary(df):
@@ -253,15 +259,15 @@ def profile_summary(df):
     set-up columns (variant, model, device, backend, dtype, guidance_scale) stay group keys. Adds
     ``runs``, the number of timed runs behind each median.
     """
-    missing = sorted({"duration", "batch_size", "warmup", *_TIMINGS} - set(df.columns))
+    missing = sorted({"duration", "batch_size", "warmup", *TIMING_COLUMNS} - set(df.columns))
     if missing:
         raise ConfigError(f"the table lacks columns {missing}; pass profile_generation's result.")
     timed = df[~df["warmup"].astype(bool)]
     if timed.empty:
         raise ConfigError("the table has no timed runs (every row is a warm-up); use repeats >= 1.")
-    keys = [c for c in _SETUP if c in df.columns] + ["duration", "batch_size"]
+    keys = [c for c in SETUP_COLUMNS if c in df.columns] + ["duration", "batch_size"]
     groups = timed.groupby(keys, sort=False)
-    summary = groups[_TIMINGS].median()
+    summary = groups[TIMING_COLUMNS].median()
     summary["runs"] = groups.size()
     return summary.reset_index().sort_values(keys, kind="stable", ignore_index=True)
 
@@ -284,10 +290,10 @@ def kv_cache_comparison(generator: MusicGenerator, prompt: str = "music",
     """
     import pandas as pd
 
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     model, backend = generator.model, generator.backend
     limit = int(model.config.decoder.max_position_embeddings) - 1
-    lengths = _as_list("lengths", lengths, lambda n: _count("length", n, 1))
+    lengths = _as_list("lengths", lengths, lambda n: check_count("length", n, 1))
     for n in lengths:
         check_range("length", n, 1, limit, hint="the decoder has no positions beyond that.")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -298,13 +304,13 @@ def kv_cache_comparison(generator: MusicGenerator, prompt: str = "music",
     tokens = {n: torch.randint(0, vocab, (2, model.num_codebooks, n), generator=rng)
               .to(model.device) for n in lengths}                   # [2, K, n] per length
     cached, full = {n: [] for n in lengths}, {n: [] for n in lengths}
-    for _ in range(1 + _count("repeats", repeats, 1)):              # the first is a warm-up
+    for _ in range(1 + check_count("repeats", repeats, 1)):              # the first is a warm-up
         for n in lengths:                     # every length in turn: load slows all alike
             state = backend.start(cond, max_len=n + 1)
             if n > 1:
                 backend.step(tokens[n][..., :-1], state)            # fill the cache (untimed)
-            cached[n].append(_timed(model.device, backend.step, tokens[n][..., -1:], state))
-            full[n].append(_timed(model.device, backend.step, tokens[n],
+            cached[n].append(timed(model.device, backend.step, tokens[n][..., -1:], state))
+            full[n].append(timed(model.device, backend.step, tokens[n],
                                   backend.start(cond, max_len=n + 1)))
     rows = []
     for n in lengths:
@@ -313,9 +319,11 @@ def kv_cache_comparison(generator: MusicGenerator, prompt: str = "music",
     return pd.DataFrame(rows)
 
 
-def _timed(device: torch.device, fn, *args) -> float:
-    _sync(device)
+def timed(device: torch.device, fn, *args) -> float:
+    """Seconds ``fn(*args)`` takes, the device synchronised before and after (GPU work
+    included)."""
+    synchronize(device)
     start = time.perf_counter()
     fn(*args)
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start

@@ -9,7 +9,7 @@ few percent is not drawn as a cliff. matplotlib is imported on first use.
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .profiling import _SETUP, _TIMINGS, profile_summary
+from .profiling import SETUP_COLUMNS, TIMING_COLUMNS, profile_summary
 
 __all__ = ["plot_scaling", "plot_rtf", "plot_breakdown", "plot_kv_cache"]
 
@@ -31,7 +31,8 @@ def _integer_ticks(ax, values) -> None:
 
 def _lines(summary, x: str, always: str):
     """Split a summary into one line per value of ``always`` and of every set-up that varies."""
-    keys = [k for k in _SETUP if k in summary.columns and summary[k].nunique() > 1] + [always]
+    varied = [k for k in SETUP_COLUMNS if k in summary.columns and summary[k].nunique() > 1]
+    keys = varied + [always]
     for values, part in summary.groupby(keys, sort=False):
         label = " | ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
         yield label, part.sort_values(x)
@@ -44,8 +45,8 @@ def plot_scaling(df, ax=None, y: str = "steps_per_s"):
     The y axis starts at 0, so "flat" and "grows" read at their true size.
     """
     summary, ax = profile_summary(df), _axes(ax)
-    if y not in _TIMINGS:
-        raise ConfigError(f"y={y!r} is not a timing column; choose one of {_TIMINGS}.")
+    if y not in TIMING_COLUMNS:
+        raise ConfigError(f"y={y!r} is not a timing column; choose one of {TIMING_COLUMNS}.")
     for label, part in _lines(summary, "batch_size", "duration"):
         ax.plot(part["batch_size"], part[y], marker="o", label=f"{label} s")
     ax.set_xscale("log", base=2)

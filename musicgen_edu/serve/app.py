@@ -37,9 +37,11 @@ import re
 import socket
 import threading
 import time
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
+from typing import TextIO
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -67,7 +69,7 @@ WS_SLACK_BYTES = 65_536  # WebSocket frames up to max_body_bytes + this reach th
 _STATUS = {ConfigError: 422, AudioError: 422, GenerationError: 422, ModelLoadError: 503}
 
 
-def _lock_storage(storage: Path):
+def _lock_storage(storage: Path) -> TextIO:
     """One service per storage folder: a second one would re-queue the first one's running
     jobs at start-up and run them twice. An advisory lock, freed when the process dies."""
     handle = open(storage / "service.lock", "a+")
@@ -85,35 +87,36 @@ def _lock_storage(storage: Path):
     return handle
 
 
-def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
-    """The service as an ASGI app. ``settings`` default: :func:`load_settings` (+ overrides)."""
-    from .. import __version__
-
-    settings = settings or load_settings(**overrides)
-    configure_logging(settings.log_level, settings.log_json)
-    storage = Path(settings.storage_dir)
-    for folder in ("audio", "uploads", "batches"):
-        (storage / folder).mkdir(parents=True, exist_ok=True)
-    lock = _lock_storage(storage)
+def _service(settings: Settings, storage: Path) -> Service:
+    """The service's parts: job store, model pool, worker, metrics, security, logger."""
     store, metrics, pool = SQLiteJobStore(storage / "jobs.sqlite3"), Metrics(), ModelPool(settings)
-    svc = Service(settings, store, pool, Worker(settings, store, pool, metrics), metrics,
-                  Auth(settings), RateLimiter(settings.rate_limit_per_minute,
-                                              settings.rate_limit_burst), get_logger(), storage)
+    return Service(settings, store, pool, Worker(settings, store, pool, metrics), metrics,
+                   Auth(settings), RateLimiter(settings.rate_limit_per_minute,
+                                               settings.rate_limit_burst), get_logger(), storage)
 
-    def load_default() -> None:
-        try:
-            pool.get(settings.default_model)
-        except Exception as exc:  # reported by /readyz; requests for it fail with the reason
-            svc.load_error = f"{type(exc).__name__}: {exc}"
-            svc.log.error("default model failed to load", model=settings.default_model,
-                          error=svc.load_error)
+
+def _load_default(svc: Service) -> None:
+    """Load the default model (a thread at start-up); a failure is kept for ``/readyz``."""
+    try:
+        svc.pool.get(svc.settings.default_model)
+    except Exception as exc:  # reported by /readyz; requests for it fail with the reason
+        svc.load_error = f"{type(exc).__name__}: {exc}"
+        svc.log.error("default model failed to load", model=svc.settings.default_model,
+                      error=svc.load_error)
+
+
+def _lifespan(svc: Service,
+              lock: TextIO) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's start-up and shutdown (see the module docstring); ``lock`` is freed last."""
+    settings, store = svc.settings, svc.store
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         requeued = store.requeue_running(settings.max_attempts)
         svc.log.info("service starting", env=settings.env, model=settings.default_model,
                      requeued=requeued, queued=store.counts()["queued"], auth=settings.auth_enabled)
-        loader = threading.Thread(target=load_default, name="musicgen-load", daemon=True)
+        loader = threading.Thread(target=_load_default, args=(svc,), name="musicgen-load",
+                                  daemon=True)
         loader.start()
         svc.worker.start()
         svc.worker.notify()
@@ -128,58 +131,82 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
         lock.close()                                 # frees the storage folder
         svc.log.info("service stopped")
 
-    app = FastAPI(title="musicgen_edu", version=__version__, lifespan=lifespan,
-                  description="Text-to-music with MusicGen: jobs, streaming, prompts, batches.")
-    app.state.service = svc
-    for router in (*ROUTERS, streaming.router):
-        app.include_router(router)
+    return lifespan
+
+
+def _auth_first(svc: Service, request: Request) -> StarletteHTTPException | None:
+    """401/403/429 for a /v1 request that failed before its route's dependencies ran (a
+    body that does not parse): a caller without the key, or the role, learns nothing of
+    the body's rules, and failed keys count against its address as everywhere (a parse
+    error must not become an unlimited key check). GET routes need a viewer, every other
+    /v1 route a user. A request whose route already admitted it is not counted twice."""
+    if not request.url.path.startswith("/v1/") or "owner" in request.scope.get("state", {}):
+        return None
+    try:
+        admit(svc, request.headers, request.client.host if request.client else "unknown",
+              "viewer" if request.method in ("GET", "HEAD") else "user", operation(request))
+    except StarletteHTTPException as denied:
+        return denied
+    return None
+
+
+def _allowed(app: FastAPI, path: str) -> str:
+    """The ``Allow`` header of a 405: every method of the path, not one route's."""
+    methods = {m.upper() for template, operations in app.openapi()["paths"].items()
+               if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path)
+               for m in operations}
+    return ", ".join(sorted(methods))
+
+
+def _add_error_handlers(app: FastAPI, svc: Service) -> None:
+    """Library errors, HTTP errors and validation errors as JSON answers (module docstring)."""
 
     @app.exception_handler(MusicGenEduError)
     async def library_error(request: Request, exc: MusicGenEduError):
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
         return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status)
 
-    def auth_first(request: Request) -> StarletteHTTPException | None:
-        """401/403/429 for a /v1 request that failed before its route's dependencies ran (a
-        body that does not parse): a caller without the key, or the role, learns nothing of
-        the body's rules, and failed keys count against its address as everywhere (a parse
-        error must not become an unlimited key check). GET routes need a viewer, every other
-        /v1 route a user. A request whose route already admitted it is not counted twice."""
-        if not request.url.path.startswith("/v1/") or "owner" in request.scope.get("state", {}):
-            return None
-        try:
-            admit(svc, request.headers, request.client.host if request.client else "unknown",
-                  "viewer" if request.method in ("GET", "HEAD") else "user", operation(request))
-        except StarletteHTTPException as denied:
-            return denied
-        return None
-
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400:                   # FastAPI could not read the body at all
-            exc = auth_first(request) or exc
+            exc = _auth_first(svc, request) or exc
         headers = exc.headers
-        if exc.status_code == 405:    # Allow: every method of the path, not one route's
-            methods = {m.upper() for template, operations in app.openapi()["paths"].items()
-                       if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), request.url.path)
-                       for m in operations}
-            headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(app, request.url.path)}
         return JSONResponse({"detail": exc.detail, "type": HTTPStatus(exc.status_code).phrase},
                             status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError):
-        if (denied := auth_first(request)) is not None:
+        if (denied := _auth_first(svc, request)) is not None:
             return await http_error(request, denied)
         return JSONResponse({"detail": explain_validation(exc.errors()), "type": "ConfigError"},
                             status_code=422)
 
+
+def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
+    """The service as an ASGI app. ``settings`` default: :func:`load_settings` (+ overrides)."""
+    from .. import __version__
+
+    settings = settings or load_settings(**overrides)
+    configure_logging(settings.log_level, settings.log_json)
+    storage = Path(settings.storage_dir)
+    for folder in ("audio", "uploads", "batches"):
+        (storage / folder).mkdir(parents=True, exist_ok=True)
+    lock = _lock_storage(storage)
+    svc = _service(settings, storage)
+    app = FastAPI(title="musicgen_edu", version=__version__, lifespan=_lifespan(svc, lock),
+                  description="Text-to-music with MusicGen: jobs, streaming, prompts, batches.")
+    app.state.service = svc
+    for router in (*ROUTERS, streaming.router):
+        app.include_router(router)
+    _add_error_handlers(app, svc)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After",
                                                             "Location"])
     app.add_middleware(BodyLimit, max_body=settings.max_body_bytes,
                        max_upload=settings.max_upload_bytes, upload_paths=UPLOAD_PATHS)
-    app.add_middleware(RequestLog, metrics=metrics)
+    app.add_middleware(RequestLog, metrics=svc.metrics)
     return app
 
 
@@ -213,7 +240,10 @@ class GracefulServer(uvicorn.Server):
             await asyncio.sleep(0.05)
         # uvicorn's wait for the other connections gets the rest of the same budget
         budget = svc.settings.shutdown_grace_s + STREAMS_MARGIN_S
-        self.config.timeout_graceful_shutdown = max(1.0, budget - (time.monotonic() - start))
+        # uvicorn declares it int | None, but only hands it to asyncio.timeout(), which takes
+        # seconds as a float: the wrong type is uvicorn's annotation
+        self.config.timeout_graceful_shutdown = max(  # type: ignore[assignment]
+            1.0, budget - (time.monotonic() - start))
         await super().shutdown(sockets)
 
 

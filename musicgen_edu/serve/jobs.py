@@ -38,14 +38,16 @@ surrogate) as ``?`` (json_values.py), and bytes of the file that are not UTF-8 a
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .json_values import finite_json, json_safe, valid_text
 
@@ -67,7 +69,7 @@ class Job:
     owner: str                      # who may see it (the API key's owner; admins see all)
     kind: str                       # generate | continue | melody | stream | batch
     model: str                      # model name, as configured
-    params: dict                    # prompts, negatives, seeds, settings, uploaded files
+    params: dict[str, Any]          # prompts, negatives, seeds, settings, uploaded files
     id: str = field(default_factory=new_job_id)
     status: str = "queued"          # one of STATUSES
     batch_key: str = ""             # equal non-empty keys may be decoded as one batch
@@ -82,11 +84,11 @@ class Job:
     interrupted: int = 0            # of those, runs a graceful shutdown stopped and re-queued
     cancel_requested: bool = False
     error: str | None = None        # why it failed
-    result: dict | None = None      # files, seeds, timings, sample rate, batch size, cached
+    result: dict[str, Any] | None = None  # files, seeds, timings, sample rate, batch size, cached
     expired_at: float | None = None  # when retention deleted its files (None: still kept;
     #                                  a result then also says "expired": true)
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         """What ``GET /v1/jobs/{id}`` shows (no owner, no internal keys), JSON-safe."""
         out = {k: v for k, v in asdict(self).items()
                if k not in ("owner", "batch_key", "cache_key", "params")}
@@ -99,22 +101,26 @@ class Job:
 
 
 class JobStore(Protocol):
-    """What the service needs from a job store (SQLite here; Redis in the scale-out issue)."""
+    """What the service needs from a job store (SQLite here; Redis in the scale-out issue).
+
+    After the method ``list`` below, ``list`` in this class body names that method, so the
+    type is written ``builtins.list`` there (SQLiteJobStore likewise).
+    """
 
     def add(self, job: Job) -> Job: ...
     def get(self, job_id: str) -> Job | None: ...
     def list(self, owner: str | None = None, limit: int = 100) -> list[Job]: ...
-    def claim(self, max_items: int) -> list[Job]: ...
-    def progress(self, job_ids: list[str], step: int, total: int) -> None: ...
-    def finish(self, job_id: str, result: dict) -> str | None: ...
+    def claim(self, max_items: int) -> builtins.list[Job]: ...
+    def progress(self, job_ids: builtins.list[str], step: int, total: int) -> None: ...
+    def finish(self, job_id: str, result: dict[str, Any]) -> str | None: ...
     def fail(self, job_id: str, error: str) -> bool: ...
     def cancel(self, job_id: str) -> bool: ...
     def request_cancel(self, job_id: str) -> str: ...
-    def cancelled(self, job_ids: list[str]) -> set[str]: ...
+    def cancelled(self, job_ids: builtins.list[str]) -> set[str]: ...
     def requeue(self, job_id: str) -> bool: ...
     def requeue_running(self, max_attempts: int) -> dict[str, int]: ...
-    def expiring(self, finished_before: float, limit: int = 100) -> list[Job]: ...
-    def expire(self, job_id: str, at: float) -> list[str]: ...
+    def expiring(self, finished_before: float, limit: int = 100) -> builtins.list[Job]: ...
+    def expire(self, job_id: str, at: float) -> builtins.list[str]: ...
     def counts(self) -> dict[str, int]: ...
     def find_cached(self, cache_key: str) -> Job | None: ...
     def close(self) -> None: ...
@@ -160,22 +166,20 @@ class SQLiteJobStore:
 
     # --- rows <-> jobs ------------------------------------------------------------------------
     @staticmethod
-    def _job(row) -> Job | None:
-        if row is None:
-            return None
+    def _job(row: Sequence[Any]) -> Job:
         values = dict(zip(_COLUMNS, row))
         values["params"] = json.loads(values["params"])
         values["result"] = json.loads(values["result"]) if values["result"] else None
         values["cancel_requested"] = bool(values["cancel_requested"])
         return Job(**values)
 
-    def _select(self, where: str, args=(), tail: str = "") -> list[Job]:
+    def _select(self, where: str, args: Sequence[Any] = (), tail: str = "") -> list[Job]:
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE {where} "
                                     f"{tail}", args).fetchall()
         return [self._job(r) for r in rows]
 
-    def _update(self, job_id: str, sets: str, args=(), when: str = "1") -> bool:
+    def _update(self, job_id: str, sets: str, args: Sequence[Any] = (), when: str = "1") -> bool:
         with self._lock:
             cur = self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND ({when})",
                                    (*args, job_id))
@@ -204,7 +208,7 @@ class SQLiteJobStore:
             return self._select("1", (), f"ORDER BY seq DESC LIMIT {int(limit)}")
         return self._select("owner = ?", (owner,), f"ORDER BY seq DESC LIMIT {int(limit)}")
 
-    def claim(self, max_items: int) -> list[Job]:
+    def claim(self, max_items: int) -> builtins.list[Job]:
         """Take the oldest queued job and, if it has a batch key, more queued jobs with the same
         key (oldest first) while their prompts add up to at most ``max_items``.
 
@@ -214,12 +218,12 @@ class SQLiteJobStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                head = self._job(self._db.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status = 'queued' "
-                    "ORDER BY seq LIMIT 1").fetchone())
-                if head is None:
+                row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status = "
+                                       "'queued' ORDER BY seq LIMIT 1").fetchone()
+                if row is None:
                     self._db.execute("COMMIT")
                     return []
+                head = self._job(row)
                 jobs, items = [head], head.items
                 if head.batch_key and head.attempts == head.interrupted:
                     for row in self._db.execute(
@@ -241,13 +245,13 @@ class SQLiteJobStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def progress(self, job_ids: list[str], step: int, total: int) -> None:
+    def progress(self, job_ids: builtins.list[str], step: int, total: int) -> None:
         """Step ``step`` of ``total`` for every running job of a run: one statement, one commit."""
         with self._lock:
             self._db.execute(f"UPDATE jobs SET step = ?, total = ? WHERE status = 'running' AND "
                              f"id IN ({', '.join('?' * len(job_ids))})", (step, total, *job_ids))
 
-    def finish(self, job_id: str, result: dict) -> str | None:
+    def finish(self, job_id: str, result: dict[str, Any]) -> str | None:
         """End a running job in one statement: ``cancelled`` if a cancel was asked for (even
         after the worker's last check), else ``succeeded`` with ``result``.
 
@@ -286,7 +290,7 @@ class SQLiteJobStore:
             job = self.get(job_id)
             return job.status if job else "missing"
 
-    def cancelled(self, job_ids: list[str]) -> set[str]:
+    def cancelled(self, job_ids: builtins.list[str]) -> set[str]:
         """Which of ``job_ids`` a cancel was asked for: one query for every job of a run."""
         with self._lock:
             rows = self._db.execute(f"SELECT id FROM jobs WHERE cancel_requested = 1 AND id IN "
@@ -339,14 +343,14 @@ class SQLiteJobStore:
                 raise
         return moved
 
-    def expiring(self, finished_before: float, limit: int = 100) -> list[Job]:
+    def expiring(self, finished_before: float, limit: int = 100) -> builtins.list[Job]:
         """Ended jobs that finished before ``finished_before`` and whose files are still kept,
         oldest first (what the retention sweep deletes next)."""
         return self._select("expired_at IS NULL AND finished_at < ? AND status IN "
                             "('succeeded', 'failed', 'cancelled')", (finished_before,),
                             f"ORDER BY finished_at LIMIT {int(limit)}")
 
-    def expire(self, job_id: str, at: float) -> list[str]:
+    def expire(self, job_id: str, at: float) -> builtins.list[str]:
         """Record that retention deleted ``job_id``'s files at ``at`` (``expired_at``, and
         ``result["expired"]`` for whoever reads the result), and the same for every
         result-cache copy listing the same files (a cache hit shares its origin's files).

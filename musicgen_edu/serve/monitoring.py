@@ -32,6 +32,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from structlog.typing import FilteringBoundLogger
 
 __all__ = ["Metrics", "RequestLog", "configure_logging", "get_logger", "CONTENT_TYPE_LATEST"]
 
@@ -55,7 +56,8 @@ def configure_logging(level: str = "info", json: bool = True) -> None:
         cache_logger_on_first_use=False)
 
 
-def get_logger():
+def get_logger() -> FilteringBoundLogger:
+    """The service's logger (configure_logging makes it a filtering bound logger)."""
     return structlog.get_logger("musicgen_edu.serve")
 
 

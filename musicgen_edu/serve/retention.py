@@ -18,6 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ..settings import Settings
 from .jobs import FINISHED, JobStore
 
 __all__ = ["delete_job_files", "sweep_expired", "ORPHAN_UPLOAD_S"]
@@ -34,7 +35,7 @@ def delete_job_files(storage: Path, job_id: str) -> None:
     shutil.rmtree(storage / "batches" / job_id, ignore_errors=True)
 
 
-def sweep_expired(store: JobStore, storage: Path, settings, now: float) -> dict[str, int]:
+def sweep_expired(store: JobStore, storage: Path, settings: Settings, now: float) -> dict[str, int]:
     """Enforce retention once, as of ``now`` (Unix seconds; tests pass a made-up clock).
 
     1. uploads (``uploads/<job id><ext>``) of jobs that ended ``upload_retention_s`` ago or

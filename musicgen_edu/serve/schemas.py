@@ -28,24 +28,29 @@ import hashlib
 import json
 import random
 import typing
-from typing import Annotated
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError, check_range
 from ..generation import MAX_PROMPT_CHARS, MAX_SEED, GenerationConfig, check_text
 from ..models import DEBUG_MODELS, HUB_MODELS, RANDOM_MODELS
+from ..settings import Settings
 
-__all__ = ["GenerateRequest", "PromptRequest", "BatchRequest", "job_params", "capabilities",
-           "check_model", "explain_validation", "ErrorResponse",
-           "error_responses", "file_content", "Accepted", "ACCEPTED_HEADERS", "CancelAnswer",
-           "JobView", "JobList", "PromptCheck", "PromptImproved", "ModelList", "Health", "Ready",
-           "NotReady"]
+if typing.TYPE_CHECKING:
+    from ..generator import MusicGenerator
+
+__all__ = ["GenerateRequest", "PromptRequest", "BatchRequest", "job_params", "Capabilities",
+           "capabilities", "check_model", "explain_validation", "ErrorResponse", "error_responses",
+           "file_content", "Accepted", "ACCEPTED_HEADERS", "CancelAnswer", "JobView", "JobList",
+           "PromptCheck", "PromptImproved", "ModelList", "Health", "Ready", "NotReady"]
 
 MAX_NAME_CHARS = 200                # characters of a model name
 
 
-def _whole(value):
+def _whole(value: Any) -> Any:
     """JSON has numbers, not integers: ``8.0`` is the integer 8 (as JSON Schema's ``integer``
     says); ``8.5``, ``true`` and ``"8"`` stay what they are, and strict mode refuses them."""
     return int(value) if type(value) is float and value.is_integer() else value
@@ -54,7 +59,8 @@ def _whole(value):
 WholeNumber = Annotated[int, BeforeValidator(_whole)]
 _CONFIG_TYPES = {name: WholeNumber if kind in (int, int | None) else kind
                  for name, kind in typing.get_type_hints(GenerationConfig).items()}
-_CONFIG_FIELDS = {f.name: (_CONFIG_TYPES[f.name] | None, Field(None, description=(
+# name -> (type, FieldInfo): create_model's keyword arguments, types as run-time values
+_CONFIG_FIELDS: dict[str, Any] = {f.name: (_CONFIG_TYPES[f.name] | None, Field(None, description=(
     f"GenerationConfig.{f.name} (default {f.default!r})"))) for f in dataclasses.fields(GenerationConfig)}
 
 
@@ -76,8 +82,14 @@ class _Request(BaseModel):
                                  description="A configured model; default: the server's.")
 
 
-GenerateRequest = create_model("GenerateRequest", __base__=_Request, **_CONFIG_FIELDS)
-GenerateRequest.__doc__ = "POST /v1/generate, /v1/continue, /v1/melody and the WebSocket stream."
+_GenerateRequest = create_model("GenerateRequest", __base__=_Request, **_CONFIG_FIELDS)
+_GenerateRequest.__doc__ = "POST /v1/generate, /v1/continue, /v1/melody and the WebSocket stream."
+# Its GenerationConfig fields exist only at run time: a type checker sees the _Request base
+# (and routes may use the name as a parameter type, which FastAPI reads as the model above).
+if typing.TYPE_CHECKING:
+    GenerateRequest = _Request
+else:
+    GenerateRequest = _GenerateRequest
 
 
 class PromptRequest(BaseModel):
@@ -95,7 +107,7 @@ class BatchRequest(BaseModel):
     model: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
 
-def explain_validation(errors: list[dict]) -> str:
+def explain_validation(errors: Sequence[ErrorDetails]) -> str:
     """pydantic's errors as one sentence naming each field and the value it got."""
     parts = []
     for err in errors:
@@ -115,11 +127,11 @@ def explain_validation(errors: list[dict]) -> str:
     return "invalid request: " + "; ".join(parts) + "."
 
 
-def _digest(*parts) -> str:
+def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def check_model(name: str | None, settings) -> str:
+def check_model(name: str | None, settings: Settings) -> str:
     """The model a request asks for, or the default; ConfigError if it is not configured."""
     name = name or settings.default_model
     if name not in settings.models:
@@ -128,8 +140,39 @@ def check_model(name: str | None, settings) -> str:
     return name
 
 
-def job_params(req, settings, kind: str, text_required: bool = True, *, owner: str = "",
-               loaded: dict | None = None) -> tuple[dict, str, str, str]:
+def _prompts(req: GenerateRequest, settings: Settings, text_required: bool) -> list[str | None]:
+    """The request's texts, 1 to ``max_prompts`` of them; ``[None]`` when the audio alone
+    conditions (``text_required`` False) and none came."""
+    if req.prompt is not None and req.prompts is not None:
+        raise ConfigError("give either prompt or prompts, not both.")
+    prompts: list[str | None]
+    if req.prompt is not None:
+        prompts = [req.prompt]
+    elif req.prompts is not None:
+        prompts = list(req.prompts)
+    elif text_required:
+        raise ConfigError("prompt is missing; send {\"prompt\": \"lo-fi piano\"} or "
+                          "{\"prompts\": [...]}.")
+    else:
+        prompts = [None]
+    if not 1 <= len(prompts) <= settings.max_prompts:
+        raise ConfigError(f"{len(prompts)} prompts in one request; allowed: 1 to "
+                          f"{settings.max_prompts} (setting max_prompts).")
+    return prompts
+
+
+def _check_texts(req: GenerateRequest, prompts: list[str | None], tokenizer: object) -> None:
+    """Every text of the request, bounded in characters and (with a tokenizer) in tokens."""
+    for i, p in enumerate(prompts):
+        if p is not None:
+            check_text(f"prompt {i}", p, tokenizer)
+    if req.negative_prompt is not None:
+        check_text("negative_prompt", req.negative_prompt, tokenizer)
+
+
+def job_params(req: GenerateRequest, settings: Settings, kind: str, text_required: bool = True,
+               *, owner: str = "", loaded: Mapping[str, MusicGenerator] | None = None
+               ) -> tuple[dict[str, Any], str, str, str]:
     """Validate a request and turn it into ``(params, model, batch_key, cache_key)``.
 
     Args:
@@ -141,24 +184,10 @@ def job_params(req, settings, kind: str, text_required: bool = True, *, owner: s
         loaded: the loaded generators by model name; the model's tokenizer, if loaded, counts
             the tokens of every text (else the generator does, when the job runs).
     """
-    if req.prompt is not None and req.prompts is not None:
-        raise ConfigError("give either prompt or prompts, not both.")
-    prompts = [req.prompt] if req.prompt is not None else req.prompts
-    if prompts is None:
-        if text_required:
-            raise ConfigError("prompt is missing; send {\"prompt\": \"lo-fi piano\"} or "
-                              "{\"prompts\": [...]}.")
-        prompts = [None]
-    if not 1 <= len(prompts) <= settings.max_prompts:
-        raise ConfigError(f"{len(prompts)} prompts in one request; allowed: 1 to "
-                          f"{settings.max_prompts} (setting max_prompts).")
+    prompts = _prompts(req, settings, text_required)
     model = check_model(req.model, settings)
-    tokenizer = loaded[model].model.tokenizer if loaded and model in loaded else None
-    for i, p in enumerate(prompts):
-        if p is not None:
-            check_text(f"prompt {i}", p, tokenizer)
-    if req.negative_prompt is not None:
-        check_text("negative_prompt", req.negative_prompt, tokenizer)
+    _check_texts(req, prompts, loaded[model].model.tokenizer if loaded and model in loaded
+                 else None)
     given = {k: getattr(req, k) for k in _CONFIG_FIELDS if getattr(req, k) is not None}
     seed = given.pop("seed", None)
     config = GenerationConfig(**given)                 # raises ConfigError on a bad value
@@ -170,8 +199,8 @@ def job_params(req, settings, kind: str, text_required: bool = True, *, owner: s
     else:
         seed = random.randrange(2**31)
     settings_ = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
-    params = dict(prompts=prompts, negatives=[req.negative_prompt] * len(prompts),
-                  seeds=[seed + i for i in range(len(prompts))], settings=settings_)
+    params: dict[str, Any] = dict(prompts=prompts, negatives=[req.negative_prompt] * len(prompts),
+                                  seeds=[seed + i for i in range(len(prompts))], settings=settings_)
     batch_key = _digest(kind, model, settings_) if kind == "generate" else ""
     # what else decides the audio: the backend, precision and device the server runs
     runtime = (settings.backend, settings.dtype, settings.device)
@@ -180,12 +209,23 @@ def job_params(req, settings, kind: str, text_required: bool = True, *, owner: s
     return params, model, batch_key, cache_key
 
 
-def capabilities(name: str, loaded: dict) -> dict:
+class Capabilities(TypedDict):
+    """What a model can do (``GET /v1/models``); None: unknown until the model is loaded."""
+
+    melody: bool | None             # takes a melody (POST /v1/melody)
+    channels: int | None            # C of its [B, C, T] audio
+    sample_rate: int | None         # Hz of its audio (None until loaded)
+    max_duration: float | None      # seconds in one decoder window
+
+
+def capabilities(name: str, loaded: Mapping[str, MusicGenerator]) -> Capabilities:
     """What ``name`` can do, from the loaded model or the registry (None: unknown until loaded)."""
     if name in loaded:
         m = loaded[name].model
-        return dict(melody=m.is_melody, channels=m.audio_channels, sample_rate=m.sample_rate,
-                    max_duration=m.max_duration)
+        return Capabilities(melody=m.is_melody, channels=m.audio_channels,
+                            sample_rate=m.sample_rate, max_duration=m.max_duration)
+    channels: int | None
+    melody: bool | None
     if name in DEBUG_MODELS:
         channels, melody = DEBUG_MODELS[name]
     elif name in HUB_MODELS:
@@ -194,7 +234,7 @@ def capabilities(name: str, loaded: dict) -> dict:
         channels, melody = 1, False
     else:
         channels = melody = None
-    return dict(melody=melody, channels=channels, sample_rate=None, max_duration=30.0)
+    return Capabilities(melody=melody, channels=channels, sample_rate=None, max_duration=30.0)
 
 
 # --- answers: response models, so the OpenAPI document is the contract (STYLE rule 24) ----------

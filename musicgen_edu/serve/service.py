@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from structlog.typing import FilteringBoundLogger
+
 from ..settings import Settings
 from .jobs import JobStore
 from .monitoring import Metrics
@@ -34,7 +36,7 @@ class Service:
     metrics: Metrics
     auth: Auth
     limiter: RateLimiter
-    log: object
+    log: FilteringBoundLogger
     storage: Path
     load_error: str | None = None   # why the default model could not be loaded
     stopping: threading.Event = field(default_factory=threading.Event)  # set: shutdown began

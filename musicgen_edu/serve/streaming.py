@@ -35,6 +35,8 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
@@ -45,6 +47,11 @@ from .deps import VIEWER_ANSWERS, ServiceDep, Viewer, admit, operation, visible_
 from .jobs import FINISHED, Job, new_job_id
 from .routes.generation import submit
 from .schemas import GenerateRequest, error_responses, explain_validation, job_params
+from .security import Principal
+from .service import Service
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["router"]
 
@@ -58,16 +65,19 @@ _EVENT = {"type": "object", "required": ["event", "data"], "properties": {
              "description": "progress: {id, status, step, total}; done: the job."}}}
 
 
-def _sse(event: str, data: dict) -> str:
+def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-async def _get(svc, job_id: str) -> Job:
+async def _get(svc: Service, job_id: str) -> Job:
     """The job, read in a thread: an SQLite read waits for the store's lock and the disk."""
-    return await asyncio.to_thread(svc.store.get, job_id)
+    job = await asyncio.to_thread(svc.store.get, job_id)
+    if job is None:          # a stream's job was visible or submitted, and jobs are never deleted
+        raise LookupError(f"job {job_id} is not in the store")
+    return job
 
 
-def _settled(svc, job: Job) -> bool:
+def _settled(svc: Service, job: Job) -> bool:
     """Whether a stream may send ``done`` now (see "When the service stops" above)."""
     if job.status in FINISHED:
         return True
@@ -119,50 +129,62 @@ async def _refuse(ws: WebSocket, status: int, detail: str) -> None:
     await ws.close(code=4000 + status)
 
 
-def _message_bytes(message: dict) -> int:
+def _message_bytes(message: Mapping[str, Any]) -> int:
     """Size of a WebSocket message as sent (text counts its UTF-8 bytes)."""
     if message.get("bytes") is not None:
         return len(message["bytes"])
     return len((message.get("text") or "").encode())
 
 
+async def _request(ws: WebSocket, svc: Service) -> tuple[Principal, dict[str, Any], str] | None:
+    """Admit the caller and read its request, the first message: ``(who, params, model)``, or
+    None if the client left. A refusal raises: HTTPException (401, 403, 413, 422, 429, 503) or
+    MusicGenEduError (422), which :func:`stream` sends as the error message."""
+    limit = svc.settings.max_body_bytes
+    who = admit(svc, ws.headers, ws.client.host if ws.client else "unknown", "user",
+                operation(ws), query_key=ws.query_params.get("api_key"))
+    message = await asyncio.wait_for(ws.receive(), timeout=60)
+    if message["type"] == "websocket.disconnect":
+        return None
+    size = _message_bytes(message)
+    if size > limit:                          # the HTTP body limit, for the WebSocket too
+        raise HTTPException(413, f"request message too large: {size} bytes; the limit is "
+                            f"{limit} bytes (setting max_body_bytes).")
+    if message.get("text") is None:
+        raise HTTPException(422, "the first message must be the request as JSON text, "
+                            'e.g. {"prompt": "lo-fi piano", "duration": 8}.')
+    try:
+        req = GenerateRequest.model_validate_json(message["text"])
+    except ValidationError as exc:              # not JSON, or not the request's schema
+        raise HTTPException(422, explain_validation(exc.errors())) from None
+    params, model, _, _ = job_params(req, svc.settings, "stream", owner=who.owner,
+                                     loaded=svc.pool.loaded())
+    if len(params["prompts"]) != 1:
+        raise HTTPException(422, f"the stream takes one prompt, got {len(params['prompts'])}; "
+                            "use POST /v1/generate for several.")
+    if svc.stopping.is_set():
+        raise HTTPException(503, "the service is stopping; retry in a few seconds (a restarted "
+                            "service takes new streams).")
+    return who, params, model
+
+
 @router.websocket("/v1/stream")
 async def stream(ws: WebSocket, svc: ServiceDep):
     """Generate one prompt and send its audio while it is decoded (see the module docstring)."""
-    limit = svc.settings.max_body_bytes
     await ws.accept()
     try:
-        who = admit(svc, ws.headers, ws.client.host if ws.client else "unknown", "user",
-                    operation(ws), query_key=ws.query_params.get("api_key"))
-        message = await asyncio.wait_for(ws.receive(), timeout=60)
-        if message["type"] == "websocket.disconnect":
-            return
-        size = _message_bytes(message)
-        if size > limit:                          # the HTTP body limit, for the WebSocket too
-            return await _refuse(ws, 413, f"request message too large: {size} bytes; the "
-                                 f"limit is {limit} bytes (setting max_body_bytes).")
-        if message.get("text") is None:
-            return await _refuse(ws, 422, "the first message must be the request as JSON text, "
-                                 'e.g. {"prompt": "lo-fi piano", "duration": 8}.')
-        try:
-            req = GenerateRequest.model_validate_json(message["text"])
-        except ValidationError as exc:              # not JSON, or not the request's schema
-            return await _refuse(ws, 422, explain_validation(exc.errors()))
-        params, model, _, _ = job_params(req, svc.settings, "stream", owner=who.owner,
-                                         loaded=svc.pool.loaded())
-        if len(params["prompts"]) != 1:
-            return await _refuse(ws, 422, f"the stream takes one prompt, got "
-                                 f"{len(params['prompts'])}; use POST /v1/generate for several.")
-        if svc.stopping.is_set():
-            return await _refuse(ws, 503, "the service is stopping; retry in a few seconds "
-                                 "(a restarted service takes new streams).")
+        request = await _request(ws, svc)
     except HTTPException as exc:
         return await _refuse(ws, exc.status_code, exc.detail)
     except MusicGenEduError as exc:
         return await _refuse(ws, 422, str(exc))
     except (asyncio.TimeoutError, WebSocketDisconnect):
         return
-    loop, chunks = asyncio.get_running_loop(), asyncio.Queue()
+    if request is None:
+        return
+    who, params, model = request
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[torch.Tensor | None] = asyncio.Queue()
     job_id = new_job_id()
     svc.worker.listeners[job_id] = lambda chunk: loop.call_soon_threadsafe(chunks.put_nowait, chunk)
     try:
@@ -183,7 +205,7 @@ async def stream(ws: WebSocket, svc: ServiceDep):
             _cancel_soon(svc, job_id)
 
 
-def _cancel_soon(svc, job_id: str) -> None:
+def _cancel_soon(svc: Service, job_id: str) -> None:
     """Cancel the job from a thread of its own: it happens even while this handler is being
     cancelled (a client that left may take its task with it), and never on the event loop.
     While the service stops, a stream's job is left to the shutdown (re-queued, not cancelled).
@@ -192,7 +214,8 @@ def _cancel_soon(svc, job_id: str) -> None:
                      daemon=True).start()
 
 
-async def _forward(ws: WebSocket, svc, job_id: str, model: str, chunks: asyncio.Queue) -> bool:
+async def _forward(ws: WebSocket, svc: Service, job_id: str, model: str,
+                   chunks: asyncio.Queue[torch.Tensor | None]) -> bool:
     """Send chunks until the worker says the run ended, then ``done``: True; False if the
     client closed the socket first (the caller cancels the job)."""
     started = False
@@ -224,13 +247,19 @@ async def _forward(ws: WebSocket, svc, job_id: str, model: str, chunks: asyncio.
                 await ws.send_json({"type": "start", "id": job_id, "sample_rate": rate,
                                     "channels": chunk.shape[1], "format": "f32le"})
             await ws.send_bytes(chunk[0].T.contiguous().numpy().astype("<f4").tobytes())
-        job, deadline = await _get(svc, job_id), time.monotonic() + 5
-        while not _settled(svc, job) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)                # the worker records the end right after
-            job = await _get(svc, job_id)
-        await ws.send_json({"type": "done", "id": job_id, "status": job.status,
-                            "error": job.error, "audio_url": f"/v1/jobs/{job_id}/audio"})
-        await ws.close(code=1000)
+        await _send_done(ws, svc, job_id)
         return True
     finally:
         incoming.cancel()
+
+
+async def _send_done(ws: WebSocket, svc: Service, job_id: str) -> None:
+    """Send ``done`` with the job's state once it has settled (the worker records the end
+    right after its last chunk; 5 s at most), and close the socket."""
+    job, deadline = await _get(svc, job_id), time.monotonic() + 5
+    while not _settled(svc, job) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        job = await _get(svc, job_id)
+    await ws.send_json({"type": "done", "id": job_id, "status": job.status,
+                        "error": job.error, "audio_url": f"/v1/jobs/{job_id}/audio"})
+    await ws.close(code=1000)

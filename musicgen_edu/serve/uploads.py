@@ -47,8 +47,11 @@ MAX_COLUMNS = 64                    # columns of one batch table (settings + met
 MAX_NAME_CHARS = 100                # characters of a column name
 
 
-def read_audio(path: Path, name: str, max_seconds: float):
-    """Decode an uploaded clip (off the event loop); its length is checked before decoding."""
+def read_audio(path: Path, name: str | None, max_seconds: float):
+    """Decode an uploaded clip (off the event loop); its length is checked before decoding.
+
+    ``name`` is the client's file name, for messages only.
+    """
     import soundfile as sf
 
     from ..audio import load_audio

@@ -39,15 +39,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import MusicGenEduError
+from ..settings import Settings
 from .jobs import Job, JobStore
-from .monitoring import get_logger
+from .monitoring import Metrics, get_logger
 from .retention import delete_job_files, sweep_expired
 
-__all__ = ["ModelPool", "Worker"]
+if TYPE_CHECKING:
+    from ..generator import MusicGenerator
+
+__all__ = ["ModelPool", "Worker", "Listener"]
+
+# what a stream registers for its job: called with each [B, C, t] chunk, then None at the end
+Listener = Callable[[torch.Tensor | None], object]
 
 log = get_logger()
 PROGRESS_EVERY_S = 0.5       # at most one progress write per run this often (and at the end)
@@ -61,18 +69,18 @@ class ModelPool:
     an orchestrator would take a replica out of service the moment that stopped being true.
     """
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self._gens: OrderedDict[str, object] = OrderedDict()  # name -> MusicGenerator
+        self._gens: OrderedDict[str, MusicGenerator] = OrderedDict()  # name -> generator
         self._bytes: dict[str, int] = {}
         self._lock = threading.Lock()        # guards the two dicts
         self._load_lock = threading.Lock()   # one load at a time (loads are memory peaks)
 
-    def loaded(self) -> dict[str, object]:
+    def loaded(self) -> dict[str, MusicGenerator]:
         with self._lock:
             return dict(self._gens)
 
-    def get(self, name: str):
+    def get(self, name: str) -> MusicGenerator:
         """The generator for ``name``, loading it (and unloading others) if needed."""
         with self._lock:
             if name in self._gens:
@@ -152,10 +160,10 @@ class Worker:
         metrics: the service's :class:`~musicgen_edu.serve.monitoring.Metrics`.
     """
 
-    def __init__(self, settings, store: JobStore, pool: ModelPool, metrics):
+    def __init__(self, settings: Settings, store: JobStore, pool: ModelPool, metrics: Metrics):
         self.settings, self.store, self.pool, self.metrics = settings, store, pool, metrics
         self.storage = Path(settings.storage_dir)
-        self.listeners: dict[str, Callable] = {}  # job id -> called with each stream chunk
+        self.listeners: dict[str, Listener] = {}  # job id -> called with each stream chunk
         self.interrupting = threading.Event()     # set: running jobs stop and are re-queued
         self._stopping = threading.Event()        # set: take no new jobs
         self._wake = threading.Event()
@@ -267,35 +275,47 @@ class Worker:
             else:
                 results = self._generate(jobs, gen, tracker)
         except _Stop as stop:
-            for job in jobs:  # interrupted: back to the queue, unless a cancel was asked for
-                if stop.why == "interrupted":              # (decided in the store, atomically)
-                    self.store.requeue(job.id)             # runs again: keeps its upload
-                else:
-                    self.store.cancel(job.id)
-                if stop.why != "interrupted" or self.store.get(job.id).status == "cancelled":
-                    self._ended(job, keep_files=False)
-            log.info(f"run {stop.why}", jobs=[j.id for j in jobs])
+            self._stopped(jobs, stop.why)
             return None
         except Exception as exc:
             if not isinstance(exc, MusicGenEduError):
                 log.exception("run failed", jobs=[j.id for j in jobs])
             return exc.with_traceback(None)   # frees the run's tensors before any retry
         for job, result in zip(jobs, results):     # each job settled on its own: one that
-            try:                                    # cannot be stored never strands the rest
-                status = self.store.finish(job.id, result)  # "cancelled" if a DELETE came late
-            except Exception as exc:  # inf or NaN in the result (ValueError), a full disk, ...
-                log.exception("storing a result failed", job=job.id)
-                status = "failed"
-                try:
-                    self.store.fail(job.id, f"internal error ({type(exc).__name__}): {exc}")
-                except Exception:                   # the store is down: restart settles it
-                    log.exception("recording the failure failed", job=job.id)
-            try:
-                self._ended(job, keep_files=status == "succeeded")
-            except OSError:
-                log.exception("deleting a job's files failed", job=job.id)
+            self._finish(job, result)               # cannot be stored never strands the rest
         self.metrics.observe_run(kind, results, time.perf_counter() - start)
         return None
+
+    def _stopped(self, jobs: list[Job], why: str) -> None:
+        """Settle a run :class:`_Stop` ended: ``"interrupted"`` jobs go back to the queue
+        unless a cancel was asked for (decided in the store, atomically); ``"cancelled"`` end."""
+        for job in jobs:
+            if why == "interrupted":
+                self.store.requeue(job.id)             # runs again: keeps its upload
+                now = self.store.get(job.id)
+                ended = now is not None and now.status == "cancelled"
+            else:
+                self.store.cancel(job.id)
+                ended = True
+            if ended:
+                self._ended(job, keep_files=False)
+        log.info(f"run {why}", jobs=[j.id for j in jobs])
+
+    def _finish(self, job: Job, result: dict[str, Any]) -> None:
+        """Store one job's result (``failed`` if it cannot be stored) and settle its files."""
+        try:
+            status = self.store.finish(job.id, result)  # "cancelled" if a DELETE came late
+        except Exception as exc:  # inf or NaN in the result (ValueError), a full disk, ...
+            log.exception("storing a result failed", job=job.id)
+            status = "failed"
+            try:
+                self.store.fail(job.id, f"internal error ({type(exc).__name__}): {exc}")
+            except Exception:                   # the store is down: restart settles it
+                log.exception("recording the failure failed", job=job.id)
+        try:
+            self._ended(job, keep_files=status == "succeeded")
+        except OSError:
+            log.exception("deleting a job's files failed", job=job.id)
 
     def _ended(self, job: Job, keep_files: bool) -> None:
         """``job`` ended: delete its upload now (``upload_retention_s`` = 0; else the sweep
@@ -306,35 +326,13 @@ class Worker:
         if upload and self.settings.upload_retention_s == 0:
             (self.storage / upload).unlink(missing_ok=True)
 
-    def _generate(self, jobs: list[Job], gen, tracker: _Tracker) -> list[dict]:
+    def _generate(self, jobs: list[Job], gen: MusicGenerator,
+                  tracker: _Tracker) -> list[dict[str, Any]]:
         """Decode all jobs' prompts as one batch; save and describe each job's share."""
-        from ..audio import load_audio, save_audio
+        from ..audio import save_audio
 
-        params = jobs[0].params
-        prompts = [p for j in jobs for p in j.params["prompts"]]
-        common = dict(negative_prompt=[n for j in jobs for n in j.params["negatives"]],
-                      seeds=[s for j in jobs for s in j.params["seeds"]], callback=tracker,
-                      progress=False, **params["settings"])
-        kind = jobs[0].kind
-        if kind in ("continue", "melody"):
-            wav, sr = load_audio(self.storage / params["_upload"])     # [C, T]
-            if kind == "continue":
-                out = gen.generate_continuation(wav, sr, prompts, **common)
-            else:
-                out = gen.generate_with_melody(prompts, wav, sr, **common)
-            wav, timings = out.wav, out.timings
-        elif kind == "stream":
-            chunks, begin = [], time.perf_counter()
-            listener = self.listeners.get(jobs[0].id)
-            for chunk in gen.stream(prompts, chunk_seconds=self.settings.stream_chunk_s, **common):
-                chunks.append(chunk)                                     # [B, C, t]
-                if listener is not None:
-                    listener(chunk)
-            wav = torch.cat(chunks, dim=-1)
-            timings = {"total_s": time.perf_counter() - begin}
-        else:
-            out = gen.generate(prompts, **common)
-            wav, timings = out.wav, out.timings
+        wav, timings = self._decode(jobs, gen, tracker)                   # [B, C, T]
+        batch_size = sum(len(j.params["prompts"]) for j in jobs)
         results, offset = [], 0
         for job in jobs:
             files = []
@@ -345,11 +343,39 @@ class Worker:
             offset += job.items
             results.append(dict(files=files, sample_rate=gen.sample_rate,
                                 audio_s=wav.shape[-1] / gen.sample_rate, seeds=job.params["seeds"],
-                                batch_size=len(prompts), batch_jobs=len(jobs), cached=False,
+                                batch_size=batch_size, batch_jobs=len(jobs), cached=False,
                                 timings={k: v for k, v in timings.items() if v is not None}))
         return results
 
-    def _batch(self, job: Job, gen, tracker: _Tracker) -> dict:
+    def _decode(self, jobs: list[Job], gen: MusicGenerator,
+                tracker: _Tracker) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The audio of all jobs' prompts, decoded as one batch: ``([B, C, T], timings)``."""
+        from ..audio import load_audio
+
+        params, kind = jobs[0].params, jobs[0].kind
+        prompts = [p for j in jobs for p in j.params["prompts"]]
+        common = dict(negative_prompt=[n for j in jobs for n in j.params["negatives"]],
+                      seeds=[s for j in jobs for s in j.params["seeds"]], callback=tracker,
+                      progress=False, **params["settings"])
+        if kind in ("continue", "melody"):
+            clip, sr = load_audio(self.storage / params["_upload"])     # [C, T]
+            if kind == "continue":
+                out = gen.generate_continuation(clip, sr, prompts, **common)
+            else:
+                out = gen.generate_with_melody(prompts, clip, sr, **common)
+            return out.wav, out.timings
+        if kind == "stream":
+            chunks, begin = [], time.perf_counter()
+            listener = self.listeners.get(jobs[0].id)
+            for chunk in gen.stream(prompts, chunk_seconds=self.settings.stream_chunk_s, **common):
+                chunks.append(chunk)                                     # [B, C, t]
+                if listener is not None:
+                    listener(chunk)
+            return torch.cat(chunks, dim=-1), {"total_s": time.perf_counter() - begin}
+        out = gen.generate(prompts, **common)
+        return out.wav, out.timings
+
+    def _batch(self, job: Job, gen: MusicGenerator, tracker: _Tracker) -> dict[str, Any]:
         """A CSV table through BatchRunner into the job's folder (resumes after a restart)."""
         from ..batch import BatchRunner
 
@@ -357,7 +383,7 @@ class Worker:
         rows, done = job.params["rows"], [0]
         total = job.params["valid_rows"]                 # progress counts items, not steps
 
-        def on_item(record: dict) -> None:
+        def on_item(record: dict[str, Any]) -> None:
             done[0] += 1
             self.store.progress([job.id], done[0], total)
 

@@ -16,7 +16,7 @@ audio while it is decoded, the WebSocket stream (streaming.py, which submits wit
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -48,14 +48,15 @@ _UPLOAD_ANSWERS = {**_SUBMIT_ANSWERS, **error_responses(415)}
 _RequestField = Annotated[str, Form(alias="request", description="GenerateRequest as JSON")]
 
 
-def submit(svc: Service, who: Principal, kind: str, params: dict, model: str,
+def submit(svc: Service, who: Principal, kind: str, params: dict[str, Any], model: str,
            batch_key: str = "", cache_key: str = "", job_id: str | None = None,
            request_id: str | None = None) -> Job:
     """Store a queued job (or a cached result) and wake the worker. 503 when the queue is full."""
     params["_request_id"] = request_id           # the worker's log lines carry it too
     if svc.settings.result_cache and cache_key:
         hit = svc.store.find_cached(cache_key)
-        if hit is not None and all((svc.storage / f).is_file() for f in hit.result["files"]):
+        if (hit is not None and hit.result is not None     # a succeeded job has a result
+                and all((svc.storage / f).is_file() for f in hit.result["files"])):
             origin = {"cached_from": hit.id}   # the cache key holds the owner: never another's
             job = Job(owner=who.owner, kind=kind, model=model, params=params,
                       items=len(params.get("prompts", [None])), cache_key=cache_key,
@@ -71,7 +72,7 @@ def submit(svc: Service, who: Principal, kind: str, params: dict, model: str,
                             "max_queue); retry later.", headers={"Retry-After": "10"})
     job = Job(owner=who.owner, kind=kind, model=model, params=params, batch_key=batch_key,
               cache_key=cache_key, items=len(params.get("prompts", [None])),
-              **({"id": job_id} if job_id else {}))
+              id=job_id or new_job_id())
     svc.store.add(job)
     svc.log.info("job queued", job=job.id, kind=kind, model=model, items=job.items)
     svc.log.debug("job prompts", job=job.id, prompts=params.get("prompts"))

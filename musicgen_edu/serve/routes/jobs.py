@@ -14,7 +14,7 @@ Progress while a job runs is streamed by ``GET /v1/jobs/{id}/events`` (streaming
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse
@@ -32,14 +32,16 @@ _FILE_NOTES = {409: "The job has not succeeded (yet): its files exist once it ha
 _BATCH_FILE_TYPES = {".wav": "audio/wav", ".jsonl": "application/jsonl"}   # a batch job's files
 
 
-def _finished_file(job: Job, path: Path | None = None) -> None:
-    """409 before a job has succeeded; 410 once its files were deleted (result_retention_s)."""
-    if job.status != "succeeded":
+def _finished_result(job: Job, path: Path | None = None) -> dict[str, Any]:
+    """A succeeded job's result, whose files (``path``: this one) are kept: 409 before the job
+    has succeeded; 410 once its files were deleted (result_retention_s)."""
+    if job.status != "succeeded" or job.result is None:
         raise HTTPException(409, f"job {job.id} is {job.status}; its files exist once it has "
                             "succeeded (poll GET /v1/jobs/{id} or follow /events).")
     if job.result.get("expired") or (path is not None and not path.is_file()):
         raise HTTPException(410, f"job {job.id}'s files were deleted after the retention time "
                             "(setting result_retention_s); generate it again.")
+    return job.result
 
 
 @router.get("/v1/jobs", response_model=JobList, responses=VIEWER_ANSWERS)
@@ -86,13 +88,12 @@ def get_audio(job_id: str, svc: ServiceDep, who: Viewer,
     from ...audio import load_audio, save_audio
 
     job = visible_job(svc, job_id, who)
-    _finished_file(job)
-    files = job.result["files"]
+    files = _finished_result(job)["files"]
     if job.kind == "batch" or not 0 <= index < len(files):
         raise ConfigError(f"index={index} is out of range; allowed: 0 to {len(files) - 1}"
                           + (" (batch jobs: use /files/{name})" if job.kind == "batch" else "."))
     path = svc.storage / files[index]
-    _finished_file(job, path)
+    _finished_result(job, path)
     if format != "wav":
         target = path.with_suffix(f".{format}")
         if not target.is_file():
@@ -112,13 +113,13 @@ def get_audio(job_id: str, svc: ServiceDep, who: Viewer,
 def get_file(job_id: str, name: str, svc: ServiceDep, who: Viewer):
     """A file of a finished batch job (``manifest.jsonl`` or a clip), by its plain name."""
     job = visible_job(svc, job_id, who)
-    _finished_file(job)
+    result = _finished_result(job)
     # the name is looked up in the job's own list, never handed to the file system as it came
-    listed = {Path(f).name for f in job.result.get("files", [])} | {"manifest.jsonl"}
+    listed = {Path(f).name for f in result.get("files", [])} | {"manifest.jsonl"}
     if job.kind != "batch" or name not in listed:
         raise HTTPException(404, f"no file {name!r:.80} in job {job_id}; names are listed in its "
                             "result (files, manifest).")
     path = svc.storage / "batches" / job.id / name
-    _finished_file(job, path)                              # 410 once retention deleted it
+    _finished_result(job, path)                            # 410 once retention deleted it
     return FileResponse(path, media_type=_BATCH_FILE_TYPES.get(path.suffix,
                                                                "application/octet-stream"))
