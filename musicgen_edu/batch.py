@@ -171,11 +171,7 @@ class BatchRunner:
         manifest = Manifest(self.manifest_path)  # locks the folder, cuts a torn last line
         try:
             records = self._recover(read_records(self.manifest_path))
-            done = {}
-            if self.resume:
-                done = {it.item: records[it.item] for it in items
-                        if records.get(it.item, {}).get("status") == "ok"
-                        and (self.output_dir / records[it.item]["path"]).is_file()}
+            done = self.finished(items, records) if self.resume else {}
             pending = [it for it in items if it.item not in done]
             self._check_targets(pending, records)
             rng = random.Random()  # seeds for rows without one; the global RNG is untouched
@@ -192,6 +188,13 @@ class BatchRunner:
         return frame.reset_index(drop=True)
 
     # --- steps of run -----------------------------------------------------------------------
+    def finished(self, items: list[BatchItem], records: dict) -> dict[str, dict]:
+        """Item id -> its manifest record, for the ``items`` an earlier run finished: status
+        ``"ok"`` and the file still in the output folder. What a resumed run skips."""
+        return {it.item: records[it.item] for it in items
+                if records.get(it.item, {}).get("status") == "ok"
+                and (self.output_dir / records[it.item]["path"]).is_file()}
+
     def _recover(self, records: dict) -> dict:
         """Finish renames cut short by a crash; drop staged files no record vouches for."""
         for record in records.values():

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 
 from ..batch import BatchRunner
-from ..batch_manifest import MANIFEST_NAME, read_manifest
+from ..batch_manifest import read_records
 from ..batch_table import grid
 from .checks import CheckResult, not_yet, result
 
@@ -99,12 +98,7 @@ def check_new_clips(runner: BatchRunner, rows, answer) -> CheckResult:
     if answer is None:
         return not_yet("the number of clips the run would generate")
     items, _ = runner.parse(rows)
-    done = set()
-    if (runner.output_dir / MANIFEST_NAME).is_file():     # finished: status ok, file there
-        manifest = read_manifest(runner.output_dir)
-        done = {item for item, status, path in zip(manifest["item"], manifest["status"],
-                                                    manifest["path"])
-                if status == "ok" and isinstance(path, str) and os.path.isfile(path)}
+    done = runner.finished(items, read_records(runner.manifest_path))  # what run() skips
     right = sum(it.item not in done for it in items)
     value = _count(answer)
     if value == len(items) and right != len(items):
