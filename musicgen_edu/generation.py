@@ -19,7 +19,7 @@ from .errors import ConfigError, check_int, check_range
 from .sampling import SAMPLERS
 
 __all__ = ["GenerationConfig", "Generation", "MAX_SEED", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS",
-           "check_text"]
+           "check_text", "check_continuation"]
 
 MAX_SEED = 2**63 - 1
 # Every text that reaches the text encoder (prompt, negative prompt) is bounded twice: in
@@ -35,6 +35,21 @@ def _limits(default, low, high, *, low_open: bool = False, integer: bool = False
     """A dataclass field whose metadata holds its allowed range (read by validate and widgets)."""
     return field(default=default, metadata=dict(low=low, high=high, low_open=low_open,
                                                 integer=integer, hint=hint))
+
+
+def check_continuation(prompt_s: float, duration: float, window_s: float) -> None:
+    """Raise ConfigError unless an audio prompt of ``prompt_s`` seconds can be continued to
+    ``duration`` seconds in all (prompt included, as in audiocraft) by a decoder whose window
+    holds ``window_s`` seconds: the prompt must be shorter than both.
+
+    ``MusicGenerator.generate_continuation`` checks this in whole frames when it runs; the
+    service checks the uploaded clip's seconds before queueing it (a 422 now, not a job that
+    fails later): one rule, one message.
+    """
+    if not prompt_s < min(duration, window_s):
+        raise ConfigError(f"the audio prompt lasts {prompt_s:.2f} s but duration={duration:g} s; "
+                          f"duration is the total length, so it must be longer than the prompt "
+                          f"(and the prompt shorter than the {window_s:g} s window).")
 
 
 def check_text(name: str, text, tokenizer=None) -> str:

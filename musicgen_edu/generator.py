@@ -30,7 +30,7 @@ import torch
 from .backends import Conditioning, get_backend
 from .devices import synchronize
 from .errors import ConfigError, GenerationError, check_range
-from .generation import MAX_SEED, Generation, GenerationConfig, check_text
+from .generation import MAX_SEED, Generation, GenerationConfig, check_continuation, check_text
 from .job import Job, Progress, Window, WindowPlan, plan_windows
 from .models import MusicGenModel, load_model
 from .patterns import UNKNOWN, codebook_delays
@@ -112,12 +112,9 @@ class MusicGenerator:
                             negative_prompt, seeds, settings)
         wav = self._match_batch(wav, job, "audio prompts")
         tokens = self.backend.encode_audio(wav)        # [B, K, P]
-        window = int(self.max_duration * self.model.frame_rate)
-        if not tokens.shape[-1] < min(job.total_frames, window):
-            raise ConfigError(f"the audio prompt lasts {wav.shape[-1] / self.sample_rate:.2f} s but "
-                              f"duration={job.config.duration} s; duration is the total length, so "
-                              f"it must be longer than the prompt (and the prompt shorter than the "
-                              f"{self.max_duration} s window).")
+        rate = self.model.frame_rate                   # checked in whole frames [frames/s]
+        check_continuation(tokens.shape[-1] / rate, job.total_frames / rate,
+                           int(self.max_duration * rate) / rate)
         job.prompt_tokens = tokens
         return self._complete(job, progress, callback)
 

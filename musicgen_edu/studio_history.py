@@ -36,7 +36,7 @@ from .widget_kit import (
     wav_bytes,
 )
 
-__all__ = ["AB_METRICS", "AudioCompare", "History", "audio_compare", "metrics_table"]
+__all__ = ["AB_METRICS", "AudioCompare", "History", "audio_compare", "compact", "metrics_table"]
 
 # the descriptors (metrics.describe, lecture 08) the A/B tab shows: name -> (label, unit)
 AB_METRICS = {"loudness_lufs": ("loudness", "LUFS"), "peak_dbfs": ("peak", "dBFS"),
@@ -45,7 +45,7 @@ AB_METRICS = {"loudness_lufs": ("loudness", "LUFS"), "peak_dbfs": ("peak", "dBFS
               "beat_strength": ("beat strength", "-1..1"), "key": ("key", "")}
 
 
-def _compact(value) -> str:
+def compact(value) -> str:
     """A value for people: floats to 4 significant digits (0.5, not 0.5000000000000001; NaN:
     "n/a"), integers exact (a seed past 2**53 too), text quoted and shortened."""
     if isinstance(value, float):
@@ -57,7 +57,7 @@ def _compact(value) -> str:
 
 def _metric(value) -> str:
     """A descriptor's value in the A/B table: a key as named ("A minor"), a number compact."""
-    return value if isinstance(value, str) else "n/a" if value is None else _compact(value)
+    return value if isinstance(value, str) else "n/a" if value is None else compact(value)
 
 
 def _player(g: Generation, title: str):
@@ -98,7 +98,7 @@ class AudioCompare(View):
         self.metrics = {label: {k: v for k, v in describe(g.wav[0], g.sample_rate).items()
                                 if k in AB_METRICS} for g, label in zip((a, b), self.labels)}
         note = ("same settings" if not self.differences else "differs in: " + "; ".join(
-            f"{n} {_compact(x)} → {_compact(y)}" for n, (x, y) in self.differences.items()))
+            f"{n} {compact(x)} → {compact(y)}" for n, (x, y) in self.differences.items()))
         self.box = make("VBox", "mg-audio-compare", children=[
             make("HBox", children=[_player(g, f"{label}: {settings_line(g)}")
                                     for g, label in zip((a, b), self.labels)]),

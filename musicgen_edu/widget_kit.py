@@ -23,7 +23,7 @@ import sys
 
 from .generation import Generation
 
-__all__ = ["STATUS_COLORS", "Plain", "View", "audio_player", "draw_tokens", "enable_colab",
+__all__ = ["COLAB_MANAGER", "STATUS_COLORS", "Plain", "View", "audio_player", "draw_tokens", "enable_colab",
            "figure", "image", "ipywidgets_or_none", "make", "png", "settings_line",
            "short_prompt", "token_size", "upload_files", "view_bundle", "wav_bytes"]
 
@@ -124,13 +124,14 @@ def view_bundle(widget) -> dict:
 
 # --- showing a widget: Colab's widget manager, the view with its text fallback, pictures ---
 
-_colab = {"enabled": False}
+# whether this kernel has turned Colab's widget manager on (once per kernel)
+COLAB_MANAGER = {"enabled": False}
 
 
 def enable_colab() -> None:
     """Colab renders ipywidgets 8 only with its custom widget manager: turn it on once."""
-    if "google.colab" in sys.modules and not _colab["enabled"]:
-        _colab["enabled"] = True
+    if "google.colab" in sys.modules and not COLAB_MANAGER["enabled"]:
+        COLAB_MANAGER["enabled"] = True
         try:
             from google.colab import output  # only exists on Colab
 

@@ -132,3 +132,34 @@ def test_no_module_probes_a_backend():
     probes = {str(path.relative_to(PACKAGE)): found for path in PACKAGE.rglob("*.py")
               if (found := _probes(path.read_text()))}
     assert probes == {}
+
+
+def _calls(function: ast.AST) -> set[str]:
+    """The names a function calls: ``f(...)`` -> ``f``, ``a.b.f(...)`` -> ``f``."""
+    names = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Call):
+            f = node.func
+            names.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute)
+                      else "")
+        elif isinstance(node, ast.Name) and node.id == "decode_step":   # partial(decode_step, …)
+            names.add("decode_step")
+    return names
+
+
+def _method(path: str, cls: str, name: str) -> ast.AST:
+    tree = ast.parse((Path(mg.__file__).parent / path).read_text(encoding="utf-8"))
+    owner = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return next(n for n in owner.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def test_the_eager_step_and_the_graph_capture_run_the_same_decode_step():
+    """One decode step for every path: ``NativeBackend._step`` (eager) and
+    ``GraphedStep.__call__`` (what the CUDA graph captures) both hand the step to
+    ``native.decode_step`` and neither reaches the network or the draw on its own."""
+    own = {"step_static", "draw", "forward", "decoder"}
+    for path, cls, name in [("backends/native_backend.py", "NativeBackend", "_step"),
+                            ("backends/cuda_graph.py", "GraphedStep", "__call__")]:
+        calls = _calls(_method(path, cls, name))
+        assert "decode_step" in calls, (cls, name)
+        assert not calls & own, (cls, name, calls & own)

@@ -108,11 +108,11 @@ def test_breakdown_splits_blocks_that_run_in_one_call(gen):
         pytest.skip("thin_linear.cpp cannot be built here")
     thin = mg.MusicGenerator(gen.model, backend=NativeBackend(gen.model, pack="thin"),
                              progress=False)
-    steps = [layer.decode_step for layer in thin.backend.decoder.layers]
+    steps = [layer.block_kernel for layer in thin.backend.decoder.layers]
     assert all(step is not None for step in steps)
     measured = breakdown(thin, PROMPTS[0], duration=0.2, warmup=0).set_index("stage").seconds
     assert measured["decoder: attention"] > 0 and measured["decoder: MLP"] > 0
-    assert [layer.decode_step for layer in thin.backend.decoder.layers] == steps
+    assert [layer.block_kernel for layer in thin.backend.decoder.layers] == steps
 
 
 def test_breakdown_on_the_transformers_backend(gen, tmp_path):

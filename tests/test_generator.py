@@ -144,8 +144,14 @@ def test_continuation_resamples_and_checks_lengths(gen):
     wav = np.sin(2 * np.pi * 220 * np.arange(8000) / 16000).astype(np.float32)  # 0.5 s at 16 kHz
     out = gen.generate_continuation(wav, 16000, duration=0.8, seed=0)
     assert out.tokens.shape[-1] == 40 and out.prompts == [None]
-    with pytest.raises(ConfigError, match="duration=0.4"):
+    with pytest.raises(ConfigError, match=r"lasts 0\.50 s but duration=0\.4 s; duration is"):
         gen.generate_continuation(wav, 16000, duration=0.4)
+    with pytest.raises(ConfigError, match=r"lasts 0\.50 s but duration=0\.5 s"):
+        gen.generate_continuation(wav, 16000, duration=0.5)       # no frame left to generate
+    short = mg.MusicGenerator(gen.model)
+    short.max_duration = 0.4                                      # a 0.4 s decoder window
+    with pytest.raises(ConfigError, match=r"shorter than the 0\.4 s window"):
+        short.generate_continuation(wav, 16000, duration=0.8, extend_stride=0.2)
     with pytest.raises(mg.AudioError, match="NaN"):
         gen.generate_continuation(np.full(800, np.nan), SR, duration=1.0)
 

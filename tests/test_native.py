@@ -17,6 +17,8 @@ from musicgen_edu.backends.linears import (
     can_pack,
     can_quantize_dynamic,
 )
+from musicgen_edu.backends.native import FixedShape, decode_step
+from musicgen_edu.sampling import Sampling
 
 
 def _logits_both(model, prompts, steps, prefill=5, seed=0):
@@ -222,6 +224,29 @@ def test_fixed_shape_step_equals_the_eager_step(name):
         if cols.start == 3:                    # a single one-token step is not worth a capture
             assert static.replays == 0
     assert static.replays == 6 and s_static.pos == s_eager.pos
+
+
+@pytest.mark.parametrize("sampling", [
+    Sampling(1, 3.0, True, 0.9, 50, 0.0), Sampling(1, 3.0, True, 1.0, 0, 0.9),
+    Sampling(1, 1.0, False, 1.0, 0, 0.0)], ids=["top-k", "top-p", "greedy"])
+def test_decode_step_draws_the_same_tokens_eager_and_at_fixed_shapes(sampling):
+    """``decode_step``, the one function both paths run: the eager form (int position) and
+    the fixed-shape form a CUDA graph captures draw the same tokens from the same columns."""
+    model = mg.load_model("random-small", device="cpu")
+    backend = NativeBackend(model, pack=False, graphs=True)    # graphs: zeroed caches
+    cond = backend.encode_text(["lo-fi piano", None])
+    tokens = torch.randint(0, 2048, (2, model.num_codebooks, 8),
+                           generator=torch.Generator().manual_seed(5))
+    eager, fixed = backend.start(cond, 8), backend.start(cond, 8)
+    seeds = torch.tensor([11])
+    with torch.no_grad():
+        for t in range(8):
+            column = tokens[..., t: t + 1]
+            a = decode_step(backend.decoder, column, eager, sampling, seeds, t)
+            b = decode_step(backend.decoder, column, fixed, sampling, seeds, torch.tensor([t]),
+                            fixed=FixedShape(torch.tensor([t]), 8))
+            assert a.shape == (1, model.num_codebooks) and torch.equal(a, b), t
+    assert eager.pos == 8 and fixed.pos == 0        # the fixed form leaves pos to its caller
 
 
 def test_fixed_shape_step_builds_its_attention_mask_once():

@@ -311,28 +311,28 @@ def test_candidate_layouts_for_every_setting(kernel, monkeypatch):
     ("debug-melody", "bfloat16", True, "float32")])
 def test_a_block_in_one_call_gives_the_bits_of_its_python_forward(kernel, name, dtype, int8,
                                                                   caches):
-    """Block.decode_step (decode_step.cpp's decode_block) runs Block.forward's operators in
+    """Block.block_kernel (decode_step.cpp's decode_block) runs Block.forward's operators in
     its order: logits and caches equal bit for bit, step after step, batch of 2 prompts; fp32
     or bf16 caches; a text model (cross-attention) and a melody one (none)."""
     model = mg.load_model(name, device="cpu", dtype=dtype)
     backend = NativeBackend(model, pack="thin", int8=int8)
     backend.attention_dtype = getattr(torch, caches)
     blocks = backend.decoder.layers
-    assert all(block.decode_step is not None for block in blocks)
+    assert all(block.block_kernel is not None for block in blocks)
     cond = backend.encode_text(["rock", "a longer prompt about jazz", None, None])   # CFG
     tokens = torch.randint(0, 16, (4, model.num_codebooks, 10),
                            generator=torch.Generator().manual_seed(0))
     states, logits = [], []
     for fused in (True, False):
-        steps = {block: block.decode_step for block in blocks}
+        steps = {block: block.block_kernel for block in blocks}
         if not fused:
             for block in blocks:
-                block.decode_step = None
+                block.block_kernel = None
         state = backend.start(cond, max_len=12)
         logits.append([backend.step(tokens[..., i: i + 1], state) for i in range(10)])
         states.append(state)
         for block, step in steps.items():
-            block.decode_step = step
+            block.block_kernel = step
     for a, b in zip(*logits):
         assert torch.equal(a, b)
     for a, b in zip(states[0].k_cache + states[0].v_cache, states[1].k_cache + states[1].v_cache):

@@ -473,7 +473,7 @@ def test_ab_and_history_labels_show_the_prompt_and_compact_numbers(studio):
     titles = [html.unescape(player.children[0].value) for player in view.box.children[0].children]
     assert titles == ["<b>A #1 'calm piano': 1.0 s, T=0.5 k=250 p=0, cfg=3, seed=0</b>",
                       "<b>B #2 'dark techno with a long…': 1.0 s, T=1.5 k=250 p=0, cfg=3, seed=0</b>"]
-    assert studio_history._compact(2**62 + 1) == "4611686018427387905"   # integers stay exact
+    assert studio_history.compact(2**62 + 1) == "4611686018427387905"   # integers stay exact
 
 
 def test_the_seed_box_is_exact_text_and_says_how_to_get_a_random_one(studio, generator):
@@ -559,7 +559,7 @@ def test_ab_compare_shows_spectrograms_and_lecture_08_descriptors(studio):
             same_nan = isinstance(value, float) and np.isnan(value) and np.isnan(expected[name])
             assert value == expected[name] or same_nan, name
     table = html.unescape(view.box.children[2].value)
-    centroids = [studio_history._compact(view.metrics[label]["centroid_hz"])
+    centroids = [studio_history.compact(view.metrics[label]["centroid_hz"])
                  for label in view.labels]
     assert f"<td>spectral centroid (Hz)</td><td>{centroids[0]}</td><td>{centroids[1]}</td>" in table
     assert "<td>loudness (LUFS)</td>" in table and "<td>tempo (BPM)</td>" in table
@@ -756,7 +756,7 @@ def test_colab_gets_its_widget_manager(studio, monkeypatch):
     colab.output.enable_custom_widget_manager = lambda: calls.append(1)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setitem(sys.modules, "google.colab.output", colab.output)
-    monkeypatch.setitem(widget_kit._colab, "enabled", False)
+    monkeypatch.setattr(widget_kit, "COLAB_MANAGER", {"enabled": False})  # a fresh kernel
     capture_display(monkeypatch)
     studio._ipython_display_()
     mg.param_sliders()._ipython_display_()

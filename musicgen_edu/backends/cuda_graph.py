@@ -8,9 +8,10 @@ single launch. The price: everything the step reads or writes must stay at fixed
 with fixed shapes. So the token column and the position are
 copied into static tensors, the KV cache and the text keys/values are the generation's own
 preallocated tensors, attention covers the whole cache under a mask
-(:meth:`NativeDecoder.step_static`), and the logits land in a static output tensor. With the
-counter sampler the graph also runs classifier-free guidance, the filters and the draw
-(``sampling.Sampling.draw``, seeds and step in static tensors): one launch per decode step.
+(:meth:`NativeDecoder.step_static`), and the logits land in a static output tensor. What is
+captured is ``native.decode_step`` itself, in its fixed-shape form: with the counter sampler the
+graph also runs classifier-free guidance, the filters and the draw (``sampling.Sampling.draw``,
+seeds and step in static tensors): one launch per decode step.
 
 Attention covers a bucket of the cache (256, 512, 1024, 1536, then multiples of 512 slots)
 rather than all of it, with one graph per bucket: a fixed shape per graph, yet a step early in
@@ -27,12 +28,14 @@ pytorch-labs/gpt-fast (``generate.py``), following PyTorch's "CUDA Graphs" notes
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 
 import torch
 
 from ..sampling import Sampling
+from .native import FixedShape, decode_step
 
 __all__ = ["GraphedStep", "graphed_step", "CaptureError", "attention_length",
            "ATTENTION_BUCKETS", "keep_attention_off_cudnn"]
@@ -145,12 +148,9 @@ class GraphedStep:
             seeds = self._static_seeds(seeds)
             self.step_no.fill_(step)
 
-        def body():                              # what the graph captures
-            logits = self.decoder.step_static(self.tokens, self.pos, state, length)
-            if sampling is None:
-                return logits
-            return sampling.draw(logits, seeds=seeds, step=self.step_no)
-
+        # what the graph captures: the decode step itself, on the static buffers
+        body = functools.partial(decode_step, self.decoder, self.tokens, state, sampling, seeds,
+                                 self.step_no, fixed=FixedShape(self.pos, length))
         if not replay or not self.cuda:
             return body()
         key = (length, sampling)

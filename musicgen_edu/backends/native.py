@@ -14,12 +14,14 @@ written out plainly in the spirit of nanoGPT and pytorch-labs/gpt-fast (``model.
 What makes it fast is what it does *not* do each step: no cache objects growing by
 concatenation, no re-projection of the text states, no mask tensors rebuilt from scratch,
 no Python bookkeeping beyond one loop over the blocks (the buffers: ``native_state.py``).
-Two entry points to the same network: :meth:`NativeDecoder.forward` runs a step eagerly at an
-``int`` position (the cache sliced to its filled part), :meth:`NativeDecoder.step_static` a
-one-token step at a tensor position with fixed shapes (the whole attention bucket under a mask:
-what a CUDA graph captures); each module has the two as ``forward`` and ``forward_static``. The
-backend that drives it is ``native_backend.NativeBackend``. Weights are *shared* with the
-loaded transformers model; ``NativeDecoder.from_transformers`` is the state-dict mapping.
+One decode step, tokens in, tokens out, is :func:`decode_step` (at the end of this file): every
+path of the backend runs it. It reaches the network one of two ways: :meth:`NativeDecoder.forward`
+runs a step eagerly at an ``int`` position (the cache sliced to its filled part),
+:meth:`NativeDecoder.step_static` a one-token step at a tensor position with fixed shapes (the
+whole attention bucket under a mask: what a CUDA graph captures); each module has the two as
+``forward`` and ``forward_static``. The backend that drives it is
+``native_backend.NativeBackend``. Weights are *shared* with the loaded transformers model;
+``NativeDecoder.from_transformers`` is the state-dict mapping.
 Around this file, each speed trick in its own: on a CPU the weights laid out for the kernel
 that reads them (``layouts.py``: oneDNN-packed, int8, or our own kernels in ``thin.py``, which
 also run a whole block of a one-token step in one call), chosen by timing at first use
@@ -31,6 +33,7 @@ conditioning is a prefix fed through self-attention at the first step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import cast
@@ -39,9 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sampling import Sampling
 from .native_state import NativeState
 
-__all__ = ["NativeDecoder", "Block", "Attention", "sinusoidal_positions"]
+__all__ = ["decode_step", "FixedShape", "NativeDecoder", "Block", "Attention",
+           "sinusoidal_positions"]
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -133,12 +138,12 @@ class Block(nn.Module):
         self.cross = cross
         # CPU, our kernels: this forward for one token in one C++ call, same bits, no Python
         # between its ~40 operators (thin.block_kernels; decode_step.cpp, decode_block)
-        self.decode_step: Callable[..., torch.Tensor] | None = None
+        self.block_kernel: Callable[..., torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int,
                 cross_k=None, cross_v=None, cross_mask=None) -> torch.Tensor:
         """The eager step at position ``pos``: ``x [N, s, D]`` -> ``[N, s, D]``."""
-        step = self.decode_step                  # (read once: breakdown may swap it meanwhile)
+        step = self.block_kernel               # (read once: breakdown may swap it meanwhile)
         if step is not None and x.shape[1] == 1 \
                 and (cross_k is None or cross_k.is_contiguous() and cross_v.is_contiguous()):
             return step(x, k_cache, v_cache, pos, cross_k, cross_v, cross_mask)
@@ -255,3 +260,42 @@ class NativeDecoder(nn.Module):
         if len(self.lm_heads) == 1:                                      # [N, K·V]
             return self.lm_heads[0](x).view(x.shape[0], self.num_codebooks, -1).float()
         return torch.stack([head(x) for head in self.lm_heads], dim=1).float()
+
+
+# --- one decode step, the function every path runs ---------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FixedShape:
+    """Where a fixed-shape one-token step writes and how far it attends: what makes the step
+    capturable as a CUDA graph (no Python number in it depends on the position)."""
+
+    pos: torch.Tensor           # [1] int64: the cache slot written (a static tensor)
+    length: int                 # cache slots attended under a mask (cuda_graph.attention_length)
+
+
+def decode_step(decoder: NativeDecoder, tokens: torch.Tensor, state: NativeState,
+                sampling: Sampling | None = None, seeds: torch.Tensor | None = None, step=0, *,
+                prefix: torch.Tensor | None = None,
+                fixed: FixedShape | None = None) -> torch.Tensor:
+    """One MusicGen decode step (gpt-fast's ``decode_one_token``): columns in, tokens out.
+
+        tokens [N, K, s] ─► NativeDecoder: K embeddings + positions, L blocks, K heads
+                         ─► logits [N, K, V] (the last position, float32)
+                         ─► Sampling.draw: CFG ─► temperature ─► top-k ─► top-p ─► draw ─► [B, K]
+
+    Eager (``fixed`` None): the network at ``state.pos`` (an ``int``), which then moves on; a
+    melody model's ``prefix`` ``[N, P, D]`` is fed before the tokens at the first step. On a CPU
+    with our kernels each block of a one-token step runs as one C++ call inside
+    ``NativeDecoder.forward`` (``Block.block_kernel``): the CPU acceleration of this function.
+    Fixed shapes (``fixed``): one token at the tensor position ``fixed.pos``, attention over
+    ``fixed.length`` slots under a mask; ``cuda_graph.GraphedStep`` captures exactly this call
+    and replays it (the GPU acceleration; ``state.pos`` is the caller's to move).
+    Without ``sampling`` the logits are returned and the caller draws; with it the tokens it
+    draws (``seeds`` ``[B]`` and the counter ``step``, an int or a static tensor).
+    """
+    if fixed is None:
+        logits = decoder(tokens, state, prefix)                          # [N, K, V]
+    else:
+        logits = decoder.step_static(tokens, fixed.pos, state, fixed.length)
+    if sampling is None:
+        return logits
+    return sampling.draw(logits, seeds=seeds, step=step)                 # [B, K]

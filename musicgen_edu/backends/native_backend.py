@@ -5,14 +5,14 @@ model's weights in one ``layouts.Layout`` (chosen by timing on a CPU: ``cpu.py``
 generation's caches in a ``native_state.NativeState``, and runs each step one of two ways:
 
     step / step_draw(tokens [N, K, s], state)
-      ├─ one-token step, fixed shapes on  ─► cuda_graph.graphed_step ─► NativeDecoder.step_static
-      │                                      (replayed as a CUDA graph on a GPU; draw inside)
-      └─ otherwise (prefill, eager)       ─► NativeDecoder.forward, then Sampling.draw
-                                             (on a CPU with our kernels: Block.decode_step)
+      ├─ one-token step, fixed shapes on  ─► cuda_graph.graphed_step ─► native.decode_step(fixed=...)
+      │                                      (captured and replayed as a CUDA graph on a GPU)
+      └─ otherwise (prefill, eager)       ─► native.decode_step
+                                             (on a CPU with our kernels: Block.block_kernel)
 
-Both run the same network on the same weights (on a CPU with the same bits:
-``tests/test_native.py``); the accelerations (graphs, CPU kernels, fused projections) wrap that
-one decoder instead of threading through the generator's loop.
+Both run the one function ``native.decode_step`` (network, then ``Sampling.draw``) on the same
+weights (on a CPU with the same bits: ``tests/test_native.py``); the accelerations (graphs, CPU
+kernels, fused projections) wrap that one step instead of threading through the generator's loop.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .cpu import choose_native_path
 from .cuda_graph import graphed_step, keep_attention_off_cudnn
 from .layouts import Layout, candidate_layouts, lay_out
 from .linears import DynamicInt8Linear, PackedLinear
-from .native import NativeDecoder
+from .native import NativeDecoder, decode_step
 from .native_state import NativeState, StatePool, new_caches, text_keys_values
 from .thin import ThinLinear
 from .transformers import TransformersEncoders
@@ -209,9 +209,8 @@ class NativeBackend(TransformersEncoders):
             if out is not None:
                 return out
             self._stop_graphs(state)             # capture failed: decode eagerly from now on
-        # the eager step (on a CPU with our kernels, each block in one call: Block.decode_step)
-        logits = self.decoder(tokens, state, prefix)
-        return logits if sampling is None else sampling.draw(logits, seeds=seeds, step=step)
+        # the eager step (on a CPU with our kernels, each block in one call: Block.block_kernel)
+        return decode_step(self.decoder, tokens, state, sampling, seeds, step, prefix=prefix)
 
     def _stop_graphs(self, state: NativeState) -> None:
         """After a failed capture: no more fixed-shape steps, so no idle caches to keep, and

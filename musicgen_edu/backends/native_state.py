@@ -13,12 +13,15 @@ bench/README.md, section "Kernel launches and CUDA graphs").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .contract import Conditioning
-from .cuda_graph import GraphedStep
+
+if TYPE_CHECKING:                          # annotation only: cuda_graph runs native's step
+    from .cuda_graph import GraphedStep
 
 __all__ = ["NativeState", "StatePool", "new_caches", "text_keys_values"]
 

@@ -196,7 +196,7 @@ def thin_linears(decoder: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
 
 def block_kernels(decoder: nn.Module) -> nn.Module:
     """Give each decoder block whose linear layers are all :class:`ThinLinear` a
-    ``decode_step``: its one-token forward as one call of ``decode_block`` (decode_step.cpp),
+    ``block_kernel``: its one-token forward as one call of ``decode_block`` (decode_step.cpp),
     the same operators in the same order, so the same bits, without Python between them."""
     kernels = thin_kernels()
     if kernels is None:                          # (lay_out runs this only where they build)
@@ -212,7 +212,7 @@ def block_kernels(decoder: nn.Module) -> nn.Module:
         if not all(isinstance(layer, ThinLinear) for layer in layers) or len(
                 {norm.eps for norm in norms}) > 1 or any(a.decode_kernel is None for a in attns):
             continue
-        block.decode_step = functools.partial(
+        block.block_kernel = functools.partial(
             _decode_block, op, [layer.blocked for layer in layers],
             [layer.scale for layer in layers],
             [t for norm in norms for t in (norm.weight, norm.bias)], block.self_attn.heads,

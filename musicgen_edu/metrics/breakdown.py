@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..backends.native import Block
 from ..devices import synchronize  # a stage's range ends with its GPU work done
 from ..errors import check_range
 from ..generator import MusicGenerator
@@ -97,15 +98,15 @@ def _instrument(generator: MusicGenerator, stages: Stages):
     # a block in one C++ call (native on a CPU with our kernels) has nothing inside to label:
     # profile its Python forward, the same operators with the same bits (the layers are shared
     # by the model's backends: other generations meanwhile take that forward too)
-    fused = [(layer, layer.decode_step) for layer in layers
-             if getattr(layer, "decode_step", None) is not None]
+    fused = [(layer, layer.block_kernel) for layer in layers
+             if isinstance(layer, Block) and layer.block_kernel is not None]
     try:
         for layer, _ in fused:
-            layer.decode_step = None
+            layer.block_kernel = None
         yield from _hooks(layers, heads, stages)
     finally:
         for layer, step in fused:
-            layer.decode_step = step
+            layer.block_kernel = step
 
 
 def _hooks(layers, heads, stages: Stages):

@@ -22,7 +22,8 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ...errors import ConfigError, GenerationError
+from ...errors import GenerationError
+from ...generation import check_continuation
 from ..deps import USER_ANSWERS, ServiceDep, User
 from ..jobs import Job, new_job_id
 from ..schemas import (
@@ -113,13 +114,8 @@ async def _audio_job(request: Request, svc: Service, who: Principal, kind: str,
                                           max(svc.settings.max_duration, 30.0))
         seconds = wav.shape[-1] / sr
         window = caps["max_duration"] or 30.0
-        # generate_continuation refuses the same clip when the job runs; checked here too, so
-        # the client gets a 422 now rather than a job that fails later
-        if kind == "continue" and not seconds < min(params["settings"]["duration"], window):
-            raise ConfigError(f"the audio prompt lasts {seconds:.2f} s but duration="
-                              f"{params['settings']['duration']} s; duration is the total length, "
-                              f"so it must be longer than the prompt (and the prompt shorter "
-                              f"than {window} s).")
+        if kind == "continue":                   # a 422 now, not a job that fails later
+            check_continuation(seconds, params["settings"]["duration"], window)
     except Exception:
         path.unlink(missing_ok=True)
         raise
