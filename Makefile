@@ -72,13 +72,14 @@ test: install-dev
 	@$(MAKE) --no-print-directory test-min PYTHON="$(PYTHON)"
 
 # Colab and course servers lag: every lower bound in pyproject.toml that scripts/min_versions.py
-# pins (transformers, numpy, ipywidgets: 7.7.1 is Colab's) is installed exactly, torch as above,
+# pins (transformers, numpy, peft, ipywidgets: 7.7.1 is Colab's) is installed exactly, torch as above,
 # in .venv-min; then the tests that exercise them: the widgets and studio headless, the parity
 # with transformers' generate and modules, the codec, text encoder and audio/numpy code
 MIN_VENV ?= .venv-min
 MIN_TESTS = tests/test_widgets.py tests/test_exercises_lecture07.py tests/test_models.py \
   tests/test_codec.py tests/test_text.py tests/test_native.py tests/test_audio.py \
   tests/test_chroma.py tests/test_patterns.py tests/test_sampling.py \
+  tests/test_train_objective.py tests/test_train_lora.py \
   tests/test_generator.py::test_tokens_equal_transformers_generate
 # slow and about torch, not the pinned packages (make test runs them)
 MIN_SKIP = musicgen_small_architecture or every_mode_runs_on_native or packed_linears

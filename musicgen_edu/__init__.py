@@ -13,11 +13,25 @@ libraries, plotting and IPython load when first used.
 """
 
 from . import exercises, metrics
-from .audio import load_audio, save_audio
-from .audio_display import play, plot_spectrogram, plot_waveform
-from .batch import BatchRunner, run_batch
-from .batch_manifest import read_manifest
-from .batch_table import grid, load_rows
+from .audio import (
+    crossfade,
+    duration_seconds,
+    fade_in,
+    fade_out,
+    load_audio,
+    loudness,
+    loudness_normalize,
+    peak_normalize,
+    play,
+    plot_spectrogram,
+    plot_waveform,
+    resample,
+    save_audio,
+    to_mono,
+    to_stereo,
+    trim_silence,
+)
+from .batch import BatchRunner, grid, load_rows, read_manifest, run_batch
 from .chroma import chroma_features
 from .codec import (
     decode_tokens,
@@ -37,7 +51,14 @@ from .distributions import (
     step_logits,
     token_diversity,
 )
-from .errors import AudioError, ConfigError, GenerationError, ModelLoadError, MusicGenEduError
+from .errors import (
+    AudioError,
+    ConfigError,
+    DataError,
+    GenerationError,
+    ModelLoadError,
+    MusicGenEduError,
+)
 from .generation import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, Generation, GenerationConfig
 from .generator import MusicGenerator
 from .metrics import *
@@ -68,18 +89,17 @@ from .sampling import (
 from .studio import Studio
 from .studio_history import audio_compare
 from .text import embed_prompts, prompt_similarity, tokenize_prompt
-from .waveform import (
-    crossfade,
-    duration_seconds,
-    fade_in,
-    fade_out,
-    loudness,
-    loudness_normalize,
-    peak_normalize,
-    resample,
-    to_mono,
-    to_stereo,
-    trim_silence,
+
+# fine-tuning (lecture 10); binds `train` to the function, as students call it: mg.train(...)
+from .train import (
+    TokenDataset,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    build_dataset,
+    find_clips,
+    train,
+    write_dataset,
 )
 from .widgets import param_sliders, token_grid
 
@@ -130,6 +150,9 @@ __all__ = [
     "Studio", "param_sliders", "audio_compare", "token_grid",
     # serving (lecture 09; needs pip install 'musicgen-edu[serve]')
     "start_server", "create_app", "ServerHandle", "load_settings", "Settings",
+    # fine-tuning (lecture 10)
+    "train", "Trainer", "TrainConfig", "TrainResult", "TokenDataset", "build_dataset",
+    "find_clips", "write_dataset",
     # exercise checks
     "exercises",
     # audio
@@ -138,5 +161,5 @@ __all__ = [
     "play", "plot_waveform", "plot_spectrogram", "duration_seconds",
     # errors
     "MusicGenEduError", "ConfigError", "ModelLoadError", "AudioError", "GenerationError",
-    "__version__",
+    "DataError", "__version__",
 ]

@@ -49,7 +49,7 @@ def _backend(model):
 def _as_model_audio(model, wav, sample_rate: int) -> torch.Tensor:
     """``[T]``/``[C, T]``/``[B, C, T]`` at any rate -> ``[B, C_model, T]`` float32 at the model's
     rate, with channels mixed (mono models) or duplicated (stereo models) as the backend does."""
-    from .waveform import resample
+    from .audio import resample
 
     wav = torch.as_tensor(wav.detach().cpu() if isinstance(wav, torch.Tensor) else wav)
     if not wav.is_floating_point() or wav.dim() not in (1, 2, 3) or wav.shape[-1] == 0:

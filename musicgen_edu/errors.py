@@ -9,7 +9,8 @@ next (STYLE.md rule 9). Subclasses also inherit from the matching built-in excep
     ├── ConfigError        a setting is out of range            (also ValueError)
     ├── ModelLoadError     weights or config could not be loaded (also OSError)
     ├── AudioError         a file or array is not usable audio   (also ValueError)
-    └── GenerationError    generation was asked something impossible (also RuntimeError)
+    ├── GenerationError    generation was asked something impossible (also RuntimeError)
+    └── DataError          a training dataset cannot be built from what was given (also ValueError)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numbers
 
 __all__ = ["MusicGenEduError", "ConfigError", "ModelLoadError", "AudioError", "GenerationError",
-           "check_range", "check_int"]
+           "DataError", "check_range", "check_int"]
 
 
 class MusicGenEduError(Exception):
@@ -38,6 +39,12 @@ class AudioError(MusicGenEduError, ValueError):
 
 class GenerationError(MusicGenEduError, RuntimeError):
     """Generation was asked for something the model cannot do (e.g. melody on a text-only model)."""
+
+
+class DataError(MusicGenEduError, ValueError):
+    """A training dataset cannot be built: no clips, a caption missing, a clip unreadable,
+    silent or shorter than the window. The message names every bad file; clips already
+    encoded stay on disk."""
 
 
 def check_range(name: str, value, low=None, high=None, *, low_open: bool = False,

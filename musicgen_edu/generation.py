@@ -19,7 +19,7 @@ from .errors import ConfigError, check_int, check_range
 from .sampling import SAMPLERS
 
 __all__ = ["GenerationConfig", "Generation", "MAX_SEED", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS",
-           "check_text", "check_continuation"]
+           "check_text", "check_continuation", "ranged", "validate_fields"]
 
 MAX_SEED = 2**63 - 1
 # Every text that reaches the text encoder (prompt, negative prompt) is bounded twice: in
@@ -31,10 +31,38 @@ _LONG_FORM = "Durations past the model's 30 s window use sliding-window long for
 _NOT_ZERO = "For deterministic output use use_sampling=False instead of 0."
 
 
-def _limits(default, low, high, *, low_open: bool = False, integer: bool = False, hint: str = ""):
-    """A dataclass field whose metadata holds its allowed range (read by validate and widgets)."""
+def ranged(default, low, high, *, low_open: bool = False, high_open: bool = False,
+           integer: bool = False, hint: str = ""):
+    """A dataclass field whose metadata holds its allowed range (read by
+    :func:`validate_fields` and by the widgets' sliders)."""
     return field(default=default, metadata=dict(low=low, high=high, low_open=low_open,
-                                                integer=integer, hint=hint))
+                                                high_open=high_open, integer=integer, hint=hint))
+
+
+def validate_fields(settings) -> None:
+    """Check every field of a settings dataclass against its metadata, in field order: a
+    :func:`ranged` number (``None`` passes where the default is ``None``), one of ``choices``,
+    a tuple of prompt-like ``texts`` (:func:`check_text`), or, without metadata, a bool.
+    Raise ConfigError naming the value and its allowed range."""
+    for f in dataclasses.fields(settings):
+        value, limits = getattr(settings, f.name), f.metadata
+        if not limits:                       # a switch
+            if not isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be True or False, got {value!r}.")
+        elif "choices" in limits:
+            if value not in limits["choices"]:
+                raise ConfigError(f"{f.name}={value!r} is not available; choose one of "
+                                  f"{list(limits['choices'])}. {limits.get('hint', '')}".rstrip())
+        elif "texts" in limits:
+            if not isinstance(value, tuple):
+                raise ConfigError(f"{f.name} must be a tuple of texts, got {value!r:.80}.")
+            for i, text in enumerate(value):
+                check_text(f"{f.name}[{i}]", text)
+        elif value is not None or f.default is not None:
+            check = check_int if limits["integer"] else check_range
+            kwargs = {} if limits["integer"] else {"low_open": limits["low_open"],
+                                                   "high_open": limits.get("high_open", False)}
+            check(f.name, value, limits["low"], limits["high"], hint=limits["hint"], **kwargs)
 
 
 def check_continuation(prompt_s: float, duration: float, window_s: float) -> None:
@@ -102,17 +130,17 @@ class GenerationConfig:
     ``"reference"`` (transformers' ``generate``, token for token).
     """
 
-    duration: float = _limits(8.0, 0, 600, low_open=True, hint=_LONG_FORM)  # seconds per item
+    duration: float = ranged(8.0, 0, 600, low_open=True, hint=_LONG_FORM)  # seconds per item
     use_sampling: bool = True       # False = greedy (argmax) decoding
-    top_k: int = _limits(250, 0, 2048, integer=True,
+    top_k: int = ranged(250, 0, 2048, integer=True,
                          hint="0 disables top-k filtering.")  # keep the k most likely tokens
-    top_p: float = _limits(0.0, 0, 1, hint="0 disables nucleus filtering.")  # nucleus mass
-    temperature: float = _limits(1.0, 0, 10, low_open=True, hint=_NOT_ZERO)  # softmax temperature
-    guidance_scale: float = _limits(3.0, 1, 30, hint="1 turns classifier-free guidance off; "
+    top_p: float = ranged(0.0, 0, 1, hint="0 disables nucleus filtering.")  # nucleus mass
+    temperature: float = ranged(1.0, 0, 10, low_open=True, hint=_NOT_ZERO)  # softmax temperature
+    guidance_scale: float = ranged(3.0, 1, 30, hint="1 turns classifier-free guidance off; "
                                     "MusicGen uses 3.")  # classifier-free guidance strength
-    seed: int | None = _limits(None, 0, MAX_SEED, integer=True, hint="None draws a random "
+    seed: int | None = ranged(None, 0, MAX_SEED, integer=True, hint="None draws a random "
                                "seed.")  # None = random (recorded); item i gets seed + i
-    extend_stride: float = _limits(18.0, 0, 30, low_open=True, hint=(   # long-form advance, s
+    extend_stride: float = ranged(18.0, 0, 30, low_open=True, hint=(   # long-form advance, s
         "It must be shorter than the model's 30 s window; MusicGen uses 18."))
     sampler: str = field(default="counter", metadata=dict(choices=SAMPLERS, hint=(
         "'reference' draws exactly what transformers' generate draws.")))  # how tokens are drawn
@@ -122,19 +150,7 @@ class GenerationConfig:
 
     def validate(self) -> GenerationConfig:
         """Check every field; raise ConfigError naming the value and its allowed range."""
-        for f in dataclasses.fields(self):   # in field order; ranges from the field metadata
-            value, limits = getattr(self, f.name), f.metadata
-            if not limits:                   # use_sampling
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{f.name} must be True or False, got {value!r}.")
-            elif "choices" in limits:        # sampler
-                if value not in limits["choices"]:
-                    raise ConfigError(f"{f.name}={value!r} is not available; choose one of "
-                                      f"{list(limits['choices'])}. {limits['hint']}")
-            elif value is not None or f.default is not None:   # seed may be None
-                check = check_int if limits["integer"] else check_range
-                kwargs = {} if limits["integer"] else {"low_open": limits["low_open"]}
-                check(f.name, value, limits["low"], limits["high"], hint=limits["hint"], **kwargs)
+        validate_fields(self)
         return self
 
     def replace(self, **changes) -> GenerationConfig:
@@ -181,7 +197,7 @@ class Generation:
 
     def play(self, index: int = 0):
         """An IPython audio player for item ``index``."""
-        from .audio_display import play
+        from .audio import play
 
         return play(self.wav[index], self.sample_rate)
 

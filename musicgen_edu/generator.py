@@ -218,8 +218,8 @@ class MusicGenerator:
 
     def _as_batch(self, audio, sample_rate: int, what: str) -> torch.Tensor:
         """Audio ``[T]``/``[C, T]``/``[B, C, T]`` at any rate -> ``[B, C, T]`` at the model's rate."""
+        from .audio import resample
         from .errors import AudioError
-        from .waveform import resample
 
         check_range(f"{what} sample_rate", sample_rate, 0, None, low_open=True)
         wav = torch.as_tensor(audio, dtype=torch.float32)

@@ -234,7 +234,7 @@ class Studio(View):
             index: as in Python lists (``-1``: the newest).
             autoplay: start the player at once (the history rows' *play* buttons do).
         """
-        from .audio_display import plot_spectrogram, plot_waveform
+        from .audio import plot_spectrogram, plot_waveform
 
         g, n = self.archive.item(index), self.archive.number(index)
         self.shown = n - 1

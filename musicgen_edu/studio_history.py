@@ -62,7 +62,7 @@ def _metric(value) -> str:
 
 def _player(g: Generation, title: str):
     """Title, an ``<audio>`` player, waveform and spectrogram of item 0 (one side of the A/B)."""
-    from .audio_display import plot_spectrogram, plot_waveform
+    from .audio import plot_spectrogram, plot_waveform
 
     wav = g.wav[0]                                                       # [C, T]
     return make("VBox", children=[

@@ -45,7 +45,7 @@ class StudioSnapshot:
     """
 
     def __init__(self, studio):
-        from .audio_display import plot_spectrogram, plot_waveform
+        from .audio import plot_spectrogram, plot_waveform
 
         self.settings = dict(model=studio.model_picker.value, mode=studio.mode,
                              prompt=studio.prompt_box.value,

@@ -205,8 +205,8 @@ def draw_tokens(ax, tokens) -> None:
 
 
 def wav_bytes(generation: Generation, index: int = 0) -> bytes:
-    """Item ``index`` as WAV bytes, through ``audio_display.play`` (IPython's Audio encoder)."""
-    from .audio_display import play
+    """Item ``index`` as WAV bytes, through ``audio.play`` (IPython's Audio encoder)."""
+    from .audio import play
 
     return play(generation.wav[index], generation.sample_rate).data
 

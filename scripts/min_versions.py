@@ -5,7 +5,7 @@ of the tests there, so a lower bound in ``pyproject.toml`` is one that was teste
 course servers lag behind the newest releases). The pins are read from ``pyproject.toml``, so
 raising a bound there moves the run with it::
 
-    python scripts/min_versions.py            # transformers==5.0 numpy==1.24 ipywidgets==7.7.1
+    python scripts/min_versions.py            # transformers==5.0 numpy==1.24 ipywidgets==7.7.1 peft==0.13
     python scripts/min_versions.py --check    # in .venv-min: fail unless those are installed
 """
 
@@ -23,7 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 # what the run pins at its lowest declared version (torch: as installed, a plain lower bound)
-PINNED = ("transformers", "numpy", "ipywidgets")
+PINNED = ("transformers", "numpy", "ipywidgets", "peft")
 
 
 def lowest() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Tests for musicgen_edu/audio.py: file I/O, levels, edits and notebook helpers."""
+"""Tests for musicgen_edu/audio/: file I/O, levels, edits and notebook helpers."""
 
 from __future__ import annotations
 
@@ -15,22 +15,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musicgen_edu.audio import load_audio, save_audio
-from musicgen_edu.audio_display import play, plot_spectrogram, plot_waveform
-from musicgen_edu.errors import AudioError, ConfigError
-from musicgen_edu.waveform import (
+from musicgen_edu.audio import (
     crossfade,
     duration_seconds,
     fade_in,
     fade_out,
+    load_audio,
     loudness,
     loudness_normalize,
     peak_normalize,
+    play,
+    plot_spectrogram,
+    plot_waveform,
     resample,
+    save_audio,
     to_mono,
     to_stereo,
     trim_silence,
 )
+from musicgen_edu.errors import AudioError, ConfigError
 
 SR = 16000
 
@@ -111,7 +114,7 @@ def test_overwrite_false_does_not_clobber(tmp_path):
 def test_overwrite_false_without_hard_links(tmp_path, monkeypatch):
     def no_links(src, dst):
         raise PermissionError("hard links not supported")
-    monkeypatch.setattr("musicgen_edu.audio.os.link", no_links)
+    monkeypatch.setattr("musicgen_edu.audio.files.os.link", no_links)
     save_audio(tmp_path / "a.wav", sine(), SR, overwrite=False)  # falls back to os.replace
     assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]
 

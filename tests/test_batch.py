@@ -1,4 +1,4 @@
-"""Tests for musicgen_edu/batch.py: rows, grouping, manifest, resume, crash safety, OOM, Ray."""
+"""Tests for musicgen_edu/batch/: rows, grouping, manifest, resume, crash safety, OOM, Ray."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import musicgen_edu as mg
-from musicgen_edu.batch import BatchRunner, run_batch
-from musicgen_edu.batch_manifest import MANIFEST_NAME, read_manifest
-from musicgen_edu.batch_table import grid, load_rows
+from musicgen_edu.batch import MANIFEST_NAME, BatchRunner, grid, load_rows, read_manifest, run_batch
 
 D = 0.2  # seconds per clip: 10 frames of the debug model
 
@@ -165,7 +163,7 @@ def test_a_misspelt_setting_is_rejected_with_did_you_mean(gen, tmp_path, column,
 
 
 def test_split_columns_keeps_settings_flags_typos_and_keeps_the_rest():
-    from musicgen_edu.batch_table import split_columns
+    from musicgen_edu.batch.table import split_columns
 
     assert split_columns(["prompt", "seeds", "id", "topk", "notes", "student", "Temperature"]) \
         == (["id", "notes", "student"], {"topk": "top_k", "Temperature": "temperature"})
@@ -295,8 +293,7 @@ def test_refuses_to_overwrite_foreign_files(gen, tmp_path):
 
 CRASH_SCRIPT = """
 import os, sys
-from musicgen_edu.batch import BatchRunner
-from musicgen_edu.batch_table import grid
+from musicgen_edu.batch import BatchRunner, grid
 out, kill_after = sys.argv[1], int(sys.argv[2])
 done = []
 def hook(record):
@@ -385,7 +382,7 @@ def test_ray_executor_matches_local_on_cpu(ray_cluster, gen, tmp_path):
 
 
 class FakeRay(types.ModuleType):
-    """The part of Ray that batch_ray uses, in this process: actors are plain objects."""
+    """The part of Ray that batch/ray.py uses, in this process: actors are plain objects."""
 
     def __init__(self, gpus: int = 0):
         super().__init__("ray")
@@ -427,8 +424,8 @@ class FakePool:
 @pytest.mark.parametrize("gpus", [0, 2])
 def test_ray_executor_gets_the_runners_model_and_matches_local(gpus, gen, tmp_path,
                                                                monkeypatch):
-    """Without Ray installed: actors are built from a WorkerSpec and run batch_group's code."""
-    from musicgen_edu.batch_ray import WorkerSpec
+    """Without Ray installed: actors are built from a WorkerSpec and run batch/group.py's code."""
+    from musicgen_edu.batch.ray import WorkerSpec
 
     fake = FakeRay(gpus)
     monkeypatch.setitem(sys.modules, "ray", fake)

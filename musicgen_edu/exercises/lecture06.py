@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 import numbers
 
-from ..batch import BatchRunner
-from ..batch_manifest import read_records
-from ..batch_table import grid
+from ..batch import BatchRunner, grid
+from ..batch.manifest import read_records
 from .checks import CheckResult, not_yet, result
 
 __all__ = ["check_clip_count", "check_generate_calls", "check_new_clips"]

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
+from ..audio import loudness
 from ..metrics.fad import encodec_embeddings, frechet_distance
-from ..waveform import loudness
 from .checks import CheckResult, as_number, model_of, not_yet, result
 
 __all__ = ["check_embedding_rows", "check_fad", "check_sine_amplitude"]

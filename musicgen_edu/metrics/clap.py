@@ -200,7 +200,7 @@ def clap_embeddings(wavs, sample_rate: int | None = None, clap: Clap | str | Non
         clap: a :class:`Clap`, a name for :func:`load_clap`, or ``None`` for the default.
         batch_size: 10 s chunks per forward pass.
     """
-    from ..waveform import resample
+    from ..audio import resample
 
     clap = _as_clap(clap)
     clips, sample_rate, _ = as_clips(wavs, sample_rate)

@@ -3,7 +3,7 @@
 What each number is and which standard or library it follows:
 
     loudness_lufs    integrated loudness, ITU-R BS.1770 (K-weighted, gated), pyloudnorm via
-                     ``musicgen_edu.waveform.loudness``; NaN for clips under 0.4 s, -inf for silence
+                     ``musicgen_edu.audio.waveform.loudness``; NaN for clips under 0.4 s, -inf for silence
     peak_dbfs        largest sample, dB relative to full scale (1.0 = 0 dBFS)
     true_peak_dbtp   the peak of the signal *between* samples too: 4x oversampled with a
                      polyphase filter (``scipy.signal.resample_poly``) as in ITU-R BS.1770-4
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio import as_numpy, check_positive_int, loudness
 from ..errors import AudioError, ConfigError, check_range
-from ..waveform import as_numpy, check_positive_int, loudness
 
 __all__ = ["DescriptorSettings", "describe", "describe_batch", "as_clips", "true_peak",
            "clipping_ratio", "beat_strength", "estimate_key", "KEY_NAMES",

@@ -172,7 +172,7 @@ def encodec_embeddings(model, wavs, sample_rate: int | None = None,
         sample_rate: Hz (leave out for a Generation).
         per_frame: return every frame ``[sum of S, D]`` instead of one row per clip ``[N, D]``.
     """
-    from ..waveform import resample
+    from ..audio import resample
 
     mg_model = getattr(model, "model", None) if hasattr(model, "backend") else model
     if not hasattr(getattr(mg_model, "model", None), "audio_encoder"):
@@ -199,8 +199,8 @@ def vggish_embeddings(wavs, sample_rate: int | None = None) -> np.ndarray:
     Raises:
         ModelLoadError: torchvggish is not installed.
     """
+    from ..audio import resample
     from ..errors import ModelLoadError
-    from ..waveform import resample
 
     try:
         import torchvggish

@@ -1,8 +1,8 @@
 """One settings group of a batch: generated in the largest batch that fits, halved on OOM.
 
-:class:`~musicgen_edu.batch.BatchRunner` groups the items that share every setting but the
+:class:`~musicgen_edu.batch.runner.BatchRunner` groups the items that share every setting but the
 seed; each group goes through :func:`generate_group`, in this process (``executor="local"``)
-or inside a Ray actor (``batch_ray.py``). Both import it from here::
+or inside a Ray actor (``ray.py``). Both import it from here::
 
     items of one group -> chunks of batch_size -> generator.generate(prompts, seeds=...)
                                                    | out of memory: halve batch_size, retry
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .batch_table import BatchItem
+    from .table import BatchItem
 
 __all__ = ["generate_group"]
 
-log = logging.getLogger("musicgen_edu.batch")
+log = logging.getLogger(__name__)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -1,12 +1,7 @@
 """What every ``musicgen-edu`` command shares: exit codes, errors, notices and table output.
 
-The command line in three files, each importing only the ones below it (no circle)::
-
-    cli.py            the app and main(): generate, batch, prompt, info, serve, config show;
-      |               it registers every command, its own and the measuring ones
-      +--> cli_measure.py   evaluate, profile, experiments (plain functions)
-      |         |
-      +---------+--> cli_common.py   exit codes, fail, notice, guard, emit (this file)
+The bottom of the command line (see the diagram in ``cli/__init__.py``): the app and every
+command file import this one, and it imports none of them.
 
 A command is wrapped in :func:`guard`: a :class:`~musicgen_edu.errors.MusicGenEduError` prints as
 one red paragraph on stderr (exit code 2) instead of a traceback, Ctrl-C exits with 130.
@@ -19,7 +14,7 @@ import sys
 
 import typer
 
-from .errors import ConfigError, MusicGenEduError
+from ..errors import ConfigError, MusicGenEduError
 
 __all__ = ["EXIT_OK", "EXIT_FAILED_ROWS", "EXIT_ERROR", "EXIT_INTERRUPTED", "fail", "guard",
            "notice", "emit"]

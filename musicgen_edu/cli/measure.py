@@ -1,8 +1,8 @@
 """The measuring commands of ``musicgen-edu``: ``evaluate``, ``profile`` and ``experiments``.
 
 Each is a thin caller of the library function a lecture uses, written as a plain function;
-``cli.py`` registers them on its app with the shared exit codes and one-paragraph errors of
-``cli_common.py``::
+``cli/__init__.py`` registers them on its app with the shared exit codes and one-paragraph
+errors of ``common.py``::
 
     evaluate     -> mg.metrics.evaluate.evaluate_files (describe, clap_score, fad)   lecture 08
     profile      -> mg.metrics.profile_generation + profile_summary
@@ -23,8 +23,8 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from .cli_common import EXIT_FAILED_ROWS, EXIT_OK, emit, fail, notice
-from .errors import ConfigError
+from ..errors import ConfigError
+from .common import EXIT_FAILED_ROWS, EXIT_OK, emit, fail, notice
 
 __all__ = ["evaluate", "profile", "experiments", "PairsCommand"]
 
@@ -73,7 +73,7 @@ def evaluate(
 
     Example: musicgen-edu evaluate out/*.wav --prompt "lo-fi piano" --reference real/ --clap random
     """
-    from .metrics.evaluate import evaluate_files, read_prompts
+    from ..metrics.evaluate import evaluate_files, read_prompts
 
     if prompt and prompts is not None:
         fail("give --prompt or --prompts, not both.")
@@ -112,8 +112,8 @@ def profile(
 
     Example: musicgen-edu profile -m facebook/musicgen-small --durations 2,8 --batch-sizes 1,4 --bound
     """
-    from .generator import MusicGenerator
-    from .metrics import decode_bound, measure_bandwidth, profile_generation, profile_summary
+    from ..generator import MusicGenerator
+    from ..metrics import decode_bound, measure_bandwidth, profile_generation, profile_summary
 
     sizes = _numbers("batch-sizes", batch_sizes, int)
     seconds = _numbers("durations", durations)
@@ -138,7 +138,7 @@ def profile(
 
 def _grid_axis(text: str) -> tuple[str, list]:
     """'MAX_BATCH_SIZE=1,4,8' -> ('MAX_BATCH_SIZE', [1, 4, 8]); 'SEEDS=[[0],[0,1]]' -> a list."""
-    from .experiments import parse_value
+    from ..experiments import parse_value
 
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values.strip():
@@ -186,7 +186,7 @@ def experiments(
     Example: musicgen-edu experiments notebooks/06_experiments.ipynb -o runs -p MODEL debug
     --grid MAX_BATCH_SIZE=1,4,8
     """
-    from .experiments import TABLE_NAME, parameter_grid, parse_value, run_experiments
+    from ..experiments import TABLE_NAME, parameter_grid, parse_value, run_experiments
 
     if grid and sets is not None:
         fail("give --grid or --sets, not both.")

@@ -1,10 +1,10 @@
 """Waveforms as arrays: checks, shape and rate, level, fades, crossfade and trim.
 
-The signal functions of the course, on ``[T]`` / ``[C, T]`` arrays (``audio.py`` reads and
-writes files, ``audio_display.py`` plays and plots); modelled on audiocraft
+The signal functions of the course, on ``[T]`` / ``[C, T]`` arrays (``files.py`` reads and
+writes files, ``display.py`` plays and plots); modelled on audiocraft
 ``audiocraft/data/audio_utils.py`` (``convert_audio``, ``normalize_audio``), simplified::
 
-    checks     as_numpy, check_positive_int (audio.py and audio_display.py use them too)
+    checks     as_numpy, check_positive_int (files.py and display.py use them too)
     shape      to_mono, to_stereo, resample, duration_seconds
     level      peak_normalize, loudness (integrated LUFS, ITU-R BS.1770), loudness_normalize
     edits      fade_in, fade_out, crossfade (equal-power), trim_silence
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import AudioError, ConfigError, check_range
+from ..errors import AudioError, ConfigError, check_range
 
 __all__ = ["as_numpy", "check_positive_int",
            "resample", "to_mono", "to_stereo", "duration_seconds", "peak_normalize", "loudness",
@@ -33,8 +33,8 @@ __all__ = ["as_numpy", "check_positive_int",
 _LOUDNESS_BLOCK_S = 0.4  # pyloudnorm's gating block: clips must be at least this long
 
 
-# ---------------------------------------------------------------- checks (audio.py and
-# audio_display.py use them too)
+# ---------------------------------------------------------------- checks (files.py and
+# display.py use them too)
 
 def as_numpy(wav, name: str = "wav", ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
     """Return ``wav`` as a float32 numpy array after checking its type and rank.

@@ -1,7 +1,7 @@
 """The batch manifest: one JSON line per finished clip, appended and fsynced, read back on resume.
 
 The format of NVIDIA NeMo / lhotse audio manifests (one JSON object per clip: path, duration,
-fields). :class:`~musicgen_edu.batch.BatchRunner` appends a record after the clip's audio is
+fields). :class:`~musicgen_edu.batch.runner.BatchRunner` appends a record after the clip's audio is
 safely on disk; that append is the commit point of the item::
 
     {"row": 0, "item": "3f2a...", "name": "piano", "prompt": "lo-fi piano", "duration": 4.0,
@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .batch_table import SETTINGS
-from .errors import ConfigError
+from ..errors import ConfigError
+from .table import SETTINGS
 
 if TYPE_CHECKING:  # pandas is imported lazily, when a table is built
     import pandas as pd
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pandas is imported lazily, when a table is built
 __all__ = ["read_manifest", "read_records", "records_frame", "Manifest", "MANIFEST_NAME",
            "RECORD_COLUMNS"]
 
-log = logging.getLogger("musicgen_edu.batch")
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 RECORD_COLUMNS = ["row", "item", "name", "prompt", *SETTINGS, "model", "path", "audio_s",

@@ -1,9 +1,20 @@
 """The ``musicgen-edu`` command line (typer + rich): every lecture job from the shell.
 
-Commands: ``generate``, ``batch``, ``prompt``, ``info``, ``serve`` and ``config show`` (here),
-``evaluate``, ``profile`` and ``experiments`` (plain functions in ``cli_measure.py``); this
-file builds the app and registers all of them. Exit codes, errors and table output are shared
-from ``cli_common.py``. The path of one command::
+The package in three files, each importing only the ones below it (no circle)::
+
+    __init__.py   the app and main() (the console script and ``python -m musicgen_edu``);
+      |           generate, batch, prompt, info, serve, config show; registers every command
+      +--> measure.py   evaluate, profile, experiments (plain functions)
+      |         |
+      +---------+--> common.py   exit codes, fail, notice, guard, emit
+
+How a command is registered: the commands of this file carry ``@command()``; a command file
+(``measure.py``, or a new ``train.py``) holds plain functions whose typer options are their
+defaults, imports only ``common.py`` and the library, and is registered at the end of this
+file, in one place, like the measuring ones: ``from .train import train`` at the top and
+``command()(train)`` beside ``command()(evaluate)``. :func:`command` wraps each in
+:func:`~musicgen_edu.cli.common.guard`, so every command has the same exit codes and errors.
+The path of one command::
 
     shell -> typer parses the options -> guard(command) -> the library function it names
           -> stdout: a table (rich), or --json / --format csv|json for scripts
@@ -11,8 +22,8 @@ from ``cli_common.py``. The path of one command::
                         | 130 interrupted (Ctrl-C)
 
 A thin caller of the library (:class:`~musicgen_edu.generator.MusicGenerator`,
-:class:`~musicgen_edu.batch.BatchRunner`, ``mg.metrics``, ...): it validates nothing itself
-beyond paths, so the CLI and notebooks share one set of rules and error messages; the
+:class:`~musicgen_edu.batch.runner.BatchRunner`, ``mg.metrics``, ...): it validates nothing
+itself beyond paths, so the CLI and notebooks share one set of rules and error messages; the
 ``generate`` options take their defaults and the ranges in their help from
 :class:`~musicgen_edu.generation.GenerationConfig`'s fields. Errors of
 the package print as one red paragraph on stderr (exit code 2), never as a traceback. Help
@@ -29,9 +40,9 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, fail, guard
-from .cli_measure import PairsCommand, evaluate, experiments, profile
-from .generation import GenerationConfig
+from ..generation import GenerationConfig
+from .common import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, fail, guard
+from .measure import PairsCommand, evaluate, experiments, profile
 
 __all__ = ["app", "main", "command"]
 
@@ -42,7 +53,7 @@ app = typer.Typer(help="Generate music with MusicGen, measure it, and inspect yo
 
 
 def command(*args, **kwargs):
-    """``@app.command(...)`` with :func:`~musicgen_edu.cli_common.guard` around the function."""
+    """``@app.command(...)`` with :func:`~musicgen_edu.cli.common.guard` around the function."""
     def register(function):
         return app.command(*args, **kwargs)(guard(function))
     return register
@@ -110,7 +121,7 @@ def generate(
     """
     from rich.console import Console
 
-    from .generator import MusicGenerator
+    from ..generator import MusicGenerator
 
     targets = _targets(output, len(prompts))
     existing = [str(t) for t in targets if t.exists()]
@@ -159,7 +170,7 @@ def batch(
     from rich.console import Console
     from rich.markup import escape
 
-    from .batch import run_batch
+    from ..batch import run_batch
 
     table = run_batch(source, output, model=model, resume=resume, max_batch_size=max_batch_size,
                       executor=executor, overwrite=overwrite, progress=progress,
@@ -188,7 +199,7 @@ def prompt(
 
     Example: musicgen-edu prompt "calm piano" --improve -n 3
     """
-    from .prompt import PromptEngineer, prompt_report
+    from ..prompt import PromptEngineer, prompt_report
 
     print(prompt_report(text, improve=improve, variations=variations, seed=seed, model=model))
     ok = PromptEngineer(model).validate(text).ok
@@ -201,8 +212,8 @@ def _info() -> dict:
     import torch
     import transformers
 
-    from . import __version__
-    from .models import DEBUG_MODELS, HUB_MODELS, RANDOM_MODELS, resolve_device, resolve_dtype
+    from .. import __version__
+    from ..models import DEBUG_MODELS, HUB_MODELS, RANDOM_MODELS, resolve_device, resolve_dtype
 
     dev = resolve_device("auto")
     models = [dict(name=name, channels=channels, melody=melody, size="~2M (random)",
@@ -264,8 +275,8 @@ def serve(
     Example: musicgen-edu serve --port 8000 --env development
     """
     try:
-        from .serve import run_server
-        from .settings import load_settings
+        from ..serve import run_server
+        from ..settings import load_settings
     except ImportError as exc:
         fail(f"the service needs its extra: pip install 'musicgen-edu[serve]' ({exc}).")
     overrides = {k: v for k, v in dict(api_host=host, api_port=port).items() if v is not None}
@@ -300,7 +311,7 @@ def config_show(
     from rich.console import Console
     from rich.table import Table
 
-    from .settings import config_path, load_settings
+    from ..settings import config_path, load_settings
 
     settings = load_settings(env)                  # a bad setting: exit 2 (guard)
     source = config_path(settings.env)
@@ -317,7 +328,7 @@ def config_show(
     Console().print(table)
 
 
-# the measuring commands of cli_measure.py, registered here like the ones above
+# the commands of the command files (measure.py, ...), registered here like the ones above
 command()(evaluate)
 command()(profile)
 command(cls=PairsCommand)(experiments)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import AudioError
+from ..errors import AudioError
 from .waveform import as_numpy, check_positive_int
 
 __all__ = ["play", "plot_waveform", "plot_spectrogram"]

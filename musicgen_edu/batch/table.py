@@ -1,6 +1,6 @@
 """Batch tables: rows from a parameter grid, a CSV/JSONL file or a DataFrame, checked into items.
 
-An experiment is a table, one row per clip (see :class:`~musicgen_edu.batch.BatchRunner`)::
+An experiment is a table, one row per clip (see :class:`~musicgen_edu.batch.runner.BatchRunner`)::
 
     prompt               duration  seed  temperature  name    id   notes      <- columns
     lo-fi piano          4         0     0.7          piano   s12  for Monday
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .generation import GenerationConfig, check_text
+from ..errors import ConfigError
+from ..generation import GenerationConfig, check_text
 
 __all__ = ["grid", "load_rows", "split_columns", "BatchItem", "SETTINGS", "COLUMNS", "ALIASES"]
 

@@ -11,7 +11,7 @@ Follows Ray's actor-pool pattern (``ray.util.ActorPool``)::
 
 One actor per GPU, or ``num_workers`` CPU actors; more actors than devices share them
 fractionally, so none waits forever. The driver hands over what to load (a :class:`WorkerSpec`)
-and the groups of items; each actor runs ``batch_group.generate_group``, as the local executor
+and the groups of items; each actor runs ``group.generate_group``, as the local executor
 does, so this file knows nothing of the runner. Needs ``pip install 'musicgen-edu[ray]'``.
 """
 
@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .batch_group import generate_group
-from .errors import ConfigError
+from ..errors import ConfigError
+from .group import generate_group
 
 if TYPE_CHECKING:
-    from .batch_table import BatchItem
+    from .table import BatchItem
 
 __all__ = ["WorkerSpec", "RayWorker", "run_on_ray"]
 
@@ -45,7 +45,7 @@ class RayWorker:
     """A Ray actor body: loads the model once, then generates batches sent by the driver."""
 
     def __init__(self, spec: WorkerSpec):
-        from .generator import MusicGenerator
+        from ..generator import MusicGenerator
 
         self.generator = MusicGenerator(spec.model, device=spec.device, dtype=spec.dtype,
                                         backend=spec.backend, progress=False)

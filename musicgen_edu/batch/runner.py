@@ -3,13 +3,13 @@
 An experiment is a table: one row per clip, with a ``prompt``, any
 :class:`~musicgen_edu.generation.GenerationConfig` field (``duration``, ``seed``,
 ``temperature``, ...), an optional output ``name`` and any other columns as metadata
-(``batch_table.py`` reads and checks rows). :class:`BatchRunner` validates every row (bad rows
+(``table.py`` reads and checks rows). :class:`BatchRunner` validates every row (bad rows
 are reported with their row number and reason; good rows still run), groups rows that can
 share a batch (all settings equal except the seed, which is per item), generates each group in
-the largest batch that fits (halving it on out-of-memory; ``batch_group.py``), and writes one
-``<name>.wav`` per item plus a JSON-lines manifest (``batch_manifest.py``). Tables and
-manifests are read with :func:`~musicgen_edu.batch_table.grid`,
-:func:`~musicgen_edu.batch_table.load_rows` and :func:`~musicgen_edu.batch_manifest.read_manifest`
+the largest batch that fits (halving it on out-of-memory; ``group.py``), and writes one
+``<name>.wav`` per item plus a JSON-lines manifest (``manifest.py``). Tables and
+manifests are read with :func:`~musicgen_edu.batch.table.grid`,
+:func:`~musicgen_edu.batch.table.load_rows` and :func:`~musicgen_edu.batch.manifest.read_manifest`
 (``mg.grid``, ``mg.load_rows``, ``mg.read_manifest``).
 
 The path of one item::
@@ -24,7 +24,7 @@ A re-run reads the manifest (ignoring a torn last line), skips items whose recor
 crash interrupted, and regenerates the rest: nothing is lost or duplicated, even after
 ``kill -9``. A ``<name>.wav`` that the manifest does not explain came from elsewhere and is
 never overwritten unless ``overwrite=True``. ``executor="ray"`` spreads the batches over Ray
-actors (``batch_ray.py``); the driver alone writes files and the manifest.
+actors (``ray.py``); the driver alone writes files and the manifest.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .batch_group import generate_group
-from .batch_manifest import MANIFEST_NAME, Manifest, read_records, records_frame
-from .batch_ray import WorkerSpec, run_on_ray
-from .batch_table import BatchItem, load_rows, metadata_of, parse_row, split_columns
-from .errors import ConfigError, check_range
-from .generation import GenerationConfig
+from ..errors import ConfigError, check_range
+from ..generation import GenerationConfig
+from .group import generate_group
+from .manifest import MANIFEST_NAME, Manifest, read_records, records_frame
+from .ray import WorkerSpec, run_on_ray
+from .table import BatchItem, load_rows, metadata_of, parse_row, split_columns
 
 if TYPE_CHECKING:  # pandas is imported lazily, when a table is built
     import pandas as pd
@@ -92,7 +92,7 @@ class BatchRunner:
                  dtype="auto", backend: str = "native",
                  on_item: Callable[[dict], None] | None = None,
                  callback: Callable[[int, int], None] | None = None):
-        from .models import MusicGenModel
+        from ..models import MusicGenModel
 
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int):
             raise ConfigError(f"max_batch_size must be a whole number of at least 1, got "
@@ -107,7 +107,7 @@ class BatchRunner:
         elif isinstance(generator, MusicGenModel) or hasattr(generator, "generate"):
             self._generator = generator
             if isinstance(generator, MusicGenModel):
-                from .generator import MusicGenerator
+                from ..generator import MusicGenerator
                 self._generator = MusicGenerator(generator, backend=backend, progress=False)
             self.model_name = self._generator.model.name
         else:
@@ -125,7 +125,7 @@ class BatchRunner:
     def generator(self):
         """The local MusicGenerator (loaded on first use)."""
         if self._generator is None:
-            from .generator import MusicGenerator
+            from ..generator import MusicGenerator
             self._generator = MusicGenerator(self.model_name, device=self.device, dtype=self.dtype,
                                              backend=self.backend, progress=False)
         return self._generator
@@ -134,7 +134,7 @@ class BatchRunner:
         """Validate rows: ``(items, invalid)``; each invalid entry names its row and reason.
 
         Columns that are neither settings nor misspelt settings are kept as each item's
-        ``metadata``, with one warning naming them (see ``batch_table.split_columns``).
+        ``metadata``, with one warning naming them (see ``table.split_columns``).
         """
         base = getattr(self._generator, "config", None) or GenerationConfig()
         tokenizer = self._generator.model.tokenizer if self._generator is not None else None
@@ -163,7 +163,7 @@ class BatchRunner:
     def run(self, rows) -> pd.DataFrame:
         """Generate every valid row not finished yet; return one table row per input row.
 
-        Columns as in :func:`~musicgen_edu.batch_manifest.read_manifest`, plus ``resumed``
+        Columns as in :func:`~musicgen_edu.batch.manifest.read_manifest`, plus ``resumed``
         (True: finished by an earlier run and skipped). Invalid rows have
         ``status == "invalid"`` and the reason in ``error``.
         """
@@ -261,7 +261,7 @@ class BatchRunner:
     def _commit(self, manifest: Manifest, it: BatchItem, wav, sample_rate: int, timings: dict,
                 error: str | None, batch: int) -> dict:
         """Stage the audio, append the record (the commit), then move the audio into place."""
-        from .audio import save_audio
+        from ..audio import save_audio
 
         settings = dict(dataclasses.asdict(it.config), seed=it.seed)
         record = dict(row=it.row, item=it.item, name=it.name, prompt=it.prompt, **settings,
@@ -292,7 +292,7 @@ class BatchRunner:
         """What each Ray actor loads: this runner's model, dtype and backend."""
         if self._generator is None:
             return WorkerSpec(self.model_name, self.device, self.dtype, self.backend)
-        from .backends import BACKENDS
+        from ..backends import BACKENDS
 
         # rebuild the caller's generator: its model, its dtype and its backend's registry name
         model, backend = self._generator.model, getattr(self._generator, "backend", None)

@@ -6,9 +6,9 @@ array (optionally resampled and mixed to mono); ``save_audio`` writes a temp fil
 folder and ``os.replace``-s it onto the target, so a crash never leaves half a file.
 
 The signal functions (shape, rate, level, fades, ...) live in ``waveform.py`` and the players
-and plots in ``audio_display.py``; import them from there, or use the flat API (``mg.fade_in``,
-``mg.play``). soundfile is imported inside the functions that need it so
-``import musicgen_edu`` stays fast.
+and plots in ``display.py``, beside this file; import them from the package
+(``musicgen_edu.audio``) or use the flat API (``mg.fade_in``, ``mg.play``). soundfile is
+imported inside the functions that need it so ``import musicgen_edu`` stays fast.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError
+from ..errors import AudioError
 from .waveform import as_numpy, check_positive_int, resample, to_mono
 
 __all__ = ["load_audio", "save_audio"]

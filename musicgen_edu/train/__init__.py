@@ -1,0 +1,24 @@
+"""Fine-tuning: teach a MusicGen your own music, fully or with LoRA, resumably.
+
+One file per stage, each read top to bottom:
+
+    config.py      TrainConfig: the run's settings, with units and ranges
+    data.py        captioned clips -> windows -> EnCodec tokens on disk (TokenDataset)
+    objective.py   the training step: delay pattern, masks, one cross-entropy per codebook
+    lora.py        what trains: the decoder, or LoRA adapters through peft
+    checkpoint.py  atomic checkpoints that resume a run exactly
+    report.py      log.csv, the curves, sample clips at each checkpoint
+    loop.py        Trainer and train(): the loop that ties them together
+
+``mg.train(data, model, run_dir, **settings)`` runs it from Python, ``musicgen-edu train``
+from the shell, and lecture 10 walks through it. The result folder loads with
+``mg.load_model(run_dir / "model")`` on every backend.
+"""
+
+from .config import PRECISIONS, TrainConfig
+from .data import TokenDataset, build_dataset, find_clips, write_dataset
+from .loop import Trainer, TrainResult, train
+from .objective import delayed_inputs, training_step
+
+__all__ = ["TrainConfig", "PRECISIONS", "TokenDataset", "build_dataset", "find_clips",
+           "write_dataset", "Trainer", "TrainResult", "train", "delayed_inputs", "training_step"]
