@@ -7,9 +7,11 @@ in ONE process, in turns, on the same weights and the same random token windows:
     ours          musicgen_edu.train: caption states cached (T5 is frozen), the delayed grid,
                   transformers' decoder, one cross-entropy per codebook, AdamW step
     transformers  MusicgenForConditionalGeneration.forward(input_ids, attention_mask,
-                  labels=delayed labels): T5 runs every step, its own loss; AdamW step
+                  decoder_input_ids, labels): the same delayed inputs and labels, T5 run
+                  every step, its own loss; AdamW step
 
-Reported: updates/s, windows/s, the ratio ours / transformers, peak memory, and the share of
+Reported: updates/s, windows/s, the ratio ours / transformers, peak memory of the
+configuration (its own process: model copy, optimizer state, activations), and the share of
 the physical bound: model FLOPs per update (6 x decoder parameters x positions for full
 fine-tuning, 4 x for LoRA, whose frozen weights get no weight gradient; attention's quadratic
 term and T5 left out) over the time, against this machine's measured large-GEMM rate.
@@ -65,8 +67,8 @@ def sync(device: torch.device) -> None:
 
 
 class PeakMemory:
-    """Peak memory during a ``with`` block: CUDA's allocator peak, or on a CPU the process's
-    resident set sampled every 5 ms (its rise above the level at entry)."""
+    """Peak memory during a ``with`` block, above the level at entry: CUDA's allocator peak,
+    or on a CPU the process's resident set sampled every 5 ms."""
 
     def __init__(self, device: torch.device):
         self.device, self.peak_mb = device, 0.0
@@ -75,6 +77,7 @@ class PeakMemory:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
             return self
         import psutil
 
@@ -92,7 +95,7 @@ class PeakMemory:
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
         else:
             self._stop.set()
             self._thread.join()
@@ -112,7 +115,8 @@ def updates(model, params, optimizer, tokens, autocast):
     """The two updates, as closures over the same model, data and optimizer."""
     captions = CaptionEncoder(model)
     texts = [CAPTION] * len(tokens)
-    _, targets, _ = delayed_inputs(tokens, model.special_token, model.audio_channels)
+    inputs, targets, _ = delayed_inputs(tokens, model.special_token, model.audio_channels)
+    flat = inputs.reshape(-1, inputs.shape[-1])                    # [B * K, S + D]
     text = model.tokenizer(texts, return_tensors="pt").to(model.device)
 
     def ours():
@@ -124,7 +128,8 @@ def updates(model, params, optimizer, tokens, autocast):
 
     def theirs():
         with autocast():
-            loss = model.model(**text, labels=targets.transpose(1, 2)).loss
+            loss = model.model(**text, decoder_input_ids=flat,
+                               labels=targets.transpose(1, 2)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -134,28 +139,28 @@ def updates(model, params, optimizer, tokens, autocast):
 
 def run(name: str, lora: bool, batch: int, window: float, repeats: int, device: str,
         bound: float) -> list[dict]:
-    model, params, optimizer = setup(name, device, lora)
-    dev = model.device
-    frames = round(window * model.frame_rate)
-    tokens = torch.randint(0, 2048, (batch, model.num_codebooks, frames),
-                           generator=torch.Generator().manual_seed(batch)).to(dev)
-    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else \
-        (lambda: torch.autocast("cpu", enabled=False))
-    steps = updates(model, params, optimizer, tokens, autocast)
-    for fn in steps.values():                            # warm-up: allocator, kernels, states
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    peaks: dict[str, float] = {}
-    for _ in range(repeats):                             # in turns: drift hits both alike
-        for impl, fn in steps.items():
-            with PeakMemory(dev) as mem:
+    """One configuration: both updates timed in turns; memory peak over setup and updates
+    (the model copy, optimizer state and activations), above the level before setup."""
+    dev = mg.resolve_device(device)
+    with PeakMemory(dev) as mem:
+        model, params, optimizer = setup(name, device, lora)
+        frames = round(window * model.frame_rate)
+        tokens = torch.randint(0, 2048, (batch, model.num_codebooks, frames),
+                               generator=torch.Generator().manual_seed(batch)).to(dev)
+        bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else \
+            (lambda: torch.autocast("cpu", enabled=False))
+        steps = updates(model, params, optimizer, tokens, autocast)
+        for fn in steps.values():                        # warm-up: allocator, kernels, states
+            fn()
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for _ in range(repeats):                         # in turns: drift hits both alike
+            for impl, fn in steps.items():
                 sync(dev)
                 start = time.perf_counter()
                 fn()
                 sync(dev)
-            times[impl].append(time.perf_counter() - start)
-            peaks[impl] = max(peaks.get(impl, 0.0), mem.peak_mb)
+                times[impl].append(time.perf_counter() - start)
     decoder = sum(p.numel() for n, p in model.model.decoder.named_parameters()
                   if "lora_" not in n and "embed" not in n)
     positions = batch * (frames + max(mg.codebook_delays(model.num_codebooks)))
@@ -165,27 +170,37 @@ def run(name: str, lora: bool, batch: int, window: float, repeats: int, device: 
         t = sorted(ts)[len(ts) // 2]
         rows.append(dict(model=name, mode="lora" if lora else "full", batch=batch,
                          window_s=window, impl=impl, updates_per_s=1 / t, windows_per_s=batch / t,
-                         peak_mb=peaks[impl], tflops=flops / t / 1e12,
+                         peak_mb=mem.peak_mb, tflops=flops / t / 1e12,
                          bound_share=flops / t / 1e12 / bound,
                          trainable=sum(p.numel() for p in params.values())))
-    del model, params, optimizer, steps
-    gc.collect()
     return rows
+
+
+def run_apart(*args) -> list[dict]:
+    """:func:`run` in a fresh process, so one configuration's memory does not hide the next's
+    (a CPU process rarely gives freed memory back)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(args)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def table(rows: list[dict], machine: str, bound: float) -> str:
     head = (f"## Training updates on {machine}\n\nLarge-GEMM bound measured in the same run: "
             f"{bound:.2f} TFLOP/s. Median of the timed updates; ours and transformers in turns.\n\n"
-            "| model | mode | batch | window s | ours updates/s | transformers updates/s | "
-            "ours / transformers | ours peak MB | transformers peak MB | ours TFLOP/s | "
-            "share of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| model | mode | batch | window s | trainable | ours updates/s | transformers "
+            "updates/s | ours / transformers | peak MB | ours TFLOP/s | share of bound |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for i in range(0, len(rows), 2):
         o, t = rows[i], rows[i + 1]
         lines.append(f"| {o['model']} | {o['mode']} | {o['batch']} | {o['window_s']:g} | "
-                     f"{o['updates_per_s']:.2f} | {t['updates_per_s']:.2f} | "
-                     f"{o['updates_per_s'] / t['updates_per_s']:.2f}x | {o['peak_mb']:.0f} | "
-                     f"{t['peak_mb']:.0f} | {o['tflops']:.3f} | {o['bound_share']:.0%} |")
+                     f"{o['trainable'] / 1e6:.2f} M | {o['updates_per_s']:.2f} | "
+                     f"{t['updates_per_s']:.2f} | {o['updates_per_s'] / t['updates_per_s']:.2f}x"
+                     f" | {o['peak_mb']:.0f} | {o['tflops']:.3f} | {o['bound_share']:.0%} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -200,7 +215,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)   # internal: one run() as JSON
     args = parser.parse_args()
+    if args.one:
+        import json
+
+        print(json.dumps(run(*json.loads(args.one))))
+        return
     device = mg.resolve_device(args.device)
     bound = gemm_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []
@@ -209,7 +230,8 @@ def main() -> None:
                                  5.0 if name.startswith("debug") else 1.0)
         for mode in args.modes:
             for batch in args.batches:
-                rows += run(name, mode == "lora", batch, window, args.repeats, str(device), bound)
+                rows += run_apart(name, mode == "lora", batch, window, args.repeats, str(device),
+                                  bound)
                 o, t = rows[-2], rows[-1]
                 print(f"{name} {mode} B={batch}: ours {o['updates_per_s']:.2f}/s, transformers "
                       f"{t['updates_per_s']:.2f}/s, {o['bound_share']:.0%} of bound", flush=True)

@@ -96,11 +96,13 @@ from .train import (
     TrainConfig,
     Trainer,
     TrainResult,
+    arpeggio_clips,
     build_dataset,
     find_clips,
     train,
     write_dataset,
 )
+from .train import plot_curves as plot_training_curves
 from .widgets import param_sliders, token_grid
 
 __version__ = "0.1.0"
@@ -152,7 +154,7 @@ __all__ = [
     "start_server", "create_app", "ServerHandle", "load_settings", "Settings",
     # fine-tuning (lecture 10)
     "train", "Trainer", "TrainConfig", "TrainResult", "TokenDataset", "build_dataset",
-    "find_clips", "write_dataset",
+    "find_clips", "write_dataset", "arpeggio_clips", "plot_training_curves",
     # exercise checks
     "exercises",
     # audio

@@ -349,7 +349,8 @@ def clear_model_cache(name: str | None = None) -> None:
 
 
 def load_model(name: str = "debug", device: str | torch.device = "auto",
-               dtype: str | torch.dtype = "auto", cache_dir: str | None = None) -> MusicGenModel:
+               dtype: str | torch.dtype = "auto", cache_dir: str | None = None,
+               cache: bool = True) -> MusicGenModel:
     """Load a MusicGen model, or reuse the one already loaded with the same name/device/dtype.
 
     Args:
@@ -361,6 +362,7 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
             ``"bfloat16"``, or a ``torch.dtype``. EnCodec always runs in fp32.
         cache_dir: where hub weights are cached; default ``$MUSICGEN_CACHE_DIR`` or the
             Hugging Face default.
+        cache: keep and reuse the model; ``False``: a private copy (``train.Trainer``).
 
     Raises:
         ModelLoadError: unknown name, no network for a hub model, or a broken folder.
@@ -371,7 +373,7 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     key = (name, str(dev), torch_dtype)
-    if key in _LOADED:
+    if cache and key in _LOADED:
         return _LOADED[key]
     cache_dir = cache_dir or os.environ.get("MUSICGEN_CACHE_DIR") or None
     start = time.perf_counter()
@@ -393,5 +395,6 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
     loaded = MusicGenModel(name=name, model=model, tokenizer=tokenizer, device=dev,
                            dtype=torch_dtype, is_melody=melody, source=source,
                            load_seconds=time.perf_counter() - start)
-    _LOADED[key] = loaded
+    if cache:
+        _LOADED[key] = loaded
     return loaded

@@ -22,9 +22,10 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "musicgen_edu" / "exercises" / "solutions"
-# lectures whose "Solutions:" sentence points at mg.exercises.solution(N); add 01, 05 and 07 here
-# once their sentence reads the same
-SENTENCE_UPDATED = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# lectures whose "Solutions:" sentence points at mg.exercises.solution(N): every lecture with
+# checked exercises (lecture 10's exercises are open questions, with no checks to solve)
+SENTENCE_UPDATED = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
+                          if (SOLUTIONS / f"{p.stem}_solutions.py").is_file())
 
 
 def colab_install(extras: str = "") -> str:

@@ -128,3 +128,14 @@ def test_real_musicgen_small_loads():  # runs only where the hub is reachable (e
         pytest.skip("model hub not reachable from this machine")
     model = mg.load_model("facebook/musicgen-small")
     assert model.num_codebooks == 4 and model.sample_rate == 32000
+
+
+def test_an_uncached_load_is_a_private_copy():
+    """``cache=False`` (what the trainer uses): a fresh model, equal weights, shared with
+    nobody, and not kept for the next caller."""
+    shared = mg.load_model("debug", device="cpu")
+    private = mg.load_model("debug", device="cpu", cache=False)
+    assert private is not shared and private.model is not shared.model
+    assert all(torch.equal(a, b) for a, b in zip(private.model.parameters(),
+                                                 shared.model.parameters()))
+    assert mg.load_model("debug", device="cpu") is shared

@@ -128,6 +128,8 @@ EXPECTED = {
                   "snapshot_shown": 1 + 3 + 2 + 3 + 2, "snapshot_rows": 1 + 3 + 2 + 3 + 2,
                   "snapshot_pictures": ["spectrogram", "tokens", "waveform"],
                   "final_view": [0, "debug"]},    # Run All leaves the text tab, the lecture's model
+    "10_fine_tuning": {"model": "debug", "seed": SEED, "steps": 200, "windows": 8,
+                       "resumed_from": 200, "resumed_steps": 220, "log_rows": 220},
 }
 
 
@@ -252,6 +254,23 @@ CLAIMS = {
     "05_latency": {
         "the debug model reaches a small fraction of its bound": lambda r: r["bound_fraction"] < 0.25,
         "throughput grows with the batch size": lambda r: r["throughput_speedup"] > 1.0,
+    },
+    "10_fine_tuning": {
+        "before training, accuracy is near 0 on every codebook":
+            lambda r: max(r["before_accuracy"]) < 0.05,
+        "after, 95 % or more on every codebook": lambda r: min(r["after_accuracy"]) >= 0.95,
+        "the loss falls by more than ten times": lambda r: r["after_loss"] < r["before_loss"] / 10,
+        "before, greedy decoding gives almost none of the clip's tokens":
+            lambda r: r["agree_before"] < 0.1,
+        "after, the first caption gives its clip's tokens exactly":
+            lambda r: r["agree_after"][0] == 1.0,
+        "most of the other clips come back exactly too":
+            lambda r: r["exact_after"] > len(r["agree_after"]) / 2,
+        "sampling: fewer tokens agree": lambda r: r["agree_sampled"] < 1.0,
+        "the LoRA run's loss falls too, less than the full run's":
+            lambda r: r["after_loss"] < r["lora_loss_after"] < r["lora_loss_before"],
+        "LoRA trains about 1 % of what full fine-tuning trains":
+            lambda r: r["lora_params"] < 0.02 * r["full_params"],
     },
 }
 TIMING_CLAIMS = {

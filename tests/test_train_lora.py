@@ -9,7 +9,12 @@ import torch
 
 import musicgen_edu as mg
 from musicgen_edu.train import TrainConfig, Trainer, write_dataset
-from musicgen_edu.train.lora import merge_lora, prepare_trainable, trainable_parameters
+from musicgen_edu.train.lora import (
+    load_adapter,
+    merge_lora,
+    prepare_trainable,
+    trainable_parameters,
+)
 from musicgen_edu.train.objective import CaptionEncoder, training_step
 
 SR = 32000
@@ -97,3 +102,13 @@ def test_a_lora_run_saves_a_model_both_backends_generate_identically(folder, tmp
         ["tone e", "tone a high"], duration=0.6, seed=5, progress=False).tokens
         for b in ("transformers", "native")]
     assert torch.equal(outs[0], outs[1])
+    adapted = load_adapter(result.adapter_dir)            # base model + the adapter alone
+    weights = dict(tuned.model.named_parameters())
+    assert all(torch.equal(p, weights[n]) for n, p in adapted.model.named_parameters())
+    assert sum(f.stat().st_size for f in result.adapter_dir.iterdir()) < sum(
+        f.stat().st_size for f in result.model_dir.iterdir()) / 2
+
+
+def test_a_folder_without_an_adapter_is_refused(tmp_path):
+    with pytest.raises(mg.ModelLoadError, match="holds no LoRA adapter"):
+        load_adapter(tmp_path)

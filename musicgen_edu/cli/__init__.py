@@ -1,18 +1,19 @@
 """The ``musicgen-edu`` command line (typer + rich): every lecture job from the shell.
 
-The package in three files, each importing only the ones below it (no circle)::
+The package in four files, each importing only the ones below it (no circle)::
 
     __init__.py   the app and main() (the console script and ``python -m musicgen_edu``);
       |           generate, batch, prompt, info, serve, config show; registers every command
       +--> measure.py   evaluate, profile, experiments (plain functions)
+      +--> train.py     train (plain function)
       |         |
-      +---------+--> common.py   exit codes, fail, notice, guard, emit
+      +---------+--> common.py   exit codes, fail, notice, guard, emit, config_option
 
 How a command is registered: the commands of this file carry ``@command()``; a command file
-(``measure.py``, or a new ``train.py``) holds plain functions whose typer options are their
+(``measure.py``, ``train.py``) holds plain functions whose typer options are their
 defaults, imports only ``common.py`` and the library, and is registered at the end of this
-file, in one place, like the measuring ones: ``from .train import train`` at the top and
-``command()(train)`` beside ``command()(evaluate)``. :func:`command` wraps each in
+file, in one place: ``from .train import train`` at the top and ``command()(train)`` beside
+``command()(evaluate)``. :func:`command` wraps each in
 :func:`~musicgen_edu.cli.common.guard`, so every command has the same exit codes and errors.
 The path of one command::
 
@@ -25,14 +26,14 @@ A thin caller of the library (:class:`~musicgen_edu.generator.MusicGenerator`,
 :class:`~musicgen_edu.batch.runner.BatchRunner`, ``mg.metrics``, ...): it validates nothing
 itself beyond paths, so the CLI and notebooks share one set of rules and error messages; the
 ``generate`` options take their defaults and the ranges in their help from
-:class:`~musicgen_edu.generation.GenerationConfig`'s fields. Errors of
+:class:`~musicgen_edu.generation.GenerationConfig`'s fields, the ``train`` options from
+:class:`~musicgen_edu.train.TrainConfig`'s (``common.config_option``). Errors of
 the package print as one red paragraph on stderr (exit code 2), never as a traceback. Help
 texts are rich markup: write ``\\[`` for a literal ``[`` (``musicgen-edu\\[ray]``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import sys
@@ -41,8 +42,9 @@ from pathlib import Path
 import typer
 
 from ..generation import GenerationConfig
-from .common import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, fail, guard
+from .common import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, config_option, fail, guard
 from .measure import PairsCommand, evaluate, experiments, profile
+from .train import train
 
 __all__ = ["app", "main", "command"]
 
@@ -61,24 +63,10 @@ def command(*args, **kwargs):
 
 # ---------------------------------------------------------------- generation settings
 
-_CONFIG = {f.name: f for f in dataclasses.fields(GenerationConfig)}
-
-
 def _config_option(name: str, *flags: str, help: str, hint: str | None = None):
-    """A typer option for the GenerationConfig field ``name``: its default and range.
-
-    The default and the allowed range come from the field (as in ``serve/schemas.py``), so the
-    CLI, the notebooks and the service offer the same settings; GenerationConfig itself checks
-    the value (a bad one is exit code 2 with its message). ``hint`` replaces the field's hint
-    where that one speaks of a setting the CLI does not have.
-
-    Example: ``_config_option("top_p", help="Nucleus filter.")`` is ``--top-p`` with default
-    0.0 and the help "Nucleus filter. Allowed: [0, 1]. 0 disables nucleus filtering."
-    """
-    limits = _CONFIG[name].metadata                  # low, high, low_open, integer, hint
-    allowed = f"{'(' if limits['low_open'] else '['}{limits['low']}, {limits['high']}]"
-    hint = limits["hint"] if hint is None else hint
-    return typer.Option(_CONFIG[name].default, *flags, help=f"{help} Allowed: {allowed}. {hint}")
+    """``--name`` for the GenerationConfig field ``name``: its default and range
+    (:func:`~musicgen_edu.cli.common.config_option`)."""
+    return config_option(GenerationConfig, name, *flags, help=help, hint=hint)
 
 
 def _targets(output: Path, count: int) -> list[Path]:
@@ -332,6 +320,7 @@ def config_show(
 command()(evaluate)
 command()(profile)
 command(cls=PairsCommand)(experiments)
+command()(train)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ One file per stage, each read top to bottom:
     checkpoint.py  atomic checkpoints that resume a run exactly
     report.py      log.csv, the curves, sample clips at each checkpoint
     loop.py        Trainer and train(): the loop that ties them together
+    toy.py         arpeggio_clips: a numpy-made set of clips to practise on (lecture 10)
 
 ``mg.train(data, model, run_dir, **settings)`` runs it from Python, ``musicgen-edu train``
 from the shell, and lecture 10 walks through it. The result folder loads with
@@ -19,6 +20,9 @@ from .config import PRECISIONS, TrainConfig
 from .data import TokenDataset, build_dataset, find_clips, write_dataset
 from .loop import Trainer, TrainResult, train
 from .objective import delayed_inputs, training_step
+from .report import plot_curves
+from .toy import arpeggio_clips
 
 __all__ = ["TrainConfig", "PRECISIONS", "TokenDataset", "build_dataset", "find_clips",
-           "write_dataset", "Trainer", "TrainResult", "train", "delayed_inputs", "training_step"]
+           "write_dataset", "Trainer", "TrainResult", "train", "delayed_inputs", "training_step",
+           "plot_curves", "arpeggio_clips"]

@@ -39,7 +39,7 @@ class TrainConfig:
         "Classifier-free guidance needs the unconditional model: audiocraft drops 30 %."))
     lora: bool = False              # train LoRA adapters (peft) instead of the whole decoder
     lora_rank: int = ranged(16, 1, 1024, integer=True)            # r: rank of each adapter
-    lora_alpha: float = ranged(32.0, 0, 1e6, low_open=True)       # adapter scale = alpha / r
+    lora_alpha: int = ranged(32, 1, 1_000_000, integer=True)     # adapter scale = alpha / r
     lora_dropout: float = ranged(0.0, 0, 1, high_open=True)      # dropout on the adapters' input
     window: float = ranged(10.0, 0, 30, low_open=True, hint=(     # seconds per training window
         "MusicGen was trained on 30 s windows; shorter ones train faster."))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..audio import load_audio, save_audio
+from ..codec import encode_audio
 from ..errors import AudioError, ConfigError, DataError
 from ..generation import check_text
 from ..models import MusicGenModel
@@ -171,7 +172,8 @@ def _shard_name(path: Path, settings: dict) -> str:
 
 
 def _windows(clip: Clip, model: MusicGenModel, window: float, hop: float) -> torch.Tensor:
-    """The clip at the model's rate and channels, cut into windows ``[W, C, T]``."""
+    """The clip at the model's rate, cut into windows ``[W, C, T]`` (the codec mixes the
+    channels to the model's)."""
     import soundfile as sf
 
     try:
@@ -189,16 +191,14 @@ def _windows(clip: Clip, model: MusicGenModel, window: float, hop: float) -> tor
         raise AudioError("it holds NaN or infinite samples")
     if np.abs(wav).max() < SILENCE_PEAK:
         raise AudioError(f"it is silent (peak {np.abs(wav).max():.1e}, below -60 dBFS)")
-    wav = wav.mean(axis=0, keepdims=True) if model.audio_channels == 1 else (
-        np.repeat(wav, 2, axis=0) if wav.shape[0] == 1 else wav[:2])
     size, step = round(window * sr), round(hop * sr)
     starts = range(0, wav.shape[1] - size + 1, step)
     return torch.from_numpy(np.stack([wav[:, s: s + size] for s in starts]))
 
 
-def _encode(backend, windows: torch.Tensor) -> torch.Tensor:
+def _encode(model: MusicGenModel, windows: torch.Tensor) -> torch.Tensor:
     """Windows ``[W, C, T]`` -> tokens ``[W, K, S]`` (int16: the vocabulary is < 32768)."""
-    parts = [backend.encode_audio(windows[i: i + ENCODE_BATCH]).cpu()
+    parts = [encode_audio(model, windows[i: i + ENCODE_BATCH], model.sample_rate).cpu()
              for i in range(0, len(windows), ENCODE_BATCH)]
     return torch.cat(parts).to(torch.int16)
 
@@ -231,18 +231,16 @@ def build_dataset(source: str | Path, model: MusicGenModel, tokens_dir: str | Pa
     """
     from tqdm.auto import tqdm
 
-    from ..backends.transformers import TransformersEncoders
-
     clips = find_clips(source)
     out = Path(tokens_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings, backend = _settings(model, window, hop), TransformersEncoders(model)
+    settings = _settings(model, window, hop)
     windows, captions, sources, problems = [], [], [], []
     for clip in tqdm(clips, desc="encoding clips", unit="clip", disable=progress is False):
         shard = out / _shard_name(clip.path, settings)
         if not shard.exists():
             try:
-                save_atomic({"tokens": _encode(backend, _windows(clip, model, window, hop)),
+                save_atomic({"tokens": _encode(model, _windows(clip, model, window, hop)),
                               "source": str(clip.path), "settings": settings}, shard)
             except AudioError as err:
                 problems.append(f"'{clip.path}': {err}")

@@ -31,6 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import TokenDataset, build_dataset
-from .lora import merge_lora, prepare_trainable, trainable_parameters
+from .lora import ADAPTER_INFO, merge_lora, prepare_trainable, trainable_parameters
 from .objective import CaptionEncoder, drop_captions, training_step
 from .report import TrainLog, plot_curves, save_samples
 
@@ -87,12 +88,15 @@ class Trainer:
         self.config = (config or TrainConfig()).validate()
         self.run_dir, self.progress = Path(run_dir), progress
         self._check_run_dir(resume)                      # before anything is written
-        base = model if isinstance(model, MusicGenModel) else load_model(
-            model, device=device, dtype="float32")
-        if base.is_melody:
-            raise ConfigError(f"{base.name!r} is a melody model; training covers text-to-music "
-                              "models (debug, random-*, facebook/musicgen-small/medium/large).")
-        self.model = dataclasses.replace(base, model=copy.deepcopy(base.model), extra={})
+        if isinstance(model, MusicGenModel):             # copied: others may generate with it
+            self.model = dataclasses.replace(model, model=copy.deepcopy(model.model), extra={})
+        else:                                            # a private copy, not the cached one
+            self.model = load_model(model, device=device, dtype="float32", cache=False)
+        if self.model.is_melody:
+            raise ConfigError(f"{self.model.name!r} is a melody model; training covers "
+                              "text-to-music models (debug, random-*, facebook/musicgen-small/"
+                              "medium/large).")
+        self.net: Any = self.model.model                 # MusicgenForConditionalGeneration
         self.data = data if isinstance(data, TokenDataset) else build_dataset(
             data, self.model, self.run_dir / "tokens", self.config.window, self.config.hop,
             progress=progress)
@@ -178,7 +182,7 @@ class Trainer:
     def update(self) -> dict:
         """One optimizer update; returns its log row."""
         cfg, start = self.config, time.perf_counter()
-        self.model.model.decoder.train()
+        self.net.decoder.train()
         totals: dict[str, float] = {}
         for _ in range(cfg.grad_accum):
             tokens, texts = self._batch()
@@ -268,14 +272,17 @@ class Trainer:
         if self.peft is not None and self.config.save_adapter:
             adapter = self.run_dir / "adapter"
             self.peft.save_pretrained(str(adapter))
+            (adapter / ADAPTER_INFO).write_text(json.dumps({"base_model": self.model.name}),
+                                                encoding="utf-8")
         if self.peft is not None:
             merge_lora(self.model, self.peft)
             self.peft = None
         model_dir = self.run_dir / "model"
         tmp = self.run_dir / ".model-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.model.save_pretrained(str(tmp))
-        self.model.tokenizer.save_pretrained(str(tmp))
+        self.net.save_pretrained(str(tmp))
+        tokenizer: Any = self.model.tokenizer
+        tokenizer.save_pretrained(str(tmp))
         old = self.run_dir / ".model-old"
         if model_dir.exists():
             os.replace(model_dir, old)

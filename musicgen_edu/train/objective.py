@@ -30,6 +30,7 @@ file keeps the steps in view and reports each codebook's loss and accuracy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,13 +72,15 @@ class CaptionEncoder:
     """
 
     def __init__(self, model: MusicGenModel):
-        self.mg, self.net = model, model.model
+        self.mg = model
+        self.net: Any = model.model             # MusicgenForConditionalGeneration
+        self.tokenizer: Any = model.tokenizer
         self.cache: dict[str, torch.Tensor] = {}                        # caption -> [L, D_text]
 
     @torch.no_grad()
     def _text_states(self, caption: str) -> torch.Tensor:
         if caption not in self.cache:
-            enc = self.mg.tokenizer([caption], return_tensors="pt").to(self.mg.device)
+            enc = self.tokenizer([caption], return_tensors="pt").to(self.mg.device)
             out = self.net.text_encoder(**enc).last_hidden_state[0]      # [L, D_text]
             self.cache[caption] = out.float().cpu()
         return self.cache[caption]
@@ -112,11 +115,12 @@ def training_step(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.
     """Teacher-forced loss of a batch: tokens ``[B, K, S]`` with their captions (``None``:
     dropped). The decoder is transformers' ``MusicgenForCausalLM`` (LoRA-wrapped or not)."""
     mg = model
+    net: Any = model.model
     inputs, targets, mask = delayed_inputs(tokens.to(mg.device), mg.special_token,
                                            mg.audio_channels)
     batch, num_codebooks, length = inputs.shape
     states, text_mask = captions(texts)
-    out = mg.model.decoder(input_ids=inputs.reshape(batch * num_codebooks, length),
+    out = net.decoder(input_ids=inputs.reshape(batch * num_codebooks, length),
                            encoder_hidden_states=states, encoder_attention_mask=text_mask)
     logits = out.logits.view(batch, num_codebooks, length, -1).float()   # [B, K, S + D, V]
     losses, accuracy = [], []
