@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import typing
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -94,6 +95,8 @@ class Settings(BaseSettings):
     cors_origins: _Csv = []         # browser origins allowed to call the API ("*" = any)
     max_body_bytes: int = Field(1_000_000, ge=1_024, le=100_000_000)  # JSON bodies; 413 above
     max_upload_bytes: int = Field(20_000_000, ge=1_024, le=2_000_000_000)  # audio/CSV uploads
+    tls_certfile: Path | None = None  # PEM certificate (chain): serve HTTPS (with tls_keyfile)
+    tls_keyfile: Path | None = None   # PEM private key of tls_certfile
     # --- models ------------------------------------------------------------------------------
     default_model: str = "debug"    # used when a request names none; loaded at start-up
     models: _Csv = ["debug", "debug-stereo", "debug-melody"]  # names a request may choose
@@ -130,6 +133,25 @@ class Settings(BaseSettings):
     # --- logs --------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # prompts only at debug
     log_json: bool = True           # JSON lines (False: coloured console lines)
+    otel_endpoint: str | None = None  # OTLP/HTTP collector (http://localhost:4318): export
+    #                                   OpenTelemetry spans there; None = tracing off
+
+    @field_validator("otel_endpoint", mode="before")
+    @classmethod
+    def _otlp_url(cls, value):
+        if value is None or value == "":      # MUSICGEN_OTEL_ENDPOINT= : off, like unset
+            return None
+        parts = urllib.parse.urlsplit(str(value))
+        try:                                  # .port raises for a port out of range
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (
+                parts.port is None or parts.port > 0)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("not an http(s) URL with a host; give the collector's OTLP/HTTP "
+                             "address, e.g. http://localhost:4318 (spans go to its /v1/traces), "
+                             "or leave it unset to turn tracing off")
+        return str(value)
 
     @field_validator("cors_origins", "models", mode="before")
     @classmethod
@@ -143,6 +165,13 @@ class Settings(BaseSettings):
         if self.max_prompts > self.max_batch_size:
             raise ValueError(f"max_prompts={self.max_prompts} is larger than max_batch_size="
                              f"{self.max_batch_size}; one request must fit in one batch")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            given = "tls_certfile" if self.tls_keyfile is None else "tls_keyfile"
+            raise ValueError(f"{given} is set but not its pair; HTTPS needs both tls_certfile "
+                             "(the certificate) and tls_keyfile (its private key)")
+        for name, path in (("tls_certfile", self.tls_certfile), ("tls_keyfile", self.tls_keyfile)):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}={str(path)!r} is not a file; point it at a PEM file")
         if self.default_model not in self.models:
             raise ValueError(f"default_model={self.default_model!r} is not in models "
                              f"{self.models}; add it there or choose one of them")

@@ -109,6 +109,22 @@ def test_resume_continues_and_an_existing_run_needs_it(data, run):
         1, 2, 3, 4, 5]
 
 
+def test_resume_takes_the_runs_own_settings_unless_given(data, run):
+    """``--resume --steps N`` alone continues a run started with other options (here LoRA, a
+    learning rate and a seed); an option given again that differs is still refused."""
+    args = ["train", str(data), "-o", str(run), *SMALL, "--checkpoint-every", "3", "--json"]
+    first = invoke(*args, "--steps", "3", "--lora", "--learning-rate", "0.002", "--seed", "4")
+    assert first.exit_code == 0, first.output
+    more = invoke("train", str(data), "-o", str(run), "--resume", "--steps", "5", "--json")
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.stdout)["steps"] == 5
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["lora"] is True and saved["learning_rate"] == 0.002 and saved["steps"] == 5
+    other = invoke("train", str(data), "-o", str(run), "--resume", "--steps", "6",
+                   "--seed", "5")
+    assert other.exit_code == 2 and "['seed']" in flat(other.output)
+
+
 def test_ctrl_c_keeps_the_checkpoint_and_says_resume(data, run, monkeypatch):
     update, calls = Trainer.update, []
 

@@ -255,27 +255,34 @@ def serve(
                                         help="Default model (setting default_model)."),
     env: str | None = typer.Option(None, help="Profile: development or production "
                                       "(default $MUSICGEN_ENV or development)."),
+    tls_certfile: Path | None = typer.Option(None, help="PEM certificate: serve HTTPS (setting "
+                                                        "tls_certfile; with --tls-keyfile)."),
+    tls_keyfile: Path | None = typer.Option(None, help="PEM private key of the certificate "
+                                                       "(setting tls_keyfile)."),
 ):
     """Run the REST + streaming service (pip install 'musicgen-edu\\[serve]') until Ctrl-C.
 
     Settings come from configs/<env>.yaml and MUSICGEN_* variables; the options win.
 
     Example: musicgen-edu serve --port 8000 --env development
+    (HTTPS: --tls-certfile cert.pem --tls-keyfile key.pem)
     """
     try:
         from ..serve import run_server
         from ..settings import load_settings
     except ImportError as exc:
         fail(f"the service needs its extra: pip install 'musicgen-edu[serve]' ({exc}).")
-    overrides = {k: v for k, v in dict(api_host=host, api_port=port).items() if v is not None}
+    overrides = {k: v for k, v in dict(api_host=host, api_port=port, tls_certfile=tls_certfile,
+                                       tls_keyfile=tls_keyfile).items() if v is not None}
     if model is not None:  # the default model must be one the service offers
         base = load_settings(env)
         overrides.update(default_model=model, models=list(dict.fromkeys([model, *base.models])))
     settings = load_settings(env, **overrides)    # a bad setting: exit 2 (guard)
     from rich.console import Console
 
+    scheme = "https" if settings.tls_certfile is not None else "http"
     Console(stderr=True).print(f"musicgen_edu service ({settings.env}) on "
-                               f"http://{settings.api_host}:{settings.api_port} — model "
+                               f"{scheme}://{settings.api_host}:{settings.api_port} — model "
                                f"{settings.default_model}, docs at /docs", highlight=False)
     run_server(settings)
 

@@ -53,7 +53,27 @@ def _interrupted(run_dir: Path) -> NoReturn:
     raise typer.Exit(code=EXIT_INTERRUPTED)
 
 
+def _saved_settings(ctx: typer.Context, run_dir: Path, model: str,
+                    settings: dict) -> tuple[str, dict]:
+    """On --resume: every option left at its default takes the run's value (its
+    train_config.json), so ``train DATA -o RUN --resume --steps 400`` is enough."""
+    saved = run_dir / "train_config.json"
+    if not saved.is_file():
+        return model, settings
+    before = json.loads(saved.read_text(encoding="utf-8"))
+
+    def default(name: str) -> bool:     # by name: typer may vendor its own click
+        source = ctx.get_parameter_source(name)
+        return source is None or source.name == "DEFAULT"
+
+    settings = {name: (tuple(before[name]) if name == "sample_captions" else before[name])
+                if default(name) and name in before else value
+                for name, value in settings.items()}
+    return (before.get("base_model", model) if default("model") else model), settings
+
+
 def train(
+    ctx: typer.Context,
     data: Path = typer.Argument(..., help="A folder of audio clips with captions (captions.csv "
                                           "/ .jsonl, or clip.txt / clip.json beside each clip), "
                                           "or a captions table (columns path, caption)."),
@@ -64,8 +84,9 @@ def train(
                                 help="Run folder: checkpoints, log.csv, curves.png, samples/ and "
                                      "model/ (the fine-tuned model)."),
     resume: bool = typer.Option(False, "--resume",
-                                help="Continue the run in --output from its newest checkpoint "
-                                     "(same settings; only --steps may change)."),
+                                help="Continue the run in --output from its newest checkpoint; "
+                                     "settings not given take the run's (only --steps may "
+                                     "change)."),
     steps: int = _option("steps", help="Optimizer updates in all (on --resume: the new total)."),
     batch_size: int = _option("batch_size", help="Windows per forward pass."),
     grad_accum: int = _option("grad_accum", help="Forward passes per update."),
@@ -120,14 +141,17 @@ def train(
 
     from ..train import Trainer
 
-    config = TrainConfig(
+    settings = dict(
         steps=steps, batch_size=batch_size, grad_accum=grad_accum, learning_rate=learning_rate,
         warmup_steps=warmup_steps, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         caption_dropout=caption_dropout, lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha,
         lora_dropout=lora_dropout, window=window, hop=hop, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, seed=seed, precision=precision,
         sample_captions=tuple(sample_captions), sample_seconds=sample_seconds,
-        save_adapter=save_adapter)                     # a bad value: exit 2, nothing written
+        save_adapter=save_adapter)
+    if resume:                          # what the command line leaves out: the run's own
+        model, settings = _saved_settings(ctx, output, model, settings)
+    config = TrainConfig(**settings)    # a bad value: exit 2, nothing written
     try:
         trainer = Trainer(model, data, output, config, resume=resume, device=device,
                           progress=progress)

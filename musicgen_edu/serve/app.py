@@ -56,11 +56,13 @@ from . import streaming
 from .deps import admit, operation
 from .jobs import SQLiteJobStore
 from .monitoring import Metrics, RequestLog, configure_logging, get_logger
+from .pool import ModelPool
 from .routes import ROUTERS
 from .schemas import explain_validation
 from .security import Auth, BodyLimit, RateLimiter
 from .service import STREAMS_MARGIN_S, Service
-from .worker import ModelPool, Worker
+from .tracing import Tracing
+from .worker import Worker
 
 __all__ = ["create_app", "start_server", "run_server", "ServerHandle", "GracefulServer"]
 
@@ -87,12 +89,13 @@ def _lock_storage(storage: Path) -> TextIO:
     return handle
 
 
-def _service(settings: Settings, storage: Path) -> Service:
-    """The service's parts: job store, model pool, worker, metrics, security, logger."""
+def _service(settings: Settings, storage: Path, tracing: Tracing) -> Service:
+    """The service's parts: job store, model pool, worker, metrics, security, logger, tracing."""
     store, metrics, pool = SQLiteJobStore(storage / "jobs.sqlite3"), Metrics(), ModelPool(settings)
-    return Service(settings, store, pool, Worker(settings, store, pool, metrics), metrics,
+    return Service(settings, store, pool, Worker(settings, store, pool, metrics, tracing), metrics,
                    Auth(settings), RateLimiter(settings.rate_limit_per_minute,
-                                               settings.rate_limit_burst), get_logger(), storage)
+                                               settings.rate_limit_burst), get_logger(), storage,
+                   tracing=tracing)
 
 
 def _load_default(svc: Service) -> None:
@@ -129,6 +132,7 @@ def _lifespan(svc: Service,
         else:                                        # a thread still inside a step: leave it
             svc.log.warning("a worker thread did not stop; the store stays open")
         lock.close()                                 # frees the storage folder
+        svc.tracing.shutdown()                       # the last spans go to the collector
         svc.log.info("service stopped")
 
     return lifespan
@@ -184,8 +188,13 @@ def _add_error_handlers(app: FastAPI, svc: Service) -> None:
                             status_code=422)
 
 
-def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
-    """The service as an ASGI app. ``settings`` default: :func:`load_settings` (+ overrides)."""
+def create_app(settings: Settings | None = None, *, tracer_provider=None, **overrides) -> FastAPI:
+    """The service as an ASGI app. ``settings`` default: :func:`load_settings` (+ overrides).
+
+    ``tracer_provider``: an OpenTelemetry SDK provider for this app's spans (tests:
+    ``tracing.in_memory_provider()``); default: OTLP export if ``otel_endpoint`` is set, else
+    no tracing (serve/tracing.py).
+    """
     from .. import __version__
 
     settings = settings or load_settings(**overrides)
@@ -194,7 +203,8 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     for folder in ("audio", "uploads", "batches"):
         (storage / folder).mkdir(parents=True, exist_ok=True)
     lock = _lock_storage(storage)
-    svc = _service(settings, storage)
+    svc = _service(settings, storage, Tracing.from_settings(settings.otel_endpoint,
+                                                            tracer_provider))
     app = FastAPI(title="musicgen_edu", version=__version__, lifespan=_lifespan(svc, lock),
                   description="Text-to-music with MusicGen: jobs, streaming, prompts, batches.")
     app.state.service = svc
@@ -207,6 +217,7 @@ def create_app(settings: Settings | None = None, **overrides) -> FastAPI:
     app.add_middleware(BodyLimit, max_body=settings.max_body_bytes,
                        max_upload=settings.max_upload_bytes, upload_paths=UPLOAD_PATHS)
     app.add_middleware(RequestLog, metrics=svc.metrics)
+    svc.tracing.instrument(app)                      # outermost: the span covers the rest
     return app
 
 
@@ -250,10 +261,13 @@ class GracefulServer(uvicorn.Server):
 def _server(app: FastAPI, host: str, port: int) -> GracefulServer:
     """The uvicorn server both :func:`run_server` and :class:`ServerHandle` run."""
     settings = app.state.service.settings
+    tls = settings.tls_certfile is not None          # HTTPS: uvicorn's own TLS options
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             ws_max_size=settings.max_body_bytes + WS_SLACK_BYTES,
                             timeout_graceful_shutdown=math.ceil(
-                                settings.shutdown_grace_s + STREAMS_MARGIN_S))
+                                settings.shutdown_grace_s + STREAMS_MARGIN_S),
+                            ssl_certfile=str(settings.tls_certfile) if tls else None,
+                            ssl_keyfile=str(settings.tls_keyfile) if tls else None)
     return GracefulServer(config, app.state.service)
 
 
@@ -262,7 +276,8 @@ class ServerHandle:
 
     def __init__(self, app: FastAPI, host: str, port: int):
         self.app, self.server = app, _server(app, host, port)
-        self.url = f"http://{host}:{port}"
+        scheme = "https" if app.state.service.settings.tls_certfile is not None else "http"
+        self.url = f"{scheme}://{host}:{port}"
         self.thread = threading.Thread(target=self.server.run, name="musicgen-server", daemon=True)
 
     @property
@@ -289,7 +304,8 @@ class ServerHandle:
 
 
 def start_server(settings: Settings | None = None, *, port: int | None = None,
-                 wait_ready: bool = True, timeout: float = 120, **overrides) -> ServerHandle:
+                 wait_ready: bool = True, timeout: float = 120, tracer_provider=None,
+                 **overrides) -> ServerHandle:
     """Start the service in a background thread (notebooks, tests) and wait until it answers.
 
     Args:
@@ -297,11 +313,13 @@ def start_server(settings: Settings | None = None, *, port: int | None = None,
         port: the TCP port; default ``settings.api_port``; ``0`` picks a free one.
         wait_ready: also wait until the default model is loaded (``/readyz`` is 200).
         timeout: seconds to wait before raising ``TimeoutError``.
+        tracer_provider: as for :func:`create_app`.
         **overrides: setting values, e.g. ``storage_dir=tmp, max_batch_size=8``.
     """
     settings = settings or load_settings(**overrides)
     port = settings.api_port if port is None else (port or _free_port(settings.api_host))
-    handle = ServerHandle(create_app(settings), settings.api_host, port)
+    handle = ServerHandle(create_app(settings, tracer_provider=tracer_provider),
+                          settings.api_host, port)
     handle.thread.start()
     deadline = time.monotonic() + timeout
     while not handle.server.started:

@@ -17,8 +17,10 @@ from structlog.typing import FilteringBoundLogger
 from ..settings import Settings
 from .jobs import JobStore
 from .monitoring import Metrics
+from .pool import ModelPool
 from .security import Auth, RateLimiter
-from .worker import ModelPool, Worker
+from .tracing import Tracing
+from .worker import Worker
 
 __all__ = ["Service", "STREAMS_MARGIN_S"]
 
@@ -27,7 +29,7 @@ STREAMS_MARGIN_S = 3.0   # past the grace: an interrupted step ends and streams 
 
 @dataclass
 class Service:
-    """Settings, job store, model pool, worker, metrics and security of one app."""
+    """Settings, job store, model pool, worker, metrics, security and tracing of one app."""
 
     settings: Settings
     store: JobStore
@@ -43,6 +45,7 @@ class Service:
     streams_deadline: float = math.inf  # time.monotonic() by which open streams send done
     open_streams: int = 0           # SSE and WebSocket streams running (event loop only)
     stopper: threading.Thread | None = None  # runs worker.stop(grace) once shutdown began
+    tracing: Tracing = field(default_factory=Tracing)  # spans (tracing.py); off by default
 
     def begin_stop(self) -> None:
         """Shutdown begins: take no new jobs and start the worker's grace now, in a thread.

@@ -4,7 +4,8 @@ The path of one job through a worker thread::
 
     store.claim(max_batch_size)       the oldest queued job + queued jobs with its batch_key
     pool.get(model)                   a MusicGenerator, loaded on demand, LRU-unloaded past
-                                      the memory budget (one instance per model per process)
+                                      the memory budget (one instance per model per process;
+                                      pool.py)
     generator.generate(all prompts, seeds=all seeds, callback=tracker)
         tracker(step, total)          progress to the store (one write for the whole run, at
                                       most every 0.5 s); raises to cancel or interrupt
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,12 +47,14 @@ from ..errors import MusicGenEduError
 from ..settings import Settings
 from .jobs import Job, JobStore
 from .monitoring import Metrics, get_logger
+from .pool import ModelPool
 from .retention import delete_job_files, sweep_expired
+from .tracing import Tracing
 
 if TYPE_CHECKING:
     from ..generator import MusicGenerator
 
-__all__ = ["ModelPool", "Worker", "Listener"]
+__all__ = ["Worker", "Listener"]
 
 # what a stream registers for its job: called with each [B, C, t] chunk, then None at the end
 Listener = Callable[[torch.Tensor | None], object]
@@ -60,60 +62,6 @@ Listener = Callable[[torch.Tensor | None], object]
 log = get_logger()
 PROGRESS_EVERY_S = 0.5       # at most one progress write per run this often (and at the end)
 SWEEP_EVERY_S = 60.0         # retention sweeps: at start-up, then at most this often
-
-
-class ModelPool:
-    """Loaded generators by model name, least recently used unloaded past the memory budget.
-
-    The default model is never unloaded: ``/readyz`` means "the default model is loaded", and
-    an orchestrator would take a replica out of service the moment that stopped being true.
-    """
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._gens: OrderedDict[str, MusicGenerator] = OrderedDict()  # name -> generator
-        self._bytes: dict[str, int] = {}
-        self._lock = threading.Lock()        # guards the two dicts
-        self._load_lock = threading.Lock()   # one load at a time (loads are memory peaks)
-
-    def loaded(self) -> dict[str, MusicGenerator]:
-        with self._lock:
-            return dict(self._gens)
-
-    def get(self, name: str) -> MusicGenerator:
-        """The generator for ``name``, loading it (and unloading others) if needed."""
-        with self._lock:
-            if name in self._gens:
-                self._gens.move_to_end(name)
-                return self._gens[name]
-        with self._load_lock:
-            with self._lock:
-                if name in self._gens:
-                    return self._gens[name]
-            from ..generator import MusicGenerator
-
-            s = self.settings
-            gen = MusicGenerator(name, device=s.device, dtype=s.dtype, backend=s.backend,
-                                 progress=False, cache_dir=str(s.cache_dir) if s.cache_dir else None)
-            size = sum(p.numel() * p.element_size() for p in gen.model.model.parameters())
-            with self._lock:
-                self._gens[name], self._bytes[name] = gen, size
-                self._evict(keep=name)
-            log.info("model loaded", model=name, bytes=size)
-            return gen
-
-    def _evict(self, keep: str) -> None:
-        from ..models import clear_model_cache
-
-        budget = self.settings.model_memory_gb * 2**30
-        pinned = (keep, self.settings.default_model)
-        while sum(self._bytes.values()) > budget:
-            old = next((n for n in self._gens if n not in pinned), None)  # least recently used
-            if old is None:
-                return
-            del self._gens[old], self._bytes[old]
-            clear_model_cache(old)
-            log.info("model unloaded", model=old, reason="memory budget")
 
 
 class _Stop(BaseException):
@@ -158,10 +106,13 @@ class Worker:
         store: where jobs live (:class:`~musicgen_edu.serve.jobs.JobStore`).
         pool: the :class:`ModelPool`.
         metrics: the service's :class:`~musicgen_edu.serve.monitoring.Metrics`.
+        tracing: the service's spans (:class:`~musicgen_edu.serve.tracing.Tracing`; off if None).
     """
 
-    def __init__(self, settings: Settings, store: JobStore, pool: ModelPool, metrics: Metrics):
+    def __init__(self, settings: Settings, store: JobStore, pool: ModelPool, metrics: Metrics,
+                 tracing: Tracing | None = None):
         self.settings, self.store, self.pool, self.metrics = settings, store, pool, metrics
+        self.tracing = tracing or Tracing()       # off unless the app passes its own
         self.storage = Path(settings.storage_dir)
         self.listeners: dict[str, Listener] = {}  # job id -> called with each stream chunk
         self.interrupting = threading.Event()     # set: running jobs stop and are re-queued
@@ -235,19 +186,20 @@ class Worker:
         ids = [j.params.get("_request_id") for j in jobs]
         structlog.contextvars.bind_contextvars(request_id=ids[0] if len(ids) == 1 else ids)
         try:
-            error = self._attempt(jobs)
-            if error is not None and len(jobs) > 1:   # one request may have broken the batch
-                log.warning("batch run failed; running its jobs one by one",
-                            jobs=[j.id for j in jobs], error=f"{type(error).__name__}: {error}")
-                errors = [self._attempt([job]) for job in jobs]
-            else:
-                errors = [error] * len(jobs)
-            for job, exc in zip(jobs, errors):
-                if exc is not None:
-                    message = str(exc) if isinstance(exc, MusicGenEduError) else (
-                        f"internal error ({type(exc).__name__}): {exc}")
-                    self.store.fail(job.id, message)
-                    self._ended(job, keep_files=False)
+            with self.tracing.batch(jobs):             # spans: tracing.py
+                error = self._attempt(jobs)
+                if error is not None and len(jobs) > 1:   # one request may have broken the batch
+                    log.warning("batch run failed; running its jobs one by one",
+                                jobs=[j.id for j in jobs], error=f"{type(error).__name__}: {error}")
+                    errors = [self._attempt([job]) for job in jobs]
+                else:
+                    errors = [error] * len(jobs)
+                for job, exc in zip(jobs, errors):
+                    if exc is not None:
+                        message = str(exc) if isinstance(exc, MusicGenEduError) else (
+                            f"internal error ({type(exc).__name__}): {exc}")
+                        self.store.fail(job.id, message)
+                        self._ended(job, keep_files=False)
         finally:
             for job in jobs:
                 listener = self.listeners.get(job.id)
@@ -271,7 +223,8 @@ class Worker:
             gen = self.pool.get(jobs[0].model)
             tracker = _Tracker(self, jobs, report=kind != "batch")
             if kind == "batch":
-                results = [self._batch(jobs[0], gen, tracker)]
+                with self.tracing.generate(gen, jobs):
+                    results = [self._batch(jobs[0], gen, tracker)]
             else:
                 results = self._generate(jobs, gen, tracker)
         except _Stop as stop:
@@ -280,9 +233,11 @@ class Worker:
         except Exception as exc:
             if not isinstance(exc, MusicGenEduError):
                 log.exception("run failed", jobs=[j.id for j in jobs])
+            self.tracing.failed(exc)
             return exc.with_traceback(None)   # frees the run's tensors before any retry
         for job, result in zip(jobs, results):     # each job settled on its own: one that
-            self._finish(job, result)               # cannot be stored never strands the rest
+            with self.tracing.job_span(job, "store"):  # cannot be stored never strands the rest
+                self._finish(job, result)
         self.metrics.observe_run(kind, results, time.perf_counter() - start)
         return None
 
@@ -331,15 +286,17 @@ class Worker:
         """Decode all jobs' prompts as one batch; save and describe each job's share."""
         from ..audio import save_audio
 
-        wav, timings = self._decode(jobs, gen, tracker)                   # [B, C, T]
+        with self.tracing.generate(gen, jobs):
+            wav, timings = self._decode(jobs, gen, tracker)               # [B, C, T]
         batch_size = sum(len(j.params["prompts"]) for j in jobs)
         results, offset = [], 0
         for job in jobs:
             files = []
-            for i in range(job.items):
-                path = self.storage / "audio" / f"{job.id}_{i}.wav"
-                save_audio(path, wav[offset + i], gen.sample_rate)
-                files.append(path.relative_to(self.storage).as_posix())
+            with self.tracing.job_span(job, "encode file"):
+                for i in range(job.items):
+                    path = self.storage / "audio" / f"{job.id}_{i}.wav"
+                    save_audio(path, wav[offset + i], gen.sample_rate)
+                    files.append(path.relative_to(self.storage).as_posix())
             offset += job.items
             results.append(dict(files=files, sample_rate=gen.sample_rate,
                                 audio_s=wav.shape[-1] / gen.sample_rate, seeds=job.params["seeds"],

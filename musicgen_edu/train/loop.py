@@ -10,8 +10,9 @@
       every N   a checkpoint, sample clips from fixed captions, the curves (report.py)
       end       run_dir/model: the fine-tuned MusicGen (LoRA merged), for load_model(path)
 
-Run folder:  train_config.json, tokens/, checkpoints/step_N.pt, log.csv, curves.png,
-samples/step_N/, model/ (and adapter/ with ``save_adapter``), result.json.
+Run folder:  train_config.json (the settings and the base model), tokens/,
+checkpoints/step_N.pt, log.csv, curves.png, samples/step_N/, model/ (and adapter/ with
+``save_adapter``), result.json.
 
 Data order: a permutation of the windows per epoch drawn from ``(seed, epoch)``; ``seen``
 counts windows consumed, so a checkpoint stores one number for where the loader is. The same
@@ -87,7 +88,8 @@ class Trainer:
                  device: str = "auto", progress: bool | None = None):
         self.config = (config or TrainConfig()).validate()
         self.run_dir, self.progress = Path(run_dir), progress
-        self._check_run_dir(resume)                      # before anything is written
+        base_name = model.name if isinstance(model, MusicGenModel) else str(model)
+        self._check_run_dir(resume, base_name)           # before anything is written
         if isinstance(model, MusicGenModel):             # copied: others may generate with it
             self.model = dataclasses.replace(model, model=copy.deepcopy(model.model), extra={})
         else:                                            # a private copy, not the cached one
@@ -118,11 +120,12 @@ class Trainer:
         self.resumed_from = self._resume() if resume else None
         self._order: tuple[int, torch.Tensor] = (-1, torch.empty(0))   # (epoch, permutation)
         tmp = self.run_dir / ".train_config.json.tmp"
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps({**cfg.to_dict(), "base_model": self.model.name}, indent=2),
+                       encoding="utf-8")
         os.replace(tmp, self.run_dir / "train_config.json")
 
     # --- setup ---------------------------------------------------------------------------
-    def _check_run_dir(self, resume: bool) -> None:
+    def _check_run_dir(self, resume: bool, base_name: str) -> None:
         saved = self.run_dir / "train_config.json"
         if not resume:
             if latest_checkpoint(self.run_dir / "checkpoints") is not None or saved.exists():
@@ -131,7 +134,7 @@ class Trainer:
                                   "was changed.")
         elif saved.exists():
             before = json.loads(saved.read_text(encoding="utf-8"))
-            now = self.config.to_dict()
+            now = {**self.config.to_dict(), "base_model": base_name}
             changed = sorted(k for k in now if k != "steps" and before.get(k) != now[k])
             if changed:
                 raise ConfigError(f"resuming '{self.run_dir}' with other settings: {changed} "

@@ -38,6 +38,7 @@ from ..schemas import (
 )
 from ..security import Principal
 from ..service import Service
+from ..tracing import trace_params
 from ..uploads import AUDIO_UPLOADS, CSV_UPLOADS, parse_table, read_audio, request_json, save_upload
 
 __all__ = ["router", "submit", "accepted"]
@@ -54,6 +55,7 @@ def submit(svc: Service, who: Principal, kind: str, params: dict[str, Any], mode
            request_id: str | None = None) -> Job:
     """Store a queued job (or a cached result) and wake the worker. 503 when the queue is full."""
     params["_request_id"] = request_id           # the worker's log lines carry it too
+    params.update(trace_params())                # the worker's spans join the request's trace
     if svc.settings.result_cache and cache_key:
         hit = svc.store.find_cached(cache_key)
         if (hit is not None and hit.result is not None     # a succeeded job has a result
