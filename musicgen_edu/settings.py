@@ -41,6 +41,7 @@ _FILE_VARIABLES = {"MUSICGEN_ENV", "MUSICGEN_CONFIG_FILE", "MUSICGEN_CONFIG_DIR"
 ROLES = ("viewer", "user", "admin")  # each role may do everything the ones before it may
 _REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _Csv = Annotated[list[str], NoDecode]  # "a,b" in the environment, a list in YAML
+_OTLP = "an http(s) URL such as http://localhost:4318, or unset (no tracing)"  # otel_endpoint
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,7 @@ class Settings(BaseSettings):
     # --- logs --------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # prompts only at debug
     log_json: bool = True           # JSON lines (False: coloured console lines)
-    otel_endpoint: str | None = None  # OTLP/HTTP collector (http://localhost:4318): export
-    #                                   OpenTelemetry spans there; None = tracing off
+    otel_endpoint: str | None = Field(None, description=_OTLP)  # collector for spans; None: off
 
     @field_validator("otel_endpoint", mode="before")
     @classmethod
@@ -148,9 +148,8 @@ class Settings(BaseSettings):
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError("not an http(s) URL with a host; give the collector's OTLP/HTTP "
-                             "address, e.g. http://localhost:4318 (spans go to its /v1/traces), "
-                             "or leave it unset to turn tracing off")
+            raise ValueError("not an http(s) URL with a host: the OTLP/HTTP collector's "
+                             "address, where spans go to /v1/traces")
         return str(value)
 
     @field_validator("cors_origins", "models", mode="before")
@@ -242,6 +241,8 @@ def config_path(env: str) -> Path | None:
 def _allowed(name: str) -> str:
     """The allowed values of field ``name`` in words, from its annotation and constraints."""
     field = Settings.model_fields[name]
+    if field.description:                # a field that says it in words (otel_endpoint)
+        return field.description
     choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else ()
     if choices:
         return f"one of {list(choices)}"

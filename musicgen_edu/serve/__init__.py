@@ -2,6 +2,7 @@
 
 The path of one request, ``POST /v1/generate {"prompt": "lo-fi piano", "seed": 1}``::
 
+    HttpSpans        a SERVER span (only with tracing on)                tracing.py
     RequestLog       request id, metrics, one JSON log line              monitoring.py
     BodyLimit, CORS  413 for oversized bodies                            security.py
     who: User        API key -> owner + role (401/403), rate limit (429) deps.py

@@ -52,6 +52,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 from .jobs import Job
 
@@ -148,7 +149,7 @@ class _StageRun:
         if name is None:
             return _FREE
         self.close_loop()
-        return self.tracer.start_as_current_span(name)
+        return _span(self.tracer, name)
 
     def close_loop(self) -> None:
         if self.loop is not None:
@@ -208,10 +209,30 @@ class HttpSpans:
                     span.set_attribute("http.route", route)
 
 
+def _prompts(jobs: Sequence[Job]) -> int:
+    """Prompts decoded together (a batch-table job: its rows run in its own batches)."""
+    return sum(len(job.params.get("prompts", [None])) for job in jobs)
+
+
 def _failed(span: trace.Span, exc: BaseException) -> None:
     """Mark ``span`` failed by ``exc``'s type: its message may quote a prompt."""
     span.set_attribute("error.type", type(exc).__qualname__)
     span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+
+
+@contextlib.contextmanager
+def _span(tracer: trace.Tracer, name: str, context: Context | None = None,
+          attributes: Attributes = None, links: Sequence[Link] = ()) -> Iterator[trace.Span]:
+    """A current span that records a failure by its type alone (the SDK's default records the
+    exception's message, which may quote a prompt)."""
+    with tracer.start_as_current_span(name, context=context, attributes=attributes, links=links,
+                                      record_exception=False,
+                                      set_status_on_exception=False) as span:
+        try:
+            yield span
+        except Exception as exc:
+            _failed(span, exc)
+            raise
 
 
 class Tracing:
@@ -256,11 +277,10 @@ class Tracing:
         contexts = [job_context(job) for job in jobs]
         links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts if c]
         parent = contexts[0] if len(jobs) == 1 and contexts[0] else Context()   # Context(): root
-        attributes = {"job.ids": [j.id for j in jobs], "job.kind": jobs[0].kind,
-                      "job.batch_jobs": len(jobs), "musicgen.model": jobs[0].model,
-                      "job.batch_size": sum(len(j.params.get("prompts", [None])) for j in jobs)}
-        with self.tracer.start_as_current_span("worker batch", context=parent, links=links,
-                                               attributes=attributes):
+        attributes: Attributes = {
+            "job.ids": [j.id for j in jobs], "job.kind": jobs[0].kind, "job.batch_jobs": len(jobs),
+            "job.batch_size": _prompts(jobs), "musicgen.model": jobs[0].model}
+        with _span(self.tracer, "worker batch", parent, attributes, links):
             for job, context in zip(jobs, contexts):      # each in its own job's trace
                 claimed = job.started_at if job.started_at is not None else time.time()
                 self.tracer.start_span(
@@ -277,20 +297,16 @@ class Tracing:
             return
         if gen.stages is None:   # generator.py declares it None: any stage -> context callable
             gen.stages = _stage_spans  # type: ignore[assignment]
-        prompts = sum(len(j.params.get("prompts", [None])) for j in jobs)
-        with self.tracer.start_as_current_span(
-                "generate", record_exception=False, set_status_on_exception=False,
-                attributes={"musicgen.model": jobs[0].model, "musicgen.prompt_count": prompts,
-                            "job.kind": jobs[0].kind}) as span:
+        with _span(self.tracer, "generate", attributes={
+                "musicgen.model": jobs[0].model, "musicgen.prompt_count": _prompts(jobs),
+                "job.kind": jobs[0].kind}) as span:
             run = _StageRun(self.tracer)
             token = _RUN.set(run)
             try:
                 yield
-            except Exception as exc:
-                _failed(span, exc)
-                raise
-            except BaseException as stop:   # the worker's cancel or shutdown signal: no error
-                span.set_attribute("musicgen.stopped", str(stop))
+            except BaseException as stop:   # an error is marked by _span; the worker's cancel
+                if not isinstance(stop, Exception):         # or shutdown signal is no error
+                    span.set_attribute("musicgen.stopped", str(stop))
                 raise
             finally:
                 run.close_loop()
@@ -300,8 +316,7 @@ class Tracing:
         """A span of one job's own (``encode file``, ``store``) in its request's trace."""
         if not self.enabled:
             return _FREE
-        return self.tracer.start_as_current_span(name, context=job_context(job),
-                                                 attributes={"job.id": job.id})
+        return _span(self.tracer, name, job_context(job), {"job.id": job.id})
 
     def failed(self, exc: BaseException) -> None:
         """Mark the current span (the worker batch) failed by ``exc``."""

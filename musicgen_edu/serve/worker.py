@@ -28,6 +28,9 @@ been cancelled it raises, and the run stops there with nothing saved. A job canc
 its batch-mates go on is dropped at the end.
 **Graceful shutdown** waits ``shutdown_grace_s`` for running jobs, then interrupts them the
 same way and puts them back in the queue (they run again, with the same seeds, next start).
+**Tracing** (tracing.py, when on): a run is a ``worker batch`` span linked to each job's
+request, ``generate`` holds the generator's stages, and each job's ``queue wait``, ``encode
+file`` and ``store`` are spans in its own request's trace.
 **Retention**: :func:`sweep_expired` runs at start-up and at most once a minute; it deletes
 uploads ``upload_retention_s`` after their job ended and results ``result_retention_s`` after
 (the job keeps its record, with ``expired_at`` set).
