@@ -19,7 +19,7 @@ from .errors import ConfigError, check_int, check_range
 from .sampling import SAMPLERS
 
 __all__ = ["GenerationConfig", "Generation", "MAX_SEED", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS",
-           "check_text", "check_continuation", "ranged", "validate_fields"]
+           "check_text", "check_continuation", "ranged", "validate_fields", "replace_fields"]
 
 MAX_SEED = 2**63 - 1
 # Every text that reaches the text encoder (prompt, negative prompt) is bounded twice: in
@@ -37,6 +37,16 @@ def ranged(default, low, high, *, low_open: bool = False, high_open: bool = Fals
     :func:`validate_fields` and by the widgets' sliders)."""
     return field(default=default, metadata=dict(low=low, high=high, low_open=low_open,
                                                 high_open=high_open, integer=integer, hint=hint))
+
+
+def replace_fields(settings, what: str, changes: dict):
+    """``dataclasses.replace`` for a settings dataclass whose ``__post_init__`` validates:
+    unknown names raise ConfigError listing the allowed ones (``what``: "generation", ...)."""
+    names = {f.name for f in dataclasses.fields(settings)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} setting(s) {unknown}; allowed: {sorted(names)}.")
+    return dataclasses.replace(settings, **changes)
 
 
 def validate_fields(settings) -> None:
@@ -155,11 +165,7 @@ class GenerationConfig:
 
     def replace(self, **changes) -> GenerationConfig:
         """A validated copy with some fields changed; unknown names raise ConfigError."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigError(f"unknown generation setting(s) {unknown}; allowed: {sorted(names)}.")
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, "generation", changes)
 
 
 @dataclass

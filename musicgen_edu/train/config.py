@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..generation import ranged, validate_fields
+from ..generation import ranged, replace_fields, validate_fields
 
 __all__ = ["TrainConfig", "PRECISIONS"]
 
@@ -66,11 +66,7 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         """A validated copy with some fields changed; unknown names raise ConfigError."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}.")
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, "training", changes)
 
     def to_dict(self) -> dict:
         """JSON-ready settings (the run folder's ``train_config.json``)."""
