@@ -58,6 +58,7 @@ from .errors import (
     GenerationError,
     ModelLoadError,
     MusicGenEduError,
+    TrainingError,
 )
 from .generation import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, Generation, GenerationConfig
 from .generator import MusicGenerator
@@ -163,5 +164,5 @@ __all__ = [
     "play", "plot_waveform", "plot_spectrogram", "duration_seconds",
     # errors
     "MusicGenEduError", "ConfigError", "ModelLoadError", "AudioError", "GenerationError",
-    "DataError", "__version__",
+    "DataError", "TrainingError", "__version__",
 ]

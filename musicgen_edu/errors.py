@@ -10,7 +10,8 @@ next (STYLE.md rule 9). Subclasses also inherit from the matching built-in excep
     ├── ModelLoadError     weights or config could not be loaded (also OSError)
     ├── AudioError         a file or array is not usable audio   (also ValueError)
     ├── GenerationError    generation was asked something impossible (also RuntimeError)
-    └── DataError          a training dataset cannot be built from what was given (also ValueError)
+    ├── DataError          a training dataset cannot be built from what was given (also ValueError)
+    └── TrainingError      a training run cannot go on: a non-finite loss or gradient (also RuntimeError)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numbers
 
 __all__ = ["MusicGenEduError", "ConfigError", "ModelLoadError", "AudioError", "GenerationError",
-           "DataError", "check_range", "check_int"]
+           "DataError", "TrainingError", "check_range", "check_int"]
 
 
 class MusicGenEduError(Exception):
@@ -45,6 +46,11 @@ class DataError(MusicGenEduError, ValueError):
     """A training dataset cannot be built: no clips, a caption missing, a clip unreadable,
     silent or shorter than the window. The message names every bad file; clips already
     encoded stay on disk."""
+
+
+class TrainingError(MusicGenEduError, RuntimeError):
+    """A training update produced a non-finite loss or gradient; the weights were not
+    changed by it, and the run resumes from its last checkpoint."""
 
 
 def check_range(name: str, value, low=None, high=None, *, low_open: bool = False,

@@ -171,3 +171,30 @@ def test_a_melody_model_is_refused(folder, tmp_path):
     with pytest.raises(ConfigError, match="is a melody model"):
         Trainer("debug-melody", folder, tmp_path / "run", small(), progress=False)
     assert not (tmp_path / "run" / "train_config.json").exists()
+
+
+def test_a_non_finite_gradient_stops_the_run_and_leaves_the_weights(folder, tmp_path, monkeypatch):
+    """A NaN loss (here forced) raises TrainingError before the optimizer step: no NaN reaches
+    the weights, and the last checkpoint stays the one to resume from."""
+    import sys
+
+    loop = sys.modules["musicgen_edu.train.loop"]
+    trainer = Trainer("debug", folder, tmp_path / "run", small(steps=4, checkpoint_every=2),
+                      progress=False)
+    trainer.update()
+    trainer.update()
+    trainer.checkpoint()
+    before = {n: p.clone() for n, p in trainer.params.items()}
+    real = loop.training_step
+
+    def poisoned(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.loss = result.loss * float("nan")
+        return result
+
+    monkeypatch.setattr(loop, "training_step", poisoned)
+    with pytest.raises(mg.TrainingError, match="gradient norm is nan at update 3; the weights "
+                                               "were not changed"):
+        trainer.update()
+    assert all(torch.equal(p, before[n]) for n, p in trainer.params.items())
+    assert trainer.step == 2

@@ -75,3 +75,13 @@ def test_caption_dropout_draws_from_its_own_generator():
     assert 250 < sum(c is None for c in dropped) < 350
     assert dropped == drop_captions(texts, 0.3, torch.Generator().manual_seed(1))
     assert drop_captions(texts, 0.0, torch.Generator()) == texts
+
+
+def test_the_caption_cache_keeps_the_most_recent(model, monkeypatch):
+    captions = CaptionEncoder(model)
+    monkeypatch.setattr(captions, "MAX_CACHED", 2)
+    first = captions(["a", "b"])[0]
+    captions(["a"])                                        # "a" used again: "b" is the oldest
+    captions(["c"])
+    assert list(captions.cache) == ["a", "c"]
+    torch.testing.assert_close(captions(["a", "b"])[0], first)   # recomputed: the same states

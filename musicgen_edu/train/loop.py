@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from ..models import MusicGenModel, load_model
 from .checkpoint import (
     capture_rng,
@@ -198,10 +198,11 @@ class Trainer:
                 totals[f"accuracy_{k}"] = totals.get(f"accuracy_{k}", 0.0) + acc / cfg.grad_accum
         norm = torch.nn.utils.clip_grad_norm_(
             self.params.values(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        if not torch.isfinite(norm):
-            raise FloatingPointError(f"the gradient norm is {norm.item()} at update "
-                                     f"{self.step + 1}; lower learning_rate (now "
-                                     f"{cfg.learning_rate}) or resume from the last checkpoint.")
+        if not torch.isfinite(norm):                     # nothing non-finite reaches the weights
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(f"the gradient norm is {norm.item()} at update {self.step + 1}; "
+                                f"the weights were not changed. Start a new run with a lower "
+                                f"learning_rate (now {cfg.learning_rate}).")
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()

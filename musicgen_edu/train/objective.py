@@ -29,6 +29,7 @@ file keeps the steps in view and reports each codebook's loss and accuracy.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,23 +68,30 @@ class CaptionEncoder:
     """Captions -> the decoder's cross-attention input ``[B, L, D]`` and mask ``[B, L]``.
 
     The text encoder is frozen, so each caption's T5 states are computed once and kept (on the
-    CPU); the projection to the decoder's width runs every step, with gradients when it
-    trains. ``None`` is the empty condition (zero states, masked out), as in ``generate``.
+    CPU; the ``MAX_CACHED`` most recently used captions); the projection to the decoder's width
+    runs every step, with gradients when it trains. ``None`` is the empty condition (zero
+    states, masked out), as in ``generate``.
     """
+
+    MAX_CACHED = 4096        # captions kept (T5-base, 20-token captions: about 250 MB)
 
     def __init__(self, model: MusicGenModel):
         self.mg = model
         self.net: Any = model.model             # MusicgenForConditionalGeneration
         self.tokenizer: Any = model.tokenizer
-        self.cache: dict[str, torch.Tensor] = {}                        # caption -> [L, D_text]
+        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()      # caption -> [L, D_text]
 
     @torch.no_grad()
     def _text_states(self, caption: str) -> torch.Tensor:
-        if caption not in self.cache:
-            enc = self.tokenizer([caption], return_tensors="pt").to(self.mg.device)
-            out = self.net.text_encoder(**enc).last_hidden_state[0]      # [L, D_text]
-            self.cache[caption] = out.float().cpu()
-        return self.cache[caption]
+        if caption in self.cache:
+            self.cache.move_to_end(caption)
+            return self.cache[caption]
+        enc = self.tokenizer([caption], return_tensors="pt").to(self.mg.device)
+        out = self.net.text_encoder(**enc).last_hidden_state[0].float().cpu()   # [L, D_text]
+        self.cache[caption] = out
+        if len(self.cache) > self.MAX_CACHED:
+            self.cache.popitem(last=False)                               # the least recent
+        return out
 
     def __call__(self, captions: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         dev = self.mg.device
