@@ -21,26 +21,33 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 __all__ = ["save_checkpoint", "latest_checkpoint", "load_checkpoint", "capture_rng",
-           "restore_rng", "save_atomic"]
+           "restore_rng", "save_atomic", "write_atomic"]
 
 NAME = re.compile(r"step_(\d{6,})\.pt$")
 
 
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then move it into place."""
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then move it into place: every file a
+    run writes (checkpoints, shards, tables, the log, the plot) is whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`write_atomic`)."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def capture_rng(caption_generator: torch.Generator) -> dict:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from ..codec import encode_audio
 from ..errors import AudioError, ConfigError, DataError
 from ..generation import check_text
 from ..models import MusicGenModel
-from .checkpoint import save_atomic
+from .checkpoint import save_atomic, write_atomic
 
 __all__ = ["Clip", "TokenDataset", "find_clips", "build_dataset", "write_dataset",
            "AUDIO_SUFFIXES", "TABLE_NAMES"]
@@ -269,8 +268,6 @@ def write_dataset(folder: str | Path, wavs, sample_rate: int, captions: list[str
     names = [f"clip_{i:03d}.wav" for i in range(len(wavs))]
     for name, wav in zip(names, wavs, strict=True):
         save_audio(folder / name, wav, sample_rate, overwrite=True)
-    table = folder / "captions.csv"
-    tmp = table.with_name(".captions.csv.tmp")
-    pd.DataFrame({"path": names, "caption": captions}).to_csv(tmp, index=False)
-    os.replace(tmp, table)
+    table = pd.DataFrame({"path": names, "caption": captions})
+    write_atomic(folder / "captions.csv", lambda tmp: table.to_csv(tmp, index=False))
     return folder

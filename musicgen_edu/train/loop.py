@@ -44,11 +44,12 @@ from .checkpoint import (
     load_checkpoint,
     restore_rng,
     save_checkpoint,
+    write_atomic,
 )
 from .config import TrainConfig
 from .data import TokenDataset, build_dataset
 from .lora import ADAPTER_INFO, merge_lora, prepare_trainable, trainable_parameters
-from .objective import CaptionEncoder, drop_captions, training_step
+from .objective import CaptionEncoder, drop_captions, training_step, weighted_mean
 from .report import TrainLog, plot_curves, save_samples
 
 __all__ = ["Trainer", "TrainResult", "train"]
@@ -119,10 +120,9 @@ class Trainer:
         self.log = TrainLog(self.run_dir / "log.csv")
         self.resumed_from = self._resume() if resume else None
         self._order: tuple[int, torch.Tensor] = (-1, torch.empty(0))   # (epoch, permutation)
-        tmp = self.run_dir / ".train_config.json.tmp"
-        tmp.write_text(json.dumps({**cfg.to_dict(), "base_model": self.model.name}, indent=2),
-                       encoding="utf-8")
-        os.replace(tmp, self.run_dir / "train_config.json")
+        saved = json.dumps({**cfg.to_dict(), "base_model": self.model.name}, indent=2)
+        write_atomic(self.run_dir / "train_config.json",
+                     lambda tmp: Path(tmp).write_text(saved, encoding="utf-8"))
 
     # --- setup ---------------------------------------------------------------------------
     def _check_run_dir(self, resume: bool, base_name: str) -> None:
@@ -186,16 +186,14 @@ class Trainer:
         """One optimizer update; returns its log row."""
         cfg, start = self.config, time.perf_counter()
         self.net.decoder.train()
-        totals: dict[str, float] = {}
+        results = []
         for _ in range(cfg.grad_accum):
             tokens, texts = self._batch()
             with self._autocast():
                 result = training_step(self.model, self.captions, tokens,
                                        drop_captions(texts, cfg.caption_dropout, self.caption_rng))
             (result.loss / cfg.grad_accum).backward()
-            for k, (loss, acc) in enumerate(zip(result.codebook_loss, result.codebook_accuracy)):
-                totals[f"loss_{k}"] = totals.get(f"loss_{k}", 0.0) + loss / cfg.grad_accum
-                totals[f"accuracy_{k}"] = totals.get(f"accuracy_{k}", 0.0) + acc / cfg.grad_accum
+            results.append((result, 1 / cfg.grad_accum))
         norm = torch.nn.utils.clip_grad_norm_(
             self.params.values(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         if not torch.isfinite(norm):                     # nothing non-finite reaches the weights
@@ -208,10 +206,9 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        k = self.model.num_codebooks
-        loss = sum(totals[f"loss_{i}"] for i in range(k)) / k
-        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": norm.item(),
-                "seconds": time.perf_counter() - start, **totals}
+        report = weighted_mean(results)                  # loss, then loss_k / accuracy_k
+        return {"step": self.step, "loss": report.pop("loss"), "lr": lr,
+                "grad_norm": norm.item(), "seconds": time.perf_counter() - start, **report}
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 16) -> dict:
@@ -220,21 +217,16 @@ class Trainer:
         each time. Returns ``{"loss": mean, "loss_k": ..., "accuracy_k": ...}``."""
         net, was_training = self.model.model, self.model.model.training
         net.eval()
-        sums: dict[str, float] = {}
+        results = []
         try:
             for i in range(0, len(self.data), batch_size):
                 items = [self.data[j] for j in range(i, min(i + batch_size, len(self.data)))]
                 result = training_step(self.model, self.captions,
                                        torch.stack([t for t, _ in items]), [c for _, c in items])
-                for k, (loss, acc) in enumerate(zip(result.codebook_loss,
-                                                    result.codebook_accuracy)):
-                    sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + loss * len(items)
-                    sums[f"accuracy_{k}"] = sums.get(f"accuracy_{k}", 0.0) + acc * len(items)
+                results.append((result, len(items) / len(self.data)))
         finally:
             net.train(was_training)
-        out = {name: total / len(self.data) for name, total in sums.items()}
-        k = self.model.num_codebooks
-        return {"loss": sum(out[f"loss_{i}"] for i in range(k)) / k, **out}
+        return weighted_mean(results)
 
     # --- the run -------------------------------------------------------------------------
     def checkpoint(self) -> Path:
@@ -293,10 +285,11 @@ class Trainer:
         os.replace(tmp, model_dir)
         shutil.rmtree(old, ignore_errors=True)
         result = TrainResult(self.run_dir, model_dir, adapter, self.step, final)
-        (self.run_dir / "result.json").write_text(json.dumps(
-            {"model_dir": str(model_dir), "adapter_dir": adapter and str(adapter),
-             "steps": self.step, "final": final, "base_model": self.model.name}, indent=2,
-            default=float), encoding="utf-8")
+        summary = json.dumps({"model_dir": str(model_dir), "adapter_dir": adapter and str(adapter),
+                              "steps": self.step, "final": final, "base_model": self.model.name},
+                             indent=2, default=float)
+        write_atomic(self.run_dir / "result.json",
+                     lambda tmp: Path(tmp).write_text(summary, encoding="utf-8"))
         return result
 
 

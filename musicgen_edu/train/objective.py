@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from ..models import MusicGenModel
 from ..patterns import delay_pattern
 
-__all__ = ["StepResult", "delayed_inputs", "CaptionEncoder", "drop_captions", "training_step"]
+__all__ = ["StepResult", "delayed_inputs", "CaptionEncoder", "drop_captions", "training_step",
+           "weighted_mean"]
 
 
 @dataclass
@@ -138,3 +139,16 @@ def training_step(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.
         accuracy.append((picked.argmax(-1) == wanted).float().mean().item())
     loss = torch.stack(losses).mean()
     return StepResult(loss, [x.item() for x in losses], accuracy, int(mask.sum()))
+
+
+def weighted_mean(results: list[tuple[StepResult, float]]) -> dict[str, float]:
+    """Several passes as one report: ``{"loss": mean of the K codebook losses, "loss_k": ...,
+    "accuracy_k": ...}``, each the average over ``(result, weight)`` pairs whose weights sum
+    to 1 (an update's accumulated passes, or the batches of an evaluation)."""
+    out: dict[str, float] = {}
+    for result, weight in results:
+        for k, (loss, acc) in enumerate(zip(result.codebook_loss, result.codebook_accuracy)):
+            out[f"loss_{k}"] = out.get(f"loss_{k}", 0.0) + loss * weight
+            out[f"accuracy_{k}"] = out.get(f"accuracy_{k}", 0.0) + acc * weight
+    k = len(results[0][0].codebook_loss)
+    return {"loss": sum(out[f"loss_{i}"] for i in range(k)) / k, **out}

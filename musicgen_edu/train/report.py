@@ -11,7 +11,6 @@ are done again, so their rows would otherwise appear twice).
 from __future__ import annotations
 
 import csv
-import os
 import random
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 
 from ..models import MusicGenModel
+from .checkpoint import write_atomic
 
 __all__ = ["TrainLog", "plot_curves", "save_samples"]
 
@@ -37,9 +37,8 @@ class TrainLog:
         """Keep the rows up to ``step`` (a resumed run redoes the updates after it)."""
         rows = self.rows()
         if len(rows):
-            tmp = self.path.with_name(".log.csv.tmp")
-            rows[rows["step"] <= step].to_csv(tmp, index=False)
-            os.replace(tmp, self.path)
+            kept = rows[rows["step"] <= step]
+            write_atomic(self.path, lambda tmp: kept.to_csv(tmp, index=False))
 
     def append(self, row: dict) -> None:
         new = not self.path.is_file()
@@ -72,9 +71,7 @@ def plot_curves(log: pd.DataFrame, path: Path | None = None):
     right.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
-        tmp = path.with_name(".tmp-" + path.name)
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
         plt.close(fig)
     return fig
 
