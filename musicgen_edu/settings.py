@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import typing
 import urllib.parse
 from dataclasses import dataclass
@@ -83,6 +84,11 @@ def parse_api_keys(text: str, where: str = "MUSICGEN_API_KEYS") -> list[ApiKey]:
     return keys
 
 
+def _mask_password(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host`` (config show, logs)."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 class Settings(BaseSettings):
     """Everything the service reads at start-up. Field name = YAML key = MUSICGEN_<NAME>."""
 
@@ -107,7 +113,16 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None   # hub weights cache (also read by load_model)
     model_memory_gb: float = Field(8.0, gt=0, le=1024)  # weights kept loaded; LRU unloaded past it
     # --- jobs --------------------------------------------------------------------------------
-    storage_dir: Path = Path("musicgen_storage")  # SQLite job store + audio files
+    storage_dir: Path = Path("musicgen_storage")  # audio files (+ the SQLite job store); with
+    #                                               store=redis a volume every process mounts
+    store: Literal["sqlite", "redis"] = "sqlite"  # jobs, result cache and rate limits: in one
+    #                                               process (sqlite) or shared by many (redis)
+    redis_url: str = "redis://127.0.0.1:6379/0"   # with store=redis; rediss:// for TLS
+    redis_prefix: str = Field("musicgen", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # key namespace
+    lease_s: float = Field(30.0, ge=1, le=3600)  # a worker's claim on a job, renewed every
+    #                                             lease_s / 3; past it another worker re-runs it
+    worker_port: int = Field(8001, ge=0, le=65535)  # musicgen-edu worker: /healthz, /readyz,
+    #                                                 /metrics (0 = none)
     workers: int = Field(1, ge=0, le=16)  # generation threads; 0 = accept jobs, run none here
     max_batch_size: int = Field(8, ge=1, le=64)  # prompts decoded together (dynamic batching)
     batch_wait_s: float = Field(0.05, ge=0, le=10)  # wait for more requests before a batch
@@ -211,6 +226,7 @@ class Settings(BaseSettings):
         out["api_keys"] = (f"*** ({len(keys)} key(s): " +
                            ", ".join(sorted({f'{k.owner}/{k.role}' for k in keys})) + ")"
                            if keys else "")
+        out["redis_url"] = _mask_password(self.redis_url)
         return out
 
     @classmethod

@@ -1,24 +1,60 @@
-"""The job store alone (serve/jobs.py): restarts, cancel races, what may be stored, retention.
+"""The job store contract (serve/jobs.py), on both stores: SQLite and a real redis-server.
 
-Everything runs on a fresh SQLite file per test; no model, no service. The worker and the
-service around the store are tested in test_serve_worker.py and test_serve.py.
+Restarts, leases, cancel races, what may be stored, retention. Every test runs on a fresh
+SQLite file and on a fresh key prefix of one redis-server (tests/redis_server.py); no model, no
+service. The worker and the service around the store are tested in test_serve_worker.py and
+test_serve.py; several processes on one Redis in test_serve_scale.py.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
+import uuid
 
 import pytest
+from redis_server import RedisServer
 
-from musicgen_edu.serve.jobs import Job, SQLiteJobStore
+from musicgen_edu.serve.jobs import Job
+from musicgen_edu.serve.redis_store import RedisJobStore
+from musicgen_edu.serve.sqlite_store import SQLiteJobStore
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+class Clock:
+    """The Redis store's wall clock, moved by hand: leases run out when a test says so."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    else:
+        s = RedisJobStore(request.getfixturevalue("redis_url"), prefix=uuid.uuid4().hex,
+                          lease_s=30, clock=Clock())
     yield s
     s.close()
+
+
+def died(store) -> None:
+    """The process running the claimed jobs dies. SQLite learns it at the next start (every
+    running job is the dead process's); Redis once their lease has run out."""
+    if isinstance(store, RedisJobStore):
+        store.clock.now += store.lease_s + 1
 
 
 def job(**fields) -> Job:
@@ -33,10 +69,11 @@ def test_requeue_running_fails_a_job_the_service_died_in_max_attempts_times(stor
     assert [j.id for j in store.claim(1)] == [a.id]
     assert [j.id for j in store.claim(1)] == [b.id]
     assert store.request_cancel(b.id) == "cancelling"
-    # the process dies: a and b were running
+    died(store)                                                 # a and b were running
     assert store.requeue_running(2) == {"queued": 1, "failed": 0, "cancelled": 1}
     assert store.get(a.id).status == "queued" and store.get(b.id).status == "cancelled"
     assert [j.id for j in store.claim(1)] == [a.id]             # second run of a ...
+    died(store)
     assert store.requeue_running(2) == {"queued": 0, "failed": 1, "cancelled": 0}   # ... dies too
     failed = store.get(a.id)
     assert failed.status == "failed" and failed.attempts == 2 and failed.finished_at is not None
@@ -52,12 +89,15 @@ def test_graceful_requeue_does_not_count_against_max_attempts(store):
     assert store.requeue(a.id)                                  # graceful shutdown
     assert (store.get(a.id).attempts, store.get(a.id).interrupted) == (1, 1)
     store.claim(1)                                              # started twice, died once
+    died(store)
     assert store.requeue_running(2)["queued"] == 1
     store.claim(1)                                              # started 3 times, died twice
+    died(store)
     assert store.requeue_running(2)["failed"] == 1
     assert store.get(a.id).attempts == 3 and "stopped 2 times" in store.get(a.id).error
     b = store.add(job())
     store.claim(1)
+    died(store)
     assert store.requeue_running(1)["failed"] == 1              # the cap is the argument
     assert "max_attempts=1" in store.get(b.id).error
 
@@ -135,8 +175,12 @@ def test_public_is_json_safe_whatever_the_job_holds():
 
 def test_rows_that_are_not_valid_utf8_still_read(store):
     a = store.add(job())
-    with sqlite3.connect(store.path) as db:                     # what another writer could leave
-        db.execute("UPDATE jobs SET error = CAST(X'6261642080' AS TEXT) WHERE id = ?", (a.id,))
+    if isinstance(store, RedisJobStore):                        # what another writer could leave
+        store.redis.hset(store._key("job", a.id), "error", b"bad \x80")
+    else:
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE jobs SET error = CAST(X'6261642080' AS TEXT) WHERE id = ?",
+                       (a.id,))
     assert store.get(a.id).error == "bad \ufffd"
     assert [j.id for j in store.list()] == [a.id]
 
@@ -202,9 +246,11 @@ def test_a_job_the_process_died_in_runs_alone_and_is_no_batch_mate(store):
     death it runs alone, so it alone reaches max_attempts."""
     killer, mate = store.add(job(batch_key="k")), store.add(job(batch_key="k"))
     assert [j.id for j in store.claim(8)] == [killer.id, mate.id]      # batched, then a crash
+    died(store)
     store.requeue_running(2)
     late = store.add(job(batch_key="k"))
     assert [j.id for j in store.claim(8)] == [killer.id]               # alone now: it kills
+    died(store)
     assert store.requeue_running(2) == {"queued": 0, "failed": 1, "cancelled": 0}   # again
     assert store.get(killer.id).status == "failed"
     assert store.get(mate.id).status == "queued" and store.get(mate.id).attempts == 1
@@ -219,3 +265,124 @@ def test_a_cancel_during_a_graceful_requeue_wins(store):
     store.requeue(a.id)                                      # shutdown interrupts the run
     assert store.get(a.id).status == "cancelled" and store.get(a.id).finished_at is not None
     assert store.claim(1) == []
+
+
+# --- leases ---------------------------------------------------------------------------------------
+def test_a_claim_holds_one_lease_that_fences_every_worker_write(store):
+    a, b = store.add(job(batch_key="k")), store.add(job(batch_key="k"))
+    run = store.claim(8)
+    lease = run[0].lease
+    assert len(lease) == 32 and {j.lease for j in run} == {lease}    # one run, one lease
+    assert "lease" not in run[0].public()                             # never shown to clients
+    assert store.renew([a.id, b.id], lease) == {a.id, b.id}
+    assert store.renew([a.id], "f" * 32) == set()                     # not its lease
+    store.progress([a.id, b.id], 5, 50, lease="f" * 32)               # a stranger's progress
+    assert store.get(a.id).step == 0
+    store.progress([a.id, b.id], 5, 50, lease=lease)
+    assert store.get(a.id).step == 5
+    assert store.finish(a.id, {"files": []}, lease="f" * 32) is None  # fenced: nothing written
+    assert not store.fail(b.id, "late", lease="f" * 32)
+    assert not store.requeue(b.id, lease="f" * 32) and not store.cancel(b.id, lease="f" * 32)
+    assert store.get(a.id).status == store.get(b.id).status == "running"
+    assert store.finish(a.id, {"files": ["a.wav"]}, lease=lease) == "succeeded"
+    assert store.fail(b.id, "bad request", lease=lease)
+    assert store.renew([a.id, b.id], lease) == set()                  # ended: nothing to hold
+
+
+def test_a_late_worker_never_overwrites_the_run_that_replaced_it(store):
+    """Worker 1 stalls past its lease; the job runs again under worker 2's lease. Worker 1's
+    progress, result and failure are refused; the job ends once, with worker 2's result."""
+    a = store.add(job())
+    (first,) = store.claim(1)
+    died(store)                            # SQLite: the next start; Redis: the lease ran out
+    assert store.requeue_running(2) == {"queued": 1, "failed": 0, "cancelled": 0}
+    (second,) = store.claim(1)
+    assert second.id == a.id and second.lease != first.lease and second.attempts == 2
+    assert store.renew([a.id], first.lease) == set()                  # the heartbeat sees it
+    store.progress([a.id], 40, 50, lease=first.lease)
+    assert store.finish(a.id, {"files": ["late.wav"]}, lease=first.lease) is None
+    assert not store.fail(a.id, "late failure", lease=first.lease)
+    assert store.get(a.id).status == "running" and store.get(a.id).step == 0
+    assert store.finish(a.id, {"files": ["a.wav"]}, lease=second.lease) == "succeeded"
+    assert store.finish(a.id, {"files": ["late.wav"]}, lease=first.lease) is None
+    assert store.get(a.id).result == {"files": ["a.wav"]}
+
+
+def test_wait_for_jobs_wakes_when_a_job_is_queued(store):
+    store.wait_for_jobs(0.01)                        # whatever earlier adds left
+    begin = time.monotonic()
+    assert not store.wait_for_jobs(0.2)
+    assert time.monotonic() - begin >= 0.15          # it waited: nothing was queued
+    later = threading.Timer(0.1, store.add, args=(job(),))
+    later.start()
+    assert store.wait_for_jobs(10)
+    later.join()
+
+
+def test_counts_follow_every_change_of_status(store):
+    a, b, c = store.add(job()), store.add(job()), store.add(job())
+    store.claim(1)
+    store.request_cancel(b.id)
+    assert store.counts() == {"queued": 1, "running": 1, "succeeded": 0, "failed": 0,
+                              "cancelled": 1}
+    store.finish(a.id, {"files": []})
+    store.claim(1)
+    store.requeue(c.id)
+    assert store.counts() == {"queued": 1, "running": 0, "succeeded": 1, "failed": 0,
+                              "cancelled": 1}
+    assert [j.id for j in store.list()] == [c.id, b.id, a.id]           # newest first
+    assert [j.id for j in store.list("lab1", limit=1)] == [c.id]
+    assert store.list("someone else") == []
+
+
+# --- Redis only: what several processes share ------------------------------------------------------
+@pytest.fixture
+def redis_pair(redis_url):
+    """Two stores on one prefix: what two processes see."""
+    prefix, clock = uuid.uuid4().hex, Clock()
+    one, two = (RedisJobStore(redis_url, prefix=prefix, lease_s=30, clock=clock)
+                for _ in range(2))
+    yield one, two
+    one.close()
+    two.close()
+
+
+def test_two_processes_never_claim_the_same_job(redis_pair):
+    """Claims from many threads of two stores at once: every job is taken exactly once."""
+    one, two = redis_pair
+    added = {one.add(job(batch_key=f"k{i % 3}")).id for i in range(60)}
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def drain(store):
+        while run := store.claim(4):
+            with lock:
+                taken.extend(j.id for j in run)
+
+    threads = [threading.Thread(target=drain, args=(s,)) for s in (one, two) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(added)                      # each once, none lost
+    assert two.counts()["running"] == 60 and one.counts()["queued"] == 0
+
+
+def test_the_result_cache_is_shared(redis_pair):
+    one, two = redis_pair
+    a = one.add(job(cache_key="same"))
+    one.claim(1)
+    assert two.find_cached("same") is None                     # running: no result yet
+    one.finish(a.id, {"files": ["a.wav"]})
+    assert two.find_cached("same").id == a.id
+
+
+def test_rate_limits_hold_across_replicas(redis_url):
+    from musicgen_edu.serve.redis_store import RedisRateLimiter
+
+    prefix = uuid.uuid4().hex
+    one, two = (RedisRateLimiter(redis_url, per_minute=60, burst=3, prefix=prefix)
+                for _ in range(2))
+    assert [one.wait("key:a"), two.wait("key:a"), one.wait("key:a")] == [0, 0, 0]
+    assert 0.5 < two.wait("key:a") <= 1.0                      # the burst is spent: ~1 s
+    assert one.wait("key:b") == 0                               # another key: its own bucket

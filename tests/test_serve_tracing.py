@@ -176,7 +176,6 @@ def test_a_job_stored_without_a_trace_context_is_traced_from_the_worker(traced):
     assert "_trace" in svc.store.get(done["id"]).params
     old = svc.store.add(Job(owner=svc.store.get(done["id"]).owner, kind="generate",
                             model="debug", params=params))
-    svc.worker.notify()
     assert wait_job(client, old.id)["status"] == "succeeded"
     spans = spans_of(exporter, old.id)
     (batch,) = [s for s in spans if s.name == "worker batch" and old.id in s.attributes["job.ids"]]

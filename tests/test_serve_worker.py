@@ -26,8 +26,9 @@ from test_serve import (  # the service helpers; clean_env is autouse: no MUSICG
 
 import musicgen_edu as mg
 from musicgen_edu.errors import GenerationError
-from musicgen_edu.serve.jobs import Job, SQLiteJobStore
+from musicgen_edu.serve.jobs import Job
 from musicgen_edu.serve.retention import sweep_expired
+from musicgen_edu.serve.sqlite_store import SQLiteJobStore
 from musicgen_edu.settings import load_settings
 
 BODY = {"duration": 0.5, "temperature": 0.9}      # one batch_key for every job of a test
@@ -64,18 +65,18 @@ class SpyStore:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def progress(self, job_ids, step, total):
+    def progress(self, job_ids, step, total, lease=None):
         self.writes.append((list(job_ids), step, total, time.monotonic()))
-        return self.inner.progress(job_ids, step, total)
+        return self.inner.progress(job_ids, step, total, lease=lease)
 
     def cancelled(self, job_ids):
         self.cancel_checks.append(list(job_ids))
         return self.inner.cancelled(job_ids)
 
-    def finish(self, job_id, result):
+    def finish(self, job_id, result, lease=None):
         if self.before_finish is not None:
             self.before_finish(job_id)
-        return self.inner.finish(job_id, result)
+        return self.inner.finish(job_id, result, lease=lease)
 
 
 # --- a failing batch-mate -------------------------------------------------------------------------

@@ -259,25 +259,23 @@ def serve(
                                                         "tls_certfile; with --tls-keyfile)."),
     tls_keyfile: Path | None = typer.Option(None, help="PEM private key of the certificate "
                                                        "(setting tls_keyfile)."),
+    workers: int | None = typer.Option(None, help="Generation threads in this process (setting "
+                                       "workers); 0 = API only, jobs run by musicgen-edu worker."),
 ):
     """Run the REST + streaming service (pip install 'musicgen-edu\\[serve]') until Ctrl-C.
 
     Settings come from configs/<env>.yaml and MUSICGEN_* variables; the options win.
 
     Example: musicgen-edu serve --port 8000 --env development
-    (HTTPS: --tls-certfile cert.pem --tls-keyfile key.pem)
+    (HTTPS: --tls-certfile cert.pem --tls-keyfile key.pem; API only, on a Redis store:
+    MUSICGEN_STORE=redis musicgen-edu serve --workers 0)
     """
     try:
         from ..serve import run_server
-        from ..settings import load_settings
     except ImportError as exc:
         fail(f"the service needs its extra: pip install 'musicgen-edu[serve]' ({exc}).")
-    overrides = {k: v for k, v in dict(api_host=host, api_port=port, tls_certfile=tls_certfile,
-                                       tls_keyfile=tls_keyfile).items() if v is not None}
-    if model is not None:  # the default model must be one the service offers
-        base = load_settings(env)
-        overrides.update(default_model=model, models=list(dict.fromkeys([model, *base.models])))
-    settings = load_settings(env, **overrides)    # a bad setting: exit 2 (guard)
+    settings = _settings(env, model, api_host=host, api_port=port, tls_certfile=tls_certfile,
+                         tls_keyfile=tls_keyfile, workers=workers)
     from rich.console import Console
 
     scheme = "https" if settings.tls_certfile is not None else "http"
@@ -285,6 +283,48 @@ def serve(
                                f"{scheme}://{settings.api_host}:{settings.api_port} — model "
                                f"{settings.default_model}, docs at /docs", highlight=False)
     run_server(settings)
+
+
+def _settings(env: str | None, model: str | None, **options):
+    """The service settings with the options given (None: not given) and ``model`` as the
+    default model (added to the ones offered); a bad setting: exit 2 (guard)."""
+    from ..settings import load_settings
+
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if model is not None:  # the default model must be one the service offers
+        base = load_settings(env)
+        overrides.update(default_model=model, models=list(dict.fromkeys([model, *base.models])))
+    return load_settings(env, **overrides)
+
+
+@command()
+def worker(
+    threads: int | None = typer.Option(None, help="Generation threads (setting workers)."),
+    port: int | None = typer.Option(None, help="Port of /healthz, /readyz and /metrics "
+                                    "(setting worker_port; 0 = none)."),
+    model: str | None = typer.Option(None, "--model", "-m",
+                                     help="Default model, loaded at start (setting "
+                                     "default_model)."),
+    env: str | None = typer.Option(None, help="Profile: development or production "
+                                   "(default $MUSICGEN_ENV or development)."),
+):
+    """Run jobs from a shared Redis store, no HTTP API, until SIGTERM (finishes or hands back
+    its jobs within shutdown_grace_s).
+
+    Needs MUSICGEN_STORE=redis and MUSICGEN_REDIS_URL, and the same storage_dir (a volume)
+    as the API processes (musicgen-edu serve --workers 0).
+
+    Example: MUSICGEN_STORE=redis musicgen-edu worker --port 8001
+    """
+    try:
+        from ..serve.worker_process import run_worker
+    except ImportError as exc:
+        fail(f"the worker needs the service's extra: pip install 'musicgen-edu[serve]' ({exc}).")
+    settings = _settings(env, model, workers=threads, worker_port=port)
+    if settings.workers < 1:
+        fail(f"a worker needs at least one generation thread; got workers={settings.workers} "
+             "(--threads or MUSICGEN_WORKERS, 1 to 16).")
+    run_worker(settings)
 
 
 config_app = typer.Typer(help="Inspect the service settings.", no_args_is_help=True)

@@ -40,7 +40,8 @@ def _job(settings, body: dict, owner: str = OWNER):
 
 def _claimed_batches(settings, bodies) -> list[int]:
     """Jobs per batch when ``bodies`` wait in the queue together (the worker's claim order)."""
-    from ..serve.jobs import Job, SQLiteJobStore
+    from ..serve.jobs import Job
+    from ..serve.sqlite_store import SQLiteJobStore
 
     with tempfile.TemporaryDirectory(prefix="check_batches_") as folder:
         store = SQLiteJobStore(Path(folder) / "jobs.sqlite")

@@ -8,7 +8,7 @@ The path of one request, ``POST /v1/generate {"prompt": "lo-fi piano", "seed": 1
     who: User        API key -> owner + role (401/403), rate limit (429) deps.py
     job_params       GenerationConfig validates (422: its ConfigError)   schemas.py
     submit           a result cache hit, done at once; else a queued Job routes/generation.py
-    SQLiteJobStore   durable queue + job records (a Redis store later)   jobs.py
+    JobStore         durable queue + job records: SQLite or Redis        jobs.py
     Worker thread    claim the job + compatible queued ones (dynamic     worker.py
                      batching), MusicGenerator.generate(..., callback)
                      with one cancel check per step for the whole run
@@ -21,8 +21,10 @@ notebook, ``mg.start_server(port=0)`` (lecture 09). Settings: :mod:`musicgen_edu
 """
 
 from .app import ServerHandle, create_app, run_server, start_server
-from .jobs import Job, JobStore, SQLiteJobStore
+from .jobs import Job, JobStore
+from .redis_store import RedisJobStore
 from .service import Service
+from .sqlite_store import SQLiteJobStore
 
 __all__ = ["create_app", "start_server", "run_server", "ServerHandle", "Service", "Job",
-           "JobStore", "SQLiteJobStore"]
+           "JobStore", "SQLiteJobStore", "RedisJobStore"]

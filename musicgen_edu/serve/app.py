@@ -54,9 +54,11 @@ from ..errors import AudioError, ConfigError, GenerationError, ModelLoadError, M
 from ..settings import Settings, load_settings
 from . import streaming
 from .deps import admit, operation
-from .jobs import SQLiteJobStore
+from .jobs import open_store
 from .monitoring import Metrics, RequestLog, configure_logging, get_logger
 from .pool import ModelPool
+from .redis_store import UNAVAILABLE, RedisRateLimiter
+from .relay import LocalRelay, RedisRelay
 from .routes import ROUTERS
 from .schemas import explain_validation
 from .security import Auth, BodyLimit, RateLimiter
@@ -90,12 +92,21 @@ def _lock_storage(storage: Path) -> TextIO:
 
 
 def _service(settings: Settings, storage: Path, tracing: Tracing) -> Service:
-    """The service's parts: job store, model pool, worker, metrics, security, logger, tracing."""
-    store, metrics, pool = SQLiteJobStore(storage / "jobs.sqlite3"), Metrics(), ModelPool(settings)
-    return Service(settings, store, pool, Worker(settings, store, pool, metrics, tracing), metrics,
-                   Auth(settings), RateLimiter(settings.rate_limit_per_minute,
-                                               settings.rate_limit_burst), get_logger(), storage,
-                   tracing=tracing)
+    """The service's parts: job store, model pool, worker, metrics, security, logger, tracing.
+
+    ``store = "redis"``: the jobs, the result cache, the rate limits and the stream chunks are
+    shared with every other process on the same Redis (redis_store.py, relay.py)."""
+    store, metrics, pool = open_store(settings), Metrics(), ModelPool(settings)
+    per_minute, burst = settings.rate_limit_per_minute, settings.rate_limit_burst
+    if settings.store == "redis":
+        limiter: RateLimiter = RedisRateLimiter(settings.redis_url, per_minute, burst,
+                                                settings.redis_prefix)
+        relay: LocalRelay | RedisRelay = RedisRelay(settings.redis_url, settings.redis_prefix)
+    else:
+        limiter, relay = RateLimiter(per_minute, burst), LocalRelay()
+    worker = Worker(settings, store, pool, metrics, tracing, relay)
+    return Service(settings, store, pool, worker, metrics, Auth(settings), limiter, get_logger(),
+                   storage, tracing=tracing)
 
 
 def _load_default(svc: Service) -> None:
@@ -109,8 +120,9 @@ def _load_default(svc: Service) -> None:
 
 
 def _lifespan(svc: Service,
-              lock: TextIO) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's start-up and shutdown (see the module docstring); ``lock`` is freed last."""
+              lock: TextIO | None) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's start-up and shutdown (see the module docstring); ``lock`` (the SQLite
+    store's folder) is freed last."""
     settings, store = svc.settings, svc.store
 
     @asynccontextmanager
@@ -122,7 +134,6 @@ def _lifespan(svc: Service,
                                   daemon=True)
         loader.start()
         svc.worker.start()
-        svc.worker.notify()
         yield
         svc.begin_stop()                             # begun at the signal under GracefulServer
         await asyncio.to_thread(svc.wait_stopped)
@@ -131,7 +142,8 @@ def _lifespan(svc: Service,
             store.close()
         else:                                        # a thread still inside a step: leave it
             svc.log.warning("a worker thread did not stop; the store stays open")
-        lock.close()                                 # frees the storage folder
+        if lock is not None:
+            lock.close()                             # frees the storage folder
         svc.tracing.shutdown()                       # the last spans go to the collector
         svc.log.info("service stopped")
 
@@ -180,6 +192,14 @@ def _add_error_handlers(app: FastAPI, svc: Service) -> None:
         return JSONResponse({"detail": exc.detail, "type": HTTPStatus(exc.status_code).phrase},
                             status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(UNAVAILABLE[0])
+    @app.exception_handler(UNAVAILABLE[1])
+    async def store_down(request: Request, exc: Exception):
+        svc.log.error("job store unreachable", error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse({"detail": "the job store (Redis) is unreachable; retry in a few "
+                             "seconds.", "type": "Service Unavailable"}, status_code=503,
+                            headers={"Retry-After": "2"})
+
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError):
         if (denied := _auth_first(svc, request)) is not None:
@@ -202,7 +222,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider=None, **over
     storage = Path(settings.storage_dir)
     for folder in ("audio", "uploads", "batches"):
         (storage / folder).mkdir(parents=True, exist_ok=True)
-    lock = _lock_storage(storage)
+    # one process per SQLite store; a Redis store is shared (its storage_dir too: a volume)
+    lock = _lock_storage(storage) if settings.store == "sqlite" else None
     svc = _service(settings, storage, Tracing.from_settings(settings.otel_endpoint,
                                                             tracer_provider))
     app = FastAPI(title="musicgen_edu", version=__version__, lifespan=_lifespan(svc, lock),

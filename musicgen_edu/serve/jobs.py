@@ -1,57 +1,67 @@
-"""Jobs and the job store: the service's queue and its memory, behind one small interface.
+"""Jobs and the job store: the service's queue and its memory, behind one small contract.
 
 A job is one request's life::
 
     queued -> running -> succeeded | failed | cancelled -> files deleted (``expired_at``)
                  |
-                 +-> queued   graceful shutdown interrupted it (``requeue``), or the process
+                 +-> queued   graceful shutdown interrupted it (``requeue``), or its worker
                               died in it and it has died in fewer than ``max_attempts`` runs
-                              (``requeue_running`` at the next start; at the cap it ends failed)
+                              (``requeue_running``; at the cap it ends failed)
 
-The :class:`JobStore` protocol is everything the API and the worker need from storage, so a
-Redis store can later take the place of :class:`SQLiteJobStore` without touching either:
+The :class:`JobStore` protocol is everything the API and the worker need from storage; two
+stores keep it, chosen by the setting ``store`` (:func:`open_store`):
+
+    sqlite_store.py   one SQLite file: one process owns it (app.py locks its folder); the
+                      embedded default, nothing to run beside the service
+    redis_store.py    one Redis server shared by any number of API and worker processes
+
+The contract, by who calls it::
 
     add / get / list                 the API: create and read jobs (owner-filtered)
+    wait_for_jobs(timeout)           the worker: block until a job may have been queued
     claim(max_items)                 the worker: take the oldest queued job, and queued jobs
-                                     with the same ``batch_key`` (dynamic batching), atomically
+                                     with the same ``batch_key`` (dynamic batching), atomically,
+                                     under a new **lease** (``job.lease``, a random token)
+    renew(ids, lease)                the worker, every ``lease_s / 3``: keep its claim; answers
+                                     the ids it still holds (a lease that ran out may be gone)
     progress(ids, step, total)       the worker: one write for every job of a run
     finish / fail                    the worker: end a running job; ``finish`` ends it
                                      ``cancelled`` instead if a cancel was asked for meanwhile
     request_cancel / cancel          DELETE: a queued job ends now, a running one at its next step
     cancelled(ids)                   the worker, at each step: which jobs of its run a DELETE
                                      asked to cancel (one query for the whole run)
-    requeue / requeue_running        back to the queue: a graceful stop, a restart
+    requeue / requeue_running        back to the queue: a graceful stop; jobs whose worker died
     expiring / expire                retention: ended jobs whose files are due, and marking them
     counts / find_cached             metrics; the result cache (never an expired job)
 
-SQLite (one file, WAL journal, ``synchronous=FULL``) makes every status change durable
-before it is acknowledged, so ``kill -9`` loses no finished or queued job. ``claim`` runs in a
-``BEGIN IMMEDIATE`` transaction, so two worker threads never take the same job. One service
-process owns a store (app.py locks its folder): at start-up it settles every job left
-``running``, which is only right if no other process is running them.
+**Leases fence the worker's writes.** Every write a worker makes to a job it runs
+(``progress``, ``finish``, ``fail``, ``cancel``, ``requeue``) passes ``lease=job.lease`` and
+changes nothing unless the job is still running under that lease. A worker that stalled past
+its lease (or was cut off from the store) and comes back late finds the job re-run by another
+and its own result refused: a job ends exactly once. ``lease=None`` (the API, tests) writes
+whatever the lease.
 
-What is stored is JSON that any client can read: the store refuses non-finite numbers (inf,
-NaN) with a ``ValueError``, and :meth:`Job.public` answers JSON-safe values whatever an older
-version wrote: non-finite numbers as ``null``, characters UTF-8 cannot encode (a lone
-surrogate) as ``?`` (json_values.py), and bytes of the file that are not UTF-8 as U+FFFD.
+Whatever a store holds is JSON that any client can read: stores refuse non-finite numbers
+(inf, NaN) with a ``ValueError``, and :meth:`Job.public` answers JSON-safe values whatever an
+older version wrote: non-finite numbers as ``null``, characters UTF-8 cannot encode (a lone
+surrogate) as ``?`` (json_values.py).
 """
 
 from __future__ import annotations
 
 import builtins
-import json
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .json_values import finite_json, json_safe, valid_text
+from .json_values import json_safe
 
-__all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "SQLiteJobStore", "new_job_id"]
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "new_job_id", "new_lease", "open_store",
+           "died_error"]
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -87,11 +97,12 @@ class Job:
     result: dict[str, Any] | None = None  # files, seeds, timings, sample rate, batch size, cached
     expired_at: float | None = None  # when retention deleted its files (None: still kept;
     #                                  a result then also says "expired": true)
+    lease: str = ""                 # the token of the run holding it ("" = none; jobs.py)
 
     def public(self) -> dict[str, Any]:
         """What ``GET /v1/jobs/{id}`` shows (no owner, no internal keys), JSON-safe."""
         out = {k: v for k, v in asdict(self).items()
-               if k not in ("owner", "batch_key", "cache_key", "params")}
+               if k not in ("owner", "batch_key", "cache_key", "params", "lease")}
         out["progress"] = {"step": self.step, "total": self.total,
                            "fraction": self.step / self.total if self.total else 0.0}
         out["request"] = {k: v for k, v in self.params.items() if not k.startswith("_")}
@@ -101,23 +112,27 @@ class Job:
 
 
 class JobStore(Protocol):
-    """What the service needs from a job store (SQLite here; Redis in the scale-out issue).
+    """What the service needs from a job store (see the module docstring for who calls what).
 
     After the method ``list`` below, ``list`` in this class body names that method, so the
-    type is written ``builtins.list`` there (SQLiteJobStore likewise).
+    type is written ``builtins.list`` there (the stores likewise).
     """
 
     def add(self, job: Job) -> Job: ...
     def get(self, job_id: str) -> Job | None: ...
     def list(self, owner: str | None = None, limit: int = 100) -> list[Job]: ...
+    def wait_for_jobs(self, timeout: float) -> bool: ...
     def claim(self, max_items: int) -> builtins.list[Job]: ...
-    def progress(self, job_ids: builtins.list[str], step: int, total: int) -> None: ...
-    def finish(self, job_id: str, result: dict[str, Any]) -> str | None: ...
-    def fail(self, job_id: str, error: str) -> bool: ...
-    def cancel(self, job_id: str) -> bool: ...
+    def renew(self, job_ids: builtins.list[str], lease: str) -> set[str]: ...
+    def progress(self, job_ids: builtins.list[str], step: int, total: int,
+                 lease: str | None = None) -> None: ...
+    def finish(self, job_id: str, result: dict[str, Any],
+               lease: str | None = None) -> str | None: ...
+    def fail(self, job_id: str, error: str, lease: str | None = None) -> bool: ...
+    def cancel(self, job_id: str, lease: str | None = None) -> bool: ...
     def request_cancel(self, job_id: str) -> str: ...
     def cancelled(self, job_ids: builtins.list[str]) -> set[str]: ...
-    def requeue(self, job_id: str) -> bool: ...
+    def requeue(self, job_id: str, lease: str | None = None) -> bool: ...
     def requeue_running(self, max_attempts: int) -> dict[str, int]: ...
     def expiring(self, finished_before: float, limit: int = 100) -> builtins.list[Job]: ...
     def expire(self, job_id: str, at: float) -> builtins.list[str]: ...
@@ -126,271 +141,27 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
 
-_COLUMNS = ("id", "owner", "kind", "model", "status", "batch_key", "cache_key", "items",
-            "created_at", "started_at", "finished_at", "step", "total", "attempts",
-            "interrupted", "cancel_requested", "error", "params", "result", "expired_at")
-_SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, owner TEXT NOT NULL,
-    kind TEXT NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL, batch_key TEXT NOT NULL,
-    cache_key TEXT NOT NULL, items INTEGER NOT NULL, created_at REAL NOT NULL,
-    started_at REAL, finished_at REAL, step INTEGER NOT NULL, total INTEGER NOT NULL,
-    attempts INTEGER NOT NULL, cancel_requested INTEGER NOT NULL, error TEXT,
-    params TEXT NOT NULL, result TEXT, interrupted INTEGER NOT NULL DEFAULT 0, expired_at REAL);"""
-# columns added since the first version: a store file written before them gains them on open
-_ADDED = {"interrupted": "INTEGER NOT NULL DEFAULT 0", "expired_at": "REAL"}
-_INDEXES = """CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
-CREATE INDEX IF NOT EXISTS jobs_cache ON jobs (cache_key, status);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
-CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expired_at, finished_at);"""
+def new_lease() -> str:
+    """A claim's token: unguessable, so no other run can write under it."""
+    return uuid.uuid4().hex
 
 
-class SQLiteJobStore:
-    """:class:`JobStore` in one SQLite file; safe to share between threads of one process."""
+def died_error(died: int, max_attempts: int) -> str:
+    """Why a job a worker died in ``died`` times ends failed (both stores say it alike)."""
+    return (f"the service stopped {died} times while running this job (setting "
+            f"max_attempts={max_attempts}); not retried, as the request itself may stop it. "
+            "Submit a changed request (shorter, fewer prompts) or ask the operator to raise "
+            "max_attempts.")
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
-                                   timeout=30)
-        self._db.text_factory = lambda raw: raw.decode("utf-8", "replace")  # never fail a read
-        self._lock = threading.RLock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a commit survives power loss
-            self._db.executescript(_SCHEMA)
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            for name, kind in _ADDED.items():
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-            self._db.executescript(_INDEXES)
 
-    # --- rows <-> jobs ------------------------------------------------------------------------
-    @staticmethod
-    def _job(row: Sequence[Any]) -> Job:
-        values = dict(zip(_COLUMNS, row))
-        values["params"] = json.loads(values["params"])
-        values["result"] = json.loads(values["result"]) if values["result"] else None
-        values["cancel_requested"] = bool(values["cancel_requested"])
-        return Job(**values)
+def open_store(settings: Settings) -> JobStore:
+    """The store the settings choose: ``storage_dir/jobs.sqlite3``, or the Redis server at
+    ``redis_url`` (keys under ``redis_prefix``; leases of ``lease_s``)."""
+    if settings.store == "redis":
+        from .redis_store import RedisJobStore
 
-    def _select(self, where: str, args: Sequence[Any] = (), tail: str = "") -> list[Job]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE {where} "
-                                    f"{tail}", args).fetchall()
-        return [self._job(r) for r in rows]
+        return RedisJobStore(settings.redis_url, prefix=settings.redis_prefix,
+                             lease_s=settings.lease_s)
+    from .sqlite_store import SQLiteJobStore
 
-    def _update(self, job_id: str, sets: str, args: Sequence[Any] = (), when: str = "1") -> bool:
-        with self._lock:
-            cur = self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND ({when})",
-                                   (*args, job_id))
-        return cur.rowcount == 1
-
-    # --- the interface --------------------------------------------------------------------------
-    def add(self, job: Job) -> Job:
-        """Store a new job; ValueError if its params or result hold inf or NaN."""
-        values = asdict(job)
-        values["params"] = finite_json(job.params, job.id, "params")
-        values["result"] = (finite_json(job.result, job.id, "result") if job.result is not None
-                            else None)
-        values["cancel_requested"] = int(job.cancel_requested)
-        with self._lock:
-            self._db.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES "
-                             f"({', '.join('?' * len(_COLUMNS))})",
-                             [values[c] for c in _COLUMNS])
-        return job
-
-    def get(self, job_id: str) -> Job | None:
-        found = self._select("id = ?", (job_id,))
-        return found[0] if found else None
-
-    def list(self, owner: str | None = None, limit: int = 100) -> list[Job]:
-        if owner is None:
-            return self._select("1", (), f"ORDER BY seq DESC LIMIT {int(limit)}")
-        return self._select("owner = ?", (owner,), f"ORDER BY seq DESC LIMIT {int(limit)}")
-
-    def claim(self, max_items: int) -> builtins.list[Job]:
-        """Take the oldest queued job and, if it has a batch key, more queued jobs with the same
-        key (oldest first) while their prompts add up to at most ``max_items``.
-
-        A job the process already died in (``attempts > interrupted``) runs alone and is never
-        taken as a batch-mate: if it kills the process again, it alone reaches
-        ``max_attempts``, not the requests that happened to share its batch."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status = "
-                                       "'queued' ORDER BY seq LIMIT 1").fetchone()
-                if row is None:
-                    self._db.execute("COMMIT")
-                    return []
-                head = self._job(row)
-                jobs, items = [head], head.items
-                if head.batch_key and head.attempts == head.interrupted:
-                    for row in self._db.execute(
-                            f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status = 'queued' AND "
-                            "batch_key = ? AND id != ? AND attempts = interrupted ORDER BY seq",
-                            (head.batch_key, head.id)):
-                        job = self._job(row)
-                        if items + job.items <= max_items:
-                            jobs.append(job)
-                            items += job.items
-                now = time.time()
-                for job in jobs:
-                    self._db.execute("UPDATE jobs SET status = 'running', started_at = ?, "
-                                     "attempts = attempts + 1 WHERE id = ?", (now, job.id))
-                    job.status, job.started_at, job.attempts = "running", now, job.attempts + 1
-                self._db.execute("COMMIT")
-                return jobs
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    def progress(self, job_ids: builtins.list[str], step: int, total: int) -> None:
-        """Step ``step`` of ``total`` for every running job of a run: one statement, one commit."""
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET step = ?, total = ? WHERE status = 'running' AND "
-                             f"id IN ({', '.join('?' * len(job_ids))})", (step, total, *job_ids))
-
-    def finish(self, job_id: str, result: dict[str, Any]) -> str | None:
-        """End a running job in one statement: ``cancelled`` if a cancel was asked for (even
-        after the worker's last check), else ``succeeded`` with ``result``.
-
-        Returns:
-            The status it ended in; None if it was not running. ValueError (nothing written)
-            if ``result`` holds inf or NaN.
-        """
-        text = finite_json(result, job_id, "result")
-        with self._lock:
-            rows = self._db.execute(
-                "UPDATE jobs SET finished_at = ?, "
-                "status = CASE cancel_requested WHEN 0 THEN 'succeeded' ELSE 'cancelled' END, "
-                "result = CASE cancel_requested WHEN 0 THEN ? ELSE NULL END, "
-                "step = CASE cancel_requested WHEN 0 THEN total ELSE step END "
-                "WHERE id = ? AND status = 'running' RETURNING status",
-                (time.time(), text, job_id)).fetchall()
-        return rows[0][0] if rows else None
-
-    def fail(self, job_id: str, error: str) -> bool:
-        return self._update(job_id, "status = 'failed', finished_at = ?, error = ?",
-                            (time.time(), valid_text(error)), "status = 'running'")
-
-    def cancel(self, job_id: str) -> bool:
-        """End a queued or running job as cancelled (the worker calls it once a run stopped)."""
-        return self._update(job_id, "status = 'cancelled', finished_at = ?", (time.time(),),
-                            "status IN ('queued', 'running')")
-
-    def request_cancel(self, job_id: str) -> str:
-        """Cancel a queued job now, or flag a running one; return the status it is left in."""
-        with self._lock:
-            if self._update(job_id, "status = 'cancelled', finished_at = ?", (time.time(),),
-                            "status = 'queued'"):
-                return "cancelled"
-            if self._update(job_id, "cancel_requested = 1", (), "status = 'running'"):
-                return "cancelling"          # the worker ends it at its next step
-            job = self.get(job_id)
-            return job.status if job else "missing"
-
-    def cancelled(self, job_ids: builtins.list[str]) -> set[str]:
-        """Which of ``job_ids`` a cancel was asked for: one query for every job of a run."""
-        with self._lock:
-            rows = self._db.execute(f"SELECT id FROM jobs WHERE cancel_requested = 1 AND id IN "
-                                    f"({', '.join('?' * len(job_ids))})", job_ids).fetchall()
-        return {row[0] for row in rows}
-
-    def requeue(self, job_id: str) -> bool:
-        """Put a running job back in the queue: graceful shutdown interrupted it on purpose, so
-        the run counts in ``interrupted`` and not against ``max_attempts``. One statement: a
-        cancel that was asked for meanwhile wins (the job ends ``cancelled``)."""
-        return self._update(job_id, "status = CASE cancel_requested WHEN 0 THEN 'queued' ELSE "
-                            "'cancelled' END, finished_at = CASE cancel_requested WHEN 0 THEN "
-                            "NULL ELSE ? END, step = 0, total = 0, "
-                            "interrupted = interrupted + 1", (time.time(),), "status = 'running'")
-
-    def requeue_running(self, max_attempts: int) -> dict[str, int]:
-        """At start-up: settle the jobs a dead process left running. A job the process died
-        in ``max_attempts`` times (runs started minus graceful interruptions) ends ``failed``:
-        a request that kills the server would kill it at every restart. A job with a cancel
-        request ends ``cancelled``; the rest are queued.
-
-        Returns:
-            How many went to each status: ``{"queued": 1, "failed": 0, "cancelled": 0}``.
-        """
-        moved = {"queued": 0, "failed": 0, "cancelled": 0}
-        now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for job_id, died, cancel in self._db.execute(
-                        "SELECT id, attempts - interrupted, cancel_requested FROM jobs "
-                        "WHERE status = 'running'").fetchall():
-                    if cancel:
-                        self._update(job_id, "status = 'cancelled', finished_at = ?", (now,))
-                        moved["cancelled"] += 1
-                    elif died >= max_attempts:
-                        error = (f"the service stopped {died} times while running this job "
-                                 f"(setting max_attempts={max_attempts}); not retried, as the "
-                                 "request itself may stop it. Submit a changed request (shorter, "
-                                 "fewer prompts) or ask the operator to raise max_attempts.")
-                        self._update(job_id, "status = 'failed', finished_at = ?, error = ?",
-                                     (now, error))
-                        moved["failed"] += 1
-                    else:
-                        self._update(job_id, "status = 'queued', step = 0, total = 0")
-                        moved["queued"] += 1
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return moved
-
-    def expiring(self, finished_before: float, limit: int = 100) -> builtins.list[Job]:
-        """Ended jobs that finished before ``finished_before`` and whose files are still kept,
-        oldest first (what the retention sweep deletes next)."""
-        return self._select("expired_at IS NULL AND finished_at < ? AND status IN "
-                            "('succeeded', 'failed', 'cancelled')", (finished_before,),
-                            f"ORDER BY finished_at LIMIT {int(limit)}")
-
-    def expire(self, job_id: str, at: float) -> builtins.list[str]:
-        """Record that retention deleted ``job_id``'s files at ``at`` (``expired_at``, and
-        ``result["expired"]`` for whoever reads the result), and the same for every
-        result-cache copy listing the same files (a cache hit shares its origin's files).
-
-        Returns:
-            The ids marked (none if the job is missing or already expired).
-        """
-        with self._lock:
-            job = self.get(job_id)
-            if job is None or job.expired_at is not None:
-                return []
-            jobs = [job]
-            if job.cache_key and job.result is not None:
-                copies = self._select("cache_key = ? AND status = 'succeeded' AND "
-                                      "expired_at IS NULL AND id != ?", (job.cache_key, job.id))
-                jobs += [c for c in copies
-                         if c.result and c.result.get("files") == job.result.get("files")]
-            rows = [(at, None if j.result is None else json.dumps(
-                {**j.result, "expired": True, "expired_at": at}), j.id) for j in jobs]
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("UPDATE jobs SET expired_at = ?, result = ? WHERE id = ?",
-                                     rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return [j.id for j in jobs]
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
-        return {**dict.fromkeys(STATUSES, 0), **dict(rows)}
-
-    def find_cached(self, cache_key: str) -> Job | None:
-        """The newest succeeded job with ``cache_key`` whose files are kept (not expired)."""
-        found = self._select("cache_key = ? AND status = 'succeeded' AND expired_at IS NULL",
-                             (cache_key,), "ORDER BY seq DESC LIMIT 1")
-        return found[0] if found else None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    return SQLiteJobStore(settings.storage_dir / "jobs.sqlite3")

@@ -184,23 +184,24 @@ async def stream(ws: WebSocket, svc: ServiceDep):
         return
     who, params, model = request
     loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[torch.Tensor | None] = asyncio.Queue()
+    chunks: asyncio.Queue[tuple[torch.Tensor | None, int]] = asyncio.Queue()
     job_id = new_job_id()
-    svc.worker.listeners[job_id] = lambda chunk: loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+    unsubscribe = svc.worker.relay.subscribe(          # relay.py: from whichever worker runs it
+        job_id, lambda chunk, rate: loop.call_soon_threadsafe(chunks.put_nowait, (chunk, rate)))
     try:
         await asyncio.to_thread(submit, svc, who, "stream", params, model, job_id=job_id)
     except HTTPException as exc:                     # queue full
-        svc.worker.listeners.pop(job_id, None)
+        unsubscribe()
         return await _refuse(ws, exc.status_code, exc.detail)
     svc.open_streams += 1                            # the server waits for it at shutdown
     ended = False
     try:
-        ended = await _forward(ws, svc, job_id, model, chunks)
+        ended = await _forward(ws, svc, job_id, chunks)
     except Exception:                                # the client went away mid-send
         ended = False
     finally:
         svc.open_streams -= 1
-        svc.worker.listeners.pop(job_id, None)
+        unsubscribe()
         if not ended and not svc.stopping.is_set():  # the client left: cancel the job
             _cancel_soon(svc, job_id)
 
@@ -214,8 +215,8 @@ def _cancel_soon(svc: Service, job_id: str) -> None:
                      daemon=True).start()
 
 
-async def _forward(ws: WebSocket, svc: Service, job_id: str, model: str,
-                   chunks: asyncio.Queue[torch.Tensor | None]) -> bool:
+async def _forward(ws: WebSocket, svc: Service, job_id: str,
+                   chunks: asyncio.Queue[tuple[torch.Tensor | None, int]]) -> bool:
     """Send chunks until the worker says the run ended, then ``done``: True; False if the
     client closed the socket first (the caller cancels the job)."""
     started = False
@@ -238,12 +239,11 @@ async def _forward(ws: WebSocket, svc: Service, job_id: str, model: str,
             if outgoing not in done:
                 outgoing.cancel()
                 continue
-            chunk = outgoing.result()                               # [1, C, t] or None
+            chunk, rate = outgoing.result()                         # [1, C, t] or None
             if chunk is None:
                 break
             if not started:
                 started = True
-                rate = svc.pool.loaded()[model].sample_rate
                 await ws.send_json({"type": "start", "id": job_id, "sample_rate": rate,
                                     "channels": chunk.shape[1], "format": "f32le"})
             await ws.send_bytes(chunk[0].T.contiguous().numpy().astype("<f4").tobytes())

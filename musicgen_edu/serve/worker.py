@@ -2,14 +2,16 @@
 
 The path of one job through a worker thread::
 
-    store.claim(max_batch_size)       the oldest queued job + queued jobs with its batch_key
+    store.wait_for_jobs(0.5)          sleep until a job is queued (any process may queue it)
+    store.claim(max_batch_size)       the oldest queued job + queued jobs with its batch_key,
+                                      under one lease that a heartbeat thread renews
     pool.get(model)                   a MusicGenerator, loaded on demand, LRU-unloaded past
                                       the memory budget (one instance per model per process;
                                       pool.py)
     generator.generate(all prompts, seeds=all seeds, callback=tracker)
         tracker(step, total)          progress to the store (one write for the whole run, at
                                       most every 0.5 s); raises to cancel or interrupt
-    split the [B, C, T] result by job, save each item atomically, store.finish(job)
+    split the [B, C, T] result by job, save each item atomically, store.finish(job, lease)
     the job ended: its upload is deleted (upload_retention_s = 0), and its files too unless
                                       it succeeded (finish says "cancelled" if a DELETE came late)
 
@@ -28,6 +30,11 @@ been cancelled it raises, and the run stops there with nothing saved. A job canc
 its batch-mates go on is dropped at the end.
 **Graceful shutdown** waits ``shutdown_grace_s`` for running jobs, then interrupts them the
 same way and puts them back in the queue (they run again, with the same seeds, next start).
+**Leases** (jobs.py): every write about a claimed job passes its lease, so a run whose lease
+was lost (this process stalled past ``lease_s``; another worker re-runs the job) writes
+nothing; the heartbeat notices the loss and stops the run at its next step. With the Redis
+store the heartbeat also re-queues jobs whose worker died (``requeue_running``: their lease
+ran out); the SQLite store does that once, at start-up (app.py).
 **Tracing** (tracing.py, when on): a run is a ``worker batch`` span linked to each job's
 request, ``generate`` holds the generator's stages, and each job's ``queue wait``, ``encode
 file`` and ``store`` are spans in its own request's trace.
@@ -40,7 +47,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,16 +57,14 @@ from ..settings import Settings
 from .jobs import Job, JobStore
 from .monitoring import Metrics, get_logger
 from .pool import ModelPool
+from .relay import LocalRelay, Relay
 from .retention import delete_job_files, sweep_expired
 from .tracing import Tracing
 
 if TYPE_CHECKING:
     from ..generator import MusicGenerator
 
-__all__ = ["Worker", "Listener"]
-
-# what a stream registers for its job: called with each [B, C, t] chunk, then None at the end
-Listener = Callable[[torch.Tensor | None], object]
+__all__ = ["Worker"]
 
 log = get_logger()
 PROGRESS_EVERY_S = 0.5       # at most one progress write per run this often (and at the end)
@@ -76,7 +80,7 @@ class _Stop(BaseException):
 
     def __init__(self, why: str):
         super().__init__(why)
-        self.why = why                  # "cancelled" or "interrupted"
+        self.why = why                  # "cancelled", "interrupted" or "lost" (the lease)
 
 
 class _Tracker:
@@ -86,6 +90,7 @@ class _Tracker:
                  report: bool = True):
         self.worker, self.every_s = worker, every_s
         self.ids = [job.id for job in jobs]
+        self.lease = jobs[0].lease      # one claim, one lease for the whole run
         self.report = report            # False: progress is counted elsewhere (batch tables)
         self.last = 0.0
 
@@ -93,12 +98,14 @@ class _Tracker:
         store = self.worker.store
         if self.worker.interrupting.is_set():
             raise _Stop("interrupted")
+        if self.lease in self.worker.lost:              # another worker runs these jobs now
+            raise _Stop("lost")
         if store.cancelled(self.ids) >= set(self.ids):  # one query for every job of the run
             raise _Stop("cancelled")
         now = time.monotonic()
         if self.report and (now - self.last >= self.every_s or step == total):
             self.last = now
-            store.progress(self.ids, step, total)       # one write for every job of the run
+            store.progress(self.ids, step, total, lease=self.lease)  # one write for the run
 
 
 class Worker:
@@ -110,17 +117,20 @@ class Worker:
         pool: the :class:`ModelPool`.
         metrics: the service's :class:`~musicgen_edu.serve.monitoring.Metrics`.
         tracing: the service's spans (:class:`~musicgen_edu.serve.tracing.Tracing`; off if None).
+        relay: where stream jobs' chunks go (relay.py; default: listeners in this process).
     """
 
     def __init__(self, settings: Settings, store: JobStore, pool: ModelPool, metrics: Metrics,
-                 tracing: Tracing | None = None):
+                 tracing: Tracing | None = None, relay: Relay | None = None):
         self.settings, self.store, self.pool, self.metrics = settings, store, pool, metrics
         self.tracing = tracing or Tracing()       # off unless the app passes its own
+        self.relay = relay or LocalRelay()
         self.storage = Path(settings.storage_dir)
-        self.listeners: dict[str, Listener] = {}  # job id -> called with each stream chunk
         self.interrupting = threading.Event()     # set: running jobs stop and are re-queued
+        self.held: dict[str, list[str]] = {}      # lease -> ids of the run it holds
+        self.lost: set[str] = set()               # leases the heartbeat found gone
         self._stopping = threading.Event()        # set: take no new jobs
-        self._wake = threading.Event()
+        self._threads_done = threading.Event()    # set: the threads have ended (heartbeat too)
         self._threads: list[threading.Thread] = []
         self._sweep_lock = threading.Lock()
         self._next_sweep = 0.0                    # time.monotonic() of the next sweep (0: now)
@@ -131,21 +141,21 @@ class Worker:
             thread = threading.Thread(target=self._loop, name=f"musicgen-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
-
-    def notify(self) -> None:
-        """A job was queued: wake an idle thread."""
-        self._wake.set()
+        if self.settings.workers:
+            threading.Thread(target=self._heartbeat, name="musicgen-heartbeat",
+                             daemon=True).start()
 
     def stop(self, grace_s: float) -> None:
         """Take no new jobs; let running ones finish for ``grace_s``, then re-queue them."""
         self._stopping.set()
-        self._wake.set()
         deadline = time.monotonic() + grace_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.interrupting.set()
         for thread in self._threads:
             thread.join(30)
+        if self.stopped():
+            self._threads_done.set()
 
     def stopped(self) -> bool:
         return not any(t.is_alive() for t in self._threads)
@@ -154,18 +164,37 @@ class Worker:
         """Every worker thread is running (``/readyz`` says not ready otherwise)."""
         return all(t.is_alive() for t in self._threads)
 
+    def _heartbeat(self) -> None:
+        """Every ``lease_s / 3``: renew the leases of running runs (a lease found gone stops
+        its run at the next step); with Redis, re-queue jobs whose worker died."""
+        while not self._threads_done.wait(self.settings.lease_s / 3):
+            try:
+                for lease, ids in list(self.held.items()):
+                    if not self.store.renew(ids, lease):
+                        self.lost.add(lease)
+                if self.settings.store == "redis":
+                    moved = self.store.requeue_running(self.settings.max_attempts)
+                    if any(moved.values()):
+                        log.warning("re-queued jobs of a worker that died", **moved)
+            except Exception:  # the store is unreachable: the next beat tries again
+                log.exception("lease heartbeat failed")
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 self._sweep_if_due()
-                if self._wake.wait(0.5):
-                    self._wake.clear()
+                if self.store.wait_for_jobs(0.5):
                     time.sleep(self.settings.batch_wait_s)   # let batch-mates arrive
                 while not self._stopping.is_set():
                     jobs = self.store.claim(self.settings.max_batch_size)
                     if not jobs:
                         break
-                    self._run(jobs)
+                    self.held[jobs[0].lease] = [j.id for j in jobs]
+                    try:
+                        self._run(jobs)
+                    finally:
+                        self.held.pop(jobs[0].lease, None)
+                        self.lost.discard(jobs[0].lease)
                     self._sweep_if_due()                  # a queue that never empties too
             except Exception:  # a store error (disk full, locked): log it, keep the thread
                 log.exception("worker loop error; retrying in 1 s")
@@ -201,13 +230,12 @@ class Worker:
                     if exc is not None:
                         message = str(exc) if isinstance(exc, MusicGenEduError) else (
                             f"internal error ({type(exc).__name__}): {exc}")
-                        self.store.fail(job.id, message)
-                        self._ended(job, keep_files=False)
+                        if self.store.fail(job.id, message, lease=job.lease):
+                            self._ended(job, keep_files=False)
         finally:
             for job in jobs:
-                listener = self.listeners.get(job.id)
-                if listener is not None:
-                    listener(None)                       # end of stream
+                if job.kind == "stream":
+                    self.relay.publish(job.id, None)     # end of stream
             self.metrics.count_jobs(self.store.counts())
             structlog.contextvars.unbind_contextvars("request_id")
 
@@ -246,15 +274,17 @@ class Worker:
 
     def _stopped(self, jobs: list[Job], why: str) -> None:
         """Settle a run :class:`_Stop` ended: ``"interrupted"`` jobs go back to the queue
-        unless a cancel was asked for (decided in the store, atomically); ``"cancelled"`` end."""
+        unless a cancel was asked for (decided in the store, atomically); ``"cancelled"`` end;
+        ``"lost"`` ones are another worker's now: nothing is written, nothing deleted."""
         for job in jobs:
+            if why == "lost":
+                continue
             if why == "interrupted":
-                self.store.requeue(job.id)             # runs again: keeps its upload
+                self.store.requeue(job.id, lease=job.lease)   # runs again: keeps its upload
                 now = self.store.get(job.id)
                 ended = now is not None and now.status == "cancelled"
             else:
-                self.store.cancel(job.id)
-                ended = True
+                ended = self.store.cancel(job.id, lease=job.lease)
             if ended:
                 self._ended(job, keep_files=False)
         log.info(f"run {why}", jobs=[j.id for j in jobs])
@@ -262,12 +292,18 @@ class Worker:
     def _finish(self, job: Job, result: dict[str, Any]) -> None:
         """Store one job's result (``failed`` if it cannot be stored) and settle its files."""
         try:
-            status = self.store.finish(job.id, result)  # "cancelled" if a DELETE came late
+            # "cancelled" if a DELETE came late; None if the lease was lost: another worker
+            # runs the job again and writes the same files, so this one touches nothing more
+            status = self.store.finish(job.id, result, lease=job.lease)
+            if status is None:
+                log.warning("lease lost; this run's result is dropped", job=job.id)
+                return
         except Exception as exc:  # inf or NaN in the result (ValueError), a full disk, ...
             log.exception("storing a result failed", job=job.id)
             status = "failed"
             try:
-                self.store.fail(job.id, f"internal error ({type(exc).__name__}): {exc}")
+                self.store.fail(job.id, f"internal error ({type(exc).__name__}): {exc}",
+                                lease=job.lease)
             except Exception:                   # the store is down: restart settles it
                 log.exception("recording the failure failed", job=job.id)
         try:
@@ -326,11 +362,9 @@ class Worker:
             return out.wav, out.timings
         if kind == "stream":
             chunks, begin = [], time.perf_counter()
-            listener = self.listeners.get(jobs[0].id)
             for chunk in gen.stream(prompts, chunk_seconds=self.settings.stream_chunk_s, **common):
                 chunks.append(chunk)                                     # [B, C, t]
-                if listener is not None:
-                    listener(chunk)
+                self.relay.publish(jobs[0].id, chunk, gen.sample_rate)
             return torch.cat(chunks, dim=-1), {"total_s": time.perf_counter() - begin}
         out = gen.generate(prompts, **common)
         return out.wav, out.timings
@@ -345,7 +379,7 @@ class Worker:
 
         def on_item(record: dict[str, Any]) -> None:
             done[0] += 1
-            self.store.progress([job.id], done[0], total)
+            self.store.progress([job.id], done[0], total, lease=job.lease)
 
         runner = BatchRunner(gen, folder, max_batch_size=self.settings.max_batch_size,
                              progress=False, resume=True, on_item=on_item, callback=tracker)

@@ -53,7 +53,7 @@ _RequestField = Annotated[str, Form(alias="request", description="GenerateReques
 def submit(svc: Service, who: Principal, kind: str, params: dict[str, Any], model: str,
            batch_key: str = "", cache_key: str = "", job_id: str | None = None,
            request_id: str | None = None) -> Job:
-    """Store a queued job (or a cached result) and wake the worker. 503 when the queue is full."""
+    """Store a queued job (or a cached result; the store wakes a worker). 503: queue full."""
     params["_request_id"] = request_id           # the worker's log lines carry it too
     params.update(trace_params())                # the worker's spans join the request's trace
     if svc.settings.result_cache and cache_key:
@@ -79,7 +79,6 @@ def submit(svc: Service, who: Principal, kind: str, params: dict[str, Any], mode
     svc.store.add(job)
     svc.log.info("job queued", job=job.id, kind=kind, model=model, items=job.items)
     svc.log.debug("job prompts", job=job.id, prompts=params.get("prompts"))
-    svc.worker.notify()
     return job
 
 

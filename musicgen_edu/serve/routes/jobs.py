@@ -71,9 +71,8 @@ def cancel_job(job_id: str, svc: ServiceDep, who: User):
     status = svc.store.request_cancel(job.id) if job.status not in FINISHED else job.status
     if status not in ("cancelled", "cancelling") or job.status in FINISHED:
         raise HTTPException(409, f"job {job_id} has already ended ({status}); nothing to cancel.")
-    listener = svc.worker.listeners.get(job.id)
-    if status == "cancelled" and listener is not None:
-        listener(None)                     # a WebSocket waiting for a job that will never run
+    if status == "cancelled" and job.kind == "stream":
+        svc.worker.relay.publish(job.id, None)  # a WebSocket waiting for a job never to run
     return JSONResponse({"id": job.id, "status": status},
                         status_code=200 if status == "cancelled" else 202)
 
