@@ -40,11 +40,12 @@ test-notebooks:
 
 # lecture 07 in JupyterLab in headless Chromium (apt-get install chromium chromium-driver)
 test-browser:
-	$(PYTHON) -m pytest -q -m browser tests/test_studio_browser.py
+	$(PYTHON) -m pytest -q -m browser tests/test_studio_browser.py tests/test_serve_web.py
 
-# the same test, also writing docs/images/studio.png (the studio picture on the docs site)
+# the same tests, also writing docs/images/studio.png and web.png (the pictures on the docs site)
 screenshot:
-	MUSICGEN_UPDATE_SCREENSHOT=1 $(PYTHON) -m pytest -q -m browser tests/test_studio_browser.py
+	MUSICGEN_UPDATE_SCREENSHOT=1 $(PYTHON) -m pytest -q -m browser tests/test_studio_browser.py \
+	  tests/test_serve_web.py
 
 # our C++ kernels once more as a CPU without AVX-512 builds them (8-float vectors: most
 # students' laptops); on an AVX-512 machine that is another build, elsewhere the same again

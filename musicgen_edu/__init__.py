@@ -111,6 +111,7 @@ __version__ = "0.1.0"
 # The service (lecture 09) needs the `serve` extra (fastapi, pydantic-settings, ...): its names
 # are imported on first use, so `import musicgen_edu` stays light and works without the extra.
 _LAZY = {"start_server": "serve", "create_app": "serve", "ServerHandle": "serve",
+         "start_redis": "serve", "in_memory_provider": "serve", "format_trace": "serve",
          "load_settings": "settings", "Settings": "settings"}
 
 
@@ -153,6 +154,7 @@ __all__ = [
     "Studio", "param_sliders", "audio_compare", "token_grid",
     # serving (lecture 09; needs pip install 'musicgen-edu[serve]')
     "start_server", "create_app", "ServerHandle", "load_settings", "Settings",
+    "start_redis", "in_memory_provider", "format_trace",
     # fine-tuning (lecture 10)
     "train", "Trainer", "TrainConfig", "TrainResult", "TokenDataset", "build_dataset",
     "find_clips", "write_dataset", "arpeggio_clips", "plot_training_curves",

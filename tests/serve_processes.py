@@ -16,7 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer
+from test_serve_restart import free_port
 
 API_COMMAND = ["musicgen-edu", "serve", "--workers", "0"]   # HTTP only: queue jobs, run none
 WORKER_COMMAND = ["musicgen-edu", "worker"]                 # generation only: no HTTP API

@@ -101,7 +101,13 @@ EXPECTED = {
                    "batch_jobs": 4, "batched_equals_solo": True, "first_cached": False,
                    "cached": True,
                    "metrics_lines": 11, "server_stopped": True,
-                   "openapi_has_generate": True},   # the /docs contract, shown inline (Colab)
+                   "openapi_has_generate": True,   # the /docs contract, shown inline (Colab)
+                   # section 8: two replicas on one redis-server (store=redis)
+                   "replicas_succeeded": ["succeeded"] * 4, "rate_shared": True,
+                   "cached_across": True,
+                   "trace_spans": sorted(["POST /v1/generate", "queue wait", "worker batch",
+                                          "generate", "text encode", "decode loop",
+                                          "audio decode", "encode file", "store"])},
     "04_sampling_and_cfg": {"model": "debug", "seed": SEED, "seeds": [SEED + i for i in range(4)],
                             "logits_shape": [4, 2048],
                             "stages": ["logits", "cfg", "temperature", "top_k", "top_p"],

@@ -314,7 +314,8 @@ def worker(
     Needs MUSICGEN_STORE=redis and MUSICGEN_REDIS_URL, and the same storage_dir (a volume)
     as the API processes (musicgen-edu serve --workers 0).
 
-    Example: MUSICGEN_STORE=redis musicgen-edu worker --port 8001
+    Example: musicgen-edu worker --port 8001 (with MUSICGEN_STORE=redis and MUSICGEN_REDIS_URL
+    set)
     """
     try:
         from ..serve.worker_process import run_worker

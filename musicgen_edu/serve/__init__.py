@@ -22,9 +22,12 @@ notebook, ``mg.start_server(port=0)`` (lecture 09). Settings: :mod:`musicgen_edu
 
 from .app import ServerHandle, create_app, run_server, start_server
 from .jobs import Job, JobStore
+from .local_redis import LocalRedis, start_redis
 from .redis_store import RedisJobStore
 from .service import Service
 from .sqlite_store import SQLiteJobStore
+from .tracing import format_trace, in_memory_provider
 
 __all__ = ["create_app", "start_server", "run_server", "ServerHandle", "Service", "Job",
-           "JobStore", "SQLiteJobStore", "RedisJobStore"]
+           "JobStore", "SQLiteJobStore", "RedisJobStore", "LocalRedis", "start_redis",
+           "in_memory_provider", "format_trace"]

@@ -54,7 +54,6 @@ from ..errors import AudioError, ConfigError, GenerationError, ModelLoadError, M
 from ..settings import Settings, load_settings
 from . import streaming
 from .deps import admit, operation
-from .jobs import open_store
 from .monitoring import Metrics, RequestLog, configure_logging, get_logger
 from .pool import ModelPool
 from .redis_store import UNAVAILABLE, RedisRateLimiter
@@ -63,6 +62,7 @@ from .routes import ROUTERS
 from .schemas import explain_validation
 from .security import Auth, BodyLimit, RateLimiter
 from .service import STREAMS_MARGIN_S, Service
+from .stores import open_store
 from .tracing import Tracing
 from .worker import Worker
 

@@ -9,7 +9,7 @@ A job is one request's life::
                               (``requeue_running``; at the cap it ends failed)
 
 The :class:`JobStore` protocol is everything the API and the worker need from storage; two
-stores keep it, chosen by the setting ``store`` (:func:`open_store`):
+stores keep it, chosen by the setting ``store`` (stores.py, ``open_store``):
 
     sqlite_store.py   one SQLite file: one process owns it (app.py locks its folder); the
                       embedded default, nothing to run beside the service
@@ -53,15 +53,11 @@ import builtins
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .json_values import json_safe
 
-if TYPE_CHECKING:
-    from ..settings import Settings
-
-__all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "new_job_id", "new_lease", "open_store",
-           "died_error"]
+__all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "new_job_id", "new_lease", "died_error"]
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -152,16 +148,3 @@ def died_error(died: int, max_attempts: int) -> str:
             f"max_attempts={max_attempts}); not retried, as the request itself may stop it. "
             "Submit a changed request (shorter, fewer prompts) or ask the operator to raise "
             "max_attempts.")
-
-
-def open_store(settings: Settings) -> JobStore:
-    """The store the settings choose: ``storage_dir/jobs.sqlite3``, or the Redis server at
-    ``redis_url`` (keys under ``redis_prefix``; leases of ``lease_s``)."""
-    if settings.store == "redis":
-        from .redis_store import RedisJobStore
-
-        return RedisJobStore(settings.redis_url, prefix=settings.redis_prefix,
-                             lease_s=settings.lease_s)
-    from .sqlite_store import SQLiteJobStore
-
-    return SQLiteJobStore(settings.storage_dir / "jobs.sqlite3")

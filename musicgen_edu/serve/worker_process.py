@@ -30,10 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..errors import ConfigError
 from ..settings import Settings
-from .jobs import open_store
 from .monitoring import CONTENT_TYPE_LATEST, Metrics, configure_logging, get_logger
 from .pool import ModelPool
 from .relay import RedisRelay
+from .stores import open_store
 from .tracing import Tracing
 from .worker import Worker
 
