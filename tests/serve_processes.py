@@ -65,19 +65,10 @@ class Deployment:
         """Until every named process answers ``/readyz`` with 200."""
         deadline = time.monotonic() + timeout
         for name in names:
-            while True:
-                if self.processes[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited: {self.log(name)[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/readyz",
-                                                timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} not ready: {self.log(name)[-3000:]}")
-                time.sleep(0.2)
+            try:
+                wait_ready(self.ports[name], self.processes[name], deadline - time.monotonic())
+            except (RuntimeError, TimeoutError) as exc:
+                raise type(exc)(f"{name}: {exc}; its log: {self.log(name)[-3000:]}") from None
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")
@@ -102,3 +93,20 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.redis.stop()
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Until the process listening on ``port`` answers ``/readyz`` with 200."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready after {timeout:.0f} s")
+        time.sleep(0.2)
