@@ -8,6 +8,7 @@ OTLP/HTTP to a collector stand-in on loopback.
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 
@@ -108,6 +109,42 @@ def test_one_request_is_one_trace_from_http_to_store(traced):
     loop = next(s for s in stages if s.name == "decode loop")
     assert loop.attributes["musicgen.decode.steps"] == job["progress"]["total"]
     assert all(s.context.trace_id == trace_id for s in stages)
+
+
+def test_log_lines_carry_the_trace_id_of_their_request(traced, capsys):
+    """The API's request line and the worker's run lines name the trace: a log line leads to
+    its trace in the collector."""
+    client, exporter = traced
+    capsys.readouterr()
+    job = wait_job(client, post(client, "trace-log-77", 77))
+    request = request_span(spans_of(exporter, job["id"]), job["id"])
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("{")]
+    wanted = format(request.context.trace_id, "032x")
+    posted = [e for e in lines if e["event"] == "request" and e["method"] == "POST"]
+    ran = [e for e in lines if e["event"] == "run started" and job["id"] in e["jobs"]]
+    assert [e.get("trace_id") for e in posted] == [wanted]
+    assert [e.get("trace_id") for e in ran] == [wanted]
+    polled = [e for e in lines if e["event"] == "request" and e["method"] == "GET"]
+    assert polled and all(e["trace_id"] != wanted for e in polled)   # each request its own
+
+
+def test_a_websocket_stream_is_one_span_holding_its_job(traced):
+    client, exporter = traced
+    with client.websocket_connect("/v1/stream", headers=H["user"]) as ws:
+        ws.send_json({**BODY, "prompt": "socket-span-5", "seed": 5})
+        while True:                      # start, the audio chunks, then done
+            message = ws.receive()
+            if message.get("text") and json.loads(message["text"])["type"] == "done":
+                break
+    done = json.loads(message["text"])
+    assert done["status"] == "succeeded"
+    spans = spans_of(exporter, done["id"])
+    (socket,) = [s for s in spans if s.name == "WS /v1/stream"
+                 and any(k.attributes.get("job.id") == done["id"] for k in children(spans, s))]
+    assert socket.parent is None and "http.request.method" not in socket.attributes
+    assert [s.name for s in children(spans, socket)] == ["queue wait", "worker batch",
+                                                        "encode file", "store"]
 
 
 def test_a_batch_of_two_requests_is_one_span_linked_to_both(traced):

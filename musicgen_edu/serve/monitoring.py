@@ -34,6 +34,8 @@ from prometheus_client import (
 )
 from structlog.typing import FilteringBoundLogger
 
+from .tracing import trace_id
+
 __all__ = ["Metrics", "RequestLog", "configure_logging", "get_logger", "CONTENT_TYPE_LATEST"]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -129,6 +131,9 @@ class RequestLog:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        traced = trace_id()                  # the request's span (tracing.py), when tracing is on
+        if traced is not None:
+            structlog.contextvars.bind_contextvars(trace_id=traced)
         scope.setdefault("state", {})["request_id"] = request_id
         status, start = 500, time.perf_counter()
 
@@ -150,4 +155,4 @@ class RequestLog:
             self.log.info("request", method=scope["method"], route=route, path=scope["path"],
                           status=status, ms=round(seconds * 1000, 1),
                           owner=scope["state"].get("owner"))
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id")

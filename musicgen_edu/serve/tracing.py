@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from ..generator import MusicGenerator
 
 __all__ = ["Tracing", "HttpSpans", "otlp_provider", "in_memory_provider", "format_trace",
-           "trace_params", "job_context", "SERVICE_NAME"]
+           "trace_params", "trace_id", "job_context", "SERVICE_NAME"]
 
 SERVICE_NAME = "musicgen-edu"            # the service.name resource of exported spans
 _TRACER = "musicgen_edu.serve"           # the instrumentation scope
@@ -142,6 +142,13 @@ def trace_params() -> dict[str, Any]:
     return {"_trace": carrier} if carrier else {}
 
 
+def trace_id(context: Context | None = None) -> str | None:
+    """The 32-hex-digit trace id of ``context`` (default: the current span), as log lines carry
+    it (``trace_id``) so a log line leads to its trace; None when nothing is traced."""
+    span_context = trace.get_current_span(context).get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
+
+
 def job_context(job: Job) -> Context | None:
     """The context ``submit`` stored in ``job`` (its request's span); None if it has none."""
     context = _W3C.extract(job.params.get("_trace") or {})
@@ -193,23 +200,25 @@ class HttpSpans:
     """ASGI middleware: one SERVER span per HTTP request, continuing a caller's ``traceparent``.
 
     Named ``{method} {route template}`` once routing has matched (``POST /v1/generate``); the
-    raw path is ``url.path``. WebSockets pass untraced (their jobs' spans start at the worker).
+    raw path is ``url.path``. A WebSocket is one span for the socket's life, ``WS /v1/stream``,
+    so its job's spans (queue wait, generate, ...) join the stream's trace.
     """
 
     def __init__(self, app, tracer: trace.Tracer):
         self.app, self.tracer = app, tracer
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        method = scope["method"]
+        method = scope["method"] if scope["type"] == "http" else "WS"
         parent = _W3C.extract({k.decode("latin-1"): v.decode("latin-1")
                                for k, v in scope["headers"]})
+        attributes = {"url.path": scope["path"], "url.scheme": scope.get("scheme", "http")}
+        if scope["type"] == "http":
+            attributes["http.request.method"] = method
         with self.tracer.start_as_current_span(
                 method, context=parent, kind=SpanKind.SERVER, record_exception=False,
-                set_status_on_exception=False,
-                attributes={"http.request.method": method, "url.path": scope["path"],
-                            "url.scheme": scope.get("scheme", "http")}) as span:
+                set_status_on_exception=False, attributes=attributes) as span:
 
             async def send_status(message):
                 if message["type"] == "http.response.start":

@@ -59,7 +59,7 @@ from .monitoring import Metrics, get_logger
 from .pool import ModelPool
 from .relay import LocalRelay, Relay
 from .retention import delete_job_files, sweep_expired
-from .tracing import Tracing
+from .tracing import Tracing, job_context, trace_id
 
 if TYPE_CHECKING:
     from ..generator import MusicGenerator
@@ -217,6 +217,10 @@ class Worker:
 
         ids = [j.params.get("_request_id") for j in jobs]
         structlog.contextvars.bind_contextvars(request_id=ids[0] if len(ids) == 1 else ids)
+        traces = [trace_id(context) for j in jobs if (context := job_context(j)) is not None]
+        if traces:                      # tracing on: a log line leads to its request's trace
+            structlog.contextvars.bind_contextvars(
+                trace_id=traces[0] if len(traces) == 1 else traces)
         try:
             with self.tracing.batch(jobs):             # spans: tracing.py
                 error = self._attempt(jobs)
@@ -237,7 +241,7 @@ class Worker:
                 if job.kind == "stream":
                     self.relay.publish(job.id, None)     # end of stream
             self.metrics.count_jobs(self.store.counts())
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id")
 
     def _attempt(self, jobs: list[Job]) -> Exception | None:
         """Decode ``jobs`` as one batch, save and finish them; settle a cancel or an interrupt.
