@@ -15,7 +15,7 @@ SITE_DIR ?= site
 # mkdocs-material prints a banner about its end of life on every build; keep the log to warnings
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install install-dev install-docs demo lint test test-unit test-avx2 test-min test-notebooks test-browser screenshot docs docs-run docs-serve
+.PHONY: install install-dev install-docs demo lint test test-unit test-avx2 test-min test-audiocraft test-notebooks test-browser screenshot docs docs-run docs-serve
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
@@ -71,6 +71,20 @@ test: install-dev
 	$(PYTHON) -m pytest -q tests notebooks --nbval-lax
 	@$(MAKE) --no-print-directory test-avx2 PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-min PYTHON="$(PYTHON)"
+	@$(MAKE) --no-print-directory test-audiocraft PYTHON="$(PYTHON)"
+
+# audiocraft in its own venv (.venv-audiocraft), so the main install never pulls it: torch as
+# above, this package, then `musicgen-edu install-audiocraft` (audiocraft 1.3.0 beside that
+# torch, never replacing it); then the tests that need it: the audiocraft backend against
+# transformers and native, audiocraft's loaders on converted checkpoints
+AC_VENV ?= .venv-audiocraft
+test-audiocraft:
+	@test -x $(AC_VENV)/bin/python || $(PYTHON) -m venv $(AC_VENV)
+	$(AC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC) \
+	  -e . "pytest>=8" "hypothesis>=6.100"
+	$(AC_VENV)/bin/python -m musicgen_edu install-audiocraft
+	MUSICGEN_REQUIRE_AUDIOCRAFT=1 $(AC_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  tests/test_backend_audiocraft.py tests/test_convert.py -k "audiocraft"
 
 # Colab and course servers lag: every lower bound in pyproject.toml that scripts/min_versions.py
 # pins (transformers, numpy, peft, ipywidgets: 7.7.1 is Colab's) is installed exactly, torch as above,

@@ -42,6 +42,7 @@ from .codec import (
     plot_tokens,
     reconstruction_error,
 )
+from .convert import from_audiocraft, to_audiocraft  # checkpoints: musicgen-edu convert
 from .distributions import (
     entropy,
     filter_steps,
@@ -155,6 +156,8 @@ __all__ = [
     # serving (lecture 09; needs pip install 'musicgen-edu[serve]')
     "start_server", "create_app", "ServerHandle", "load_settings", "Settings",
     "start_redis", "in_memory_provider", "format_trace",
+    # checkpoints: audiocraft <-> transformers (musicgen-edu convert)
+    "to_audiocraft", "from_audiocraft",
     # fine-tuning (lecture 10)
     "train", "Trainer", "TrainConfig", "TrainResult", "TokenDataset", "build_dataset",
     "find_clips", "write_dataset", "arpeggio_clips", "plot_training_curves",

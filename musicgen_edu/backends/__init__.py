@@ -7,20 +7,24 @@ converts between waveforms and EnCodec tokens. The contract is :class:`Backend`
 (step, then draw) and ``release``; and the optional capabilities ``decoder``, ``fuses_draw``,
 ``replays`` and ``capture_s``, declared as attributes with defaults. ``transformers`` (the
 reference) wraps the Hugging Face modules; the native decoder (``native``, ``native-int8``)
-implements the same contract faster.
+implements the same contract faster; ``audiocraft`` runs Meta's reference modules (audiocraft
+1.3.0, installed with ``musicgen-edu install-audiocraft``) on converted weights.
 """
 
 from collections.abc import Callable
 
+from .audiocraft import AudiocraftBackend
 from .contract import Backend, Conditioning
 from .native_backend import NativeBackend
 from .transformers import DecoderState, TransformersBackend
 
 __all__ = ["Backend", "Conditioning", "DecoderState", "TransformersBackend", "NativeBackend",
-           "get_backend"]
+           "AudiocraftBackend", "get_backend"]
 
-BACKENDS: dict[str, Callable[..., Backend]] = {"transformers": TransformersBackend, "native": NativeBackend,
-            "native-int8": lambda model: NativeBackend(model, int8=True)}
+BACKENDS: dict[str, Callable[..., Backend]] = {
+    "transformers": TransformersBackend, "native": NativeBackend,
+    "native-int8": lambda model: NativeBackend(model, int8=True),
+    "audiocraft": AudiocraftBackend}      # needs `musicgen-edu install-audiocraft` (audiocraft.py)
 
 
 def get_backend(name: str | Backend, model) -> Backend:

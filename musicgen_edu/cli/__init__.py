@@ -6,6 +6,7 @@ The package in four files, each importing only the ones below it (no circle)::
       |           generate, batch, prompt, info, serve, config show; registers every command
       +--> measure.py   evaluate, profile, experiments (plain functions)
       +--> train.py     train (plain function)
+      +--> audiocraft.py   convert, install-audiocraft (plain functions)
       |         |
       +---------+--> common.py   exit codes, fail, notice, guard, emit, config_option
 
@@ -42,6 +43,7 @@ from pathlib import Path
 import typer
 
 from ..generation import GenerationConfig
+from .audiocraft import convert, install_audiocraft
 from .common import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, config_option, fail, guard
 from .measure import PairsCommand, evaluate, experiments, profile
 from .train import train
@@ -369,6 +371,8 @@ command()(evaluate)
 command()(profile)
 command(cls=PairsCommand)(experiments)
 command()(train)
+command()(convert)
+command("install-audiocraft")(install_audiocraft)
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ Two settings bound the disk a service uses, whatever its clients send::
 
 :func:`sweep_expired` enforces both as of a given time; the worker runs it at start-up and at
 most once a minute (``worker.SWEEP_EVERY_S``). An upload that no job owns (the request died
-before its job was stored) goes after ``ORPHAN_UPLOAD_S``.
+before its job was stored) goes after ``ORPHAN_UPLOAD_S``. With the Redis store every worker
+process sweeps the shared ``storage_dir``: each step tolerates another sweep's deletions, and
+``expire`` marks a job once.
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ def sweep_expired(store: JobStore, storage: Path, settings: Settings, now: float
         job_id = path.name.split(".")[0]
         job = store.get(job_id) if _JOB_ID.match(job_id) else None  # ".x.tmp": a write
         if job is None:                   # under way, or a request that died before its job
-            due = path.stat().st_mtime + ORPHAN_UPLOAD_S <= now
+            try:
+                due = path.stat().st_mtime + ORPHAN_UPLOAD_S <= now
+            except FileNotFoundError:     # another worker's sweep (Redis store) took it
+                continue
         else:                             # a queued or running job still needs it
             ended = job.finished_at or 0.0
             due = job.status in FINISHED and ended + settings.upload_retention_s <= now
