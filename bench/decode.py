@@ -16,7 +16,11 @@ its device-specific speed-ups: on a CPU the weight layout and kernels timed at f
 oneDNN-packed, plain or our own ``thin_linear.cpp``; CUDA graphs on a GPU),
 ``native-plain`` (the same decoder without them, to show what they add; first configuration
 only), ``native-int8`` (weight-only int8) and ``native-int8-act`` (int8 activations too, on
-the quantized CPU engine: opt-in, not batch-invariant).
+the quantized CPU engine: opt-in, not batch-invariant), and ``audiocraft`` (audiocraft 1.3.0's
+own ``MusicGen.generate`` on the same weights converted to its format, same settings; run it
+from the venv ``musicgen-edu install-audiocraft`` set up, e.g. ``make test-audiocraft``'s:
+``.venv-audiocraft/bin/python bench/decode.py --impls transformers native audiocraft
+--precisions float32``; writes ``decode_audiocraft_<machine>``).
 
 Writes ``bench/results/decode_<machine>.csv`` and ``.md``. Time nothing else meanwhile: on a
 2-core machine a second process halves the numbers.
@@ -29,6 +33,7 @@ import contextlib
 import gc
 import platform
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,6 +111,33 @@ def run_transformers(model, batch, frames, seed):
     finally:
         net.audio_encoder.decode = decode
     return wav.float().cpu(), captured[0][0].cpu(), seconds
+
+
+AUDIOCRAFT: dict = {}
+
+
+def run_audiocraft(model, batch, frames, seed):
+    """audiocraft's own ``MusicGen.generate`` on the same weights, converted to its format
+    (``musicgen-edu install-audiocraft``; the T5 registered as backends/audiocraft.py does):
+    returns (wav [B, C, T], tokens, seconds)."""
+    from audiocraft.models import MusicGen
+
+    from musicgen_edu.backends.audiocraft import local_t5
+
+    if id(model) not in AUDIOCRAFT:
+        folder = Path(tempfile.mkdtemp(prefix="bench-audiocraft-"))
+        with local_t5(folder / "t5", model.model.config.text_encoder.d_model) as t5_name:
+            mg.to_audiocraft(model, folder, t5_name=t5_name)
+            AUDIOCRAFT[id(model)] = MusicGen.get_pretrained(str(folder), device=str(model.device))
+    ac = AUDIOCRAFT[id(model)]
+    ac.set_generation_params(use_sampling=True, top_k=250, cfg_coef=3.0,
+                             duration=frames / model.frame_rate)
+    torch.manual_seed(seed)
+    sync()
+    start = time.perf_counter()
+    wav, tokens = ac.generate([PROMPT] * batch, return_tokens=True)
+    sync()
+    return wav.float().cpu(), tokens.cpu(), time.perf_counter() - start
 
 
 GENERATORS: dict = {}
@@ -189,10 +221,14 @@ def main() -> None:
         for impl in args.impls:
             if impl.startswith("native-int8") and precision == "float32":
                 continue  # int8 weights with fp32 activations have no fast kernel: not a use case
-            if impl == "transformers" and not runs_reference(precision):
+            if impl in ("transformers", "audiocraft") and not runs_reference(precision):
                 continue
+            if impl == "audiocraft" and precision != "float32":
+                continue   # audiocraft's generate runs its weights as they are loaded: fp32
             runner = ((lambda b, f, m=model: run_transformers(m, b, f, args.seed))
                       if impl == "transformers" else
+                      (lambda b, f, m=model: run_audiocraft(m, b, f, args.seed))
+                      if impl == "audiocraft" else
                       (lambda b, f, m=model, be=impl.replace("ours-", ""):
                        run_ours(m, be, b, f, args.seed)))
             runner(1, 8)  # warm-up: kernels, allocator, lazy init
@@ -206,7 +242,7 @@ def main() -> None:
                            steps_per_s=round(steps / seconds, 2),
                            rtf=round(seconds / duration, 3),
                            peak_mem_mb=round(peak_memory_mb()))
-                if impl != "transformers":  # decoder loop alone (no T5, no EnCodec)
+                if impl not in ("transformers", "audiocraft"):  # our loop alone (no T5, EnCodec)
                     row["loop_steps_per_s"] = round(run_ours.loop_steps_per_s, 2)
                     row["decoder"] = run_ours.path
                     # the memory-bandwidth bound, measured right after the run (a shared
@@ -248,7 +284,8 @@ def main() -> None:
         for r in table.itertuples()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"decode_{machine}"
+    # with audiocraft (its own venv: make test-audiocraft's) a table of its own
+    stem = out / f"decode_{'audiocraft_' if 'audiocraft' in args.impls else ''}{machine}"
     table.to_csv(stem.with_suffix(".csv"), index=False)
     cpu = ""
     if not torch.cuda.is_available():

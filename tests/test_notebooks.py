@@ -257,6 +257,12 @@ CLAIMS = {
         "the debug model's clips are nearly the same noise (waveform correlation ~1)":
             lambda r: r["other_seed_wav_correlation"] > 0.99,
     },
+    "04_sampling_and_cfg": {
+        "the networks' logits agree to float rounding (debug model: identical)":
+            lambda r: r["logit_gap_native"] < 1e-5,
+        "greedy decoding picks the very same tokens in every network run":
+            lambda r: r["same_tokens_across_networks"] is True,
+    },
     "05_latency": {
         "the debug model reaches a small fraction of its bound": lambda r: r["bound_fraction"] < 0.25,
         "throughput grows with the batch size": lambda r: r["throughput_speedup"] > 1.0,
