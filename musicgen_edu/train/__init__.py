@@ -10,6 +10,10 @@ One file per stage, each read top to bottom:
     report.py      log.csv, the curves, sample clips at each checkpoint
     loop.py        Trainer and train(): the loop that ties them together
     toy.py         arpeggio_clips: a numpy-made set of clips to practise on (lecture 10)
+    synth.py       captioned synthetic music (instrument, texture, mode, tempo, register,
+                   drums, bass): the data of the edu-tiny model to come (issue #30)
+    eval.py        estimators that hear those attributes in a clip (tempo, mode, register,
+                   instrument): how edu-tiny's generations will be graded
 
 ``mg.train(data, model, run_dir, **settings)`` runs it from Python, ``musicgen-edu train``
 from the shell, and lecture 10 walks through it. The result folder loads with
