@@ -17,6 +17,10 @@ import torch
 
 import musicgen_edu as mg
 
+# audiocraft's demo notebook runs in test_audiocraft_api.py (papermill, with the assets and
+# parameters it needs); nbval (`--nbval-lax` over tests/) must not run it a second time bare
+collect_ignore_glob = ["notebooks_audiocraft/*.ipynb"]
+
 
 @pytest.fixture(scope="session")
 def gen():

@@ -378,7 +378,7 @@ def test_the_result_cache_is_shared(redis_pair):
 
 
 def test_rate_limits_hold_across_replicas(redis_url):
-    from musicgen_edu.serve.redis_store import RedisRateLimiter
+    from musicgen_edu.serve.redis_limiter import RedisRateLimiter
 
     prefix = uuid.uuid4().hex
     one, two = (RedisRateLimiter(redis_url, per_minute=60, burst=3, prefix=prefix)

@@ -56,7 +56,8 @@ from . import streaming
 from .deps import admit, operation
 from .monitoring import Metrics, RequestLog, configure_logging, get_logger
 from .pool import ModelPool
-from .redis_store import UNAVAILABLE, RedisRateLimiter
+from .redis_limiter import RedisRateLimiter
+from .redis_store import UNAVAILABLE
 from .relay import LocalRelay, RedisRelay
 from .routes import ROUTERS
 from .schemas import explain_validation

@@ -1,4 +1,5 @@
-"""Redis: the job store, result cache and rate limits that several processes share.
+"""Redis: the job store and result cache that several processes share (rate limits:
+redis_limiter.py; stream chunks: relay.py).
 
 With ``store = "redis"`` every API replica and every worker process (``musicgen-edu worker``)
 reads and writes the same Redis server, so a job queued by one replica is run by any worker,
@@ -51,9 +52,8 @@ import redis
 
 from .jobs import STATUSES, Job, died_error, new_lease
 from .json_values import finite_json, valid_text
-from .security import RateLimiter
 
-__all__ = ["RedisJobStore", "RedisRateLimiter", "UNAVAILABLE"]
+__all__ = ["RedisJobStore", "UNAVAILABLE", "connect"]
 
 # what a request meets while Redis is down or restarting (app.py answers 503)
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -200,20 +200,6 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K('running'), '-inf', '(' .. now
 end
 return {moved.queued, moved.failed, moved.cancelled}
 """
-
-_LIMIT = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = math.min(burst, (tonumber(b[1]) or burst) + (now - (tonumber(b[2]) or now)) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', string.format('%.6f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return tostring(wait)
-"""
-
 
 def connect(url: str) -> Any:
     """A client of ``url`` (a pool of connections, safe to share between threads).
@@ -408,19 +394,3 @@ class RedisJobStore:
 
     def close(self) -> None:
         self.redis.close()
-
-
-class RedisRateLimiter(RateLimiter):
-    """:class:`~musicgen_edu.serve.security.RateLimiter`'s token buckets, kept in Redis so
-    every replica spends the same tokens (Redis's clock, so replicas' clocks do not matter)."""
-
-    def __init__(self, url: str, per_minute: int, burst: int, prefix: str = "musicgen"):
-        super().__init__(per_minute, burst)
-        self.redis, self.prefix = connect(url), prefix
-        self._take = self.redis.register_script(_LIMIT)
-
-    def wait(self, identity: str) -> float:
-        if self.rate <= 0:
-            return 0.0
-        return float(self._take(keys=[f"{self.prefix}:rate:{identity}"],
-                                args=[self.rate, self.burst]))

@@ -14,6 +14,10 @@ One file per stage, each read top to bottom:
                    drums, bass): the data of the edu-tiny model to come (issue #30)
     eval.py        estimators that hear those attributes in a clip (tempo, mode, register,
                    instrument): how edu-tiny's generations will be graded
+    codec.py       a small EnCodec: transformers' encoder/decoder + our EMA residual VQ
+                   (k-means start, dead-code restarts), mel + SI-SNR losses, export_encodec
+    codec_loop.py  CodecTrainer: warm-up, k-means, quantised training with quantizer
+                   dropout, held-out SI-SNR and code use, best checkpoint, exact resume
 
 ``mg.train(data, model, run_dir, **settings)`` runs it from Python, ``musicgen-edu train``
 from the shell, and lecture 10 walks through it. The result folder loads with

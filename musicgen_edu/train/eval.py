@@ -80,7 +80,7 @@ def mode_class(wav: np.ndarray, sr: int) -> str:
     scores = {(mode, tonic): np.corrcoef(profile, np.roll(template, tonic))[0, 1]
               for mode, template in (("major", KK_MAJOR), ("minor", KK_MINOR))
               for tonic in range(12)}
-    return max(scores, key=scores.get)[0]
+    return max(scores, key=lambda key: scores[key])[0]
 
 
 def weighted_pitch(wav: np.ndarray, sr: int) -> float:
@@ -157,4 +157,4 @@ class KeyProfiles:
         profile = pitch_class_profile(wav, sr)
         scores = {(m, t): np.corrcoef(profile, np.roll(template, t))[0, 1]
                   for m, template in self.templates.items() for t in range(12)}
-        return max(scores, key=scores.get)[0]
+        return max(scores, key=lambda key: scores[key])[0]

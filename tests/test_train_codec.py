@@ -1,0 +1,112 @@
+"""The small codec (train/codec.py) and its training loop (train/codec_loop.py).
+
+No quality claims here (that is hours of CPU: issue #30's evaluation table); what a few steps
+can show: the residual VQ's rules (k-means start, EMA update, dead-code restart), the losses,
+the export to a plain transformers ``EncodecModel`` that gives the same codes and audio, and a
+run that resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from musicgen_edu.train.codec import (
+    Codec,
+    CodecConfig,
+    ResidualVQ,
+    export_encodec,
+    multiscale_mel_loss,
+    si_snr_db,
+)
+from musicgen_edu.train.codec_loop import CodecTrainer
+from musicgen_edu.train.synth import synth_clips
+
+SR = 16000
+
+
+def test_si_snr_and_mel_distance():
+    clean, noise = torch.randn(2, 1, SR), torch.randn(2, 1, SR)
+    assert (si_snr_db(clean, clean) > 60).all()
+    noisy = clean + 0.1 * noise                                  # about 20 dB
+    assert torch.allclose(si_snr_db(clean, 0.3 * noisy), si_snr_db(clean, noisy), atol=1e-3)
+    assert (si_snr_db(clean, noisy) - 20).abs().max() < 0.5
+    mixed = si_snr_db(clean, clean + noise)                      # equal powers: about 0 dB
+    assert (mixed.abs() < 1.0).all()
+    assert multiscale_mel_loss(clean, clean, SR) == 0
+    assert multiscale_mel_loss(clean, clean + 0.1 * noise, SR) < multiscale_mel_loss(
+        clean, clean + noise, SR)
+
+
+def test_residual_vq_kmeans_ema_and_restarts():
+    torch.manual_seed(0)
+    vq = ResidualVQ(codebooks=2, size=16, dim=8, decay=0.5)
+    x = torch.randn(512, 8)
+    z = x.T[None]                                                 # [1, D, N]
+
+    def error() -> float:
+        quantised, _, _ = vq.eval()(z, 2)
+        return float((quantised - z).pow(2).mean())
+
+    before = error()
+    vq.kmeans_init(x)
+    assert error() < 0.6 * before                                  # k-means fits the latents
+    _, codes, _ = vq(z, 2)
+    assert codes.shape == (1, 2, 512) and vq.decode(codes).shape == (1, 8, 512)
+    vq.train()
+    old = vq.embed[0].clone()
+    vq(z + 1.0, 1)                                                 # the data moved: EMA follows
+    assert (vq.embed[0] - old).mean() > 0.2
+    vq.counts[0, :4] = 0.0                                         # four codes never used
+    assert vq.restart_dead(x, below=0.5) == 4
+    assert (vq.counts[0, :4] == 1).all()
+    assert all(any(torch.equal(row, r) for r in x) for row in vq.embed[0, :4])
+
+
+def test_export_gives_transformers_the_same_codes_and_audio():
+    codec = Codec(CodecConfig())
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(
+        4, seconds=1.0, sample_rate=SR, seed=5)]))[:, None]      # [4, 1, T]
+    with torch.no_grad():
+        latents = codec.latents(wav).transpose(1, 2).reshape(-1, 64)
+    codec.rvq.kmeans_init(latents[::3])                            # not fitted to every frame
+    codec.eval()
+    net = export_encodec(codec)
+    ours = codec.encode(wav)
+    theirs = net.encode(wav).audio_codes[0]                        # [B, Q, S]
+    assert ours.shape == (4, 4, 50)
+    assert (ours == theirs).float().mean() > 0.99                  # near-ties may differ
+    with torch.no_grad():
+        audio = net.decode(ours[None], [None]).audio_values
+    assert torch.allclose(audio, codec.decode(ours), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def data():
+    clips = [w for w, _, _ in synth_clips(6, seconds=1.0, sample_rate=SR, seed=0)]
+    held = [w for w, _, _ in synth_clips(2, seconds=0.5, sample_rate=SR, seed=9)]
+    return clips, held
+
+
+def trainer(data, run_dir) -> CodecTrainer:
+    return CodecTrainer(CodecConfig(), *data, run_dir, batch_size=2, crop_s=0.5,
+                        warmup_steps=3, total_steps=20, restart_every=2, seed=0)
+
+
+def test_a_run_warms_up_quantises_logs_and_resumes_exactly(data, tmp_path):
+    whole = trainer(data, tmp_path / "whole")
+    log = whole.fit(8, eval_every=4, save_every=4)
+    assert list(log["step"]) == [4, 8] and np.isfinite(log["loss"]).all()
+    assert {f"used_q{q}" for q in range(1, 5)} <= set(log.columns)
+    assert (tmp_path / "whole" / "best.pt").is_file()
+    assert pd.read_csv(tmp_path / "whole" / "log.csv")["step"].tolist() == [4, 8]
+    first = trainer(data, tmp_path / "split")
+    first.fit(4, eval_every=4, save_every=4)                       # stops after step 4 ...
+    second = trainer(data, tmp_path / "split")
+    second.fit(8, eval_every=4, save_every=4)                      # ... and resumes
+    assert second.step == 8
+    for (name, a), b in zip(whole.model.state_dict().items(),
+                            second.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
