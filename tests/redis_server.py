@@ -8,11 +8,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-import pytest
+from tooling import missing_tool
 
 from musicgen_edu.serve.local_redis import LocalRedis
 
@@ -20,11 +19,8 @@ from musicgen_edu.serve.local_redis import LocalRedis
 def require_redis() -> None:
     """Skip (or fail, under MUSICGEN_REQUIRE_REDIS=1) when redis-server is missing."""
     if shutil.which("redis-server") is None:
-        message = ("redis-server is not installed (apt-get install redis-server; .ci/run "
-                   "installs it)")
-        if os.environ.get("MUSICGEN_REQUIRE_REDIS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool("redis-server is not installed (apt-get install redis-server; .ci/run "
+                     "installs it)", "MUSICGEN_REQUIRE_REDIS")
 
 
 def RedisServer(folder: Path, aof: bool = False) -> LocalRedis:

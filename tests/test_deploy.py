@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 from serve_processes import API_COMMAND, SHARED_ENV, WORKER_COMMAND
+from tooling import missing_tool
 
 from musicgen_edu.settings import Settings, load_settings
 
@@ -55,10 +56,8 @@ def tool(name: str) -> str:
     """The path of command-line tool ``name`` (PATH or this venv); skip or fail without it."""
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        reason = f"{name} is not installed (pip install -e '.[dev]')"
-        if os.environ.get("MUSICGEN_REQUIRE_DEPLOY_TOOLS") == "1":
-            pytest.fail(reason + "; MUSICGEN_REQUIRE_DEPLOY_TOOLS=1", pytrace=False)
-        pytest.skip(reason)
+        missing_tool(f"{name} is not installed (pip install -e '.[dev]')",
+                     "MUSICGEN_REQUIRE_DEPLOY_TOOLS")
     return found
 
 

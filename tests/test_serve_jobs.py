@@ -50,6 +50,12 @@ def store(request, tmp_path):
     s.close()
 
 
+def test_a_store_declares_whether_other_processes_share_it(store):
+    """Workers' heartbeats re-queue dead workers' jobs only on a shared store: on SQLite that
+    would take the running jobs of this very process (it owns every running job there)."""
+    assert store.shared is isinstance(store, RedisJobStore)
+
+
 def died(store) -> None:
     """The process running the claimed jobs dies. SQLite learns it at the next start (every
     running job is the dead process's); Redis once their lease has run out."""

@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tooling import missing_tool
 
 pytestmark = pytest.mark.browser
 
@@ -75,9 +76,7 @@ def server(tmp_path_factory):
     if missing:
         reason = (f"web page test needs {', '.join(missing)}: apt-get install chromium "
                   "chromium-driver; pip install -e '.[dev]'")
-        if os.environ.get("MUSICGEN_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        missing_tool(reason, "MUSICGEN_REQUIRE_BROWSER")
     with start(tmp_path_factory.mktemp("web"), models=["debug", "debug-stereo"],
                rate_limit_per_minute=0, stream_chunk_s=0.5) as handle:
         yield handle

@@ -40,6 +40,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tooling import missing_tool
 
 pytestmark = pytest.mark.browser
 
@@ -72,9 +73,7 @@ def lab(tmp_path_factory):
     if missing:
         reason = (f"browser test needs {', '.join(missing)}: apt-get install chromium "
                   "chromium-driver; pip install -e '.[dev]'")
-        if os.environ.get("MUSICGEN_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        missing_tool(reason, "MUSICGEN_REQUIRE_BROWSER")
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "root"
     root.mkdir()

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_steps_agree
+from tooling import missing_tool
 from torch import nn
 
 import musicgen_edu as mg
@@ -395,9 +396,7 @@ def test_arm_build_of_the_kernels_matches_aten_under_qemu():
     if missing or run.returncode == 77:                   # cannot be set up here
         message = (f"the ARM check needs {', '.join(missing)}" if missing else
                    run.stdout.strip().splitlines()[-1]) + " (tests/arm/run.sh)"
-        if os.environ.get("MUSICGEN_REQUIRE_ARM") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool(message, "MUSICGEN_REQUIRE_ARM")
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     counts = re.findall(r"(\d+) of (\d+) checks passed", run.stdout)   # one line per build
     assert len(counts) == 3 and all(a == b and int(b) > 200 for a, b in counts), run.stdout[-2000:]

@@ -114,6 +114,11 @@ class JobStore(Protocol):
     type is written ``builtins.list`` there (the stores likewise).
     """
 
+    # True: other processes use this store too, so a worker's heartbeat re-queues the jobs
+    # of workers that died (requeue_running by lease deadline: Redis). False: one process
+    # owns it and settles its dead predecessor's jobs once, at start-up (SQLite).
+    shared: bool
+
     def add(self, job: Job) -> Job: ...
     def get(self, job_id: str) -> Job | None: ...
     def list(self, owner: str | None = None, limit: int = 100) -> list[Job]: ...

@@ -220,6 +220,8 @@ class RedisJobStore:
         clock: wall-clock seconds (tests move it forward to let leases run out).
     """
 
+    shared = True                          # many processes: heartbeats re-queue dead workers' jobs
+
     def __init__(self, url: str, prefix: str = "musicgen", lease_s: float = 30.0,
                  clock: Callable[[], float] = time.time):
         self.redis, self.prefix, self.lease_s, self.clock = connect(url), prefix, lease_s, clock

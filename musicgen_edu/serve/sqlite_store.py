@@ -52,6 +52,8 @@ CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expired_at, finished_at);"""
 class SQLiteJobStore:
     """:class:`JobStore` in one SQLite file; safe to share between threads of one process."""
 
+    shared = False                         # one process: its start-up settles dead runs
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -166,13 +166,13 @@ class Worker:
 
     def _heartbeat(self) -> None:
         """Every ``lease_s / 3``: renew the leases of running runs (a lease found gone stops
-        its run at the next step); with Redis, re-queue jobs whose worker died."""
+        its run at the next step); on a shared store, re-queue jobs whose worker died."""
         while not self._threads_done.wait(self.settings.lease_s / 3):
             try:
                 for lease, ids in list(self.held.items()):
                     if not self.store.renew(ids, lease):
                         self.lost.add(lease)
-                if self.settings.store == "redis":
+                if self.store.shared:
                     moved = self.store.requeue_running(self.settings.max_attempts)
                     if any(moved.values()):
                         log.warning("re-queued jobs of a worker that died", **moved)
