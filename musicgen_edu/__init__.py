@@ -74,6 +74,7 @@ from .models import (
     load_model,
     resolve_device,
     resolve_dtype,
+    shipped_model_info,
 )
 from .patterns import build_delay_grid, codebook_delays, delay_pattern, undelay
 from .prompt import PromptEngineer, PromptReport, PromptSettings, prompt_report
@@ -94,13 +95,24 @@ from .text import embed_prompts, prompt_similarity, tokenize_prompt
 
 # fine-tuning (lecture 10); binds `train` to the function, as students call it: mg.train(...)
 from .train import (
+    ClipSpec,
+    CodecConfig,
+    CodecTrainer,
+    EduTinyConfig,
+    Judges,
     TokenDataset,
     TrainConfig,
     Trainer,
     TrainResult,
+    accuracy_table,
     arpeggio_clips,
     build_dataset,
+    build_edu_tiny,
     find_clips,
+    grade_attributes,
+    model_generate,
+    synth_clips,
+    synth_token_dataset,
     train,
     write_dataset,
 )
@@ -161,6 +173,10 @@ __all__ = [
     # fine-tuning (lecture 10)
     "train", "Trainer", "TrainConfig", "TrainResult", "TokenDataset", "build_dataset",
     "find_clips", "write_dataset", "arpeggio_clips", "plot_training_curves",
+    # training the whole thing: edu-tiny (lecture 11)
+    "ClipSpec", "synth_clips", "shipped_model_info", "CodecConfig", "CodecTrainer",
+    "EduTinyConfig", "build_edu_tiny", "synth_token_dataset", "Judges", "grade_attributes",
+    "model_generate", "accuracy_table",
     # exercise checks
     "exercises",
     # audio

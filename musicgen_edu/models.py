@@ -14,13 +14,18 @@ Four sources, one result type, so every model goes through the same generation c
   ``get_pretrained('debug')`` plays the same role in its tests);
 * ``random-small``, ``random-medium``, ``random-large``: the published architectures (t5-base,
   EnCodec 32 kHz, the MusicGen decoders) with random weights, to profile and benchmark at the
-  real models' speed without downloading anything.
+  real models' speed without downloading anything;
+* ``edu-tiny``: a whole MusicGen (16 kHz codec, 4-layer decoder) trained by this library on
+  synthetic music and shipped inside the package (``weights/edu-tiny``, float16, < 20 MB): it
+  plays the tempo and register a caption asks for (``train/edu_tiny.py``, docs/edu_tiny.md).
 
 Follows transformers ``models/musicgen/modeling_musicgen.py`` and the MusicGen model cards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import time
@@ -33,7 +38,7 @@ from .errors import ConfigError, ModelLoadError
 
 __all__ = ["MusicGenModel", "as_model", "load_model", "list_models", "resolve_device",
            "resolve_dtype", "clear_model_cache", "build_offline_model", "hub_reachable",
-           "HUB_MODELS", "DEBUG_MODELS", "RANDOM_MODELS"]
+           "HUB_MODELS", "DEBUG_MODELS", "RANDOM_MODELS", "SHIPPED_MODELS", "shipped_model_info"]
 
 # name -> (audio_channels, melody?, parameters in millions) from the MusicGen model cards
 HUB_MODELS: dict[str, tuple[int, bool, int]] = {
@@ -53,6 +58,8 @@ DEBUG_MODELS: dict[str, tuple[int, bool]] = {
 RANDOM_MODELS: dict[str, tuple[int, int, int, int]] = {
     "random-small": (1024, 24, 16, 4096), "random-medium": (1536, 48, 24, 6144),
     "random-large": (2048, 48, 32, 8192)}
+# Models trained here and shipped in the package: name -> folder under musicgen_edu/
+SHIPPED_MODELS: dict[str, str] = {"edu-tiny": "weights/edu-tiny"}
 
 
 @dataclass
@@ -67,7 +74,7 @@ class MusicGenModel:
     is_melody: bool = False         # accepts a melody (chroma) condition
     max_duration: float = 30.0      # seconds one window of the decoder was trained on
     load_seconds: float = 0.0       # wall time the load took (0 when reused from the cache)
-    source: str = "hub"             # "hub", "local", "debug" or "random"
+    source: str = "hub"             # "hub", "local", "debug", "random" or "edu-tiny"
     extra: dict = field(default_factory=dict)  # caches of what backends build per model
 
     @property
@@ -164,6 +171,19 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None
 
 # --- offline models: tiny debug ones and the real architectures with random weights ---------
 
+@contextlib.contextmanager
+def special_id_past_vocab():
+    """MusicGen's BOS/pad id is the codebook size, one past the vocabulary, by design; while
+    its configs are built or loaded, transformers' warning about that id is silenced."""
+    log = logging.getLogger("transformers.configuration_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _offline_configs(name: str):
     """T5, EnCodec and decoder configs of an offline model (see DEBUG_MODELS, RANDOM_MODELS)."""
     from transformers import EncodecConfig, T5Config
@@ -197,8 +217,6 @@ def _offline_configs(name: str):
 
 def build_offline_model(name: str = "debug", seed: int = 0):
     """Build an offline model (and a byte tokenizer that needs no files); same seed -> same weights."""
-    import logging
-
     from transformers import (
         ByT5Tokenizer,
         MusicgenConfig,
@@ -211,10 +229,7 @@ def build_offline_model(name: str = "debug", seed: int = 0):
 
     melody = DEBUG_MODELS.get(name, (1, False))[1]
     text, codec, decoder = _offline_configs(name)
-    tf_logger = logging.getLogger("transformers.configuration_utils")
-    level = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)  # the pad id 2048 = vocab size warning is expected
-    try:
+    with special_id_past_vocab():
         if melody:
             config = MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(),
                                           decoder=MusicgenMelodyDecoderConfig(**decoder).to_dict())
@@ -223,8 +238,6 @@ def build_offline_model(name: str = "debug", seed: int = 0):
             config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(),
                                     decoder=MusicgenDecoderConfig(**decoder).to_dict())
             cls = MusicgenForConditionalGeneration
-    finally:
-        tf_logger.setLevel(level)
     fork = torch.random.fork_rng(devices=[])  # seed the weights without touching the user's RNG
     with fork:
         torch.manual_seed(seed)
@@ -334,8 +347,27 @@ _LOADED: dict[tuple[str, str, torch.dtype], MusicGenModel] = {}
 
 
 def list_models() -> list[str]:
-    """Names ``load_model`` knows: offline models first (debug, random), then hub checkpoints."""
-    return [*DEBUG_MODELS, *RANDOM_MODELS, *HUB_MODELS]
+    """Names ``load_model`` knows: offline models first (debug, random, shipped), then hub
+    checkpoints."""
+    return [*DEBUG_MODELS, *RANDOM_MODELS, *SHIPPED_MODELS, *HUB_MODELS]
+
+
+def shipped_model_dir(name: str) -> Path:
+    """The package folder holding a shipped model's weights (see SHIPPED_MODELS)."""
+    return Path(__file__).parent / SHIPPED_MODELS[name]
+
+
+def shipped_model_info(name: str = "edu-tiny") -> dict:
+    """How a shipped model was made and how it did: its ``edu_tiny.json`` (the codec's and the
+    decoder's settings, the training run's, the codec's held-out scores and the grade table)."""
+    import json
+
+    if name not in SHIPPED_MODELS:
+        raise ModelLoadError(f"{name!r} is not a shipped model; shipped: {list(SHIPPED_MODELS)}.")
+    path = shipped_model_dir(name) / "edu_tiny.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{name!r} has no weights in this install ('{path}' is missing).")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def clear_model_cache(name: str | None = None) -> None:
@@ -355,7 +387,8 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
 
     Args:
         name: ``"debug"``, ``"debug-stereo"``, ``"debug-melody"``, ``"random-small"`` (real
-            architecture, random weights; also medium/large), a hub id such as
+            architecture, random weights; also medium/large), ``"edu-tiny"`` (trained here,
+            shipped in the package), a hub id such as
             ``"facebook/musicgen-small"``, or a local folder saved with ``save_pretrained``.
         device: ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         dtype: ``"auto"`` (bf16/fp16 on GPU, fp32 otherwise), ``"float32"``, ``"float16"``,
@@ -380,6 +413,14 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
     if name in DEBUG_MODELS or name in RANDOM_MODELS:
         model, tokenizer = build_offline_model(name)
         melody, source = DEBUG_MODELS.get(name, (1, False))[1], name.split("-")[0]
+    elif name in SHIPPED_MODELS:
+        folder = shipped_model_dir(name)
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"{name!r} has no weights in this install ('{folder}' holds no "
+                                 "config.json); reinstall musicgen-edu, or use 'debug'.")
+        with special_id_past_vocab():
+            model, tokenizer, melody, _ = _load_pretrained(str(folder), None, torch_dtype)
+        source = name
     elif name.startswith(("debug", "random")):
         raise ModelLoadError(f"unknown offline model {name!r}; choose one of "
                              f"{[*DEBUG_MODELS, *RANDOM_MODELS]}.")

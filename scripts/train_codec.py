@@ -36,11 +36,18 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=300)
     parser.add_argument("--total-steps", type=int, default=20_000)
     parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=3e-4, help="Adam's peak rate")
+    parser.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9))
+    parser.add_argument("--si-snr-weight", type=float, default=CodecConfig.si_snr_weight)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     args = parser.parse_args()
-    config = CodecConfig()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = CodecConfig(si_snr_weight=args.si_snr_weight)
     train = [w for w, _, _ in synth_clips(args.clips, args.seconds, config.sample_rate, seed=0)]
     held = [w for w, _, _ in synth_clips(16, 2.0, config.sample_rate, seed=1)]
     trainer = CodecTrainer(config, train, held, args.run_dir, batch_size=args.batch_size,
+                           learning_rate=args.lr, betas=tuple(args.betas),
                            warmup_steps=args.warmup_steps, total_steps=args.total_steps)
     resumed = trainer.resume()
     print(f"{'resumed at step ' + str(trainer.step) if resumed else 'new run'}; "
@@ -54,7 +61,7 @@ def main() -> None:
               f"(best {trainer.best:.2f}), loss {last['loss']:.3f}", flush=True)
     log = pd.read_csv(Path(args.run_dir) / "log.csv")
     columns = [c for c in log.columns if c.startswith(("step", "eval_", "used_"))]
-    table = log[columns].round(3).astype(str)
+    table = log[columns].round(3).astype(object).fillna("").map(str)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in table.itertuples(index=False)]
     (Path(args.run_dir) / "summary.md").write_text("\n".join(lines) + "\n")

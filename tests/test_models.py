@@ -1,6 +1,7 @@
 """load_model: debug models, caching, local folders, the offline hub error, devices, dtypes."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,8 +107,23 @@ def test_devices_and_dtypes():
 def test_list_models_names_every_checkpoint():
     names = mg.list_models()
     assert names[:3] == ["debug", "debug-stereo", "debug-melody"]
-    assert names[3:6] == ["random-small", "random-medium", "random-large"]
-    assert "facebook/musicgen-stereo-melody" in names and len(names) == 14
+    assert names[3:7] == ["random-small", "random-medium", "random-large", "edu-tiny"]
+    assert "facebook/musicgen-stereo-melody" in names and len(names) == 15
+
+
+def test_edu_tiny_ships_in_the_package_and_plays_its_caption():
+    model = mg.load_model("edu-tiny", device="cpu")
+    assert (model.source, model.sample_rate, model.num_codebooks) == ("edu-tiny", 16000, 4)
+    assert mg.models.shipped_model_dir("edu-tiny").is_relative_to(Path(mg.__file__).parent)
+    out = mg.MusicGenerator(model, progress=False).generate(
+        ["fast piano chords in a major key, high register"], duration=1.0, seed=0)
+    assert out.wav.shape == (1, 1, 16000) and out.wav.abs().max() > 1e-3
+
+
+def test_a_shipped_model_without_its_weights_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(mg.models.SHIPPED_MODELS, "edu-tiny", str(tmp_path / "nothing"))
+    with pytest.raises(ModelLoadError, match="'edu-tiny' has no weights in this install"):
+        mg.load_model("edu-tiny", cache=False)
 
 
 def test_random_small_has_the_published_architecture():

@@ -136,6 +136,9 @@ EXPECTED = {
                   "final_view": [0, "debug"]},    # Run All leaves the text tab, the lecture's model
     "10_fine_tuning": {"model": "debug", "seed": SEED, "steps": 200, "windows": 8,
                        "resumed_from": 200, "resumed_steps": 220, "log_rows": 220},
+    "11_train_the_whole_thing": {"model": "edu-tiny", "seed": SEED, "clips": 24,
+                                 "codec_steps": 60, "lm_steps": 40, "edu_sample_rate": 16000,
+                                 "per_attribute": 8},
 }
 
 
@@ -283,6 +286,19 @@ CLAIMS = {
             lambda r: r["after_loss"] < r["lora_loss_after"] < r["lora_loss_before"],
         "LoRA trains about 1 % of what full fine-tuning trains":
             lambda r: r["lora_params"] < 0.02 * r["full_params"],
+    },
+    "11_train_the_whole_thing": {
+        "after a minute the held-out SI-SNR is still far below zero":
+            lambda r: max(r["codec_si_snr"]) < -5,
+        "the shipped codec reached 4 dB": lambda r: 4.0 <= r["shipped_si_snr"] < 5.0,
+        "the LM's loss starts near ln 256 = 5.5 nats and falls":
+            lambda r: abs(r["lm_loss_before"] - 5.545) < 0.2
+            and r["lm_loss_after"] < r["lm_loss_before"] - 0.3,
+        "with the lecture's seed, both pairs come out as asked":
+            lambda r: r["heard"] == {"tempo": ["slow", "fast"], "register": ["low", "high"]},
+        "tempo and register come out high, mode lower than both":
+            lambda r: min(r["accuracy"]["tempo"], r["accuracy"]["register"]) >= 0.75
+            and r["accuracy"]["mode"] < min(r["accuracy"]["tempo"], r["accuracy"]["register"]),
     },
 }
 TIMING_CLAIMS = {

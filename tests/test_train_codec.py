@@ -104,8 +104,12 @@ def test_a_run_warms_up_quantises_logs_and_resumes_exactly(data, tmp_path):
     assert pd.read_csv(tmp_path / "whole" / "log.csv")["step"].tolist() == [4, 8]
     first = trainer(data, tmp_path / "split")
     first.fit(4, eval_every=4, save_every=4)                       # stops after step 4 ...
+    reloads: list[int] = []
+    first.resume = lambda: bool(reloads.append(first.step))        # type: ignore[method-assign]
+    first.fit(5, eval_every=4, save_every=4)                       # a running trainer goes on
+    assert reloads == [] and first.step == 5                       # from memory, no reload
     second = trainer(data, tmp_path / "split")
-    second.fit(8, eval_every=4, save_every=4)                      # ... and resumes
+    second.fit(8, eval_every=4, save_every=4)                      # ... and a new one resumes
     assert second.step == 8
     for (name, a), b in zip(whole.model.state_dict().items(),
                             second.model.state_dict().values()):

@@ -52,6 +52,7 @@ class CodecTrainer:
         batch_size: crops per step.
         crop_s: their length (s).
         learning_rate: Adam's rate, decayed (cosine) to 10 % over ``total_steps``.
+        betas: Adam's moment decays (EnCodec's GAN setting (0.5, 0.9) by default).
         warmup_steps: autoencoder-only steps before the k-means.
         total_steps: the schedule's length.
         restart_every: steps between dead-code restarts.
@@ -60,7 +61,8 @@ class CodecTrainer:
 
     def __init__(self, config: CodecConfig, clips: list[np.ndarray], held_out: list[np.ndarray],
                  run_dir: str | Path, *, batch_size: int = 16, crop_s: float = 1.0,
-                 learning_rate: float = 3e-4, warmup_steps: int = 300,
+                 learning_rate: float = 3e-4, betas: tuple[float, float] = (0.5, 0.9),
+                 warmup_steps: int = 300,
                  total_steps: int = 20_000, restart_every: int = 25, seed: int = 0):
         self.config, self.run_dir = config, Path(run_dir)
         hop = int(np.prod(config.upsampling_ratios))
@@ -75,7 +77,7 @@ class CodecTrainer:
         self.restart_every = restart_every
         self.model = Codec(config, seed=seed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate,
-                                          betas=(0.5, 0.9))
+                                          betas=betas)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s, total_steps)
                                                                 / total_steps)))
@@ -174,9 +176,11 @@ class CodecTrainer:
 
     def fit(self, steps: int, eval_every: int = 100, save_every: int = 100,
             keep: int = 2) -> pd.DataFrame:
-        """Run until ``steps`` steps are done in all (resuming first), evaluating and saving
-        as it goes; returns the log (also ``run_dir/log.csv``)."""
-        self.resume()
+        """Run until ``steps`` steps are done in all (a new trainer resumes first from the
+        newest checkpoint), evaluating and saving as it goes; returns the log (also
+        ``run_dir/log.csv``). Called again on the same trainer, it goes on from memory."""
+        if self.step == 0:
+            self.resume()
         while self.step < steps:
             row = self.update()
             if self.step % eval_every == 0 or self.step == steps:

@@ -1,0 +1,170 @@
+"""Grade a model on synth.py's attributes: does it play what the caption asks? (issue #30)
+
+    judges = Judges.fit(sample_rate)           # the ears: eval.py's estimators, two of them
+                                               # fitted on labelled synth clips
+    rows = grade(model_generate(generator), judges, sr, per_attribute=100, seconds=4.0)
+    accuracy_table(rows)                       # attribute, accuracy, chance, threshold, passed
+
+The protocol (issue #30): for each attribute, groups of prompts that differ only in that
+attribute. A group starts from a random spec (synth.random_spec) and takes every value of the
+attribute (2 values, or 4 instruments), all with the same seed; ``per_attribute`` generations
+in all (50 pairs, or 25 groups of 4). Each clip is judged by ear for that attribute alone:
+
+    tempo       eval.tempo_class (onset rate)              chance 50 %   threshold 85 %
+    register    eval.register_class (weighted pitch)       chance 50 %   threshold 90 %
+    instrument  Judges.instrument (nearest labelled clip)  chance 25 %   threshold 70 %
+    mode        Judges.mode (learned key profiles)         chance 50 %   threshold 70 %
+
+The same grading of the synth's own renderings of those specs (``synth_generate``) and of their
+codec round trip (``codec_generate``) shows how well the ears hear at all: the ceiling a
+model's accuracy is read against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import eval as ears
+from .synth import ATTRIBUTES, ClipSpec, random_spec, render, synth_clips
+
+__all__ = ["Judges", "THRESHOLDS", "CHANCE", "GRADED", "prompt_groups", "grade", "grade_clips",
+           "model_generate", "synth_generate", "codec_generate", "accuracy_table"]
+
+GRADED = ("tempo", "register", "instrument", "mode")
+THRESHOLDS = {"tempo": 0.85, "register": 0.90, "instrument": 0.70, "mode": 0.70}
+CHANCE = {a: 1 / len(ATTRIBUTES[a]) for a in GRADED}
+
+
+@dataclass
+class Judges:
+    """One estimator per graded attribute: ``judges.hear(attribute, wav, sr) -> value``."""
+
+    instrument: ears.NearestNeighbour
+    mode: ears.KeyProfiles
+
+    @classmethod
+    def fit(cls, sample_rate: int, clips: int = 240, seconds: float = 4.0,
+            seed: int = 7) -> Judges:
+        """Fit the instrument and mode judges on ``clips`` synth clips of seed ``seed`` (a seed
+        no model trains on; ``scripts/train_edu_tiny.py`` trains on seed 0)."""
+        examples = synth_clips(clips, seconds, sample_rate, seed=seed)
+        wavs = [w for w, _, _ in examples]
+        specs = [s for _, _, s in examples]
+        return cls(ears.NearestNeighbour().fit(wavs, [s.instrument for s in specs], sample_rate),
+                   ears.KeyProfiles().fit(wavs, [s.mode for s in specs],
+                                          [s.tonic for s in specs], sample_rate))
+
+    def hear(self, attribute: str, wav: np.ndarray, sr: int) -> str:
+        if attribute == "tempo":
+            return ears.tempo_class(wav, sr)
+        if attribute == "register":
+            return ears.register_class(wav, sr)
+        if attribute == "instrument":
+            return self.instrument.predict(wav, sr)
+        if attribute == "mode":
+            return self.mode.predict(wav, sr)
+        raise ValueError(f"attribute={attribute!r}; graded: {', '.join(GRADED)}.")
+
+
+def prompt_groups(attribute: str, per_attribute: int = 100,
+                  seed: int = 0) -> list[tuple[ClipSpec, str, int]]:
+    """``per_attribute`` specs in groups that differ only in ``attribute`` (one per value):
+    ``(spec, wanted value, group seed)``; deterministic under ``seed``."""
+    if attribute not in GRADED:
+        raise ValueError(f"attribute={attribute!r}; graded: {', '.join(GRADED)}.")
+    values = ATTRIBUTES[attribute]
+    out = []
+    for group in range(-(-per_attribute // len(values))):
+        for value in values:        # the same draws for the rest (tempo: bpm at the same
+            rng = np.random.default_rng([seed, GRADED.index(attribute), group])  # place in range)
+            out.append((random_spec(rng, **{attribute: value}), value, seed * 1000 + group))
+    return out[:per_attribute]
+
+
+def grade_clips(judges: Judges, attribute: str, clips: list[np.ndarray], wanted: list[str],
+                sr: int, captions: list[str]) -> pd.DataFrame:
+    """One row per clip: attribute, caption, wanted, heard, correct."""
+    heard = [judges.hear(attribute, w, sr) for w in clips]
+    return pd.DataFrame({"attribute": attribute, "caption": captions, "wanted": wanted,
+                         "heard": heard, "correct": [h == w for h, w in zip(heard, wanted)]})
+
+
+Generate = Callable[[list[ClipSpec], list[int], float], list[np.ndarray]]
+
+
+def grade(generate: Generate, judges: Judges, sample_rate: int, per_attribute: int = 100,
+          seconds: float = 4.0, seed: int = 0,
+          attributes: tuple[str, ...] = GRADED) -> pd.DataFrame:
+    """Make ``per_attribute`` clips per attribute from prompt groups and judge them.
+
+    Args:
+        generate: ``(specs, seeds, seconds) -> [T] float arrays at sample_rate``: a model
+            playing each spec's caption (:func:`model_generate`), the synth rendering the
+            spec itself (:func:`synth_generate`) or its codec round trip
+            (:func:`codec_generate`).
+        judges: the fitted ears.
+        sample_rate: of the clips ``generate`` returns.
+    """
+    frames = []
+    for attribute in attributes:
+        group = prompt_groups(attribute, per_attribute, seed)
+        specs = [spec for spec, _, _ in group]
+        clips = generate(specs, [s for _, _, s in group], seconds)
+        frames.append(grade_clips(judges, attribute, clips, [v for _, v, _ in group],
+                                  sample_rate, [s.caption() for s in specs]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def model_generate(generator, batch: int = 50, **settings) -> Generate:
+    """A :class:`~musicgen_edu.MusicGenerator` playing each spec's caption (``settings``:
+    GenerationConfig fields), ``batch`` prompts at a time, each with its group's seed."""
+    def generate(specs: list[ClipSpec], seeds: list[int], seconds: float) -> list[np.ndarray]:
+        clips: list[np.ndarray] = []
+        for i in range(0, len(specs), batch):
+            out = generator.generate([s.caption() for s in specs[i: i + batch]],
+                                     seeds=seeds[i: i + batch], duration=seconds,
+                                     progress=False, **settings)
+            clips += [w[0].numpy() for w in out.wav]                    # [C=1, T] -> [T]
+        return clips
+
+    return generate
+
+
+def synth_generate(sample_rate: int) -> Generate:
+    """The synth rendering each spec: what the ears hear in the real thing (the ceiling)."""
+    def generate(specs: list[ClipSpec], seeds: list[int], seconds: float) -> list[np.ndarray]:
+        return [render(spec, seconds, sample_rate, seed=s) for spec, s in zip(specs, seeds)]
+
+    return generate
+
+
+def codec_generate(model) -> Generate:
+    """The synth's clips through ``model``'s codec (encode, decode): what survives the codec."""
+    import torch
+
+    def generate(specs: list[ClipSpec], seeds: list[int], seconds: float) -> list[np.ndarray]:
+        wavs = synth_generate(model.sample_rate)(specs, seeds, seconds)
+        codec = model.model.audio_encoder
+        out = []
+        with torch.no_grad():
+            for w in wavs:
+                x = torch.as_tensor(w, dtype=torch.float32)[None, None].to(model.device)
+                codes = codec.encode(x).audio_codes                       # [1, 1, K, S]
+                out.append(codec.decode(codes, [None]).audio_values[0, 0, : len(w)].cpu().numpy())
+        return out
+
+    return generate
+
+
+def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per attribute: n, accuracy, chance, threshold and whether it passed."""
+    table = rows.groupby("attribute", sort=False)["correct"].agg(["size", "mean"]).reset_index()
+    table.columns = ["attribute", "n", "accuracy"]
+    table["chance"] = table["attribute"].map(CHANCE)
+    table["threshold"] = table["attribute"].map(THRESHOLDS)
+    table["passed"] = table["accuracy"] >= table["threshold"]
+    return table

@@ -1,0 +1,190 @@
+"""Train edu-tiny's language model on its codec's tokens, grade it, and ship it (issue #30).
+
+    python scripts/train_codec.py --minutes 60                      # stage 1: the codec
+    python scripts/train_edu_tiny.py lm --steps 3000                # stages 2-3 (resumable:
+    python scripts/train_edu_tiny.py lm --steps 4000                #   more steps continue)
+    python scripts/train_edu_tiny.py grade                          # the attribute table
+    python scripts/train_edu_tiny.py ship                           # -> musicgen_edu/weights
+
+``lm`` builds the model around the codec's best checkpoint (``--codec``), encodes ``--clips``
+synth clips of ``--seconds`` (seed 0) once into ``run_dir/tokens.pt`` and trains the decoder
+with ``train.Trainer`` (checkpoints, log.csv, samples in ``run_dir/lm``; a rerun resumes).
+``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
+same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
+mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json``. ``ship`` saves
+the trained model in float16 with its configs and the grade into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musicgen_edu.train.codec import Codec, CodecConfig, multiscale_mel_loss, si_snr_db
+from musicgen_edu.train.edu_tiny import (
+    EduTinyConfig,
+    build_edu_tiny,
+    ship_model,
+    synth_token_dataset,
+)
+
+SHIPPED = Path(__file__).resolve().parent.parent / "musicgen_edu" / "weights" / "edu-tiny"
+
+
+def load_codec(path: str) -> tuple[Codec, dict]:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    codec = Codec(CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in saved["config"].items()}))
+    codec.load_state_dict(saved["model"])
+    return codec.eval(), {"step": saved["step"], **saved.get("eval", {})}
+
+
+def stage_lm(args) -> None:
+    from musicgen_edu.train import TrainConfig, Trainer
+
+    run = Path(args.run_dir)
+    codec, codec_eval = load_codec(args.codec)
+    model = build_edu_tiny(codec, EduTinyConfig())
+    tokens = run / "tokens.pt"
+    if tokens.is_file():
+        data = torch.load(tokens, weights_only=False)
+        if data["codec_step"] != codec_eval["step"]:
+            raise SystemExit(f"{tokens} was encoded by the codec of step {data['codec_step']}, "
+                             f"not {codec_eval['step']}: use a new --run-dir.")
+        dataset = data["dataset"]
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        dataset = synth_token_dataset(model, args.clips, args.seconds, seed=0)
+        torch.save({"dataset": dataset, "codec_step": codec_eval["step"]}, tokens)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                         warmup_steps=min(args.warmup, args.steps), weight_decay=0.01,
+                         caption_dropout=0.3, checkpoint_every=args.checkpoint_every,
+                         keep_checkpoints=2, precision=args.precision, window=args.seconds,
+                         sample_seconds=4.0, sample_captions=(
+                             "fast piano chords in a major key, high register",
+                             "slow organ melody in a minor key, low register, with drums"))
+    lm_dir = run / "lm"
+    resume = (lm_dir / "train_config.json").is_file()
+    trainer = Trainer(model, dataset, lm_dir, config, resume=resume, device="cpu")
+    print(f"{len(dataset)} windows of {dataset.frames} frames; "
+          f"{'resumed at ' + str(trainer.step) if resume else 'new run'}", flush=True)
+    trainer.fit()
+    (run / "codec.json").write_text(json.dumps({"checkpoint": args.codec, **codec_eval},
+                                               indent=2, default=float))
+
+
+@torch.no_grad()
+def codec_report(model, seconds: float = 4.0, clips: int = 32) -> dict:
+    """Held-out SI-SNR and mel distance of the exported codec (synth seed 1), codes used."""
+    from musicgen_edu.train.synth import synth_clips
+
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(clips, seconds,
+                                                                  model.sample_rate, seed=1)]))
+    wav = wav[:, None, : wav.shape[-1] // 320 * 320]                            # [N, 1, T]
+    codec = model.model.audio_encoder
+    codes = codec.encode(wav).audio_codes                                        # [1, N, K, S]
+    recon = codec.decode(codes, [None]).audio_values[..., : wav.shape[-1]]
+    used = [codes[0, :, q].unique().numel() / codec.config.codebook_size
+            for q in range(codes.shape[2])]
+    return {"clips": clips, "seconds": seconds,
+            "si_snr_db": si_snr_db(wav, recon).mean().item(),
+            "mel_distance": multiscale_mel_loss(wav, recon, model.sample_rate).item(),
+            "codes_used_min": min(used), "codes_used": used}
+
+
+def stage_grade(args) -> None:
+    import pandas as pd
+
+    import musicgen_edu as mg
+    from musicgen_edu.train.grade import (
+        Judges,
+        accuracy_table,
+        codec_generate,
+        grade,
+        model_generate,
+        synth_generate,
+    )
+
+    run = Path(args.run_dir)
+    model = mg.load_model(str(args.model or run / "lm" / "model"), device="cpu",
+                          dtype="float32", cache=False)
+    sr, n = model.sample_rate, args.per_attribute
+    judges = Judges.fit(sr)
+    generator = mg.MusicGenerator(model, progress=False)
+    settings = dict(guidance_scale=args.guidance, temperature=args.temperature, top_k=args.top_k)
+    tables = {}
+    for name, make in (("edu-tiny", model_generate(generator, **settings)),
+                       ("synth (ceiling)", synth_generate(sr)),
+                       ("synth through the codec", codec_generate(model))):
+        tables[name] = accuracy_table(grade(make, judges, sr, per_attribute=n,
+                                            seconds=args.seconds, seed=args.seed))
+        print(name, tables[name].to_string(index=False), sep="\n", flush=True)
+    table = pd.concat([t.assign(clips=name) for name, t in tables.items()])
+    codec = codec_report(model)
+    lines = [f"Generation: {settings} (top_k {args.top_k}), {args.seconds} s clips, "
+             f"{n} per attribute, seed {args.seed}.", "",
+             "| clips | attribute | n | accuracy | chance | threshold | passed |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.clips} | {r.attribute} | {r.n} | {r.accuracy:.0%} | {r.chance:.0%} | "
+              f"{r.threshold:.0%} | {'yes' if r.passed else 'no'} |"
+              for r in table.itertuples()]
+    lines += ["", f"Codec, {codec['clips']} held-out clips of {codec['seconds']} s (synth "
+              f"seed 1): SI-SNR {codec['si_snr_db']:.2f} dB (target >= 5), multi-scale mel "
+              f"distance {codec['mel_distance']:.2f}, codes used per codebook "
+              + ", ".join(f"{u:.0%}" for u in codec["codes_used"]) + " (target >= 50 %)."]
+    (run / "grade.md").write_text("\n".join(lines) + "\n")
+    (run / "grade.json").write_text(json.dumps(
+        {"settings": settings, "seconds": args.seconds, "per_attribute": n, "seed": args.seed,
+         "codec": codec, "table": table.to_dict("records")}, indent=2, default=float))
+    print("\n".join(lines))
+
+
+def stage_ship(args) -> None:
+    import musicgen_edu as mg
+
+    run = Path(args.run_dir)
+    model = mg.load_model(str(run / "lm" / "model"), device="cpu", dtype="float32", cache=False)
+    info = {"codec": json.loads((run / "codec.json").read_text()),
+            "codec_config": vars(load_codec(json.loads((run / "codec.json").read_text())
+                                            ["checkpoint"])[0].config),
+            "model_config": EduTinyConfig(),
+            "training": json.loads((run / "lm" / "train_config.json").read_text()),
+            "result": json.loads((run / "lm" / "result.json").read_text())["final"],
+            "grade": json.loads((run / "grade.json").read_text())}
+    size = ship_model(model, SHIPPED, info)
+    (SHIPPED / "EVAL.md").write_text((run / "grade.md").read_text())
+    print(f"shipped {size / 2**20:.1f} MiB to {SHIPPED}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=("lm", "grade", "ship"))
+    parser.add_argument("--run-dir", default="runs/edu-tiny")
+    parser.add_argument("--codec", default="runs/edu-tiny-codec/best.pt")
+    parser.add_argument("--clips", type=int, default=2000, help="synth clips to train on")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per clip")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
+    parser.add_argument("--model", default=None, help="grade this model instead of the run's")
+    parser.add_argument("--per-attribute", type=int, default=100)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    {"lm": stage_lm, "grade": stage_grade, "ship": stage_ship}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()

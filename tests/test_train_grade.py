@@ -1,0 +1,82 @@
+"""Grading by attribute (train/grade.py): the prompt groups, and that the grade can fail.
+
+The judges themselves are tested on the synth in test_train_synth.py; here, that grading
+tells a model that follows the caption from one that ignores it or plays the opposite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musicgen_edu.train import grade as gr
+from musicgen_edu.train.synth import ATTRIBUTES, TEMPO_BPM, ClipSpec, render
+
+SR = 16000
+
+
+@pytest.mark.parametrize("attribute", gr.GRADED)
+def test_groups_differ_only_in_their_attribute(attribute):
+    groups = gr.prompt_groups(attribute, 12, seed=2)
+    assert len(groups) == 12 and groups == gr.prompt_groups(attribute, 12, seed=2)
+    values = ATTRIBUTES[attribute]
+    for start in range(0, 12, len(values)):
+        group = groups[start: start + len(values)]
+        assert [v for _, v, _ in group] == list(values[: len(group)])
+        assert len({s for _, _, s in group}) == 1                        # one seed per group
+        rest = [{k: v for k, v in vars(spec).items() if k not in (attribute, "bpm")}
+                for spec, _, _ in group]
+        assert all(r == rest[0] for r in rest)
+        if attribute == "tempo":                                         # the same place in range
+            places = [(s.bpm - TEMPO_BPM[s.tempo][0]) / np.subtract(*TEMPO_BPM[s.tempo][::-1])
+                      for s, _, _ in group]
+            assert np.ptp(places) < 1e-9
+        else:
+            assert len({spec.bpm for spec, _, _ in group}) == 1
+    assert gr.prompt_groups(attribute, 12, seed=3) != groups
+    with pytest.raises(ValueError, match="texture"):
+        gr.prompt_groups("texture")
+
+
+def _judges_without_examples():
+    return gr.Judges(instrument=None, mode=None)    # tempo and register need no examples
+
+
+def _flip(attribute: str):
+    """A 'model' that plays the other value of ``attribute`` than the caption asks."""
+    def generate(specs: list[ClipSpec], seeds, seconds):
+        other = {a: b for a, b in zip(ATTRIBUTES[attribute], ATTRIBUTES[attribute][::-1])}
+        flipped = []
+        for spec in specs:
+            low, high = TEMPO_BPM[other[spec.tempo] if attribute == "tempo" else spec.tempo]
+            flipped.append(spec.replace(**{attribute: other[getattr(spec, attribute)]},
+                                        bpm=(low + high) / 2))
+        return gr.synth_generate(SR)(flipped, seeds, seconds)
+    return generate
+
+
+def test_a_model_that_follows_passes_and_one_that_does_not_fails():
+    judges = _judges_without_examples()
+    kw = dict(per_attribute=8, seconds=3.0, attributes=("tempo", "register"))
+    follows = gr.accuracy_table(gr.grade(gr.synth_generate(SR), judges, SR, **kw))
+    assert follows["passed"].all() and (follows["n"] == 8).all()
+    opposite = gr.accuracy_table(gr.grade(_flip("tempo"), judges, SR, **kw))
+    assert opposite.set_index("attribute").loc["tempo", "accuracy"] <= 0.125
+    assert not opposite.set_index("attribute").loc["tempo", "passed"]
+
+    def ignores(specs, seeds, seconds):             # plays every group's first spec
+        firsts = {}
+        for spec, seed in zip(specs, seeds):
+            firsts.setdefault(seed, spec)
+        return gr.synth_generate(SR)([firsts[s] for s in seeds], seeds, seconds)
+
+    deaf = gr.accuracy_table(gr.grade(ignores, judges, SR, **kw)).set_index("attribute")
+    assert (deaf["accuracy"] <= 0.625).all() and not deaf["passed"].any()
+
+
+def test_the_table_compares_with_chance_and_threshold():
+    rows = gr.grade_clips(_judges_without_examples(), "register",
+                          [render(ClipSpec(register="high"), 2.0, SR)] * 3, ["high", "high", "low"],
+                          SR, ["a", "b", "c"])
+    table = gr.accuracy_table(rows)
+    assert table.to_dict("records") == [dict(attribute="register", n=3, accuracy=2 / 3,
+                                             chance=0.5, threshold=0.9, passed=False)]
