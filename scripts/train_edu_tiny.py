@@ -84,8 +84,9 @@ def codec_report(model, seconds: float = 4.0, clips: int = 32) -> dict:
 
     wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(clips, seconds,
                                                                   model.sample_rate, seed=1)]))
-    wav = wav[:, None, : wav.shape[-1] // 320 * 320]                            # [N, 1, T]
     codec = model.model.audio_encoder
+    hop = int(np.prod(codec.config.upsampling_ratios))
+    wav = wav[:, None, : wav.shape[-1] // hop * hop]                            # [N, 1, T]
     codes = codec.encode(wav).audio_codes                                        # [1, N, K, S]
     recon = codec.decode(codes, [None]).audio_values[..., : wav.shape[-1]]
     used = [codes[0, :, q].unique().numel() / codec.config.codebook_size
@@ -110,8 +111,8 @@ def stage_grade(args) -> None:
     )
 
     run = Path(args.run_dir)
-    model = mg.load_model(str(args.model or run / "lm" / "model"), device="cpu",
-                          dtype="float32", cache=False)
+    graded = str(args.model or run / "lm" / "model")
+    model = mg.load_model(graded, device="cpu", dtype="float32", cache=False)
     sr, n = model.sample_rate, args.per_attribute
     judges = Judges.fit(sr)
     generator = mg.MusicGenerator(model, progress=False)
@@ -125,7 +126,7 @@ def stage_grade(args) -> None:
         print(name, tables[name].to_string(index=False), sep="\n", flush=True)
     table = pd.concat([t.assign(clips=name) for name, t in tables.items()])
     codec = codec_report(model)
-    lines = [f"Generation: {settings} (top_k {args.top_k}), {args.seconds} s clips, "
+    lines = [f"Model: {graded}. Generation: {settings}, {args.seconds} s clips, "
              f"{n} per attribute, seed {args.seed}.", "",
              "| clips | attribute | n | accuracy | chance | threshold | passed |",
              "|---|---|---|---|---|---|---|"]
@@ -138,8 +139,8 @@ def stage_grade(args) -> None:
               + ", ".join(f"{u:.0%}" for u in codec["codes_used"]) + " (target >= 50 %)."]
     (run / "grade.md").write_text("\n".join(lines) + "\n")
     (run / "grade.json").write_text(json.dumps(
-        {"settings": settings, "seconds": args.seconds, "per_attribute": n, "seed": args.seed,
-         "codec": codec, "table": table.to_dict("records")}, indent=2, default=float))
+        {"model": graded, "settings": settings, "seconds": args.seconds, "per_attribute": n,
+         "seed": args.seed, "codec": codec, "table": table.to_dict("records")}, indent=2, default=float))
     print("\n".join(lines))
 
 
@@ -155,6 +156,9 @@ def stage_ship(args) -> None:
             "training": json.loads((run / "lm" / "train_config.json").read_text()),
             "result": json.loads((run / "lm" / "result.json").read_text())["final"],
             "grade": json.loads((run / "grade.json").read_text())}
+    if Path(info["grade"].get("model", "")).resolve() != SHIPPED.resolve():
+        print(f"note: the grade is of {info['grade'].get('model')}, not of the float16 weights "
+              f"as shipped; run `grade --model {SHIPPED}`, then `ship` again.")
     size = ship_model(model, SHIPPED, info)
     (SHIPPED / "EVAL.md").write_text((run / "grade.md").read_text())
     print(f"shipped {size / 2**20:.1f} MiB to {SHIPPED}")

@@ -1,7 +1,6 @@
 """load_model: debug models, caching, local folders, the offline hub error, devices, dtypes."""
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -112,18 +111,32 @@ def test_list_models_names_every_checkpoint():
 
 
 def test_edu_tiny_ships_in_the_package_and_plays_its_caption():
+    """Loaded from the package, it plays the tempo and the register a caption asks for (the
+    grade table: 93 and 95 %; a model that ignored the caption would be right half the time)."""
+    from musicgen_edu.train import eval as ears
+    from musicgen_edu.train.grade import prompt_groups
+
     model = mg.load_model("edu-tiny", device="cpu")
     assert (model.source, model.sample_rate, model.num_codebooks) == ("edu-tiny", 16000, 4)
-    assert mg.models.shipped_model_dir("edu-tiny").is_relative_to(Path(mg.__file__).parent)
+    assert mg.shipped_model_info()["grade"]["model"] == "musicgen_edu/weights/edu-tiny"
+    groups = prompt_groups("tempo", 8, seed=5) + prompt_groups("register", 8, seed=5)
     out = mg.MusicGenerator(model, progress=False).generate(
-        ["fast piano chords in a major key, high register"], duration=1.0, seed=0)
-    assert out.wav.shape == (1, 1, 16000) and out.wav.abs().max() > 1e-3
+        [spec.caption() for spec, _, _ in groups], seeds=[s for _, _, s in groups], duration=4.0)
+    assert out.wav.shape == (16, 1, 64000) and torch.isfinite(out.wav).all()
+    heard = [ears.tempo_class(w[0].numpy(), 16000) for w in out.wav[:8]] + \
+            [ears.register_class(w[0].numpy(), 16000) for w in out.wav[8:]]
+    right = sum(h == wanted for h, (_, wanted, _) in zip(heard, groups))
+    assert right >= 12, list(zip(heard, [w for _, w, _ in groups]))
 
 
 def test_a_shipped_model_without_its_weights_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(mg.models.SHIPPED_MODELS, "edu-tiny", str(tmp_path / "nothing"))
     with pytest.raises(ModelLoadError, match="'edu-tiny' has no weights in this install"):
         mg.load_model("edu-tiny", cache=False)
+    with pytest.raises(ModelLoadError, match="'edu-tiny' has no weights in this install"):
+        mg.shipped_model_info("edu-tiny")
+    with pytest.raises(ModelLoadError, match="'debug' is not a shipped model"):
+        mg.shipped_model_info("debug")
 
 
 def test_random_small_has_the_published_architecture():

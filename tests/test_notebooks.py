@@ -290,7 +290,14 @@ CLAIMS = {
     "11_train_the_whole_thing": {
         "after a minute the held-out SI-SNR is still far below zero":
             lambda r: max(r["codec_si_snr"]) < -5,
-        "the shipped codec reached 4 dB": lambda r: 4.0 <= r["shipped_si_snr"] < 5.0,
+        "the shipped codec: 4,200 updates to 4 dB; its decoder 3,500 updates":
+            lambda r: 4.0 <= r["shipped_si_snr"] < 4.1 and r["shipped_steps"] == [4200, 3500],
+        "its table: tempo and register 93-95 %, instrument 66 % (through the codec alone 75 %), "
+        "mode 47 %":
+            lambda r: [r["shipped"][f"edu-tiny/{a}"] for a in ("tempo", "register")] == [0.93, 0.95]
+            and r["shipped"]["edu-tiny/instrument"] == 0.66
+            and r["shipped"]["synth through the codec/instrument"] == 0.75
+            and r["shipped"]["edu-tiny/mode"] == 0.47,
         "the LM's loss starts near ln 256 = 5.5 nats and falls":
             lambda r: abs(r["lm_loss_before"] - 5.545) < 0.2
             and r["lm_loss_after"] < r["lm_loss_before"] - 0.3,

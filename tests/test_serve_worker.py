@@ -339,3 +339,24 @@ def test_sweep_expired_deletes_uploads_and_results_when_due(tmp_path):
     assert not fresh.exists() and not writing.exists()
     assert (storage / newer.result["files"][0]).exists()
     store.close()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_heartbeat_requeues_dead_workers_jobs_only_on_a_shared_store(tmp_path, shared):
+    """Every lease_s / 3 the heartbeat renews its leases and, where other processes share the
+    store (Redis), re-queues jobs whose worker died; on a store one process owns (SQLite) that
+    call would take this process's own running jobs, so it never happens there."""
+    from musicgen_edu.serve.monitoring import Metrics
+    from musicgen_edu.serve.pool import ModelPool
+    from musicgen_edu.serve.worker import Worker
+
+    settings = load_settings(storage_dir=tmp_path, lease_s=1.0, workers=1)
+    store = SpyStore(SQLiteJobStore(tmp_path / "jobs.sqlite3"))
+    store.shared, calls = shared, []
+    store.requeue_running = lambda max_attempts: calls.append(max_attempts) or {"queued": 0}
+    worker = Worker(settings, store, ModelPool(settings), Metrics())
+    worker.start()
+    time.sleep(1.0)                                   # about three beats
+    worker.stop(0.0)
+    assert (len(calls) >= 2) if shared else calls == []
+    assert all(n == settings.max_attempts for n in calls)

@@ -111,6 +111,8 @@ def test_a_run_warms_up_quantises_logs_and_resumes_exactly(data, tmp_path):
     second = trainer(data, tmp_path / "split")
     second.fit(8, eval_every=4, save_every=4)                      # ... and a new one resumes
     assert second.step == 8
+    resumed_log = pd.read_csv(tmp_path / "split" / "log.csv")
+    assert list(resumed_log.columns) == list(pd.read_csv(tmp_path / "whole" / "log.csv").columns)
     for (name, a), b in zip(whole.model.state_dict().items(),
                             second.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name

@@ -10,7 +10,7 @@ import torch
 import musicgen_edu as mg
 from musicgen_edu.errors import ConfigError
 from musicgen_edu.train import edu_tiny
-from musicgen_edu.train.codec import Codec, CodecConfig
+from musicgen_edu.train.codec import Codec, CodecConfig, si_snr_db
 from musicgen_edu.train.edu_tiny import (
     EduTinyConfig,
     build_edu_tiny,
@@ -102,9 +102,20 @@ def test_shipping_halves_the_weights_and_loads_as_a_model(model, tmp_path):
         want = model.model.decoder(input_ids=ids).logits
         got = loaded.model.decoder(input_ids=ids).logits
     assert (got - want).abs().max() < 1e-2 * want.abs().max()            # float16 rounding
+    wav = torch.from_numpy(synth_clips(1, 1.0, 16000, seed=8)[0][0])[None, None]
+    codes = model.model.audio_encoder.encode(wav).audio_codes              # the codec, too:
+    with torch.no_grad():                                                 # codebooks, decoder
+        again = loaded.model.audio_encoder.encode(wav).audio_codes
+        out = [m.model.audio_encoder.decode(codes, [None]).audio_values for m in (model, loaded)]
+    assert (again == codes).float().mean() > 0.95
+    assert si_snr_db(out[0], out[1]).item() > 30
 
 
 def test_shipping_refuses_a_model_over_the_budget(model, tmp_path, monkeypatch):
+    ship_model(model, tmp_path / "ok")                                   # a good one first
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ok").iterdir()}
     monkeypatch.setattr(edu_tiny, "MAX_SHIPPED_BYTES", 1_000_000)
-    with pytest.raises(ConfigError, match=r"MiB; allowed: at most"):
-        ship_model(model, tmp_path / "big")
+    with pytest.raises(ConfigError, match=r"MiB; allowed: at most .* was not changed"):
+        ship_model(model, tmp_path / "ok")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ok").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]           # no leftovers

@@ -35,6 +35,8 @@ def test_groups_differ_only_in_their_attribute(attribute):
     assert gr.prompt_groups(attribute, 12, seed=3) != groups
     with pytest.raises(ValueError, match="texture"):
         gr.prompt_groups("texture")
+    with pytest.raises(ValueError, match="positive multiple of 4"):
+        gr.prompt_groups("instrument", 10)                               # a group cut short
 
 
 def _judges_without_examples():
@@ -80,3 +82,29 @@ def test_the_table_compares_with_chance_and_threshold():
     table = gr.accuracy_table(rows)
     assert table.to_dict("records") == [dict(attribute="register", n=3, accuracy=2 / 3,
                                              chance=0.5, threshold=0.9, passed=False)]
+
+
+def test_the_generators_and_the_fitted_judges_work_on_a_real_model():
+    """model_generate plays each spec's caption with the given seeds (the same call, the same
+    clips);
+    codec_generate gives the synth clip through the model's codec, as long as the original;
+    the fitted judges answer with the attribute's values."""
+    import musicgen_edu as mg
+
+    model = mg.load_model("edu-tiny", device="cpu")
+    play = gr.model_generate(mg.MusicGenerator(model, progress=False), batch=3)
+    specs = [spec for spec, _, _ in gr.prompt_groups("tempo", 4, seed=1)]
+    clips = play(specs, [0, 0, 1, 1], 1.0)
+    assert [c.shape for c in clips] == [(SR,)] * 4
+    again = play(specs, [0, 0, 1, 1], 1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(again, clips))
+    assert not np.allclose(clips[0], clips[1])                         # slow and fast differ
+    through = gr.codec_generate(model)(specs[:2], [0, 1], 1.5)
+    original = gr.synth_generate(SR)(specs[:2], [0, 1], 1.5)
+    assert [c.shape for c in through] == [c.shape for c in original]
+    assert not np.allclose(through[0], original[0])
+    judges = gr.Judges.fit(SR, clips=8, seconds=2.0)
+    assert judges.hear("instrument", original[0], SR) in ATTRIBUTES["instrument"]
+    assert judges.hear("mode", original[0], SR) in ATTRIBUTES["mode"]
+    with pytest.raises(ValueError, match="texture"):
+        judges.hear("texture", original[0], SR)

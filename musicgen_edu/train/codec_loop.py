@@ -192,7 +192,7 @@ class CodecTrainer:
                                 self.run_dir / "best.pt")
                 self.rows.append(row)
                 write_atomic(self.run_dir / "log.csv",
-                             pd.DataFrame(self.rows).to_csv)   # to_csv(tmp): whole or absent
+                             lambda tmp: pd.DataFrame(self.rows).to_csv(tmp, index=False))
             if self.step % save_every == 0 or self.step == steps:
                 save_checkpoint(self.run_dir / "checkpoints", self.step, self.state(), keep)
         return pd.DataFrame(self.rows)

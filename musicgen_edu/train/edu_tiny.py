@@ -1,6 +1,7 @@
 """edu-tiny: a whole MusicGen built and trained by this library, then shipped (issue #30).
 
-Four stages, each a function here (``scripts/train_edu_tiny.py`` runs them in order)::
+Four stages: the first in codec.py and codec_loop.py, the other three functions here
+(``scripts/train_codec.py`` and ``scripts/train_edu_tiny.py`` run them in order)::
 
     1. codec   codec.py + codec_loop.py train a 16 kHz EnCodec with 4 codebooks of 256 on
                synth.py's clips (scripts/train_codec.py); its best checkpoint is the start here
@@ -105,7 +106,7 @@ def build_edu_tiny(codec: Codec, config: EduTinyConfig = EduTinyConfig(),
 def synth_token_dataset(model: MusicGenModel, n: int, seconds: float = 5.0, seed: int = 0,
                         batch: int = 16) -> TokenDataset:
     """``n`` synth clips of ``seconds`` (synth.synth_clips, ``seed``) encoded by ``model``'s
-    codec: ``dataset[i]`` is ``(tokens [K, S], caption)``, S = seconds * frame rate."""
+    codec: ``dataset[i]`` is ``(tokens [K, S], caption)``, S = ceil(samples / hop)."""
     if not 1 <= n <= 100_000:
         raise ConfigError(f"n={n} clips; allowed: 1 to 100000.")
     clips = synth_clips(n, seconds, model.sample_rate, seed=seed)
@@ -122,22 +123,33 @@ def synth_token_dataset(model: MusicGenModel, n: int, seconds: float = 5.0, seed
 
 def ship_model(model: MusicGenModel, folder: str | Path, info: dict | None = None) -> int:
     """Save ``model`` as it ships: float16 weights (safetensors), its configs, the tokenizer,
-    and ``info`` (training config, evaluation) as ``edu_tiny.json``. Returns the bytes
-    written; refuses (ConfigError) to leave more than :data:`MAX_SHIPPED_BYTES`."""
+    and ``info`` (training config, evaluation) as ``edu_tiny.json``, written whole beside
+    ``folder`` and then swapped in. Returns the bytes written; above
+    :data:`MAX_SHIPPED_BYTES` it raises ConfigError and leaves ``folder`` as it was."""
     import copy
+    import os
+    import shutil
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)          # written whole beside it, then swapped in
+    tmp.mkdir(parents=True)
     net: Any = copy.deepcopy(model.model).to(torch.float16)
-    net.save_pretrained(str(folder))
+    net.save_pretrained(str(tmp))
     tokenizer: Any = model.tokenizer
-    tokenizer.save_pretrained(str(folder))
-    (folder / "edu_tiny.json").write_text(json.dumps(info or {}, indent=2, default=_plain),
-                                          encoding="utf-8")
-    total = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "edu_tiny.json").write_text(json.dumps(info or {}, indent=2, default=_plain),
+                                       encoding="utf-8")
+    total = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
     if total > MAX_SHIPPED_BYTES:
+        shutil.rmtree(tmp)
         raise ConfigError(f"the shipped model is {total / 2**20:.1f} MiB; allowed: at most "
-                          f"{MAX_SHIPPED_BYTES / 2**20:.0f} MiB. Use smaller EduTinyConfig sizes.")
+                          f"{MAX_SHIPPED_BYTES / 2**20:.0f} MiB. Use smaller EduTinyConfig sizes; "
+                          f"'{folder}' was not changed.")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
     return total
 
 

@@ -77,12 +77,16 @@ def prompt_groups(attribute: str, per_attribute: int = 100,
     if attribute not in GRADED:
         raise ValueError(f"attribute={attribute!r}; graded: {', '.join(GRADED)}.")
     values = ATTRIBUTES[attribute]
+    if per_attribute < 1 or per_attribute % len(values) or seed < 0:
+        raise ValueError(f"per_attribute={per_attribute}, seed={seed}: per_attribute must be a "
+                         f"positive multiple of {len(values)} (whole groups, every {attribute} "
+                         "as often) and seed at least 0.")
     out = []
     for group in range(-(-per_attribute // len(values))):
         for value in values:        # the same draws for the rest (tempo: bpm at the same
             rng = np.random.default_rng([seed, GRADED.index(attribute), group])  # place in range)
             out.append((random_spec(rng, **{attribute: value}), value, seed * 1000 + group))
-    return out[:per_attribute]
+    return out
 
 
 def grade_clips(judges: Judges, attribute: str, clips: list[np.ndarray], wanted: list[str],
