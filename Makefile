@@ -1,5 +1,5 @@
 # The two quick-start commands (README) and what they stand on.
-#   make demo   install musicgen_edu, generate first.wav with the offline debug model
+#   make demo   install musicgen_edu, generate first.wav with edu-tiny (offline, shipped)
 #   make test   install the dev extras, run every test (unit tier + notebook tier, then the
 #               CPU kernels as built without AVX-512, then test-min)
 #   make docs   run the lectures for the site (docs-run), then build it into site/ (strict:
@@ -30,7 +30,7 @@ install-docs:
 	$(PIP) -e ".[docs]"
 
 demo: install
-	$(PYTHON) -m musicgen_edu generate "calm lo-fi piano with soft drums" --model debug --duration 8 --seed 0 --output first.wav --overwrite
+	$(PYTHON) -m musicgen_edu generate "calm lo-fi piano with soft drums" --model edu-tiny --duration 8 --seed 0 --output first.wav --overwrite
 
 test-unit:
 	$(PYTHON) -m pytest tests -q --ignore=tests/test_notebooks.py
@@ -68,7 +68,7 @@ lint:
 
 test: install-dev
 	@$(MAKE) --no-print-directory lint PYTHON="$(PYTHON)"
-	$(PYTHON) -m pytest -q tests notebooks --nbval-lax
+	$(PYTHON) -m pytest -q --durations=15 tests notebooks --nbval-lax
 	@$(MAKE) --no-print-directory test-avx2 PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-min PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-audiocraft PYTHON="$(PYTHON)"

@@ -3,7 +3,7 @@
 The flat public API that lectures and homework import::
 
     import musicgen_edu as mg
-    gen = mg.MusicGenerator("debug")          # offline tiny model; "facebook/musicgen-small" on Colab
+    gen = mg.MusicGenerator("edu-tiny")       # offline, shipped; "facebook/musicgen-small" on Colab
     out = gen.generate("lo-fi piano", duration=4, seed=0)
     out.save("first.wav")
 
@@ -67,6 +67,7 @@ from .metrics import *
 from .metrics import __all__ as _metrics_all
 from .models import (
     DEBUG_MODELS,
+    DEFAULT_MODEL,
     HUB_MODELS,
     MusicGenModel,
     clear_model_cache,
@@ -108,6 +109,7 @@ from .train import (
     arpeggio_clips,
     build_dataset,
     build_edu_tiny,
+    caption_reading,
     find_clips,
     grade_attributes,
     model_generate,
@@ -143,7 +145,7 @@ __all__ = [
     "MusicGenerator", "GenerationConfig", "Generation", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS",
     # models
     "load_model", "list_models", "MusicGenModel", "clear_model_cache", "resolve_device",
-    "resolve_dtype", "HUB_MODELS", "DEBUG_MODELS",
+    "resolve_dtype", "HUB_MODELS", "DEBUG_MODELS", "DEFAULT_MODEL",
     # how it works
     "delay_pattern", "build_delay_grid", "undelay", "codebook_delays",
     "classifier_free_guidance", "apply_temperature", "top_k_filter", "top_p_filter",
@@ -176,7 +178,7 @@ __all__ = [
     # training the whole thing: edu-tiny (lecture 11)
     "ClipSpec", "synth_clips", "shipped_model_info", "CodecConfig", "CodecTrainer",
     "EduTinyConfig", "build_edu_tiny", "synth_token_dataset", "Judges", "grade_attributes",
-    "model_generate", "accuracy_table",
+    "model_generate", "accuracy_table", "caption_reading",
     # exercise checks
     "exercises",
     # audio

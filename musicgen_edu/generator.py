@@ -32,7 +32,7 @@ from .devices import synchronize
 from .errors import ConfigError, GenerationError, check_range
 from .generation import MAX_SEED, Generation, GenerationConfig, check_continuation, check_text
 from .job import Job, Progress, Window, WindowPlan, plan_windows
-from .models import MusicGenModel, load_model
+from .models import DEFAULT_MODEL, MusicGenModel, load_model
 from .patterns import UNKNOWN, codebook_delays
 from .sampling import Sampling
 
@@ -47,7 +47,7 @@ class MusicGenerator:
 
     Example::
 
-        gen = MusicGenerator("debug")                       # or "facebook/musicgen-small"
+        gen = MusicGenerator("edu-tiny")                    # or "facebook/musicgen-small"
         # backend="native" (default: our decoder, token-identical to transformers and faster),
         # "native-int8" (int8 weights, use with dtype="bfloat16"), "transformers", or a backend
         # object such as NativeBackend(model, pack=False)
@@ -56,7 +56,7 @@ class MusicGenerator:
         out.save("clip.wav")
     """
 
-    def __init__(self, model: str | MusicGenModel = "debug", *, device: str = "auto",
+    def __init__(self, model: str | MusicGenModel = DEFAULT_MODEL, *, device: str = "auto",
                  dtype: str = "auto", backend="native",
                  config: GenerationConfig | None = None, progress: bool = True,
                  cache_dir: str | None = None):

@@ -38,7 +38,8 @@ from .errors import ConfigError, ModelLoadError
 
 __all__ = ["MusicGenModel", "as_model", "load_model", "list_models", "resolve_device",
            "resolve_dtype", "clear_model_cache", "build_offline_model", "hub_reachable",
-           "HUB_MODELS", "DEBUG_MODELS", "RANDOM_MODELS", "SHIPPED_MODELS", "shipped_model_info"]
+           "HUB_MODELS", "DEBUG_MODELS", "RANDOM_MODELS", "SHIPPED_MODELS", "shipped_model_info",
+           "DEFAULT_MODEL"]
 
 # name -> (audio_channels, melody?, parameters in millions) from the MusicGen model cards
 HUB_MODELS: dict[str, tuple[int, bool, int]] = {
@@ -60,6 +61,9 @@ RANDOM_MODELS: dict[str, tuple[int, int, int, int]] = {
     "random-large": (2048, 48, 32, 8192)}
 # Models trained here and shipped in the package: name -> folder under musicgen_edu/
 SHIPPED_MODELS: dict[str, str] = {"edu-tiny": "weights/edu-tiny"}
+# What plays when nobody names a model (generator, CLI, studio, service, make demo): trained,
+# offline, 16 kHz; "debug" (random weights, noise) stays for the fast tests.
+DEFAULT_MODEL = "edu-tiny"
 
 
 @dataclass
@@ -347,9 +351,9 @@ _LOADED: dict[tuple[str, str, torch.dtype], MusicGenModel] = {}
 
 
 def list_models() -> list[str]:
-    """Names ``load_model`` knows: offline models first (debug, random, shipped), then hub
+    """Names ``load_model`` knows: offline models first (shipped, debug, random), then hub
     checkpoints."""
-    return [*DEBUG_MODELS, *RANDOM_MODELS, *SHIPPED_MODELS, *HUB_MODELS]
+    return [*SHIPPED_MODELS, *DEBUG_MODELS, *RANDOM_MODELS, *HUB_MODELS]
 
 
 def shipped_model_dir(name: str) -> Path:
@@ -380,7 +384,7 @@ def clear_model_cache(name: str | None = None) -> None:
         del _LOADED[key]
 
 
-def load_model(name: str = "debug", device: str | torch.device = "auto",
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
                dtype: str | torch.dtype = "auto", cache_dir: str | None = None,
                cache: bool = True) -> MusicGenModel:
     """Load a MusicGen model, or reuse the one already loaded with the same name/device/dtype.
@@ -402,7 +406,8 @@ def load_model(name: str = "debug", device: str | torch.device = "auto",
         ConfigError: a device or dtype that this machine does not have.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"model name must be a non-empty string, got {name!r}; try 'debug'.")
+        raise ConfigError(f"model name must be a non-empty string, got {name!r}; try "
+                          f"{DEFAULT_MODEL!r}.")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     key = (name, str(dev), torch_dtype)

@@ -105,8 +105,8 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = None  # PEM certificate (chain): serve HTTPS (with tls_keyfile)
     tls_keyfile: Path | None = None   # PEM private key of tls_certfile
     # --- models ------------------------------------------------------------------------------
-    default_model: str = "debug"    # used when a request names none; loaded at start-up
-    models: _Csv = ["debug", "debug-stereo", "debug-melody"]  # names a request may choose
+    default_model: str = "edu-tiny"  # used when a request names none; loaded at start-up
+    models: _Csv = ["edu-tiny", "debug", "debug-stereo", "debug-melody"]  # a request may choose
     device: str = "auto"            # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"             # auto, float32, float16, bfloat16
     backend: str = "native"         # native, native-int8, transformers

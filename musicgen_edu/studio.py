@@ -35,6 +35,7 @@ import threading
 from .errors import ConfigError, MusicGenEduError
 from .generation import Generation, GenerationConfig
 from .generator import MusicGenerator
+from .models import DEFAULT_MODEL
 from .studio_events import wait_for
 from .studio_history import AudioCompare, History
 from .studio_models import ModelPicker, model_facts
@@ -64,10 +65,10 @@ class Studio(View):
     """A MusicGen studio: prompt, model, settings, Generate/Cancel, result, history and A/B.
 
     Args:
-        generator: a :class:`MusicGenerator`, or a model name to load (default ``"debug"``).
+        generator: a :class:`MusicGenerator`, or a model name to load (default ``"edu-tiny"``).
         prompt: the text the prompt box starts with.
         config: starting settings (default: the generator's ``config``).
-        models: names the model picker offers (default: the debug models, then the hub ones);
+        models: names the model picker offers (default: edu-tiny, the debug models, then the hub ones);
             a picked model loads on the next Generate.
 
     Python API (the same path as the buttons): ``generate(prompt, **settings)``, ``cancel()``,
@@ -77,13 +78,13 @@ class Studio(View):
 
     Example::
 
-        studio = mg.Studio(mg.MusicGenerator("debug"))
+        studio = mg.Studio(mg.MusicGenerator("edu-tiny"))
         studio                                        # the widget (last line of a cell)
         studio.generate("calm lo-fi piano", duration=4, temperature=0.7, seed=0)
         studio.compare(-2, -1)                        # A/B: the last two results
     """
 
-    def __init__(self, generator: MusicGenerator | str = "debug", *,
+    def __init__(self, generator: MusicGenerator | str = DEFAULT_MODEL, *,
                  prompt: str = "calm lo-fi piano with soft drums",
                  config: GenerationConfig | None = None, models=None):
         if not isinstance(generator, MusicGenerator):

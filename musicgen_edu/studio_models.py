@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 
 from .generator import MusicGenerator
-from .models import DEBUG_MODELS, HUB_MODELS
+from .models import DEBUG_MODELS, HUB_MODELS, SHIPPED_MODELS
 from .widget_kit import make
 
 __all__ = ["ModelPicker", "model_facts"]
@@ -20,16 +20,18 @@ __all__ = ["ModelPicker", "model_facts"]
 
 def model_facts(name: str, generator: MusicGenerator | None = None) -> str:
     """What a model can do: channels, melody, size (from the registry, or the loaded model)."""
+    size = "tiny, offline"
     if name in HUB_MODELS:
         channels, melody, millions = HUB_MODELS[name]
+        size = f"{millions}M params, downloads once"
+    elif name in SHIPPED_MODELS:
+        channels, melody, size = 1, False, "trained on synthetic music, offline"
     elif name in DEBUG_MODELS:
-        (channels, melody), millions = DEBUG_MODELS[name], None
-    elif generator is not None:
+        (channels, melody), size = DEBUG_MODELS[name], "tiny, random weights, offline"
+    elif generator is not None and generator.model.name == name:
         channels, melody = generator.model.audio_channels, generator.model.is_melody
-        millions = None
     else:
         return "unknown until loaded"
-    size = "tiny, offline" if millions is None else f"{millions}M params, downloads once"
     return f"{'stereo' if channels == 2 else 'mono'}, melody {'yes' if melody else 'no'}, {size}"
 
 
@@ -38,13 +40,13 @@ class ModelPicker:
 
     Args:
         generator: the studio's first generator (listed first, already loaded).
-        models: the names to offer (default: the debug models, then the hub ones).
+        models: the names to offer (default: edu-tiny, the debug models, then the hub ones).
     """
 
     def __init__(self, generator: MusicGenerator, models=None):
         self.generators = {generator.model.name: generator}    # name -> loaded generator
         names = list(dict.fromkeys([generator.model.name,
-                                    *(models or [*DEBUG_MODELS, *HUB_MODELS])]))
+                                    *(models or [*SHIPPED_MODELS, *DEBUG_MODELS, *HUB_MODELS])]))
         self.picker = make("Dropdown", description="model", value=generator.model.name,
                             options=[(f"{n}  ({model_facts(n, generator)})", n) for n in names],
                             layout={"width": "95%"})

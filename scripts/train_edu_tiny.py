@@ -3,16 +3,19 @@
     python scripts/train_codec.py --minutes 60                      # stage 1: the codec
     python scripts/train_edu_tiny.py lm --steps 3000                # stages 2-3 (resumable:
     python scripts/train_edu_tiny.py lm --steps 4000                #   more steps continue)
-    python scripts/train_edu_tiny.py grade                          # the attribute table
     python scripts/train_edu_tiny.py ship                           # -> musicgen_edu/weights
+    python scripts/train_edu_tiny.py grade --model musicgen_edu/weights/edu-tiny   # the table
+    python scripts/train_edu_tiny.py ship                           # again, with its grade
 
 ``lm`` builds the model around the codec's best checkpoint (``--codec``), encodes ``--clips``
 synth clips of ``--seconds`` (seed 0) once into ``run_dir/tokens.pt`` and trains the decoder
-with ``train.Trainer`` (checkpoints, log.csv, samples in ``run_dir/lm``; a rerun resumes).
-``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
-same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
-mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json``. ``ship`` saves
-the trained model in float16 with its configs and the grade into the package.
+with ``train.Trainer`` (checkpoints, log.csv, samples in ``run_dir/lm``; a rerun resumes);
+``lm --init FOLDER`` goes on from a trained edu-tiny instead of new weights (that run's
+updates count toward the shipped total). ``grade`` judges ``--per-attribute`` generations per
+attribute (train/grade.py) next to the same judges on the synth itself and on its codec round
+trip, and the codec's held-out SI-SNR, mel distance and code use; it writes
+``run_dir/grade.md`` and ``grade.json``. ``ship`` saves the trained model in float16 with its
+configs and the grade into the package.
 """
 
 from __future__ import annotations
@@ -44,18 +47,35 @@ def load_codec(path: str) -> tuple[Codec, dict]:
 
 
 def stage_lm(args) -> None:
+    import musicgen_edu as mg
     from musicgen_edu.train import TrainConfig, Trainer
+    from musicgen_edu.train.synth import synth_specs
 
     run = Path(args.run_dir)
     codec, codec_eval = load_codec(args.codec)
-    model = build_edu_tiny(codec, EduTinyConfig())
+    if args.init:              # go on from a trained edu-tiny (its codec must be --codec's)
+        model = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
+        model.name = "edu-tiny"
+        before = Path(args.init).parent                  # the run folder that made it
+        updates = json.loads((before / "result.json").read_text())["steps"]
+        earlier = before.parent / "lm_init.json"         # that run's own start, if any
+        if earlier.is_file():
+            updates += json.loads(earlier.read_text())["updates"]
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "lm_init.json").write_text(json.dumps({"from": args.init, "updates": updates}))
+    else:
+        model = build_edu_tiny(codec, EduTinyConfig())
     tokens = run / "tokens.pt"
     if tokens.is_file():
         data = torch.load(tokens, weights_only=False)
-        if data["codec_step"] != codec_eval["step"]:
-            raise SystemExit(f"{tokens} was encoded by the codec of step {data['codec_step']}, "
-                             f"not {codec_eval['step']}: use a new --run-dir.")
+        saved = (data["codec_step"], len(data["dataset"]), data["dataset"].frames)
+        wanted = (codec_eval["step"], args.clips, int(np.ceil(args.seconds * 50)))
+        if saved != wanted:
+            raise SystemExit(f"{tokens} holds (codec step, clips, frames) = {saved}, not "
+                             f"{wanted}: use a new --run-dir.")
         dataset = data["dataset"]
+        # the tokens depend on the audio only: captions follow synth.py's current wording
+        dataset.captions = [s.caption() for s in synth_specs(len(dataset), seed=0)]
     else:
         run.mkdir(parents=True, exist_ok=True)
         dataset = synth_token_dataset(model, args.clips, args.seconds, seed=0)
@@ -65,8 +85,8 @@ def stage_lm(args) -> None:
                          caption_dropout=0.3, checkpoint_every=args.checkpoint_every,
                          keep_checkpoints=2, precision=args.precision, window=args.seconds,
                          sample_seconds=4.0, sample_captions=(
-                             "fast piano chords in a major key, high register",
-                             "slow organ melody in a minor key, low register, with drums"))
+                             "fast piano chords in C major, high register",
+                             "slow organ melody in A minor, low register, with drums"))
     lm_dir = run / "lm"
     resume = (lm_dir / "train_config.json").is_file()
     trainer = Trainer(model, dataset, lm_dir, config, resume=resume, device="cpu")
@@ -104,6 +124,7 @@ def stage_grade(args) -> None:
     from musicgen_edu.train.grade import (
         Judges,
         accuracy_table,
+        caption_reading,
         codec_generate,
         grade,
         model_generate,
@@ -126,6 +147,7 @@ def stage_grade(args) -> None:
         print(name, tables[name].to_string(index=False), sep="\n", flush=True)
     table = pd.concat([t.assign(clips=name) for name, t in tables.items()])
     codec = codec_report(model)
+    reading = caption_reading(model)
     lines = [f"Model: {graded}. Generation: {settings}, {args.seconds} s clips, "
              f"{n} per attribute, seed {args.seed}.", "",
              "| clips | attribute | n | accuracy | chance | threshold | passed |",
@@ -136,11 +158,17 @@ def stage_grade(args) -> None:
     lines += ["", f"Codec, {codec['clips']} held-out clips of {codec['seconds']} s (synth "
               f"seed 1): SI-SNR {codec['si_snr_db']:.2f} dB (target >= 5), multi-scale mel "
               f"distance {codec['mel_distance']:.2f}, codes used per codebook "
-              + ", ".join(f"{u:.0%}" for u in codec["codes_used"]) + " (target >= 50 %)."]
+              + ", ".join(f"{u:.0%}" for u in codec["codes_used"]) + " (target >= 50 %).", "",
+              "Does the decoder read each word? Teacher-forced loss (nats per token) on 48 synth "
+              "clips of 5 s (seed 3) with one word of each caption changed, minus the loss with "
+              "the true captions (0: the word is ignored):", "",
+              "| change | loss | gap |", "|---|---|---|"]
+    lines += [f"| {r.change} | {r.loss:.4f} | {r.gap:+.4f} |" for r in reading.itertuples()]
     (run / "grade.md").write_text("\n".join(lines) + "\n")
     (run / "grade.json").write_text(json.dumps(
         {"model": graded, "settings": settings, "seconds": args.seconds, "per_attribute": n,
-         "seed": args.seed, "codec": codec, "table": table.to_dict("records")}, indent=2, default=float))
+         "seed": args.seed, "codec": codec, "table": table.to_dict("records"),
+         "caption_reading": reading.to_dict("records")}, indent=2, default=float))
     print("\n".join(lines))
 
 
@@ -148,19 +176,27 @@ def stage_ship(args) -> None:
     import musicgen_edu as mg
 
     run = Path(args.run_dir)
+    read = lambda name: json.loads((run / name).read_text())  # noqa: E731
     model = mg.load_model(str(run / "lm" / "model"), device="cpu", dtype="float32", cache=False)
-    info = {"codec": json.loads((run / "codec.json").read_text()),
-            "codec_config": vars(load_codec(json.loads((run / "codec.json").read_text())
-                                            ["checkpoint"])[0].config),
+    codec = read("codec.json")
+    result = read("lm/result.json")
+    init = read("lm_init.json") if (run / "lm_init.json").is_file() else None   # lm --init
+    info = {"codec": codec,
+            "codec_config": torch.load(codec["checkpoint"], map_location="cpu",
+                                       weights_only=False)["config"],
             "model_config": EduTinyConfig(),
-            "training": json.loads((run / "lm" / "train_config.json").read_text()),
-            "result": json.loads((run / "lm" / "result.json").read_text())["final"],
-            "grade": json.loads((run / "grade.json").read_text())}
-    if Path(info["grade"].get("model", "")).resolve() != SHIPPED.resolve():
-        print(f"note: the grade is of {info['grade'].get('model')}, not of the float16 weights "
-              f"as shipped; run `grade --model {SHIPPED}`, then `ship` again.")
+            "training": read("lm/train_config.json"), "init": init, "result": result["final"],
+            "decoder_updates": result["steps"] + (init["updates"] if init else 0),
+            "grade": read("grade.json") if (run / "grade.json").is_file() else None}
+    graded = (info["grade"] or {}).get("model", "")
+    if not graded or Path(graded).resolve() != SHIPPED.resolve():
+        print(f"note: the grade is of {graded or 'nothing yet'}, not of the float16 weights as "
+              f"shipped; run `grade --model {SHIPPED}`, then `ship` again.")
     size = ship_model(model, SHIPPED, info)
-    (SHIPPED / "EVAL.md").write_text((run / "grade.md").read_text())
+    if info["grade"]:
+        (SHIPPED / "EVAL.md").write_text((run / "grade.md").read_text())
+    else:
+        (SHIPPED / "EVAL.md").unlink(missing_ok=True)
     print(f"shipped {size / 2**20:.1f} MiB to {SHIPPED}")
 
 
@@ -169,6 +205,8 @@ def main() -> None:
     parser.add_argument("stage", choices=("lm", "grade", "ship"))
     parser.add_argument("--run-dir", default="runs/edu-tiny")
     parser.add_argument("--codec", default="runs/edu-tiny-codec/best.pt")
+    parser.add_argument("--init", default=None,
+                        help="lm: start from this trained edu-tiny folder, not new weights")
     parser.add_argument("--clips", type=int, default=2000, help="synth clips to train on")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per clip")
     parser.add_argument("--steps", type=int, default=3000)

@@ -40,6 +40,7 @@ class Deployment:
         self.env = {**os.environ, "MUSICGEN_STORE": "redis", "MUSICGEN_REDIS_URL": self.redis.url,
                     "MUSICGEN_STORAGE_DIR": str(self.folder / "storage"),
                     "MUSICGEN_API_HOST": "127.0.0.1", "MUSICGEN_LOG_JSON": "true",
+                    "MUSICGEN_DEFAULT_MODEL": "debug",
                     "OMP_NUM_THREADS": "1", **(settings or {})}
         self.processes: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}

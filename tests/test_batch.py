@@ -343,7 +343,8 @@ def test_run_batch_on_a_csv(tmp_path):
     table = run_batch(csv, tmp_path / "out", model="debug", progress=False, device="cpu")
     assert list(table.name) == ["000_lo-fi-piano", "001_epic-drums"]
     assert (table.status == "ok").all() and list(table.seed) == [0, 1]
-    assert run_batch(csv, tmp_path / "out", progress=False, device="cpu").resumed.all()
+    assert run_batch(csv, tmp_path / "out", model="debug", progress=False,
+                     device="cpu").resumed.all()
 
 
 def test_runner_settings_are_checked():

@@ -21,14 +21,14 @@ from musicgen_edu.cli import app
 runner = CliRunner()
 
 
-def test_generate_writes_a_file(tmp_path):
+def test_generate_writes_a_file_with_the_shipped_default_model(tmp_path):
     out = tmp_path / "clip.wav"
-    result = runner.invoke(app, ["generate", "lo-fi piano", "-d", "0.5", "-o", str(out),
-                                 "--seed", "1", "--no-progress"])
+    result = runner.invoke(app, ["generate", "fast piano chords in C major", "-d", "0.5", "-o",
+                                 str(out), "--seed", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert str(out.resolve()) in result.output.replace("\n", "")
     wav, sr = mg.load_audio(out)
-    assert sr == 32000 and wav.shape == (1, 16000)
+    assert sr == 16000 and wav.shape == (1, 8000)           # edu-tiny: 16 kHz
     assert os.listdir(tmp_path) == ["clip.wav"]  # no temp files left behind
 
 
@@ -133,7 +133,7 @@ def test_generate_json_is_one_object_for_scripts(tmp_path):
     data = json.loads(result.stdout)
     assert data["files"] == [str((tmp_path / f"c_{i}.wav").resolve()) for i in (0, 1)]
     assert data["seeds"] == [2, 3] and data["prompts"] == ["a", "b"]
-    assert data["sample_rate"] == 32000 and data["model"] == "debug"
+    assert data["sample_rate"] == 16000 and data["model"] == "edu-tiny"   # the default
     assert data["timings"]["steps"] > 0
 
 

@@ -161,7 +161,7 @@ def metric_names(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def app_facts(tmp_path_factory):
     """A real app's answers to the probe paths and its /metrics text, once the default model
-    is loaded (offline debug model, tmp storage)."""
+    is loaded (the development profile: edu-tiny, offline; tmp storage)."""
     from fastapi.testclient import TestClient
 
     from musicgen_edu.serve import create_app
@@ -172,7 +172,7 @@ def app_facts(tmp_path_factory):
         app = create_app(settings)
         with TestClient(app) as client:
             status = {path: client.get(path).status_code for path in ("/healthz", "/readyz")}
-            deadline = time.monotonic() + 60            # the debug model loads in a thread
+            deadline = time.monotonic() + 60            # the default model loads in a thread
             while status["/readyz"] == 503 and time.monotonic() < deadline:
                 time.sleep(0.1)
                 status["/readyz"] = client.get("/readyz").status_code

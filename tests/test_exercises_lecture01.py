@@ -20,7 +20,7 @@ from musicgen_edu.exercises.lecture01 import (
 sol = load_solutions("01_first_generation")
 
 
-@pytest.fixture(scope="module", params=["debug", "debug-stereo"])
+@pytest.fixture(scope="module", params=["edu-tiny", "debug", "debug-stereo"])
 def model(request):
     return mg.load_model(request.param, device="cpu")
 
@@ -44,7 +44,7 @@ def test_token_shape_wrong_answers(model):
     k, frames = model.num_codebooks, round(8.0 * model.frame_rate)
     assert failed(check_token_shape(model, 8.0, None))
     assert failed(check_token_shape(model, 8.0, "1, 4, 400"))
-    assert failed(check_token_shape(model, 8.0, (1, k, 8 * 32000)))      # samples, not frames
+    assert failed(check_token_shape(model, 8.0, (1, k, 8 * model.sample_rate)))  # samples
     assert failed(check_token_shape(model, 8.0, (1, k + 1, frames)))
     assert failed(check_token_shape(model, 8.0, (1, k, frames, 1)))
     missing_batch = check_token_shape(model, 8.0, (k, frames))

@@ -105,14 +105,42 @@ def test_devices_and_dtypes():
 
 def test_list_models_names_every_checkpoint():
     names = mg.list_models()
-    assert names[:3] == ["debug", "debug-stereo", "debug-melody"]
-    assert names[3:7] == ["random-small", "random-medium", "random-large", "edu-tiny"]
+    assert names[:4] == ["edu-tiny", "debug", "debug-stereo", "debug-melody"]
+    assert names[4:7] == ["random-small", "random-medium", "random-large"]
     assert "facebook/musicgen-stereo-melody" in names and len(names) == 15
+
+
+def test_edu_tiny_is_what_plays_when_no_model_is_named():
+    """The generator, studio, batch runner, CLI, service and ``make demo`` default to it."""
+    import inspect
+    import pathlib
+
+    import typer
+
+    from musicgen_edu.cli import app
+    from musicgen_edu.settings import Settings
+
+    assert mg.DEFAULT_MODEL == "edu-tiny" and mg.load_model(device="cpu").source == "edu-tiny"
+    assert mg.MusicGenerator(device="cpu", progress=False).model.name == "edu-tiny"
+    studio = mg.Studio()
+    assert studio.generator.model.name == "edu-tiny"
+    assert studio.model_picker.value == "edu-tiny"
+    for fn in (mg.run_batch, mg.BatchRunner):
+        first = next(p for p in inspect.signature(fn).parameters.values()
+                     if p.default is not inspect.Parameter.empty)
+        assert first.default == "edu-tiny", fn
+    commands = typer.main.get_command(app).commands
+    for name in ("generate", "batch", "profile"):
+        option = next(p for p in commands[name].params if p.name == "model")
+        assert option.default == "edu-tiny", name
+    assert Settings.model_fields["default_model"].default == "edu-tiny"
+    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
+    assert "--model edu-tiny" in makefile.split("\ndemo:")[1].split("\n\n")[0]
 
 
 def test_edu_tiny_ships_in_the_package_and_plays_its_caption():
     """Loaded from the package, it plays the tempo and the register a caption asks for (the
-    grade table: 93 and 95 %; a model that ignored the caption would be right half the time)."""
+    grade table: 98 and 94 %; a model that ignored the caption would be right half the time)."""
     from musicgen_edu.train import eval as ears
     from musicgen_edu.train.grade import prompt_groups
 

@@ -3,9 +3,10 @@
 Two kinds of tests, both picked up automatically for each new lecture:
 
 * execution: papermill runs the lecture in a fresh ``python3`` kernel with small parameters
-  (debug model, 1 s, seed 7, every output file in ``tmp_path``) and the test asserts the values
-  the lecture's last cell recorded in ``RESULTS_PATH`` (STYLE.md rule 14); lecture 00 also runs
-  twice to show that the same seed gives the same tokens through the notebook;
+  (debug model, or edu-tiny for LECTURE_MODEL; 1 s, seed 7, every output file in
+  ``tmp_path``) and the test asserts the values the lecture's last cell recorded in
+  ``RESULTS_PATH`` (STYLE.md rule 14); lecture 00 also runs twice to show that the same seed
+  gives the same tokens through the notebook;
 * static checks on the committed files (rules 11-16): no outputs or execution counts, the
   ``parameters`` cell right after the imports, short cells, public API only, and
   ``## Summary`` / ``## Exercises`` sections.
@@ -36,20 +37,25 @@ MAX_CELL_LINES = 15
 # Small, fast settings; only the names a lecture's parameters cell defines are passed.
 SEED, DURATION, SAMPLE_RATE, FRAME_RATE = 7, 1.0, 32000, 50
 SMALL = {"MODEL": "debug", "DURATION": DURATION, "SEED": SEED}
+# Lectures whose lesson is heard default to the shipped edu-tiny, and run on it here too (16 kHz);
+# the others run on the debug model, as fast as the tier can be.
+LECTURE_MODEL = {"00_setup": "edu-tiny", "01_first_generation": "edu-tiny",
+                 "07_studio": "edu-tiny"}
+TINY_RATE = 16000
 FILE_PARAMS = {"OUTPUT": "clip.wav", "RESULTS_PATH": "results.json"}  # made absolute in tmp
 # What each lecture's results must hold beyond the generic checks (keyed by file stem).
 EXPECTED = {
-    "00_setup": {"model": "debug", "sample_rate": SAMPLE_RATE, "duration": DURATION,
-                 "wav_shape": [1, 1, int(DURATION * SAMPLE_RATE)],
+    "00_setup": {"model": "edu-tiny", "sample_rate": TINY_RATE, "duration": DURATION,
+                 "wav_shape": [1, 1, int(DURATION * TINY_RATE)],
                  "tokens_shape": [1, 4, int(DURATION * FRAME_RATE)], "seed": SEED,
                  "seeds": [SEED]},
-    "01_first_generation": {"model": "debug", "sample_rate": SAMPLE_RATE, "duration": DURATION,
+    "01_first_generation": {"model": "edu-tiny", "sample_rate": TINY_RATE, "duration": DURATION,
                             "seed": SEED, "seeds": [SEED], "other_seed": SEED + 1,
                             "long_duration": 2 * DURATION, "num_codebooks": 4,
                             "tokens_shape": [1, 4, int(DURATION * FRAME_RATE)],
-                            "wav_shape": [1, 1, int(DURATION * SAMPLE_RATE)],
+                            "wav_shape": [1, 1, int(DURATION * TINY_RATE)],
                             "long_tokens_shape": [1, 4, int(2 * DURATION * FRAME_RATE)],
-                            "long_wav_shape": [1, 1, int(2 * DURATION * SAMPLE_RATE)],
+                            "long_wav_shape": [1, 1, int(2 * DURATION * TINY_RATE)],
                             "max_delay": 3, "steps": int(DURATION * FRAME_RATE) + 3,
                             "long_steps": int(2 * DURATION * FRAME_RATE) + 3,
                             "same_seed_identical": True, "other_seed_differs": True},
@@ -115,8 +121,8 @@ EXPECTED = {
                             "first_token_matches_generator": True, "greedy_matches_argmax": True,
                             "same_seed_same_tokens": True,
                             "tokens_shape": [4, 4, int(DURATION * FRAME_RATE)]},
-    "07_studio": {"model": "debug", "seed": SEED, "duration": DURATION,
-                  "sample_rate": SAMPLE_RATE,
+    "07_studio": {"model": "edu-tiny", "seed": SEED, "duration": DURATION,
+                  "sample_rate": TINY_RATE,
                   "controls": ["duration", "temperature", "top_k", "top_p", "guidance_scale",
                                "seed", "use_sampling"],
                   "ranges": {"duration": [0, 600], "top_k": [0, 2048], "top_p": [0, 1],
@@ -133,7 +139,7 @@ EXPECTED = {
                   # the static snapshot shows the last result, every history row, 3 pictures
                   "snapshot_shown": 1 + 3 + 2 + 3 + 2, "snapshot_rows": 1 + 3 + 2 + 3 + 2,
                   "snapshot_pictures": ["spectrogram", "tokens", "waveform"],
-                  "final_view": [0, "debug"]},    # Run All leaves the text tab, the lecture's model
+                  "final_view": [0, "edu-tiny"]},  # Run All leaves the text tab, the lecture's model
     "10_fine_tuning": {"model": "debug", "seed": SEED, "steps": 200, "windows": 8,
                        "resumed_from": 200, "resumed_steps": 220, "log_rows": 220},
     "11_train_the_whole_thing": {"model": "edu-tiny", "seed": SEED, "clips": 24,
@@ -206,6 +212,8 @@ def run_lecture(kernel_available, tmp_path_factory):
             workdir = workdir or tmp_path_factory.mktemp(f"{path.stem}_{tag}")
             defined = parameter_names(read(path))
             params = {k: v for k, v in SMALL.items() if k in defined}
+            if "MODEL" in params:
+                params["MODEL"] = LECTURE_MODEL.get(path.stem, params["MODEL"])
             params.update({k: str(workdir / v) for k, v in FILE_PARAMS.items() if k in defined})
             with pytest.MonkeyPatch.context() as mp:
                 mp.delenv("MPLBACKEND", raising=False)  # conftest's Agg would reach the kernel
@@ -227,17 +235,18 @@ def test_lecture_runs_and_records_results(path, run_lecture):
     assert isinstance(results, dict) and results, "the results file is empty"
 
     # Generic checks, valid for every lecture that records these keys.
+    rate = TINY_RATE if params.get("MODEL") == "edu-tiny" else SAMPLE_RATE
     if "SEED" in params:
         assert results.get("seed") == SEED, "the SEED parameter did not reach the notebook"
     if "sample_rate" in results:
-        assert results["sample_rate"] == SAMPLE_RATE
+        assert results["sample_rate"] == rate
     if "tokens_shape" in results:
         assert all(isinstance(n, int) and n > 0 for n in results["tokens_shape"])
     if "first_tokens" in results:
         assert all(0 <= t < 2048 for t in results["first_tokens"]), results["first_tokens"]
-    if "OUTPUT" in params:  # the clip was written where we asked, and reads back at 32 kHz
+    if "OUTPUT" in params:  # the clip was written where we asked, and reads back at its rate
         wav, sr = mg.load_audio(params["OUTPUT"])
-        assert sr == SAMPLE_RATE
+        assert sr == rate
         if "wav_shape" in results:
             assert list(wav.shape) == results["wav_shape"][1:]  # [C, T] of item 0
 
@@ -255,10 +264,10 @@ def test_lecture_runs_and_records_results(path, run_lecture):
 # mg.cpu_load()), timings measure those programs, and the lecture says so: skipped, not passed.
 CLAIMS = {
     "01_first_generation": {
-        "another seed changes almost every token":
-            lambda r: r["other_seed_token_agreement"] < 0.1,
-        "the debug model's clips are nearly the same noise (waveform correlation ~1)":
-            lambda r: r["other_seed_wav_correlation"] > 0.99,
+        "another seed: most tokens land on other values":
+            lambda r: r["other_seed_token_agreement"] < 0.3,
+        "the two waveforms are only weakly related (a correlation well below 1)":
+            lambda r: abs(r["other_seed_wav_correlation"]) < 0.5,
     },
     "04_sampling_and_cfg": {
         "the networks' logits agree to float rounding (debug model: identical)":
@@ -290,14 +299,16 @@ CLAIMS = {
     "11_train_the_whole_thing": {
         "after a minute the held-out SI-SNR is still far below zero":
             lambda r: max(r["codec_si_snr"]) < -5,
-        "the shipped codec: 4,200 updates to 4 dB; its decoder 3,500 updates":
-            lambda r: 4.0 <= r["shipped_si_snr"] < 4.1 and r["shipped_steps"] == [4200, 3500],
-        "its table: tempo and register 93-95 %, instrument 66 % (through the codec alone 75 %), "
-        "mode 47 %":
-            lambda r: [r["shipped"][f"edu-tiny/{a}"] for a in ("tempo", "register")] == [0.93, 0.95]
-            and r["shipped"]["edu-tiny/instrument"] == 0.66
+        "the shipped codec: 4,200 updates to 4 dB; its decoder 7,100 updates":
+            lambda r: 4.0 <= r["shipped_si_snr"] < 4.1 and r["shipped_steps"] == [4200, 7100],
+        "its table: tempo and register 94-98 %, instrument 68 % (through the codec alone 75 %), "
+        "mode 45 %":
+            lambda r: [r["shipped"][f"edu-tiny/{a}"] for a in ("tempo", "register")] == [0.98, 0.94]
+            and r["shipped"]["edu-tiny/instrument"] == 0.68
             and r["shipped"]["synth through the codec/instrument"] == 0.75
-            and r["shipped"]["edu-tiny/mode"] == 0.47,
+            and r["shipped"]["edu-tiny/mode"] == 0.45,
+        "changing major to minor does not change its decoder's loss, the key's tonic does":
+            lambda r: abs(r["reading"]["mode changed"]) < 0.002 < r["reading"]["key changed"],
         "the LM's loss starts near ln 256 = 5.5 nats and falls":
             lambda r: abs(r["lm_loss_before"] - 5.545) < 0.2
             and r["lm_loss_after"] < r["lm_loss_before"] - 0.3,

@@ -1,6 +1,7 @@
 """The service, in process (FastAPI's TestClient, no sockets): every route and error code.
 
-The app runs its real worker thread on the offline ``debug`` model; nothing is mocked. The
+The app runs its real worker thread on the offline ``debug`` model (``make_client``; one test
+serves the shipped default, ``edu-tiny``); nothing is mocked. The
 restart test (a real server killed with SIGKILL) is in test_serve_restart.py.
 """
 
@@ -38,7 +39,9 @@ def clean_env(monkeypatch):
 
 
 def make_client(tmp_path, **overrides) -> TestClient:
-    values = dict(storage_dir=tmp_path / "store", auth_enabled=True, api_keys=KEYS,
+    """The service on the fast debug models (the shipped default, edu-tiny, has its own tests)."""
+    values = dict(default_model="debug", models=["debug", "debug-stereo", "debug-melody"],
+                  storage_dir=tmp_path / "store", auth_enabled=True, api_keys=KEYS,
                   rate_limit_per_minute=0, batch_wait_s=0.0, log_json=True, cors_origins=[])
     values.update(overrides)
     return TestClient(create_app(load_settings(**values)))
@@ -99,6 +102,23 @@ def test_generate_job_life_and_audio_equals_the_library(client, solo):
         other, sr2, resp = audio_of(client, job["id"], fmt=fmt)
         assert resp.headers["content-type"] == mime and sr2 == 32000
         assert abs(other.shape[-1] - 32000) < 3000          # mp3 pads a few frames
+
+
+def test_the_shipped_profile_serves_edu_tiny_when_a_request_names_no_model(tmp_path):
+    settings = load_settings(storage_dir=tmp_path / "store", batch_wait_s=0.0,
+                             rate_limit_per_minute=0)        # configs/development.yaml as shipped
+    assert settings.default_model == mg.DEFAULT_MODEL == "edu-tiny"
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        assert c.get("/v1/models").json()["default"] == "edu-tiny"
+        prompt = "fast piano chords in C major, high register"
+        job = wait_job(c, c.post("/v1/generate", json={"prompt": prompt, "duration": 1,
+                                                        "seed": 3}).json()["id"], headers={})
+        assert job["status"] == "succeeded" and job["model"] == "edu-tiny", job
+        wav, sr, _ = audio_of(c, job["id"], headers={})
+    expected = mg.MusicGenerator("edu-tiny", progress=False).generate(prompt, duration=1, seed=3)
+    assert sr == 16000 and wav.shape == (1, 16000)
+    np.testing.assert_allclose(wav, expected.wav[0].numpy(), atol=1e-4)
 
 
 def test_several_prompts_and_negative_prompt(client, solo):

@@ -165,8 +165,8 @@ class LoopWatch:
 
 
 def test_streams_use_the_store_off_the_event_loop(tmp_path):
-    app = create_app(load_settings(storage_dir=tmp_path / "store", rate_limit_per_minute=0,
-                                   batch_wait_s=0.0))
+    app = create_app(load_settings(default_model="debug", storage_dir=tmp_path / "store",
+                                   rate_limit_per_minute=0, batch_wait_s=0.0))
     with TestClient(app) as client:
         for _ in range(600):
             if client.get("/readyz").status_code == 200:
@@ -191,8 +191,8 @@ def test_streams_use_the_store_off_the_event_loop(tmp_path):
 
 # --- the WebSocket's request message is bounded like an HTTP body --------------------------------
 def test_websocket_request_over_max_body_bytes_is_refused_with_413(tmp_path):
-    settings = load_settings(storage_dir=tmp_path / "store", max_body_bytes=LIMIT, workers=0,
-                             rate_limit_per_minute=0)
+    settings = load_settings(default_model="debug", storage_dir=tmp_path / "store",
+                             max_body_bytes=LIMIT, workers=0, rate_limit_per_minute=0)
     with TestClient(create_app(settings)) as client:
         for message in ("x" * (LIMIT + 1), b"\x00" * (LIMIT + 1)):
             with client.websocket_connect("/v1/stream") as ws:

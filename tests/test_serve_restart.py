@@ -38,7 +38,8 @@ def serve(storage: Path, port: int, log: Path, **settings) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MUSICGEN_") or k == "MUSICGEN_CPU_PATHS"}
     env.update(MUSICGEN_STORAGE_DIR=str(storage), MUSICGEN_BATCH_WAIT_S="0",
-               MUSICGEN_LOG_JSON="true", MUSICGEN_DEVICE="cpu", MUSICGEN_RATE_LIMIT_PER_MINUTE="0")
+               MUSICGEN_LOG_JSON="true", MUSICGEN_DEVICE="cpu", MUSICGEN_RATE_LIMIT_PER_MINUTE="0",
+               MUSICGEN_DEFAULT_MODEL="debug")
     env.update({f"MUSICGEN_{k.upper()}": str(v) for k, v in settings.items()})
     with open(log, "w") as err:                      # the server keeps its own copy
         proc = subprocess.Popen([sys.executable, "-m", "musicgen_edu", "serve", "--port",

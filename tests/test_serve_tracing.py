@@ -29,7 +29,7 @@ STAGES = {"text encode", "decode loop", "audio decode"}
 
 
 def settings(tmp_path, **overrides):
-    values = dict(storage_dir=tmp_path / "store", auth_enabled=True, api_keys=KEYS,
+    values = dict(default_model="debug", storage_dir=tmp_path / "store", auth_enabled=True, api_keys=KEYS,
                   rate_limit_per_minute=0, batch_wait_s=0.0, log_json=True, cors_origins=[])
     return load_settings(**{**values, **overrides})
 

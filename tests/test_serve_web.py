@@ -77,7 +77,8 @@ def server(tmp_path_factory):
         reason = (f"web page test needs {', '.join(missing)}: apt-get install chromium "
                   "chromium-driver; pip install -e '.[dev]'")
         missing_tool(reason, "MUSICGEN_REQUIRE_BROWSER")
-    with start(tmp_path_factory.mktemp("web"), models=["debug", "debug-stereo"],
+    with start(tmp_path_factory.mktemp("web"), default_model="debug",
+               models=["debug", "debug-stereo"],
                rate_limit_per_minute=0, stream_chunk_s=0.5) as handle:
         yield handle
 

@@ -23,16 +23,16 @@ def clean_env(monkeypatch):
 
 def test_development_profile_reads_the_repository_file():
     s = load_settings()
-    assert s.env == "development" and s.default_model == "debug" and not s.auth_enabled
+    assert s.env == "development" and s.default_model == "edu-tiny" and not s.auth_enabled
     assert "http://localhost:8888" in s.cors_origins      # from configs/development.yaml
     assert s.log_json is False                             # the file's value, not the default
 
 
 def test_environment_beats_file_and_arguments_beat_environment(monkeypatch):
     monkeypatch.setenv("MUSICGEN_API_PORT", "9100")
-    monkeypatch.setenv("MUSICGEN_MODELS", "debug, debug-stereo")
+    monkeypatch.setenv("MUSICGEN_MODELS", "edu-tiny, debug-stereo")
     s = load_settings()
-    assert s.api_port == 9100 and s.models == ["debug", "debug-stereo"]
+    assert s.api_port == 9100 and s.models == ["edu-tiny", "debug-stereo"]
     assert load_settings(api_port=9200).api_port == 9200
 
 

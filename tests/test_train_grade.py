@@ -108,3 +108,34 @@ def test_the_generators_and_the_fitted_judges_work_on_a_real_model():
     assert judges.hear("mode", original[0], SR) in ATTRIBUTES["mode"]
     with pytest.raises(ValueError, match="texture"):
         judges.hear("texture", original[0], SR)
+
+
+def test_changed_captions_differ_in_one_word_and_stay_valid():
+    spec = ClipSpec(instrument="synth", tempo="slow", bpm=75.0, tonic=9, mode="minor")
+    words = spec.caption().split()
+    for attribute, changed in [("tempo", "fast"), ("register", "high"), ("instrument", "piano"),
+                               ("mode", "major"), ("key", "Eb")]:
+        other = gr._changed(spec, attribute)
+        diff = [(a, b) for a, b in zip(words, other.caption().split()) if a != b]
+        assert len(diff) == 1 and diff[0][1].strip(",") == changed, (attribute, diff)
+    assert gr._changed(spec, "tempo").bpm == pytest.approx(140 + (75 - 66) / 18 * 28)
+
+
+def test_caption_reading_measures_which_words_the_decoder_reads():
+    """edu-tiny reads its register word (changing it costs loss); a decoder that cannot see the
+    caption (its text projection zeroed) reads nothing: every gap is 0."""
+    import torch
+
+    import musicgen_edu as mg
+
+    model = mg.load_model("edu-tiny", device="cpu", cache=False)
+    table = gr.caption_reading(model, clips=8, seconds=2.0, batch=4).set_index("change")
+    assert list(table.index) == ["caption dropped", "tempo changed", "register changed",
+                                 "instrument changed", "mode changed", "key changed"]
+    assert table.loc["caption dropped", "gap"] > 0.001
+    assert table.loc["register changed", "gap"] > 0.01
+    with torch.no_grad():
+        for p in model.model.enc_to_dec_proj.parameters():
+            p.zero_()
+    blind = gr.caption_reading(model, clips=8, seconds=2.0, batch=4)
+    assert blind["gap"].abs().max() < 1e-5, blind

@@ -13,7 +13,14 @@ import pytest
 
 from musicgen_edu.errors import ConfigError
 from musicgen_edu.train import eval as ev
-from musicgen_edu.train.synth import ATTRIBUTES, ClipSpec, random_spec, render, synth_clips
+from musicgen_edu.train.synth import (
+    ATTRIBUTES,
+    ClipSpec,
+    random_spec,
+    render,
+    synth_clips,
+    synth_specs,
+)
 
 SR = 16000
 
@@ -21,9 +28,10 @@ SR = 16000
 def test_a_spec_says_what_it_plays():
     spec = ClipSpec(instrument="piano", texture="chords", mode="minor", tempo="fast",
                     register="high", drums=True, bass=True, tonic=9, bpm=152)
-    assert spec.caption() == ("fast piano chords in a minor key, high register, with drums "
+    assert spec.caption() == ("fast piano chords in A minor, high register, with drums "
                               "and bass")
-    assert ClipSpec().caption() == "slow piano melody in a major key, low register"
+    assert ClipSpec().caption() == "slow piano melody in C major, low register"
+    assert ClipSpec(tonic=10, mode="minor").caption() == "slow piano melody in Bb minor, low register"
     assert spec.replace(tempo="slow", bpm=70).caption().startswith("slow piano")
     with pytest.raises(ConfigError, match="instrument='harp' is not one of"):
         ClipSpec(instrument="harp")
@@ -39,6 +47,7 @@ def test_clips_are_deterministic_bounded_and_varied():
         assert wav.shape == (2 * SR,) and wav.dtype == np.float32
         assert np.isfinite(wav).all() and abs(np.abs(wav).max() - 0.9) < 1e-5
         assert caption == spec.caption()
+    assert [c for _, c, _ in first] == [s.caption() for s in synth_specs(6, seed=1)]
     other = synth_clips(1, seconds=2.0, sample_rate=SR, seed=2)[0][0]
     assert not np.array_equal(other, first[0][0])
     specs = [random_spec(np.random.default_rng(i)) for i in range(400)]

@@ -411,6 +411,8 @@ def test_improve_and_model_facts(studio):
     labels = dict((v, k) for k, v in studio.model_picker.options)
     assert "stereo, melody yes" in labels["facebook/musicgen-stereo-melody"]
     assert "mono, melody no" in labels["facebook/musicgen-small"]
+    assert "mono, melody no, trained on synthetic music" in labels["edu-tiny"]   # not debug's
+    assert "stereo, melody no, tiny, random weights" in labels["debug-stereo"]
     studio.model_picker.value = "debug-stereo"
     assert studio.model_info.value == ("debug-stereo can do: text, continuation (the melody "
                                        "tab needs a melody model); loads on Generate")

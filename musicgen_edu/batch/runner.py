@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, check_range
 from ..generation import GenerationConfig
+from ..models import DEFAULT_MODEL
 from .group import generate_group
 from .manifest import MANIFEST_NAME, Manifest, read_records, records_frame
 from .ray import WorkerSpec, run_on_ray
@@ -86,7 +87,7 @@ class BatchRunner:
             cancel does). Not sent to Ray actors.
     """
 
-    def __init__(self, generator="debug", output_dir="batch_output", max_batch_size: int = 8,
+    def __init__(self, generator=DEFAULT_MODEL, output_dir="batch_output", max_batch_size: int = 8,
                  executor: str = "local", overwrite: bool = False, progress: bool = True, *,
                  resume: bool = True, num_workers: int | None = None, device: str = "auto",
                  dtype="auto", backend: str = "native",
@@ -301,7 +302,7 @@ class BatchRunner:
         return WorkerSpec(model.name, "cpu", model.dtype, name)
 
 
-def run_batch(source, output_dir, model: str = "debug", resume: bool = True,
+def run_batch(source, output_dir, model: str = DEFAULT_MODEL, resume: bool = True,
               max_batch_size: int = 8, executor: str = "local", overwrite: bool = False,
               progress: bool = True, **options) -> pd.DataFrame:
     """Run a CSV / DataFrame / list of rows into ``output_dir`` (what ``musicgen-edu batch`` does).

@@ -43,6 +43,7 @@ from pathlib import Path
 import typer
 
 from ..generation import GenerationConfig
+from ..models import DEFAULT_MODEL
 from .audiocraft import convert, install_audiocraft
 from .common import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, config_option, fail, guard
 from .measure import PairsCommand, evaluate, experiments, profile
@@ -82,8 +83,9 @@ def _targets(output: Path, count: int) -> list[Path]:
 def generate(
     prompts: list[str] = typer.Argument(..., help="One or more text prompts (batched together)."),
     duration: float = _config_option("duration", "--duration", "-d", help="Seconds per clip."),
-    model: str = typer.Option("debug", "--model", "-m",
-                              help="'debug' (offline), a hub id or a folder."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m",
+                              help="'edu-tiny' (offline, shipped), 'debug' (offline "
+                                   "noise, fast), a hub id or a folder."),
     output: Path = typer.Option(Path("musicgen.wav"), "--output", "-o",
                                 help="File to write (.wav/.flac/.ogg/.mp3)."),
     seed: int | None = _config_option("seed", help="Random seed (item i uses seed + i).",
@@ -140,8 +142,9 @@ def batch(
                                   help="CSV or JSONL of rows: prompt, duration, seed, ... (other "
                                        "columns are kept as metadata)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the clips and manifest."),
-    model: str = typer.Option("debug", "--model", "-m",
-                              help="'debug' (offline), a hub id or a folder."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m",
+                              help="'edu-tiny' (offline, shipped), 'debug' (offline "
+                                   "noise, fast), a hub id or a folder."),
     resume: bool = typer.Option(False, "--resume", help="Skip items already in the manifest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate and replace files."),
     max_batch_size: int = typer.Option(8, help="Largest batch (halved on out-of-memory)."),

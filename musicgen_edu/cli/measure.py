@@ -24,6 +24,7 @@ import typer
 from typer.core import TyperCommand
 
 from ..errors import ConfigError
+from ..models import DEFAULT_MODEL
 from .common import EXIT_FAILED_ROWS, EXIT_OK, emit, fail, notice
 
 __all__ = ["evaluate", "profile", "experiments", "PairsCommand"]
@@ -64,7 +65,7 @@ def evaluate(
     embedding: str = typer.Option("clap", "--embedding",
                                   help="FAD embedding: clap (one per clip) or encodec (every "
                                        "frame; MusicGen's EnCodec of --model)."),
-    model: str = typer.Option("debug", "--model", "-m",
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m",
                               help="Model whose EnCodec embeds with --embedding encodec."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
@@ -91,8 +92,9 @@ def evaluate(
 
 
 def profile(
-    model: str = typer.Option("debug", "--model", "-m",
-                              help="'debug' (offline), a hub id or a folder."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m",
+                              help="'edu-tiny' (offline, shipped), 'debug' (offline "
+                                   "noise, fast), a hub id or a folder."),
     backend: str = typer.Option("native", help="native (fast), native-int8 or transformers."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),

@@ -1,7 +1,7 @@
 """Checks for lecture 00 (set-up and a first clip): same seed, tokens per clip, their bytes.
 
 Every right answer is computed from the model itself (frame rate, codebooks, codebook size,
-channels), so the checks hold for the debug models and for ``facebook/musicgen-small`` (or a
+channels), so the checks hold for edu-tiny, the debug models and for ``facebook/musicgen-small`` (or a
 stereo model) on Colab. Solutions: ``mg.exercises.solution(0)``.
 """
 
@@ -84,7 +84,7 @@ def check_token_bytes(model, seconds: float, answer) -> CheckResult:
     """Exercise 5b: how many bytes do the tokens of a ``seconds`` clip take, packed tightly?
 
     Each token picks one of ``codebook_size`` codewords, so it needs ``log2(codebook_size)``
-    bits (11 for 2048 codewords).
+    bits (8 for edu-tiny's 256 codewords, 11 for 2048).
 
     Args:
         model: the loaded model (``mg.load_model``) or a ``mg.MusicGenerator``.

@@ -1,7 +1,7 @@
 """Checks for lecture 01 (first generation): token and waveform shapes, decoder steps, RTF.
 
 Every right answer is computed from the model itself (frame rate, codebooks, channels,
-codebook delays), so the checks hold for the debug models and for every hub checkpoint.
+codebook delays), so the checks hold for edu-tiny, the debug models and every hub checkpoint.
 Solutions: ``mg.exercises.solution(1)``.
 """
 

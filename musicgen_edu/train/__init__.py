@@ -32,7 +32,14 @@ from .codec_loop import CodecTrainer
 from .config import PRECISIONS, TrainConfig
 from .data import TokenDataset, build_dataset, find_clips, write_dataset
 from .edu_tiny import EduTinyConfig, build_edu_tiny, ship_model, synth_token_dataset
-from .grade import Judges, accuracy_table, codec_generate, model_generate, synth_generate
+from .grade import (
+    Judges,
+    accuracy_table,
+    caption_reading,
+    codec_generate,
+    model_generate,
+    synth_generate,
+)
 from .grade import grade as grade_attributes  # the name grade stays the module
 from .loop import Trainer, TrainResult, train
 from .objective import delayed_inputs, training_step
@@ -44,6 +51,6 @@ __all__ = ["TrainConfig", "PRECISIONS", "TokenDataset", "build_dataset", "find_c
            "write_dataset", "Trainer", "TrainResult", "train", "delayed_inputs", "training_step",
            "plot_curves", "arpeggio_clips", "Codec", "CodecConfig", "CodecTrainer",
            "EduTinyConfig", "build_edu_tiny", "ship_model", "synth_token_dataset", "Judges",
-           "accuracy_table", "codec_generate", "grade_attributes", "model_generate",
+           "accuracy_table", "codec_generate", "grade_attributes", "model_generate", "caption_reading",
            "synth_generate",
            "ClipSpec", "synth_clips"]

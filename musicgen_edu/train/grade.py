@@ -17,7 +17,9 @@ in all (50 pairs, or 25 groups of 4). Each clip is judged by ear for that attrib
 
 The same grading of the synth's own renderings of those specs (``synth_generate``) and of their
 codec round trip (``codec_generate``) shows how well the ears hear at all: the ceiling a
-model's accuracy is read against.
+model's accuracy is read against. ``caption_reading`` asks the question before sampling: how
+much the decoder's teacher-forced loss rises when one word of the caption is changed (a word
+it does not read cannot steer generation, whatever the guidance scale).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from . import eval as ears
-from .synth import ATTRIBUTES, ClipSpec, random_spec, render, synth_clips
+from .synth import ATTRIBUTES, TEMPO_BPM, ClipSpec, random_spec, render, synth_clips
 
 __all__ = ["Judges", "THRESHOLDS", "CHANCE", "GRADED", "prompt_groups", "grade", "grade_clips",
-           "model_generate", "synth_generate", "codec_generate", "accuracy_table"]
+           "model_generate", "synth_generate", "codec_generate", "accuracy_table",
+           "caption_reading"]
 
 GRADED = ("tempo", "register", "instrument", "mode")
 THRESHOLDS = {"tempo": 0.85, "register": 0.90, "instrument": 0.70, "mode": 0.70}
@@ -172,3 +175,51 @@ def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
     table["threshold"] = table["attribute"].map(THRESHOLDS)
     table["passed"] = table["accuracy"] >= table["threshold"]
     return table
+
+
+def _changed(spec: ClipSpec, attribute: str) -> ClipSpec:
+    """``spec`` with one attribute's word changed: the other tempo (bpm at the same place in
+    its range), register or mode, the next instrument, the key a tritone away."""
+    if attribute == "key":
+        return spec.replace(tonic=(spec.tonic + 6) % 12)
+    values = ATTRIBUTES[attribute]
+    other = values[(values.index(getattr(spec, attribute)) + 1) % len(values)]
+    if attribute != "tempo":
+        return spec.replace(**{attribute: other})
+    (low, high), (new_low, new_high) = TEMPO_BPM[spec.tempo], TEMPO_BPM[other]
+    bpm = new_low + (spec.bpm - low) / (high - low) * (new_high - new_low)
+    return spec.replace(tempo=other, bpm=bpm)
+
+
+def caption_reading(model, clips: int = 48, seconds: float = 5.0, seed: int = 3,
+                    batch: int = 16) -> pd.DataFrame:
+    """Does the decoder read each word of the caption? One row per change: ``change``,
+    ``loss`` (teacher-forced, nats per token, mean of the K codebooks, on ``clips`` synth
+    clips of ``seed`` encoded by the model's codec) and ``gap`` = that loss minus the loss
+    with the true captions. A gap of 0 means the decoder ignores the word; "caption dropped"
+    (the empty condition) is what the whole caption is worth."""
+    import torch
+
+    from .objective import CaptionEncoder, training_step
+
+    examples = synth_clips(clips, seconds, model.sample_rate, seed=seed)
+    wav = torch.from_numpy(np.stack([w for w, _, _ in examples]))[:, None]      # [N, 1, T]
+    with torch.no_grad():
+        tokens = model.model.audio_encoder.encode(wav.to(model.device)).audio_codes[0]  # [N, K, S]
+    encoder = CaptionEncoder(model)
+
+    def loss(captions: list) -> float:
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, clips, batch):
+                part = captions[i: i + batch]
+                total += training_step(model, encoder, tokens[i: i + batch], part).loss.item() \
+                    * len(part)
+        return total / clips
+
+    specs = [s for _, _, s in examples]
+    base = loss([s.caption() for s in specs])
+    rows = [("caption dropped", loss([None] * clips))]
+    rows += [(f"{a} changed", loss([_changed(s, a).caption() for s in specs]))
+             for a in ("tempo", "register", "instrument", "mode", "key")]
+    return pd.DataFrame([{"change": c, "loss": v, "gap": v - base} for c, v in rows])

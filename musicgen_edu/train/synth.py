@@ -4,7 +4,7 @@ Every clip is drawn from a :class:`ClipSpec` — what a caption can say — and 
 
     ClipSpec(instrument="piano", texture="chords", mode="minor", tempo="fast",
              register="high", drums=True, bass=False, tonic=9, bpm=152)
-      .caption()  -> "fast piano chords in a minor key, high register, with drums"
+      .caption()  -> "fast piano chords in A minor, high register, with drums"
       render()    -> [T] float32 at sample_rate: the part (melody | chords | arpeggio) in the
                      key, on the instrument, over the beat (drums, bass) at the tempo
 
@@ -40,8 +40,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["ATTRIBUTES", "ClipSpec", "random_spec", "render", "synth_clips", "TEMPO_BPM",
-           "REGISTER_MIDI"]
+__all__ = ["ATTRIBUTES", "ClipSpec", "random_spec", "render", "synth_clips", "synth_specs",
+           "TEMPO_BPM", "REGISTER_MIDI", "NOTE_NAMES"]
 
 ATTRIBUTES = {
     "instrument": ("piano", "guitar", "organ", "synth"),
@@ -54,6 +54,7 @@ TEMPO_BPM = {"slow": (66, 84), "fast": (140, 168)}      # beats per minute, draw
 REGISTER_MIDI = {"low": 45, "high": 76}                 # the part's reference note (A2, E5)
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 PROGRESSION = (0, 3, 4, 0)                              # I IV V I (i iv v i in minor)
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # tonic -> name
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,17 @@ class ClipSpec:
                               f"{self.tempo!r}, and tonic={self.tonic} within 0-11.")
 
     def caption(self) -> str:
-        """E.g. ``"fast piano chords in a minor key, high register, with drums and bass"``."""
+        """E.g. ``"fast piano chords in A minor, high register, with drums and bass"``.
+
+        The key is named with its tonic, as MusicGen's training captions name it ("in A
+        minor"): a mode word alone only relates notes to a tonic the model must guess, and a
+        tiny decoder never learned it (teacher-forced loss unchanged by swapping "major" and
+        "minor"), while a named key says which pitch classes to play.
+        """
         extras = [name for name in ("drums", "bass") if getattr(self, name)]
         tail = f", with {' and '.join(extras)}" if extras else ""
-        return (f"{self.tempo} {self.instrument} {self.texture} in a {self.mode} key, "
+        return (f"{self.tempo} {self.instrument} {self.texture} in {NOTE_NAMES[self.tonic]} "
+                f"{self.mode}, "
                 f"{self.register} register{tail}")
 
     def replace(self, **changes) -> ClipSpec:
@@ -231,11 +239,12 @@ def synth_clips(n: int, seconds: float = 5.0, sample_rate: int = 32000, seed: in
 
     Deterministic under ``seed``: clip i is the same whatever ``n`` is.
     """
+    return [(render(spec, seconds, sample_rate, seed=seed * 100_003 + i), spec.caption(), spec)
+            for i, spec in enumerate(synth_specs(n, seed, **fixed))]
+
+
+def synth_specs(n: int, seed: int = 0, **fixed) -> list[ClipSpec]:
+    """The specs of ``synth_clips(n, ..., seed=seed, **fixed)``, without rendering them."""
     if not 1 <= n <= 100_000:
         raise ConfigError(f"n={n} clips must be within 1-100000.")
-    out = []
-    for i in range(n):
-        spec = random_spec(np.random.default_rng([seed, i]), **fixed)
-        out.append((render(spec, seconds, sample_rate, seed=seed * 100_003 + i), spec.caption(),
-                    spec))
-    return out
+    return [random_spec(np.random.default_rng([seed, i]), **fixed) for i in range(n)]

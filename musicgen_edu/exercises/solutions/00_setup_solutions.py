@@ -19,6 +19,6 @@ def solve_clip_tokens(model, seconds):
 
 
 def solve_token_bytes(model, seconds):
-    """Exercise 5b: log2(codebook size) bits per token (11 for 2048 codewords), 8 per byte."""
+    """Exercise 5b: log2(codebook size) bits per token (8 for 256 codewords, 11 for 2048), 8 per byte."""
     bits_per_token = math.log2(model.config.audio_encoder.codebook_size)
     return solve_clip_tokens(model, seconds) * bits_per_token / 8

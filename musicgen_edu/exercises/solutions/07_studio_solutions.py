@@ -15,8 +15,10 @@ def solve_setting_range(name):
     return (metadata["low"], metadata["high"])
 
 
-def solve_greedy_pair(studio, seed=0, model="debug"):
-    """Exercise 2: two greedy clips, seeds ``seed`` and ``seed + 1``, everything else equal."""
+def solve_greedy_pair(studio, seed=0, model=None):
+    """Exercise 2: two greedy clips, seeds ``seed`` and ``seed + 1``, everything else equal
+    (``model``: the lecture's MODEL; None keeps the studio's)."""
+    model = model or studio.generator.model.name
     for s in (seed, seed + 1):
         studio.generate(mode="text", model=model, use_sampling=False, seed=s)
     return studio
