@@ -30,7 +30,7 @@ install-docs:
 	$(PIP) -e ".[docs]"
 
 demo: install
-	$(PYTHON) -m musicgen_edu generate "calm lo-fi piano with soft drums" --model edu-tiny --duration 8 --seed 0 --output first.wav --overwrite
+	$(PYTHON) -m musicgen_edu generate "slow piano chords in C major, low register, with drums" --model edu-tiny --duration 8 --seed 0 --output first.wav --overwrite
 
 test-unit:
 	$(PYTHON) -m pytest tests -q --ignore=tests/test_notebooks.py

@@ -1,8 +1,8 @@
-"""Model registry and ``load_model``: hub checkpoints, local folders and offline debug models.
+"""Model registry and ``load_model``: hub checkpoints, local folders and offline models.
 
 A loaded model is a :class:`MusicGenModel`: the transformers module (the reference backend),
 its tokenizer and the facts the generator needs (sample rate, frame rate, codebooks, channels).
-Four sources, one result type, so every model goes through the same generation code:
+Five sources, one result type, so every model goes through the same generation code:
 
 * hub names (``facebook/musicgen-small`` ...) via ``from_pretrained`` (needs network once;
   cached in ``cache_dir`` or ``$MUSICGEN_CACHE_DIR``);
@@ -18,6 +18,8 @@ Four sources, one result type, so every model goes through the same generation c
 * ``edu-tiny``: a whole MusicGen (16 kHz codec, 4-layer decoder) trained by this library on
   synthetic music and shipped inside the package (``weights/edu-tiny``, float16, < 20 MB): it
   plays the tempo and register a caption asks for (``train/edu_tiny.py``, docs/edu_tiny.md).
+  It is ``DEFAULT_MODEL``: what ``load_model()``, the generator, the studio, the CLI and the
+  service use when no model is named.
 
 Follows transformers ``models/musicgen/modeling_musicgen.py`` and the MusicGen model cards.
 """
@@ -387,7 +389,8 @@ def clear_model_cache(name: str | None = None) -> None:
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
                dtype: str | torch.dtype = "auto", cache_dir: str | None = None,
                cache: bool = True) -> MusicGenModel:
-    """Load a MusicGen model, or reuse the one already loaded with the same name/device/dtype.
+    """Load a MusicGen model (default: ``DEFAULT_MODEL``, the shipped ``edu-tiny``), or reuse the
+    one already loaded with the same name/device/dtype.
 
     Args:
         name: ``"debug"``, ``"debug-stereo"``, ``"debug-melody"``, ``"random-small"`` (real

@@ -80,12 +80,12 @@ class Studio(View):
 
         studio = mg.Studio(mg.MusicGenerator("edu-tiny"))
         studio                                        # the widget (last line of a cell)
-        studio.generate("calm lo-fi piano", duration=4, temperature=0.7, seed=0)
+        studio.generate("fast organ chords in G major", duration=4, temperature=0.7, seed=0)
         studio.compare(-2, -1)                        # A/B: the last two results
     """
 
     def __init__(self, generator: MusicGenerator | str = DEFAULT_MODEL, *,
-                 prompt: str = "calm lo-fi piano with soft drums",
+                 prompt: str = "slow piano melody in C major, low register, with drums",
                  config: GenerationConfig | None = None, models=None):
         if not isinstance(generator, MusicGenerator):
             generator = MusicGenerator(generator, progress=False)

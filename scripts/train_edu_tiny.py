@@ -46,6 +46,29 @@ def load_codec(path: str) -> tuple[Codec, dict]:
     return codec.eval(), {"step": saved["step"], **saved.get("eval", {})}
 
 
+def decoder_updates(folder: str) -> int:
+    """How many decoder updates made the edu-tiny in ``folder``: a shipped folder says so in
+    edu_tiny.json; a run's ``lm/model`` folder in its run's result.json (+ lm_init.json)."""
+    shipped = Path(folder) / "edu_tiny.json"
+    if shipped.is_file():
+        return json.loads(shipped.read_text())["decoder_updates"]
+    run = Path(folder).parent
+    earlier = run.parent / "lm_init.json"                # that run's own start, if any
+    return json.loads((run / "result.json").read_text())["steps"] + (
+        json.loads(earlier.read_text())["updates"] if earlier.is_file() else 0)
+
+
+def check_same_codec(model, codec: Codec, args) -> None:
+    """Refuse an --init model whose codec is not --codec's: its tokens would not be the data's."""
+    from musicgen_edu.train.codec import export_encodec
+
+    want, have = export_encodec(codec).state_dict(), model.model.audio_encoder.state_dict()
+    if want.keys() != have.keys() or not all(
+            torch.allclose(want[k].float(), have[k].float(), rtol=1e-2, atol=1e-3) for k in want):
+        raise SystemExit(f"{args.init} was not built around {args.codec}: pass that model's "
+                         "codec checkpoint as --codec.")
+
+
 def stage_lm(args) -> None:
     import musicgen_edu as mg
     from musicgen_edu.train import TrainConfig, Trainer
@@ -53,23 +76,20 @@ def stage_lm(args) -> None:
 
     run = Path(args.run_dir)
     codec, codec_eval = load_codec(args.codec)
-    if args.init:              # go on from a trained edu-tiny (its codec must be --codec's)
+    if args.init:              # go on from a trained edu-tiny whose codec is --codec's
         model = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
         model.name = "edu-tiny"
-        before = Path(args.init).parent                  # the run folder that made it
-        updates = json.loads((before / "result.json").read_text())["steps"]
-        earlier = before.parent / "lm_init.json"         # that run's own start, if any
-        if earlier.is_file():
-            updates += json.loads(earlier.read_text())["updates"]
+        check_same_codec(model, codec, args)
         run.mkdir(parents=True, exist_ok=True)
-        (run / "lm_init.json").write_text(json.dumps({"from": args.init, "updates": updates}))
+        (run / "lm_init.json").write_text(json.dumps({"from": args.init,
+                                                      "updates": decoder_updates(args.init)}))
     else:
         model = build_edu_tiny(codec, EduTinyConfig())
     tokens = run / "tokens.pt"
     if tokens.is_file():
         data = torch.load(tokens, weights_only=False)
         saved = (data["codec_step"], len(data["dataset"]), data["dataset"].frames)
-        wanted = (codec_eval["step"], args.clips, int(np.ceil(args.seconds * 50)))
+        wanted = (codec_eval["step"], args.clips, int(np.ceil(args.seconds * model.frame_rate)))
         if saved != wanted:
             raise SystemExit(f"{tokens} holds (codec step, clips, frames) = {saved}, not "
                              f"{wanted}: use a new --run-dir.")

@@ -111,29 +111,29 @@ def test_list_models_names_every_checkpoint():
 
 
 def test_edu_tiny_is_what_plays_when_no_model_is_named():
-    """The generator, studio, batch runner, CLI, service and ``make demo`` default to it."""
+    """The generator, studio, batch runner, CLI and ``make demo`` default to it (the service:
+    test_settings.py, test_serve.py)."""
     import inspect
     import pathlib
 
     import typer
 
     from musicgen_edu.cli import app
-    from musicgen_edu.settings import Settings
 
     assert mg.DEFAULT_MODEL == "edu-tiny" and mg.load_model(device="cpu").source == "edu-tiny"
     assert mg.MusicGenerator(device="cpu", progress=False).model.name == "edu-tiny"
     studio = mg.Studio()
     assert studio.generator.model.name == "edu-tiny"
     assert studio.model_picker.value == "edu-tiny"
+    assert inspect.signature(mg.evaluate_files).parameters["model"].default == "edu-tiny"
     for fn in (mg.run_batch, mg.BatchRunner):
         first = next(p for p in inspect.signature(fn).parameters.values()
                      if p.default is not inspect.Parameter.empty)
         assert first.default == "edu-tiny", fn
     commands = typer.main.get_command(app).commands
-    for name in ("generate", "batch", "profile"):
+    for name in ("generate", "batch", "profile", "evaluate"):
         option = next(p for p in commands[name].params if p.name == "model")
         assert option.default == "edu-tiny", name
-    assert Settings.model_fields["default_model"].default == "edu-tiny"
     makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
     assert "--model edu-tiny" in makefile.split("\ndemo:")[1].split("\n\n")[0]
 

@@ -24,6 +24,7 @@ def clean_env(monkeypatch):
 def test_development_profile_reads_the_repository_file():
     s = load_settings()
     assert s.env == "development" and s.default_model == "edu-tiny" and not s.auth_enabled
+    assert Settings.model_fields["default_model"].default == "edu-tiny"   # without the file too
     assert "http://localhost:8888" in s.cors_origins      # from configs/development.yaml
     assert s.log_json is False                             # the file's value, not the default
 

@@ -129,7 +129,11 @@ def test_caption_reading_measures_which_words_the_decoder_reads():
     import musicgen_edu as mg
 
     model = mg.load_model("edu-tiny", device="cpu", cache=False)
+    model.model.train()                          # as a trainer leaves it: dropout on
     table = gr.caption_reading(model, clips=8, seconds=2.0, batch=4).set_index("change")
+    assert model.model.training                  # measured without dropout, mode restored
+    again = gr.caption_reading(model, clips=8, seconds=2.0, batch=4).set_index("change")
+    assert table["gap"].tolist() == again["gap"].tolist()
     assert list(table.index) == ["caption dropped", "tempo changed", "register changed",
                                  "instrument changed", "mode changed", "key changed"]
     assert table.loc["caption dropped", "gap"] > 0.001

@@ -1,7 +1,7 @@
 """Checks for lecture 07 (the studio): where the sliders come from, greedy vs seeds, replay.
 
 The right answers come from the package itself (GenerationConfig's field metadata, the tokens
-the studio recorded), so the checks hold for the debug model on a CPU and for
+the studio recorded), so the checks hold for edu-tiny and the debug models on a CPU and for
 ``facebook/musicgen-small`` on Colab. Solutions: ``mg.exercises.solution(7)``.
 """
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..models import DEFAULT_MODEL
 from .clap import DEFAULT_CLAP, clap_embeddings, clap_score, load_clap
 from .descriptors import describe
 from .fad import encodec_embeddings, fad
@@ -72,7 +73,7 @@ def _embed(clips, embedding: str, clap, model) -> np.ndarray:
 
 def evaluate_files(files: Sequence, prompts: Sequence[str] | str | None = None,
                    reference=None, clap: str = DEFAULT_CLAP, embedding: str = "clap",
-                   model="debug", device: str = "auto"):
+                   model=DEFAULT_MODEL, device: str = "auto"):
     """Measure audio files: one row per file (descriptors, CLAP score, FAD).
 
     Args:

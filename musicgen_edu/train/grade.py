@@ -218,8 +218,13 @@ def caption_reading(model, clips: int = 48, seconds: float = 5.0, seed: int = 3,
         return total / clips
 
     specs = [s for _, _, s in examples]
-    base = loss([s.caption() for s in specs])
-    rows = [("caption dropped", loss([None] * clips))]
-    rows += [(f"{a} changed", loss([_changed(s, a).caption() for s in specs]))
-             for a in ("tempo", "register", "instrument", "mode", "key")]
+    training = model.model.training
+    model.model.eval()                      # no dropout: the gaps are differences of 1e-4
+    try:
+        base = loss([s.caption() for s in specs])
+        rows = [("caption dropped", loss([None] * clips))]
+        rows += [(f"{a} changed", loss([_changed(s, a).caption() for s in specs]))
+                 for a in ("tempo", "register", "instrument", "mode", "key")]
+    finally:
+        model.model.train(training)
     return pd.DataFrame([{"change": c, "loss": v, "gap": v - base} for c, v in rows])

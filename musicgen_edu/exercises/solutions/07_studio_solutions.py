@@ -17,8 +17,8 @@ def solve_setting_range(name):
 
 def solve_greedy_pair(studio, seed=0, model=None):
     """Exercise 2: two greedy clips, seeds ``seed`` and ``seed + 1``, everything else equal
-    (``model``: the lecture's MODEL; None keeps the studio's)."""
-    model = model or studio.generator.model.name
+    (``model``: the lecture's MODEL; None takes the one the studio's picker shows)."""
+    model = model or studio.model_picker.value
     for s in (seed, seed + 1):
         studio.generate(mode="text", model=model, use_sampling=False, seed=s)
     return studio
