@@ -199,14 +199,14 @@ def stage_ship(args) -> None:
     read = lambda name: json.loads((run / name).read_text())  # noqa: E731
     model = mg.load_model(str(run / "lm" / "model"), device="cpu", dtype="float32", cache=False)
     codec = read("codec.json")
-    result = read("lm/result.json")
     init = read("lm_init.json") if (run / "lm_init.json").is_file() else None   # lm --init
     info = {"codec": codec,
             "codec_config": torch.load(codec["checkpoint"], map_location="cpu",
                                        weights_only=False)["config"],
             "model_config": EduTinyConfig(),
-            "training": read("lm/train_config.json"), "init": init, "result": result["final"],
-            "decoder_updates": result["steps"] + (init["updates"] if init else 0),
+            "training": read("lm/train_config.json"), "init": init,
+            "result": read("lm/result.json")["final"],
+            "decoder_updates": decoder_updates(str(run / "lm" / "model")),
             "grade": read("grade.json") if (run / "grade.json").is_file() else None}
     graded = (info["grade"] or {}).get("model", "")
     if not graded or Path(graded).resolve() != SHIPPED.resolve():
