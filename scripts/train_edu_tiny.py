@@ -11,23 +11,33 @@
 synth clips of ``--seconds`` (seed 0) once into ``run_dir/tokens.pt`` and trains the decoder
 with ``train.Trainer`` (checkpoints, log.csv, samples in ``run_dir/lm``; a rerun resumes);
 ``lm --init FOLDER`` goes on from a trained edu-tiny instead of new weights (that run's
-updates count toward the shipped total). ``grade`` judges ``--per-attribute`` generations per
-attribute (train/grade.py) next to the same judges on the synth itself and on its codec round
-trip, and the codec's held-out SI-SNR, mel distance and code use; it writes
-``run_dir/grade.md`` and ``grade.json``. ``ship`` saves the trained model in float16 with its
-configs and the grade into the package.
+updates count toward the shipped total; its codec is the data's unless ``--codec`` is given).
+``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
+same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
+SNR, mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json``. ``ship``
+folds the codec's output gain into its decoder (its losses ignore the output's sign and
+level: train/codec.py ``calibrate_output``) and saves the model in float16 with its configs
+and the grade into the package. ``calibrate`` does that fold, and a new grade, for weights
+shipped before it existed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from musicgen_edu.train.codec import Codec, CodecConfig, multiscale_mel_loss, si_snr_db
+from musicgen_edu.train.codec import (
+    Codec,
+    CodecConfig,
+    calibrate_output,
+    multiscale_mel_loss,
+    si_snr_db,
+)
 from musicgen_edu.train.edu_tiny import (
     EduTinyConfig,
     build_edu_tiny,
@@ -58,6 +68,16 @@ def decoder_updates(folder: str) -> int:
         json.loads(earlier.read_text())["updates"] if earlier.is_file() else 0)
 
 
+def init_codec(folder: str) -> dict:
+    """The codec record (checkpoint, config, step, evaluation) of the edu-tiny in ``folder``:
+    a shipped folder's edu_tiny.json, or a run's codec.json beside its ``lm/model``."""
+    shipped = Path(folder) / "edu_tiny.json"
+    if shipped.is_file():
+        info = json.loads(shipped.read_text())
+        return {**info["codec"], "config": info["codec_config"]}
+    return json.loads((Path(folder).parent.parent / "codec.json").read_text())
+
+
 def check_same_codec(model, codec: Codec, args) -> None:
     """Refuse an --init model whose codec is not --codec's: its tokens would not be the data's."""
     from musicgen_edu.train.codec import export_encodec
@@ -75,16 +95,26 @@ def stage_lm(args) -> None:
     from musicgen_edu.train.synth import synth_specs
 
     run = Path(args.run_dir)
-    codec, codec_eval = load_codec(args.codec)
-    if args.init:              # go on from a trained edu-tiny whose codec is --codec's
+    if args.init:              # go on from a trained edu-tiny (and its codec, or --codec's)
         model = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
         model.name = "edu-tiny"
-        check_same_codec(model, codec, args)
+        if args.codec:
+            codec, codec_eval = load_codec(args.codec)
+            check_same_codec(model, codec, args)
+            codec_record = {"checkpoint": args.codec, "config": asdict(codec.config),
+                            **codec_eval}
+        else:
+            codec_record = init_codec(args.init)
+            codec_eval = codec_record
         run.mkdir(parents=True, exist_ok=True)
         (run / "lm_init.json").write_text(json.dumps({"from": args.init,
                                                       "updates": decoder_updates(args.init)}))
-    else:
+    elif args.codec:
+        codec, codec_eval = load_codec(args.codec)
+        codec_record = {"checkpoint": args.codec, "config": asdict(codec.config), **codec_eval}
         model = build_edu_tiny(codec, EduTinyConfig())
+    else:
+        raise SystemExit("lm needs --codec (a codec checkpoint) or --init (a trained edu-tiny).")
     tokens = run / "tokens.pt"
     if tokens.is_file():
         data = torch.load(tokens, weights_only=False)
@@ -113,8 +143,7 @@ def stage_lm(args) -> None:
     print(f"{len(dataset)} windows of {dataset.frames} frames; "
           f"{'resumed at ' + str(trainer.step) if resume else 'new run'}", flush=True)
     trainer.fit()
-    (run / "codec.json").write_text(json.dumps({"checkpoint": args.codec, **codec_eval},
-                                               indent=2, default=float))
+    (run / "codec.json").write_text(json.dumps(codec_record, indent=2, default=float))
 
 
 @torch.no_grad()
@@ -131,10 +160,21 @@ def codec_report(model, seconds: float = 4.0, clips: int = 32) -> dict:
     recon = codec.decode(codes, [None]).audio_values[..., : wav.shape[-1]]
     used = [codes[0, :, q].unique().numel() / codec.config.codebook_size
             for q in range(codes.shape[2])]
+    snr = 10 * torch.log10(wav.pow(2).sum((1, 2)) / (wav - recon).pow(2).sum((1, 2)))
     return {"clips": clips, "seconds": seconds,
-            "si_snr_db": si_snr_db(wav, recon).mean().item(),
+            "si_snr_db": si_snr_db(wav, recon).mean().item(), "snr_db": snr.mean().item(),
             "mel_distance": multiscale_mel_loss(wav, recon, model.sample_rate).item(),
             "codes_used_min": min(used), "codes_used": used}
+
+
+def calibrate(model) -> float:
+    """Fold the codec's output gain, measured on 64 synth clips of 4 s of seed 0 (its training
+    clips), into the model's decoder (train/codec.py ``calibrate_output``); returns the gain."""
+    from musicgen_edu.train.synth import synth_clips
+
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(64, 4.0, model.sample_rate,
+                                                                  seed=0)]))[:, None]
+    return calibrate_output(model.model.audio_encoder, wav.to(model.device))
 
 
 def stage_grade(args) -> None:
@@ -152,6 +192,7 @@ def stage_grade(args) -> None:
     )
 
     run = Path(args.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
     graded = str(args.model or run / "lm" / "model")
     model = mg.load_model(graded, device="cpu", dtype="float32", cache=False)
     sr, n = model.sample_rate, args.per_attribute
@@ -176,7 +217,8 @@ def stage_grade(args) -> None:
               f"{r.threshold:.0%} | {'yes' if r.passed else 'no'} |"
               for r in table.itertuples()]
     lines += ["", f"Codec, {codec['clips']} held-out clips of {codec['seconds']} s (synth "
-              f"seed 1): SI-SNR {codec['si_snr_db']:.2f} dB (target >= 5), multi-scale mel "
+              f"seed 1): SI-SNR {codec['si_snr_db']:.2f} dB (target >= 5), waveform SNR "
+              f"{codec['snr_db']:.2f} dB, multi-scale mel "
               f"distance {codec['mel_distance']:.2f}, codes used per codebook "
               + ", ".join(f"{u:.0%}" for u in codec["codes_used"]) + " (target >= 50 %).", "",
               "Does the decoder read each word? Teacher-forced loss (nats per token) on 48 synth "
@@ -200,9 +242,10 @@ def stage_ship(args) -> None:
     model = mg.load_model(str(run / "lm" / "model"), device="cpu", dtype="float32", cache=False)
     codec = read("codec.json")
     init = read("lm_init.json") if (run / "lm_init.json").is_file() else None   # lm --init
-    info = {"codec": codec,
-            "codec_config": torch.load(codec["checkpoint"], map_location="cpu",
-                                       weights_only=False)["config"],
+    codec_config = codec.pop("config", None) or torch.load(     # runs before codec.json kept it
+        codec["checkpoint"], map_location="cpu", weights_only=False)["config"]
+    codec["output_gain"] = calibrate(model)
+    info = {"codec": codec, "codec_config": codec_config,
             "model_config": EduTinyConfig(),
             "training": read("lm/train_config.json"), "init": init,
             "result": read("lm/result.json")["final"],
@@ -220,11 +263,32 @@ def stage_ship(args) -> None:
     print(f"shipped {size / 2**20:.1f} MiB to {SHIPPED}")
 
 
+def stage_calibrate(args) -> None:
+    """Calibrate the shipped edu-tiny's codec output in place (weights shipped before ``ship``
+    calibrated), grade it again into ``run_dir`` and ship it with that grade."""
+    import musicgen_edu as mg
+
+    model = mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False)
+    info = json.loads((SHIPPED / "edu_tiny.json").read_text())
+    info["codec"]["output_gain"] = calibrate(model) * info["codec"].get("output_gain", 1.0)
+    ship_model(model, SHIPPED, info)
+    args.model = str(SHIPPED.relative_to(SHIPPED.parents[2]))    # as the other grades name it
+    stage_grade(args)                                    # the float16 weights as shipped
+    run = Path(args.run_dir)
+    info["grade"] = json.loads((run / "grade.json").read_text())
+    ship_model(mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False),
+               SHIPPED, info)
+    (SHIPPED / "EVAL.md").write_text((run / "grade.md").read_text())
+    print(f"output gain {info['codec']['output_gain']:.3f}; shipped and graded")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("lm", "grade", "ship"))
+    parser.add_argument("stage", choices=("lm", "grade", "ship", "calibrate"))
     parser.add_argument("--run-dir", default="runs/edu-tiny")
-    parser.add_argument("--codec", default="runs/edu-tiny-codec/best.pt")
+    parser.add_argument("--codec", default=None,
+                        help="lm: the codec checkpoint (train_codec.py's best.pt); with --init, "
+                             "default: the init model's own codec")
     parser.add_argument("--init", default=None,
                         help="lm: start from this trained edu-tiny folder, not new weights")
     parser.add_argument("--clips", type=int, default=2000, help="synth clips to train on")
@@ -245,7 +309,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    {"lm": stage_lm, "grade": stage_grade, "ship": stage_ship}[args.stage](args)
+    {"lm": stage_lm, "grade": stage_grade, "ship": stage_ship,
+     "calibrate": stage_calibrate}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -155,6 +156,21 @@ def test_edu_tiny_ships_in_the_package_and_plays_its_caption():
             [ears.register_class(w[0].numpy(), 16000) for w in out.wav[8:]]
     right = sum(h == wanted for h, (_, wanted, _) in zip(heard, groups))
     assert right >= 12, list(zip(heard, [w for _, w, _ in groups]))
+
+
+def test_edu_tiny_decodes_with_the_sign_and_level_of_what_it_encoded():
+    """Its codec's training losses (mel, SI-SNR) ignore the output's sign and level: shipped
+    uncalibrated, the decode was inverted (gain -1.14, waveform SNR -4 dB at SI-SNR +4 dB).
+    Calibrated (train/codec.py calibrate_output), held-out clips come back with gain near 1 and a
+    waveform SNR that rises with every codebook."""
+    from musicgen_edu.train.codec import output_gain
+    from musicgen_edu.train.synth import synth_clips
+
+    model = mg.load_model("edu-tiny", device="cpu")
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(8, 2.0, 16000, seed=1)]))
+    assert 0.7 < output_gain(model.model.audio_encoder, wav[:, None]) < 1.4     # per clip: 0.5-2
+    snr = mg.reconstruction_error(model, wav[:, None], 16000)["snr_db"].tolist()
+    assert snr == sorted(snr) and snr[-1] > 2, snr
 
 
 def test_a_shipped_model_without_its_weights_is_a_clear_error(monkeypatch, tmp_path):

@@ -17,8 +17,10 @@ from musicgen_edu.train.codec import (
     Codec,
     CodecConfig,
     ResidualVQ,
+    calibrate_output,
     export_encodec,
     multiscale_mel_loss,
+    output_gain,
     si_snr_db,
 )
 from musicgen_edu.train.codec_loop import CodecTrainer
@@ -81,6 +83,27 @@ def test_export_gives_transformers_the_same_codes_and_audio():
     with torch.no_grad():
         audio = net.decode(ours[None], [None]).audio_values
     assert torch.allclose(audio, codec.decode(ours), atol=1e-5)
+
+
+def test_calibration_undoes_an_inverted_quiet_decode_and_keeps_the_codes():
+    net = export_encodec(Codec(CodecConfig()))
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(
+        3, seconds=1.0, sample_rate=SR, seed=6)]))[:, None]      # [3, 1, T]
+    before = output_gain(net, wav)
+    last = [m for m in net.decoder.modules() if isinstance(m, torch.nn.Conv1d)][-1]
+    with torch.no_grad():                        # what SI-SNR and mel losses cannot see
+        last.parametrizations.weight.original0.mul_(-3.0)
+        last.bias.mul_(-3.0)
+    codes = net.encode(wav).audio_codes
+    assert output_gain(net, wav) == pytest.approx(before / -3.0, rel=1e-4)
+    assert calibrate_output(net, wav) == pytest.approx(before / -3.0, rel=1e-4)
+    assert output_gain(net, wav) == pytest.approx(1.0, abs=1e-4)
+    assert torch.equal(net.encode(wav).audio_codes, codes)          # the encoder is untouched
+    with torch.no_grad():
+        last.parametrizations.weight.original0.zero_()
+        last.bias.zero_()
+    with pytest.raises(ValueError, match="silence"):
+        calibrate_output(net, wav)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,12 @@ every convolution starts He-normal with zero bias, the input is scaled up inside
 and the last decoder convolution scaled down; spectral losses alone never learn phase, so a
 -SI-SNR term is added. :func:`export_encodec` writes the result as a plain transformers
 ``EncodecModel`` (codebooks in its quantizer's buffers) for a MusicGen to use.
+
+Both losses are blind to the output's sign (SI-SNR projects onto the reference with any sign,
+a mel spectrogram drops the phase), and the SI-SNR term to its level too, so a trained codec
+may play its input back inverted: edu-tiny's first codec did (least-squares gain -1.14, a
+waveform SNR of -4 dB at an SI-SNR of +4 dB). :func:`calibrate_output` measures that gain on
+clips and folds it into the last convolution, as ``in_scale`` is folded in.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["CodecConfig", "ResidualVQ", "Codec", "si_snr_db", "multiscale_mel_loss",
-           "export_encodec"]
+           "export_encodec", "output_gain", "calibrate_output"]
 
 
 @dataclass
@@ -285,3 +291,28 @@ def export_encodec(codec: Codec):
             book.cluster_size.copy_(codec.rvq.counts[q])
             book.inited.fill_(1.0)
     return net.eval()
+
+
+@torch.no_grad()
+def output_gain(net, wav: torch.Tensor) -> float:
+    """The least-squares gain ``g`` that best maps the ``EncodecModel``'s decode of ``wav``
+    ``[N, 1, T]`` onto ``wav`` itself (``argmin_g |wav - g * decode|^2``; 1.0 = calibrated)."""
+    decoded = net.decode(net.encode(wav).audio_codes, [None]).audio_values[..., : wav.shape[-1]]
+    x, y = wav.double(), decoded.double()
+    return float((x * y).sum() / (y * y).sum().clamp_min(1e-20))
+
+
+@torch.no_grad()
+def calibrate_output(net, wav: torch.Tensor) -> float:
+    """Fold :func:`output_gain` of ``wav`` ``[N, 1, T]`` into the last decoder convolution of
+    the ``EncodecModel`` ``net`` (its weight-norm magnitude and bias), so its decode has the
+    input's sign and level; the codes do not change. Returns the gain applied."""
+    gain = output_gain(net, wav)
+    if not np.isfinite(gain) or gain == 0:
+        raise ValueError(f"output gain {gain}: the codec decodes these clips to silence.")
+    last = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+    para = getattr(last, "parametrizations", None)
+    (para.weight.original0 if para is not None else last.weight).mul_(gain)
+    if last.bias is not None:
+        last.bias.mul_(gain)
+    return gain
