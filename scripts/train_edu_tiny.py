@@ -6,6 +6,7 @@
     python scripts/train_edu_tiny.py ship                           # -> musicgen_edu/weights
     python scripts/train_edu_tiny.py grade --model musicgen_edu/weights/edu-tiny   # the table
     python scripts/train_edu_tiny.py ship                           # again, with its grade
+    python scripts/train_edu_tiny.py calibrate                      # weights shipped uncalibrated
 
 ``lm`` builds the model around the codec's best checkpoint (``--codec``), encodes ``--clips``
 synth clips of ``--seconds`` (seed 0) once into ``run_dir/tokens.pt`` and trains the decoder
@@ -15,10 +16,10 @@ updates count toward the shipped total; its codec is the data's unless ``--codec
 ``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
 same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
 SNR, mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json``. ``ship``
-folds the codec's output gain into its decoder (its losses ignore the output's sign and
-level: train/codec.py ``calibrate_output``) and saves the model in float16 with its configs
-and the grade into the package. ``calibrate`` does that fold, and a new grade, for weights
-shipped before it existed.
+folds the codec's output gain into its decoder (its losses ignore the output's sign, and only
+the mel term pulls at its level: train/codec.py ``calibrate_output``) and saves the model in
+float16 with its configs and the grade into the package. ``calibrate`` does that fold, and a
+new grade, for weights shipped before it existed.
 """
 
 from __future__ import annotations
@@ -79,10 +80,15 @@ def init_codec(folder: str) -> dict:
 
 
 def check_same_codec(model, codec: Codec, args) -> None:
-    """Refuse an --init model whose codec is not --codec's: its tokens would not be the data's."""
+    """Refuse an --init model whose codec is not --codec's: its tokens would not be the data's.
+    Only what makes the tokens is compared (encoder, codebooks): ``calibrate`` changes the
+    decoder's last layer of a shipped model."""
     from musicgen_edu.train.codec import export_encodec
 
-    want, have = export_encodec(codec).state_dict(), model.model.audio_encoder.state_dict()
+    tokens_only = lambda state: {k: v for k, v in state.items()  # noqa: E731
+                                 if k.startswith(("encoder.", "quantizer."))}
+    want = tokens_only(export_encodec(codec).state_dict())
+    have = tokens_only(model.model.audio_encoder.state_dict())
     if want.keys() != have.keys() or not all(
             torch.allclose(want[k].float(), have[k].float(), rtol=1e-2, atol=1e-3) for k in want):
         raise SystemExit(f"{args.init} was not built around {args.codec}: pass that model's "
@@ -102,7 +108,8 @@ def stage_lm(args) -> None:
             codec, codec_eval = load_codec(args.codec)
             check_same_codec(model, codec, args)
             codec_record = {"checkpoint": args.codec, "config": asdict(codec.config),
-                            **codec_eval}
+                            **codec_eval}          # the init model's decoder, as calibrated:
+            codec_record["output_gain"] = init_codec(args.init).get("output_gain", 1.0)
         else:
             codec_record = init_codec(args.init)
             codec_eval = codec_record
@@ -177,7 +184,7 @@ def calibrate(model) -> float:
     return calibrate_output(model.model.audio_encoder, wav.to(model.device))
 
 
-def stage_grade(args) -> None:
+def stage_grade(args, name: str | None = None) -> None:
     import pandas as pd
 
     import musicgen_edu as mg
@@ -193,8 +200,9 @@ def stage_grade(args) -> None:
 
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    graded = str(args.model or run / "lm" / "model")
-    model = mg.load_model(graded, device="cpu", dtype="float32", cache=False)
+    path = str(args.model or run / "lm" / "model")
+    graded = name or path                                   # what grade.json calls it
+    model = mg.load_model(path, device="cpu", dtype="float32", cache=False)
     sr, n = model.sample_rate, args.per_attribute
     judges = Judges.fit(sr)
     generator = mg.MusicGenerator(model, progress=False)
@@ -244,7 +252,7 @@ def stage_ship(args) -> None:
     init = read("lm_init.json") if (run / "lm_init.json").is_file() else None   # lm --init
     codec_config = codec.pop("config", None) or torch.load(     # runs before codec.json kept it
         codec["checkpoint"], map_location="cpu", weights_only=False)["config"]
-    codec["output_gain"] = calibrate(model)
+    codec["output_gain"] = calibrate(model) * codec.get("output_gain", 1.0)  # an --init's, too
     info = {"codec": codec, "codec_config": codec_config,
             "model_config": EduTinyConfig(),
             "training": read("lm/train_config.json"), "init": init,
@@ -264,16 +272,17 @@ def stage_ship(args) -> None:
 
 
 def stage_calibrate(args) -> None:
-    """Calibrate the shipped edu-tiny's codec output in place (weights shipped before ``ship``
-    calibrated), grade it again into ``run_dir`` and ship it with that grade."""
+    """Calibrate the shipped edu-tiny's codec output in place (for weights shipped before
+    ``ship`` calibrated), grade it again into ``run_dir/calibrated`` and ship that grade."""
     import musicgen_edu as mg
 
     model = mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False)
     info = json.loads((SHIPPED / "edu_tiny.json").read_text())
     info["codec"]["output_gain"] = calibrate(model) * info["codec"].get("output_gain", 1.0)
-    ship_model(model, SHIPPED, info)
-    args.model = str(SHIPPED.relative_to(SHIPPED.parents[2]))    # as the other grades name it
-    stage_grade(args)                                    # the float16 weights as shipped
+    info["grade"] = None                    # the old grade is not of these weights
+    ship_model(model, SHIPPED, info)        # (EVAL.md goes with it until the new grade)
+    args.model, args.run_dir = str(SHIPPED), str(Path(args.run_dir) / "calibrated")
+    stage_grade(args, name=str(SHIPPED.relative_to(SHIPPED.parents[2])))   # as shipped
     run = Path(args.run_dir)
     info["grade"] = json.loads((run / "grade.json").read_text())
     ship_model(mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False),

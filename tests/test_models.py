@@ -159,7 +159,7 @@ def test_edu_tiny_ships_in_the_package_and_plays_its_caption():
 
 
 def test_edu_tiny_decodes_with_the_sign_and_level_of_what_it_encoded():
-    """Its codec's training losses (mel, SI-SNR) ignore the output's sign and level: shipped
+    """Its codec's training losses (mel, SI-SNR) ignore the output's sign: shipped
     uncalibrated, the decode was inverted (gain -1.14, waveform SNR -4 dB at SI-SNR +4 dB).
     Calibrated (train/codec.py calibrate_output), held-out clips come back with gain near 1 and a
     waveform SNR that rises with every codebook."""

@@ -1,7 +1,8 @@
 """Checks for lecture 02 (prompts): text tokens, conditioning shapes, padding, CFG rows.
 
 The right answers come from the model's own tokenizer and text encoder (``text.py``), so the
-checks hold for the debug models (ByT5 bytes) and the hub checkpoints (T5 SentencePiece).
+checks hold for edu-tiny and the debug models (ByT5 bytes) and the hub checkpoints (T5
+SentencePiece).
 Solutions: ``mg.exercises.solution(2)``.
 """
 
@@ -38,7 +39,7 @@ def check_num_text_tokens(model, prompt: str, answer) -> CheckResult:
     """
     right = len(tokenize_prompt(model, prompt))
     hint = ("Count the tokenizer's pieces, and do not forget the end-of-sequence token </s>. "
-            "ByT5 (debug models) makes one token per UTF-8 byte; T5 makes word pieces.")
+            "ByT5 (edu-tiny, debug models) makes one token per UTF-8 byte; T5 makes word pieces.")
     if _is_int(answer) and answer == right - 1:
         hint = "One short: the tokenizer appends </s> to every prompt."
     return result(_is_int(answer) and answer == right,

@@ -1,7 +1,7 @@
 """Checks for lecture 03 (audio tokens: EnCodec, codebooks and the delay pattern).
 
 Every check computes the right answer from the model with the package itself, so the same
-exercise works with the debug model and with ``facebook/musicgen-small`` (or a stereo model).
+exercise works with edu-tiny, the debug models and ``facebook/musicgen-small`` (or a stereo model).
 Solutions: ``mg.exercises.solution(3)``.
 """
 

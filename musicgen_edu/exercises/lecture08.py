@@ -3,8 +3,8 @@
 The right answers come from the package itself: the student's sine is measured with
 ``mg.loudness`` (BS.1770, as ``mg.describe`` does), the Fréchet distance is
 ``mg.frechet_distance``, and the embedding rows are counted by running the model's own EnCodec
-encoder (``mg.encodec_embeddings``), so the checks hold for the debug model on a CPU and for
-``facebook/musicgen-small`` on Colab. Solutions: ``mg.exercises.solution(8)``.
+encoder (``mg.encodec_embeddings``), so the checks hold for edu-tiny and the debug models on a
+CPU and for ``facebook/musicgen-small`` on Colab. Solutions: ``mg.exercises.solution(8)``.
 """
 
 from __future__ import annotations

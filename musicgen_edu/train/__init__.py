@@ -17,7 +17,7 @@ One file per stage, each read top to bottom:
     grade.py       Judges and grade(): prompts that differ in one attribute, judged by ear
     codec.py       a small EnCodec: transformers' encoder/decoder + our EMA residual VQ
                    (k-means start, dead-code restarts), mel + SI-SNR losses, export_encodec,
-                   calibrate_output (the decode's sign and level, which those losses miss)
+                   calibrate_output (the decode's sign, which those losses cannot hear)
     codec_loop.py  CodecTrainer: warm-up, k-means, quantised training with quantizer
                    dropout, held-out SI-SNR and code use, best checkpoint, exact resume
     edu_tiny.py    build_edu_tiny (a MusicGen around the trained codec), its token data,

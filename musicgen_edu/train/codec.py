@@ -23,11 +23,11 @@ and the last decoder convolution scaled down; spectral losses alone never learn 
 -SI-SNR term is added. :func:`export_encodec` writes the result as a plain transformers
 ``EncodecModel`` (codebooks in its quantizer's buffers) for a MusicGen to use.
 
-Both losses are blind to the output's sign (SI-SNR projects onto the reference with any sign,
-a mel spectrogram drops the phase), and the SI-SNR term to its level too, so a trained codec
-may play its input back inverted: edu-tiny's first codec did (least-squares gain -1.14, a
-waveform SNR of -4 dB at an SI-SNR of +4 dB). :func:`calibrate_output` measures that gain on
-clips and folds it into the last convolution, as ``in_scale`` is folded in.
+Both losses are blind to the output's sign (SI-SNR projects onto the reference with any
+sign, a mel spectrogram drops the phase), and only the mel term pulls at its level, so a
+trained codec may play its input back inverted or at another level (edu-tiny's did:
+``bench/README.md``). :func:`calibrate_output` measures the least-squares gain on clips and
+folds it into the last convolution, as ``in_scale`` is folded in.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 __all__ = ["CodecConfig", "ResidualVQ", "Codec", "si_snr_db", "multiscale_mel_loss",
            "export_encodec", "output_gain", "calibrate_output"]
@@ -310,9 +311,14 @@ def calibrate_output(net, wav: torch.Tensor) -> float:
     gain = output_gain(net, wav)
     if not np.isfinite(gain) or gain == 0:
         raise ValueError(f"output gain {gain}: the codec decodes these clips to silence.")
-    last = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
-    para = getattr(last, "parametrizations", None)
-    (para.weight.original0 if para is not None else last.weight).mul_(gain)
-    if last.bias is not None:
-        last.bias.mul_(gain)
+    last: Any = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+    scaled = [last.parametrizations.weight.original0 if parametrize.is_parametrized(last, "weight")
+              else last.weight] + ([last.bias] if last.bias is not None else [])
+    for tensor in scaled:
+        tensor.mul_(gain)
+    if abs(output_gain(net, wav) - 1) > 1e-3:          # e.g. a norm after the last convolution
+        for tensor in scaled:
+            tensor.div_(gain)
+        raise ValueError("the decoder's last convolution does not set its output level (a "
+                         "normalisation follows it?): nothing to fold the gain into.")
     return gain

@@ -1,7 +1,7 @@
 """Solutions to lecture 03's exercises (audio tokens: EnCodec, codebooks, delay pattern).
 
 Each ``solve_*`` function returns the answer that ``mg.exercises.check_*`` accepts; they read
-every number from the model, so they hold for the debug model and for musicgen-small alike.
+every number from the model, so they hold for edu-tiny, the debug models and musicgen-small.
 """
 
 import math
@@ -12,7 +12,8 @@ import musicgen_edu as mg
 
 
 def solve_samples_per_frame(model):
-    """Exercise 1: samples per token frame = sample rate / frame rate (32000 / 50 = 640)."""
+    """Exercise 1: samples per token frame = sample rate / frame rate (edu-tiny: 16000 / 50 =
+    320; musicgen: 32000 / 50 = 640)."""
     return model.sample_rate // model.frame_rate
 
 
@@ -21,7 +22,7 @@ def solve_token_bitrate(model):
 
     MusicGen mono: 4 x 11 x 50 = 2200 bit/s (2.2 kbit/s), against 512,000 bit/s of 16-bit PCM.
     """
-    codebook_size = model.config.audio_encoder.codebook_size  # 2048 codewords = 11 bits
+    codebook_size = model.config.audio_encoder.codebook_size  # 256: 8 bits, 2048: 11
     return model.num_codebooks * math.log2(codebook_size) * model.frame_rate
 
 
