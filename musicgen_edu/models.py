@@ -432,8 +432,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
     elif name.startswith(("debug", "random")):
         raise ModelLoadError(f"unknown offline model {name!r}; choose one of "
                              f"{[*DEBUG_MODELS, *RANDOM_MODELS]}.")
-    else:
-        model, tokenizer, melody, source = _load_pretrained(name, cache_dir, torch_dtype)
+    else:                                           # a hub id or a saved folder: MusicGen too
+        with special_id_past_vocab():
+            model, tokenizer, melody, source = _load_pretrained(name, cache_dir, torch_dtype)
     model.eval().to(dev)
     model.text_encoder.to(torch_dtype)
     model.decoder.to(torch_dtype)

@@ -2,6 +2,8 @@
 
     python scripts/train_codec.py --minutes 30                 # runs/edu-tiny-codec/
     python scripts/train_codec.py --minutes 30                 # again: resumes where it stopped
+    python scripts/train_codec.py --init musicgen_edu/weights/edu-tiny --run-dir runs/dec
+                                              # the shipped codec's decoder alone, codes frozen
 
 The clips come from ``musicgen_edu.train.synth`` (``--clips`` of ``--seconds`` at 16 kHz,
 seed 0; held-out clips from seed 1), the codec and its loop from ``train/codec.py`` and
@@ -10,18 +12,24 @@ code use and mel distance go to ``log.csv``; the best checkpoint by SI-SNR is ``
 ``checkpoints/`` holds the newest full states (weights, optimiser, schedule, crop generator)
 that a rerun resumes from. On a GPU the same script runs with ``--device cuda`` (not yet:
 the loop is CPU-tested only). A summary table is written to ``summary.md`` at the end.
+
+``--init FOLDER`` goes on from the codec inside a trained edu-tiny (``import_encodec``) and
+trains its decoder alone: the encoder and codebooks are frozen, so the tokens, and the
+language model trained on them, stay valid; ``train_edu_tiny.py calibrate --codec
+RUN/best.pt`` then ships that decoder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from musicgen_edu.train.codec import CodecConfig
+from musicgen_edu.train.codec import CodecConfig, import_encodec
 from musicgen_edu.train.codec_loop import CodecTrainer
 from musicgen_edu.train.synth import synth_clips
 
@@ -38,20 +46,38 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam's peak rate")
     parser.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9))
-    parser.add_argument("--si-snr-weight", type=float, default=CodecConfig.si_snr_weight)
+    parser.add_argument("--si-snr-weight", type=float, default=None,
+                        help=f"default: --init's, else {CodecConfig.si_snr_weight}")
+    parser.add_argument("--init", default=None,
+                        help="an edu-tiny folder: train its codec's decoder alone, codes frozen")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = CodecConfig(si_snr_weight=args.si_snr_weight)
+    init = None
+    if args.init:
+        import musicgen_edu as mg
+
+        saved = json.loads((Path(args.init) / "edu_tiny.json").read_text())["codec_config"]
+        config = CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in saved.items()})
+        net = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
+        init = import_encodec(net.model.audio_encoder, config)
+    else:
+        config = CodecConfig()
+    if args.si_snr_weight is not None:
+        config.si_snr_weight = args.si_snr_weight
     train = [w for w, _, _ in synth_clips(args.clips, args.seconds, config.sample_rate, seed=0)]
     held = [w for w, _, _ in synth_clips(16, 2.0, config.sample_rate, seed=1)]
     trainer = CodecTrainer(config, train, held, args.run_dir, batch_size=args.batch_size,
                            learning_rate=args.lr, betas=tuple(args.betas),
-                           warmup_steps=args.warmup_steps, total_steps=args.total_steps)
+                           warmup_steps=args.warmup_steps, total_steps=args.total_steps,
+                           init=init, decoder_only=init is not None)
     resumed = trainer.resume()
     print(f"{'resumed at step ' + str(trainer.step) if resumed else 'new run'}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
+    if init is not None and not resumed:
+        print(f"start: held-out SI-SNR {trainer.evaluate()['eval_si_snr_db']:.2f} dB", flush=True)
     deadline = time.monotonic() + args.minutes * 60
     while time.monotonic() < deadline and trainer.step < args.total_steps:
         chunk = trainer.step + args.eval_every - trainer.step % args.eval_every

@@ -7,6 +7,8 @@
     python scripts/train_edu_tiny.py grade --model musicgen_edu/weights/edu-tiny   # the table
     python scripts/train_edu_tiny.py ship                           # again, with its grade
     python scripts/train_edu_tiny.py calibrate                      # weights shipped uncalibrated
+    python scripts/train_edu_tiny.py calibrate --codec runs/dec/best.pt   # a codec decoder
+                                                    # trained on (train_codec.py --init)
 
 ``lm`` builds the model around the codec's best checkpoint (``--codec``), encodes ``--clips``
 synth clips of ``--seconds`` (seed 0) once into ``run_dir/tokens.pt`` and trains the decoder
@@ -19,7 +21,9 @@ SNR, mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json`
 folds the codec's output gain into its decoder (its losses ignore the output's sign, and only
 the mel term pulls at its level: train/codec.py ``calibrate_output``) and saves the model in
 float16 with its configs and the grade into the package. ``calibrate`` does that fold, and a
-new grade, for weights shipped before it existed.
+new grade, for weights shipped before it existed; ``calibrate --codec`` first swaps in the
+decoder of a ``train_codec.py --init`` run (the shipped codec's decoder trained on with its
+encoder and codebooks frozen: the tokens, and so the language model, do not change).
 """
 
 from __future__ import annotations
@@ -273,11 +277,21 @@ def stage_ship(args) -> None:
 
 def stage_calibrate(args) -> None:
     """Calibrate the shipped edu-tiny's codec output in place (for weights shipped before
-    ``ship`` calibrated), grade it again into ``run_dir/calibrated`` and ship that grade."""
+    ``ship`` calibrated), grade it again into ``run_dir/calibrated`` and ship that grade.
+    With ``--codec``, first put that checkpoint's decoder into the shipped codec (a
+    ``train_codec.py --init`` run: the same encoder and codebooks, so the same tokens)."""
     import musicgen_edu as mg
+    from musicgen_edu.train.codec import export_encodec
 
     model = mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False)
     info = json.loads((SHIPPED / "edu_tiny.json").read_text())
+    if args.codec:                  # trained on from the shipped decoder, its gain folded in
+        codec, codec_eval = load_codec(args.codec)
+        args.init = str(SHIPPED)
+        check_same_codec(model, codec, args)
+        model.model.audio_encoder.decoder.load_state_dict(export_encodec(codec).decoder.state_dict())
+        info["codec"]["decoder"] = {"checkpoint": args.codec, **codec_eval}
+    # every gain folded in since the codec was trained, multiplied
     info["codec"]["output_gain"] = calibrate(model) * info["codec"].get("output_gain", 1.0)
     info["grade"] = None                    # the old grade is not of these weights
     ship_model(model, SHIPPED, info)        # (EVAL.md goes with it until the new grade)
@@ -297,7 +311,8 @@ def main() -> None:
     parser.add_argument("--run-dir", default="runs/edu-tiny")
     parser.add_argument("--codec", default=None,
                         help="lm: the codec checkpoint (train_codec.py's best.pt); with --init, "
-                             "default: the init model's own codec")
+                             "default: the init model's own codec. calibrate: ship this "
+                             "checkpoint's decoder (a train_codec.py --init run)")
     parser.add_argument("--init", default=None,
                         help="lm: start from this trained edu-tiny folder, not new weights")
     parser.add_argument("--clips", type=int, default=2000, help="synth clips to train on")

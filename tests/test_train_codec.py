@@ -2,8 +2,9 @@
 
 No quality claims here (that is hours of CPU: issue #30's evaluation table); what a few steps
 can show: the residual VQ's rules (k-means start, EMA update, dead-code restart), the losses,
-the export to a plain transformers ``EncodecModel`` that gives the same codes and audio, and a
-run that resumes exactly where it stopped.
+the export to a plain transformers ``EncodecModel`` that gives the same codes and audio (and
+the import back), a run that resumes exactly where it stopped, and a decoder-only run that
+leaves every code as it was.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from musicgen_edu.train.codec import (
     ResidualVQ,
     calibrate_output,
     export_encodec,
+    import_encodec,
     multiscale_mel_loss,
     output_gain,
     si_snr_db,
@@ -67,14 +69,19 @@ def test_residual_vq_kmeans_ema_and_restarts():
     assert all(any(torch.equal(row, r) for r in x) for row in vq.embed[0, :4])
 
 
-def test_export_gives_transformers_the_same_codes_and_audio():
+def fitted_codec(wav: torch.Tensor) -> Codec:
+    """A new codec whose codebooks k-means started on (a third of) ``wav``'s latents."""
     codec = Codec(CodecConfig())
-    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(
-        4, seconds=1.0, sample_rate=SR, seed=5)]))[:, None]      # [4, 1, T]
     with torch.no_grad():
         latents = codec.latents(wav).transpose(1, 2).reshape(-1, 64)
-    codec.rvq.kmeans_init(latents[::3])                            # not fitted to every frame
-    codec.eval()
+    codec.rvq.kmeans_init(latents[::3])
+    return codec.eval()
+
+
+def test_export_gives_transformers_the_same_codes_and_audio():
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(
+        4, seconds=1.0, sample_rate=SR, seed=5)]))[:, None]      # [4, 1, T]
+    codec = fitted_codec(wav)                                      # not fitted to every frame
     net = export_encodec(codec)
     ours = codec.encode(wav)
     theirs = net.encode(wav).audio_codes[0]                        # [B, Q, S]
@@ -83,6 +90,18 @@ def test_export_gives_transformers_the_same_codes_and_audio():
     with torch.no_grad():
         audio = net.decode(ours[None], [None]).audio_values
     assert torch.allclose(audio, codec.decode(ours), atol=1e-5)
+
+
+def test_import_takes_back_what_export_gave():
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(
+        3, seconds=1.0, sample_rate=SR, seed=7)]))[:, None]      # [3, 1, T]
+    codec = fitted_codec(wav)
+    back = import_encodec(export_encodec(codec), CodecConfig())
+    assert torch.equal(back.encode(wav), codec.encode(wav))
+    assert torch.allclose(back.decode(codec.encode(wav)), codec.decode(codec.encode(wav)),
+                          atol=1e-6)
+    for (name, a), b in zip(codec.state_dict().items(), back.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
 
 
 def test_calibration_undoes_an_inverted_quiet_decode_and_keeps_the_codes():
@@ -139,3 +158,40 @@ def test_a_run_warms_up_quantises_logs_and_resumes_exactly(data, tmp_path):
     for (name, a), b in zip(whole.model.state_dict().items(),
                             second.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_a_decoder_only_run_trains_the_decoder_and_keeps_every_code(data, tmp_path):
+    held = torch.from_numpy(np.stack(data[1]))[:, None]
+    init = fitted_codec(torch.from_numpy(np.stack(data[0]))[:, None])
+    codes = init.encode(held)
+    frozen = {k: v.clone() for k, v in init.state_dict().items() if not k.startswith("decoder.")}
+    decoder = {k: v.clone() for k, v in init.decoder.state_dict().items()}
+    with pytest.raises(ValueError, match="pass init"):
+        CodecTrainer(CodecConfig(), *data, tmp_path / "none", decoder_only=True)
+    run = CodecTrainer(CodecConfig(), *data, tmp_path / "dec", batch_size=2, crop_s=0.5,
+                       warmup_steps=3, total_steps=20, init=init, decoder_only=True)
+    log = run.fit(4, eval_every=2, save_every=2)
+    assert run.warmup == 0 and np.isfinite(log["loss"]).all()
+    assert "eval_si_snr_db_q4" in log.columns                     # quantised from the start
+    assert all(torch.equal(v, run.model.state_dict()[k]) for k, v in frozen.items())
+    assert torch.equal(run.model.encode(held), codes)
+    assert any(not torch.equal(v, run.model.decoder.state_dict()[k]) for k, v in decoder.items())
+    assert (tmp_path / "dec" / "best.pt").is_file()
+
+
+def test_the_shipped_codec_imports_with_its_codes_and_audio():
+    """``train_codec.py --init`` starts from this: edu-tiny's EncodecModel back as a Codec
+    (the config from edu_tiny.json), encoding and decoding as the shipped model does."""
+    import musicgen_edu as mg
+
+    net = mg.load_model("edu-tiny", device="cpu", dtype="float32").model.audio_encoder
+    saved = mg.shipped_model_info("edu-tiny")["codec_config"]
+    config = CodecConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    codec = import_encodec(net, config)
+    wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(
+        2, seconds=1.0, sample_rate=SR, seed=8)]))[:, None]      # [2, 1, T]
+    codes = net.encode(wav).audio_codes[0]                         # [B, Q, S]
+    assert (codec.encode(wav) == codes).float().mean() > 0.99     # near-ties may differ
+    with torch.no_grad():
+        audio = net.decode(codes[None], [None]).audio_values
+    assert torch.allclose(codec.decode(codes), audio, atol=1e-5)

@@ -2,7 +2,7 @@
 
 Each check recomputes the right answer with the package's own sampling functions (the ones the
 generator uses) from the logits the student has in the notebook, so it works for any model:
-the debug model on a CPU or ``facebook/musicgen-small`` on a GPU. Solutions:
+edu-tiny or the debug model on a CPU, ``facebook/musicgen-small`` on a GPU. Solutions:
 ``mg.exercises.solution(4)``.
 """
 

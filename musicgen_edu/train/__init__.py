@@ -16,10 +16,12 @@ One file per stage, each read top to bottom:
                    instrument)
     grade.py       Judges and grade(): prompts that differ in one attribute, judged by ear
     codec.py       a small EnCodec: transformers' encoder/decoder + our EMA residual VQ
-                   (k-means start, dead-code restarts), mel + SI-SNR losses, export_encodec,
-                   calibrate_output (the decode's sign, which those losses cannot hear)
+                   (k-means start, dead-code restarts), mel + SI-SNR losses, export_encodec
+                   and import_encodec, calibrate_output (the decode's sign, which those
+                   losses cannot hear)
     codec_loop.py  CodecTrainer: warm-up, k-means, quantised training with quantizer
-                   dropout, held-out SI-SNR and code use, best checkpoint, exact resume
+                   dropout, held-out SI-SNR and code use, best checkpoint, exact resume;
+                   decoder_only: a trained codec's decoder alone, every code kept
     edu_tiny.py    build_edu_tiny (a MusicGen around the trained codec), its token data,
                    ship_model (the float16 weights load_model("edu-tiny") reads)
 

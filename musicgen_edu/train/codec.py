@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 __all__ = ["CodecConfig", "ResidualVQ", "Codec", "si_snr_db", "multiscale_mel_loss",
-           "export_encodec", "output_gain", "calibrate_output"]
+           "export_encodec", "import_encodec", "output_gain", "calibrate_output"]
 
 
 @dataclass
@@ -168,10 +168,11 @@ class ResidualVQ(nn.Module):
 def _he_init(module: nn.Module) -> None:
     """He-normal weights, zero biases, through transformers' weight-norm parametrisation:
     ``weight = g * v / |v|``, so v gets the He draw and g its norm (weight = v at start)."""
-    for conv in (m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))):
-        para = getattr(conv, "parametrizations", None)
-        if para is not None and "weight" in para:
-            v, g = para.weight.original1, para.weight.original0
+    convs: list[Any] = [m for m in module.modules()
+                        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+    for conv in convs:
+        if parametrize.is_parametrized(conv, "weight"):
+            v, g = conv.parametrizations.weight.original1, conv.parametrizations.weight.original0
             nn.init.kaiming_normal_(v, nonlinearity="linear")
             dims = [i for i in range(v.dim()) if i != 0]
             with torch.no_grad():
@@ -180,6 +181,18 @@ def _he_init(module: nn.Module) -> None:
             nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
+
+
+@torch.no_grad()
+def _scale_conv_(conv: Any, gain: float, bias: bool = True) -> None:
+    """Multiply ``conv``'s weight by ``gain`` in place, through the weight norm's magnitude
+    ``g`` when it has one (``weight = g * v / |v|``), and its bias too unless ``bias=False``:
+    the weight alone scales what comes in, weight and bias scale what goes out."""
+    weight = (conv.parametrizations.weight.original0
+              if parametrize.is_parametrized(conv, "weight") else conv.weight)
+    weight.mul_(gain)
+    if bias and conv.bias is not None:
+        conv.bias.mul_(gain)
 
 
 class Codec(nn.Module):
@@ -196,9 +209,7 @@ class Codec(nn.Module):
             _he_init(net)
         self.encoder, self.decoder = net.encoder, net.decoder
         last = [m for m in self.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
-        with torch.no_grad():
-            para = getattr(last, "parametrizations", None)
-            (para.weight.original0 if para is not None else last.weight).mul_(config.out_scale)
+        _scale_conv_(last, config.out_scale)
         self.rvq = ResidualVQ(config.codebooks, config.codebook_size, config.hidden_size,
                               config.ema_decay)
 
@@ -280,11 +291,8 @@ def export_encodec(codec: Codec):
     with torch.no_grad():
         first = [m for m in net.encoder.modules() if isinstance(m, nn.Conv1d)][0]
         last = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
-        for conv, gain in ((first, scale), (last, 1 / scale)):
-            para = getattr(conv, "parametrizations", None)
-            (para.weight.original0 if para is not None else conv.weight).mul_(gain)
-            if conv is last and conv.bias is not None:
-                conv.bias.mul_(gain)
+        _scale_conv_(first, scale, bias=False)           # the input, scaled up
+        _scale_conv_(last, 1 / scale)                     # the output, scaled back
         for q, layer in enumerate(net.quantizer.layers):
             book: Any = layer.codebook                   # transformers' EncodecEuclideanCodebook
             book.embed.copy_(codec.rvq.embed[q])
@@ -292,6 +300,25 @@ def export_encodec(codec: Codec):
             book.cluster_size.copy_(codec.rvq.counts[q])
             book.inited.fill_(1.0)
     return net.eval()
+
+
+def import_encodec(net, config: CodecConfig) -> Codec:
+    """The inverse of :func:`export_encodec`: a :class:`Codec` of ``config`` holding the
+    ``EncodecModel`` ``net``'s encoder, decoder and codebooks (``in_scale`` taken back out of
+    the first and last convolutions), e.g. a shipped edu-tiny's codec, to train further."""
+    codec = Codec(config)
+    codec.encoder.load_state_dict(net.encoder.state_dict())
+    codec.decoder.load_state_dict(net.decoder.state_dict())
+    first = [m for m in codec.encoder.modules() if isinstance(m, nn.Conv1d)][0]
+    last = [m for m in codec.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+    _scale_conv_(first, 1 / config.in_scale, bias=False)
+    _scale_conv_(last, config.in_scale)
+    with torch.no_grad():
+        for q, layer in enumerate(net.quantizer.layers):
+            codec.rvq.embed[q].copy_(layer.codebook.embed)
+            codec.rvq.sums[q].copy_(layer.codebook.embed_avg)
+            codec.rvq.counts[q].copy_(layer.codebook.cluster_size)
+    return codec.float().eval()
 
 
 @torch.no_grad()
@@ -311,14 +338,10 @@ def calibrate_output(net, wav: torch.Tensor) -> float:
     gain = output_gain(net, wav)
     if not np.isfinite(gain) or gain == 0:
         raise ValueError(f"output gain {gain}: the codec decodes these clips to silence.")
-    last: Any = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
-    scaled = [last.parametrizations.weight.original0 if parametrize.is_parametrized(last, "weight")
-              else last.weight] + ([last.bias] if last.bias is not None else [])
-    for tensor in scaled:
-        tensor.mul_(gain)
+    last = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+    _scale_conv_(last, gain)
     if abs(output_gain(net, wav) - 1) > 1e-3:          # e.g. a norm after the last convolution
-        for tensor in scaled:
-            tensor.div_(gain)
+        _scale_conv_(last, 1 / gain)
         raise ValueError("the decoder's last convolution does not set its output level (a "
                          "normalisation follows it?): nothing to fold the gain into.")
     return gain

@@ -13,6 +13,11 @@ One run, step by step (:class:`CodecTrainer`)::
     every ``save_every``     a checkpoint (weights + buffers, optimiser, step, RNG, best so
                              far), written atomically; ``fit`` resumes from the newest
 
+``decoder_only`` goes on from a trained codec (``init``, e.g. ``import_encodec`` of a shipped
+edu-tiny) with its encoder and codebooks frozen: no warm-up, k-means or restarts, so every
+code stays what it was (a language model trained on them is untouched) and only the decoder
+learns to play them back better.
+
 Batches are random 1 s crops of the clips, drawn from one seeded torch generator that the
 checkpoint carries, so a resumed run takes the crops an uninterrupted one would have taken.
 The issue's probe is why: the autoencoder plateaus, quantised SI-SNR rises for tens of minutes
@@ -57,13 +62,18 @@ class CodecTrainer:
         total_steps: the schedule's length.
         restart_every: steps between dead-code restarts.
         seed: the crops and the codec's initial weights.
+        init: a trained codec to start from (``None``: new weights of ``seed``).
+        decoder_only: train ``init``'s decoder alone (encoder and codebooks frozen).
     """
 
     def __init__(self, config: CodecConfig, clips: list[np.ndarray], held_out: list[np.ndarray],
                  run_dir: str | Path, *, batch_size: int = 16, crop_s: float = 1.0,
                  learning_rate: float = 3e-4, betas: tuple[float, float] = (0.5, 0.9),
                  warmup_steps: int = 300,
-                 total_steps: int = 20_000, restart_every: int = 25, seed: int = 0):
+                 total_steps: int = 20_000, restart_every: int = 25, seed: int = 0,
+                 init: Codec | None = None, decoder_only: bool = False):
+        if decoder_only and init is None:
+            raise ValueError("decoder_only trains a trained codec's decoder: pass init.")
         self.config, self.run_dir = config, Path(run_dir)
         hop = int(np.prod(config.upsampling_ratios))
         self.crop = int(crop_s * config.sample_rate) // hop * hop
@@ -73,11 +83,14 @@ class CodecTrainer:
             raise ValueError(f"no clip is {crop_s} s long or more; give longer clips.")
         self.held_out = torch.stack([torch.as_tensor(c[: len(c) // hop * hop], dtype=torch.float32)
                                      for c in held_out])[:, None]           # [H, 1, T]
-        self.batch_size, self.warmup, self.total = batch_size, warmup_steps, total_steps
+        self.batch_size, self.total, self.decoder_only = batch_size, total_steps, decoder_only
+        self.warmup = 0 if decoder_only else warmup_steps
         self.restart_every = restart_every
-        self.model = Codec(config, seed=seed)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate,
-                                          betas=betas)
+        self.model = init if init is not None else Codec(config, seed=seed)
+        if decoder_only:                    # the codes stay: no gradient reaches the encoder
+            self.model.encoder.requires_grad_(False)
+        self.trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.trained, lr=learning_rate, betas=betas)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s, total_steps)
                                                                 / total_steps)))
@@ -99,7 +112,10 @@ class CodecTrainer:
     def update(self) -> dict[str, float]:
         """One optimisation step (warm-up, k-means at its end, then quantised)."""
         model, cfg = self.model.train(), self.config
-        if self.step == self.warmup:
+        if self.decoder_only:               # frozen: no EMA codebook updates either
+            model.encoder.eval()
+            model.rvq.eval()
+        elif self.step == self.warmup:
             self._kmeans()
         wav = self.batch()
         n_q = None
@@ -115,11 +131,11 @@ class CodecTrainer:
             raise FloatingPointError(f"step {self.step}: the loss is {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        norm = torch.nn.utils.clip_grad_norm_(self.trained, 10.0)
         self.optimizer.step()
         self.schedule.step()
         restarted = 0
-        if n_q is not None and self.step % self.restart_every == 0:
+        if n_q is not None and not self.decoder_only and self.step % self.restart_every == 0:
             with torch.no_grad():
                 z = model.latents(wav).transpose(1, 2).reshape(-1, cfg.hidden_size)
             restarted = model.rvq.restart_dead(z, cfg.dead_after, seed=self.step)
@@ -140,7 +156,7 @@ class CodecTrainer:
         k-means), mel distance, and the share of codes used in each codebook."""
         model, cfg, wav = self.model.eval(), self.config, self.held_out
         row: dict[str, float] = {"step": self.step}
-        if self.step <= self.warmup:
+        if self.step <= self.warmup and not self.decoder_only:
             recon, _, _ = model(wav, None)
             row["eval_si_snr_db"] = si_snr_db(wav, recon).mean().item()
         else:
