@@ -177,17 +177,22 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None
 
 # --- offline models: tiny debug ones and the real architectures with random weights ---------
 
+class _PastVocabFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "within the vocabulary" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def special_id_past_vocab():
     """MusicGen's BOS/pad id is the codebook size, one past the vocabulary, by design; while
-    its configs are built or loaded, transformers' warning about that id is silenced."""
-    log = logging.getLogger("transformers.configuration_utils")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    its configs are built or loaded, transformers' warning about that id (and only that one)
+    is dropped."""
+    log, drop = logging.getLogger("transformers.configuration_utils"), _PastVocabFilter()
+    log.addFilter(drop)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.removeFilter(drop)
 
 
 def _offline_configs(name: str):

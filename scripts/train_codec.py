@@ -15,8 +15,10 @@ the loop is CPU-tested only). A summary table is written to ``summary.md`` at th
 
 ``--init FOLDER`` goes on from the codec inside a trained edu-tiny (``import_encodec``) and
 trains its decoder alone: the encoder and codebooks are frozen, so the tokens, and the
-language model trained on them, stay valid; ``train_edu_tiny.py calibrate --codec
-RUN/best.pt`` then ships that decoder.
+language model trained on them, stay valid; ``run_dir/init.json`` records the output gain
+already folded into that decoder, and ``train_edu_tiny.py calibrate --codec RUN/best.pt``
+then ships it. A rerun with a higher ``--total-steps`` stretches the cosine schedule, so
+the learning rate rises again (a warm restart), rather than continuing the old decay.
 """
 
 from __future__ import annotations
@@ -58,11 +60,14 @@ def main() -> None:
     if args.init:
         import musicgen_edu as mg
 
-        saved = json.loads((Path(args.init) / "edu_tiny.json").read_text())["codec_config"]
+        info = json.loads((Path(args.init) / "edu_tiny.json").read_text())
         config = CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in saved.items()})
+                                for k, v in info["codec_config"].items()})
         net = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
         init = import_encodec(net.model.audio_encoder, config)
+        Path(args.run_dir).mkdir(parents=True, exist_ok=True)    # the gain its decoder carries
+        (Path(args.run_dir) / "init.json").write_text(json.dumps(
+            {"from": args.init, "output_gain": info["codec"].get("output_gain", 1.0)}))
     else:
         config = CodecConfig()
     if args.si_snr_weight is not None:

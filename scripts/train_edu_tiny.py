@@ -285,14 +285,20 @@ def stage_calibrate(args) -> None:
 
     model = mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False)
     info = json.loads((SHIPPED / "edu_tiny.json").read_text())
-    if args.codec:                  # trained on from the shipped decoder, its gain folded in
+    gain = info["codec"].get("output_gain", 1.0)     # every gain folded in so far, multiplied
+    if args.codec:
+        started = Path(args.codec).parent / "init.json"
+        if not started.is_file():
+            raise SystemExit(f"{args.codec} has no {started.name} beside it: calibrate --codec "
+                             "takes a `train_codec.py --init` run's checkpoint.")
+        gain = json.loads(started.read_text())["output_gain"]     # what its decoder carried
         codec, codec_eval = load_codec(args.codec)
         args.init = str(SHIPPED)
         check_same_codec(model, codec, args)
-        model.model.audio_encoder.decoder.load_state_dict(export_encodec(codec).decoder.state_dict())
+        decoder = export_encodec(codec).decoder.state_dict()
+        model.model.audio_encoder.decoder.load_state_dict(decoder)
         info["codec"]["decoder"] = {"checkpoint": args.codec, **codec_eval}
-    # every gain folded in since the codec was trained, multiplied
-    info["codec"]["output_gain"] = calibrate(model) * info["codec"].get("output_gain", 1.0)
+    info["codec"]["output_gain"] = calibrate(model) * gain
     info["grade"] = None                    # the old grade is not of these weights
     ship_model(model, SHIPPED, info)        # (EVAL.md goes with it until the new grade)
     args.model, args.run_dir = str(SHIPPED), str(Path(args.run_dir) / "calibrated")

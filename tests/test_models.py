@@ -186,6 +186,7 @@ def test_a_saved_musicgen_folder_loads_without_the_pad_id_warning():
     assert run.returncode == 0, run.stderr[-2000:]
     assert "within the vocabulary" not in run.stdout + run.stderr, run.stderr[-2000:]
 
+
 def test_a_shipped_model_without_its_weights_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(mg.models.SHIPPED_MODELS, "edu-tiny", str(tmp_path / "nothing"))
     with pytest.raises(ModelLoadError, match="'edu-tiny' has no weights in this install"):

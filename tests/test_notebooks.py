@@ -304,16 +304,16 @@ CLAIMS = {
         "top-p 0.9 keeps a handful of the 256 tokens": lambda r: r["kept_top_p"][2] <= 16,
         "the filters of section 6 leave only a few tokens":
             lambda r: r["kept_after_stages"][-1] <= 10,
-        "T = 0.5 gives the most alike sampled clips, T = 1.5 the least":
+        "of the three temperatures, T = 0.5 gives the most alike clips, T = 1.5 the least":
             lambda r: r["pairwise_difference"]["T=0.5, top-k 250"]
             < r["pairwise_difference"]["T=1, top-k 250 (default)"]
             < r["pairwise_difference"]["T=1.5, top-k 250"],
         "sampled clips still differ on most token positions":
             lambda r: min(v for k, v in r["pairwise_difference"].items() if k != "greedy") > 0.5,
-        "greedy is the most repetitive: fewer distinct tokens per clip than default sampling":
+        "greedy is more repetitive than default sampling: fewer distinct tokens per clip":
             lambda r: r["distinct_per_run"]["greedy"]
             < r["distinct_per_run"]["T=1, top-k 250 (default)"],
-        "the networks' logits agree to float rounding (debug model: identical)":
+        "the networks' logits agree to float rounding":
             lambda r: r["logit_gap_native"] < 1e-5,
         "greedy decoding picks the very same tokens in every network run":
             lambda r: r["same_tokens_across_networks"] is True,

@@ -171,12 +171,20 @@ def test_a_decoder_only_run_trains_the_decoder_and_keeps_every_code(data, tmp_pa
     run = CodecTrainer(CodecConfig(), *data, tmp_path / "dec", batch_size=2, crop_s=0.5,
                        warmup_steps=3, total_steps=20, init=init, decoder_only=True)
     log = run.fit(4, eval_every=2, save_every=2)
-    assert run.warmup == 0 and np.isfinite(log["loss"]).all()
+    assert run.warmup == 0 and list(log["step"]) == [0, 2, 4]     # step 0: where it started
+    assert np.isfinite(log["loss"][1:]).all() and np.isnan(log["loss"][0])
     assert "eval_si_snr_db_q4" in log.columns                     # quantised from the start
     assert all(torch.equal(v, run.model.state_dict()[k]) for k, v in frozen.items())
     assert torch.equal(run.model.encode(held), codes)
     assert any(not torch.equal(v, run.model.decoder.state_dict()[k]) for k, v in decoder.items())
-    assert (tmp_path / "dec" / "best.pt").is_file()
+    start, later = log["eval_si_snr_db"][0], log["eval_si_snr_db"][1:].max()
+    assert run.best == max(start, later)
+    assert (tmp_path / "dec" / "best.pt").is_file() == (later > start)   # never worse than init
+    again = CodecTrainer(CodecConfig(), *data, tmp_path / "dec", batch_size=2, crop_s=0.5,
+                         total_steps=20, init=fitted_codec(held), decoder_only=True)
+    again.fit(6, eval_every=2, save_every=2)                       # resumes at step 4
+    assert list(pd.read_csv(tmp_path / "dec" / "log.csv")["step"]) == [0, 2, 4, 6]
+    assert torch.equal(again.model.encode(held), codes)            # the checkpoint's encoder
 
 
 def test_the_shipped_codec_imports_with_its_codes_and_audio():

@@ -62,8 +62,11 @@ class CodecTrainer:
         total_steps: the schedule's length.
         restart_every: steps between dead-code restarts.
         seed: the crops and the codec's initial weights.
-        init: a trained codec to start from (``None``: new weights of ``seed``).
-        decoder_only: train ``init``'s decoder alone (encoder and codebooks frozen).
+        init: a trained codec to start from, trained in place (``None``: new weights of
+            ``seed``).
+        decoder_only: train ``init``'s decoder alone (encoder and codebooks frozen); the
+            log starts with ``init``'s evaluation at step 0, and ``best.pt`` is written only
+            when an update beats it.
     """
 
     def __init__(self, config: CodecConfig, clips: list[np.ndarray], held_out: list[np.ndarray],
@@ -197,6 +200,10 @@ class CodecTrainer:
         ``run_dir/log.csv``). Called again on the same trainer, it goes on from memory."""
         if self.step == 0:
             self.resume()
+        if self.decoder_only and self.step == 0 and not self.rows:   # where it starts from:
+            start = self.evaluate()                 # best.pt only if a step beats it
+            self.best = start["eval_si_snr_db"]
+            self.rows.append(start)
         while self.step < steps:
             row = self.update()
             if self.step % eval_every == 0 or self.step == steps:
