@@ -66,9 +66,11 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
 
+# DURATIONS: how many of the slowest tests to list (0: every test over a second)
+DURATIONS ?= 15
 test: install-dev
 	@$(MAKE) --no-print-directory lint PYTHON="$(PYTHON)"
-	$(PYTHON) -m pytest -q --durations=15 tests notebooks --nbval-lax
+	$(PYTHON) -m pytest -q --durations=$(DURATIONS) --durations-min=1 tests notebooks --nbval-lax
 	@$(MAKE) --no-print-directory test-avx2 PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-min PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-audiocraft PYTHON="$(PYTHON)"

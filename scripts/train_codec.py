@@ -15,10 +15,12 @@ the loop is CPU-tested only). A summary table is written to ``summary.md`` at th
 
 ``--init FOLDER`` goes on from the codec inside a trained edu-tiny (``import_encodec``) and
 trains its decoder alone: the encoder and codebooks are frozen, so the tokens, and the
-language model trained on them, stay valid; ``run_dir/init.json`` records the output gain
-already folded into that decoder, and ``train_edu_tiny.py calibrate --codec RUN/best.pt``
-then ships it. A rerun with a higher ``--total-steps`` stretches the cosine schedule, so
-the learning rate rises again (a warm restart), rather than continuing the old decay.
+language model trained on them, stay valid; every batch is decoded from all Q codebooks
+(``--quantizer-dropout`` 0 unless given: the language model always makes all of them).
+``run_dir/init.json`` records the output gain already folded into that decoder, and
+``train_edu_tiny.py calibrate --codec RUN/best.pt`` then ships it. A rerun with a higher
+``--total-steps`` stretches the cosine schedule, so the learning rate rises again (a warm
+restart), rather than continuing the old decay.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from musicgen_edu.errors import ConfigError, check_int, check_range
 from musicgen_edu.train.codec import CodecConfig, import_encodec
 from musicgen_edu.train.codec_loop import CodecTrainer
 from musicgen_edu.train.synth import synth_clips
@@ -50,19 +53,47 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9))
     parser.add_argument("--si-snr-weight", type=float, default=None,
                         help=f"default: --init's, else {CodecConfig.si_snr_weight}")
+    parser.add_argument("--quantizer-dropout", type=float, default=None,
+                        help="share of batches decoded from a random 1..Q codebooks (0-1; "
+                             f"default {CodecConfig.quantizer_dropout}, with --init 0: the "
+                             "language model always makes all Q)")
     parser.add_argument("--init", default=None,
                         help="an edu-tiny folder: train its codec's decoder alone, codes frozen")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     args = parser.parse_args()
+    try:                                    # every number bounded before any work starts
+        for flag, value, low, high in (
+                ("--clips", args.clips, 1, 100_000), ("--batch-size", args.batch_size, 1, 1024),
+                ("--warmup-steps", args.warmup_steps, 0, 1_000_000),
+                ("--total-steps", args.total_steps, 1, 10_000_000),
+                ("--eval-every", args.eval_every, 1, 1_000_000),
+                ("--threads", args.threads, 0, 1024)):
+            check_int(flag, value, low, high)
+        check_range("--seconds", args.seconds, 1.0, 60.0, hint="(crops are 1 s)")
+        check_range("--clips x --seconds", args.clips * args.seconds, 1.0, 36_000.0,
+                    hint="(10 hours of audio, 2.3 GB in memory)")
+        check_range("--minutes", args.minutes, 0.0, 100_000.0, low_open=True)
+        check_range("--lr", args.lr, 0.0, 1.0, low_open=True)
+        for beta in args.betas:
+            check_range("--betas", beta, 0.0, 1.0, high_open=True)
+        if args.si_snr_weight is not None:
+            check_range("--si-snr-weight", args.si_snr_weight, 0.0, 100.0)
+        if args.quantizer_dropout is not None:
+            check_range("--quantizer-dropout", args.quantizer_dropout, 0.0, 1.0)
+    except ConfigError as err:
+        parser.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
     init = None
     if args.init:
         import musicgen_edu as mg
 
-        info = json.loads((Path(args.init) / "edu_tiny.json").read_text())
-        config = CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in info["codec_config"].items()})
+        saved = Path(args.init) / "edu_tiny.json"
+        if not saved.is_file():
+            parser.error(f"--init {args.init!r}: no edu_tiny.json there (an edu-tiny folder, "
+                         "e.g. musicgen_edu/weights/edu-tiny)")
+        info = json.loads(saved.read_text())
+        config = CodecConfig.from_dict(info["codec_config"])
         net = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
         init = import_encodec(net.model.audio_encoder, config)
         Path(args.run_dir).mkdir(parents=True, exist_ok=True)    # the gain its decoder carries
@@ -72,6 +103,8 @@ def main() -> None:
         config = CodecConfig()
     if args.si_snr_weight is not None:
         config.si_snr_weight = args.si_snr_weight
+    if args.quantizer_dropout is not None or init is not None:
+        config.quantizer_dropout = args.quantizer_dropout or 0.0
     train = [w for w, _, _ in synth_clips(args.clips, args.seconds, config.sample_rate, seed=0)]
     held = [w for w, _, _ in synth_clips(16, 2.0, config.sample_rate, seed=1)]
     trainer = CodecTrainer(config, train, held, args.run_dir, batch_size=args.batch_size,
@@ -82,7 +115,8 @@ def main() -> None:
     print(f"{'resumed at step ' + str(trainer.step) if resumed else 'new run'}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
     if init is not None and not resumed:
-        print(f"start: held-out SI-SNR {trainer.evaluate()['eval_si_snr_db']:.2f} dB", flush=True)
+        start = trainer.fit(0).iloc[0]              # fit's step-0 row: where the decoder starts
+        print(f"start: held-out SI-SNR {start['eval_si_snr_db']:.2f} dB", flush=True)
     deadline = time.monotonic() + args.minutes * 60
     while time.monotonic() < deadline and trainer.step < args.total_steps:
         chunk = trainer.step + args.eval_every - trainer.step % args.eval_every

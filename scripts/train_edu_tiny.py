@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from musicgen_edu.errors import ConfigError, check_int, check_range
 from musicgen_edu.train.codec import (
     Codec,
     CodecConfig,
@@ -55,8 +56,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "musicgen_edu" / "weights" / 
 
 def load_codec(path: str) -> tuple[Codec, dict]:
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    codec = Codec(CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in saved["config"].items()}))
+    codec = Codec(CodecConfig.from_dict(saved["config"]))
     codec.load_state_dict(saved["model"])
     return codec.eval(), {"step": saved["step"], **saved.get("eval", {})}
 
@@ -83,8 +83,9 @@ def init_codec(folder: str) -> dict:
     return json.loads((Path(folder).parent.parent / "codec.json").read_text())
 
 
-def check_same_codec(model, codec: Codec, args) -> None:
-    """Refuse an --init model whose codec is not --codec's: its tokens would not be the data's.
+def check_same_codec(model, codec: Codec, model_path: str, codec_path: str) -> None:
+    """Refuse a model (``model_path``) whose codec is not ``codec_path``'s: its tokens would
+    not be the data's.
     Only what makes the tokens is compared (encoder, codebooks): ``calibrate`` changes the
     decoder's last layer of a shipped model."""
     from musicgen_edu.train.codec import export_encodec
@@ -95,7 +96,7 @@ def check_same_codec(model, codec: Codec, args) -> None:
     have = tokens_only(model.model.audio_encoder.state_dict())
     if want.keys() != have.keys() or not all(
             torch.allclose(want[k].float(), have[k].float(), rtol=1e-2, atol=1e-3) for k in want):
-        raise SystemExit(f"{args.init} was not built around {args.codec}: pass that model's "
+        raise SystemExit(f"{model_path} was not built around {codec_path}: pass that model's "
                          "codec checkpoint as --codec.")
 
 
@@ -110,7 +111,7 @@ def stage_lm(args) -> None:
         model.name = "edu-tiny"
         if args.codec:
             codec, codec_eval = load_codec(args.codec)
-            check_same_codec(model, codec, args)
+            check_same_codec(model, codec, args.init, args.codec)
             codec_record = {"checkpoint": args.codec, "config": asdict(codec.config),
                             **codec_eval}          # the init model's decoder, as calibrated:
             codec_record["output_gain"] = init_codec(args.init).get("output_gain", 1.0)
@@ -292,12 +293,18 @@ def stage_calibrate(args) -> None:
             raise SystemExit(f"{args.codec} has no {started.name} beside it: calibrate --codec "
                              "takes a `train_codec.py --init` run's checkpoint.")
         gain = json.loads(started.read_text())["output_gain"]     # what its decoder carried
+        if gain != info["codec"].get("output_gain", 1.0):
+            raise SystemExit(f"{args.codec}'s run started from a decoder with output gain "
+                             f"{gain:.4f}, the shipped one has {info['codec']['output_gain']:.4f}"
+                             ": run `train_codec.py --init` again from the shipped weights.")
         codec, codec_eval = load_codec(args.codec)
-        args.init = str(SHIPPED)
-        check_same_codec(model, codec, args)
+        check_same_codec(model, codec, str(SHIPPED), args.codec)
         decoder = export_encodec(codec).decoder.state_dict()
         model.model.audio_encoder.decoder.load_state_dict(decoder)
-        info["codec"]["decoder"] = {"checkpoint": args.codec, **codec_eval}
+        before = info["codec"].get("decoder")           # the decoder-only run it went on from
+        done = before.get("updates", before["step"]) if before else 0
+        info["codec"]["decoder"] = {"checkpoint": args.codec, **codec_eval,
+                                    "updates": done + codec_eval["step"], "before": before}
     info["codec"]["output_gain"] = calibrate(model) * gain
     info["grade"] = None                    # the old grade is not of these weights
     ship_model(model, SHIPPED, info)        # (EVAL.md goes with it until the new grade)
@@ -337,6 +344,23 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    try:                                    # every number bounded before any work starts
+        for flag, value, low, high in (
+                ("--clips", args.clips, 1, 100_000), ("--steps", args.steps, 1, 10_000_000),
+                ("--batch-size", args.batch_size, 1, 1024), ("--warmup", args.warmup, 0, 1_000_000),
+                ("--checkpoint-every", args.checkpoint_every, 1, 1_000_000),
+                ("--threads", args.threads, 0, 1024), ("--per-attribute", args.per_attribute, 1,
+                                                       10_000), ("--seed", args.seed, 0, 2**32 - 1)):
+            check_int(flag, value, low, high)
+        check_range("--seconds", args.seconds, 0.0, 30.0, low_open=True)   # the model's window
+        check_range("--clips x --seconds", args.clips * args.seconds, 0.0, 36_000.0,
+                    hint="(10 hours of audio, encoded once)")
+        check_range("--lr", args.lr, 0.0, 1.0, low_open=True)
+    except ConfigError as err:              # guidance, temperature, top-k: GenerationConfig's
+        parser.error(str(err))
+    for flag, path in (("--codec", args.codec), ("--init", args.init)):
+        if path is not None and not Path(path).exists():
+            parser.error(f"{flag} {path!r}: no such file or folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     {"lm": stage_lm, "grade": stage_grade, "ship": stage_ship,

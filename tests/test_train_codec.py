@@ -194,7 +194,7 @@ def test_the_shipped_codec_imports_with_its_codes_and_audio():
 
     net = mg.load_model("edu-tiny", device="cpu", dtype="float32").model.audio_encoder
     saved = mg.shipped_model_info("edu-tiny")["codec_config"]
-    config = CodecConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    config = CodecConfig.from_dict(saved)
     codec = import_encodec(net, config)
     wav = torch.from_numpy(np.stack([w for w, _, _ in synth_clips(
         2, seconds=1.0, sample_rate=SR, seed=8)]))[:, None]      # [2, 1, T]

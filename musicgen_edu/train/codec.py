@@ -63,6 +63,13 @@ class CodecConfig:
     si_snr_weight: float = 0.1               # weight of -SI-SNR (dB) in the loss
     commit_weight: float = 1.0               # weight of the commitment loss
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> CodecConfig:
+        """These settings back from a JSON dict (``edu_tiny.json``'s ``codec_config``)."""
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in saved.items()}
+        return cls(**fields)
+
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / float(np.prod(self.upsampling_ratios))
@@ -183,6 +190,12 @@ def _he_init(module: nn.Module) -> None:
             nn.init.zeros_(conv.bias)
 
 
+def _convs(module: nn.Module) -> list[nn.Conv1d]:
+    """``module``'s 1-D convolutions in order: an encoder's ``[0]`` takes the waveform in,
+    a decoder's ``[-1]`` gives it out (where the input and output gains are folded)."""
+    return [m for m in module.modules() if isinstance(m, nn.Conv1d)]
+
+
 @torch.no_grad()
 def _scale_conv_(conv: Any, gain: float, bias: bool = True) -> None:
     """Multiply ``conv``'s weight by ``gain`` in place, through the weight norm's magnitude
@@ -208,7 +221,7 @@ class Codec(nn.Module):
             net = EncodecModel(config.encodec_config())
             _he_init(net)
         self.encoder, self.decoder = net.encoder, net.decoder
-        last = [m for m in self.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+        last = _convs(self.decoder)[-1]
         _scale_conv_(last, config.out_scale)
         self.rvq = ResidualVQ(config.codebooks, config.codebook_size, config.hidden_size,
                               config.ema_decay)
@@ -289,8 +302,8 @@ def export_encodec(codec: Codec):
     net.decoder.load_state_dict(codec.decoder.state_dict())
     scale = codec.config.in_scale
     with torch.no_grad():
-        first = [m for m in net.encoder.modules() if isinstance(m, nn.Conv1d)][0]
-        last = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+        first = _convs(net.encoder)[0]
+        last = _convs(net.decoder)[-1]
         _scale_conv_(first, scale, bias=False)           # the input, scaled up
         _scale_conv_(last, 1 / scale)                     # the output, scaled back
         for q, layer in enumerate(net.quantizer.layers):
@@ -309,8 +322,8 @@ def import_encodec(net, config: CodecConfig) -> Codec:
     codec = Codec(config)
     codec.encoder.load_state_dict(net.encoder.state_dict())
     codec.decoder.load_state_dict(net.decoder.state_dict())
-    first = [m for m in codec.encoder.modules() if isinstance(m, nn.Conv1d)][0]
-    last = [m for m in codec.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+    first = _convs(codec.encoder)[0]
+    last = _convs(codec.decoder)[-1]
     _scale_conv_(first, 1 / config.in_scale, bias=False)
     _scale_conv_(last, config.in_scale)
     with torch.no_grad():
@@ -338,7 +351,7 @@ def calibrate_output(net, wav: torch.Tensor) -> float:
     gain = output_gain(net, wav)
     if not np.isfinite(gain) or gain == 0:
         raise ValueError(f"output gain {gain}: the codec decodes these clips to silence.")
-    last = [m for m in net.decoder.modules() if isinstance(m, nn.Conv1d)][-1]
+    last = _convs(net.decoder)[-1]
     _scale_conv_(last, gain)
     if abs(output_gain(net, wav) - 1) > 1e-3:          # e.g. a norm after the last convolution
         _scale_conv_(last, 1 / gain)
