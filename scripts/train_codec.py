@@ -17,7 +17,8 @@ the loop is CPU-tested only). A summary table is written to ``summary.md`` at th
 trains its decoder alone: the encoder and codebooks are frozen, so the tokens, and the
 language model trained on them, stay valid; every batch is decoded from all Q codebooks
 (``--quantizer-dropout`` 0 unless given: the language model always makes all of them).
-``run_dir/init.json`` records the output gain already folded into that decoder, and
+``run_dir/init.json`` records the output gain already folded into that decoder and the
+decoder-only updates it has had (written once: a rerun resumes from the same start), and
 ``train_edu_tiny.py calibrate --codec RUN/best.pt`` then ships it. A rerun with a higher
 ``--total-steps`` stretches the cosine schedule, so the learning rate rises again (a warm
 restart), rather than continuing the old decay.
@@ -96,9 +97,14 @@ def main() -> None:
         config = CodecConfig.from_dict(info["codec_config"])
         net = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
         init = import_encodec(net.model.audio_encoder, config)
-        Path(args.run_dir).mkdir(parents=True, exist_ok=True)    # the gain its decoder carries
-        (Path(args.run_dir) / "init.json").write_text(json.dumps(
-            {"from": args.init, "output_gain": info["codec"].get("output_gain", 1.0)}))
+        started = Path(args.run_dir) / "init.json"     # what its decoder starts from: written
+        if not started.is_file():                      # once, so a rerun that resumes keeps it
+            started.parent.mkdir(parents=True, exist_ok=True)
+            before = info["codec"].get("decoder") or {}
+            started.write_text(json.dumps({"from": args.init,
+                                           "output_gain": info["codec"].get("output_gain", 1.0),
+                                           "decoder_updates": before.get("updates",
+                                                                         before.get("step", 0))}))
     else:
         config = CodecConfig()
     if args.si_snr_weight is not None:

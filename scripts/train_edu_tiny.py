@@ -284,27 +284,33 @@ def stage_calibrate(args) -> None:
     import musicgen_edu as mg
     from musicgen_edu.train.codec import export_encodec
 
-    model = mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False)
     info = json.loads((SHIPPED / "edu_tiny.json").read_text())
     gain = info["codec"].get("output_gain", 1.0)     # every gain folded in so far, multiplied
     if args.codec:
-        started = Path(args.codec).parent / "init.json"
-        if not started.is_file():
-            raise SystemExit(f"{args.codec} has no {started.name} beside it: calibrate --codec "
-                             "takes a `train_codec.py --init` run's checkpoint.")
-        gain = json.loads(started.read_text())["output_gain"]     # what its decoder carried
-        if gain != info["codec"].get("output_gain", 1.0):
-            raise SystemExit(f"{args.codec}'s run started from a decoder with output gain "
-                             f"{gain:.4f}, the shipped one has {info['codec']['output_gain']:.4f}"
-                             ": run `train_codec.py --init` again from the shipped weights.")
+        started_path = Path(args.codec).parent / "init.json"
+        if not started_path.is_file():
+            raise SystemExit(f"{args.codec} has no {started_path.name} beside it: calibrate "
+                             "--codec takes a `train_codec.py --init` run's checkpoint.")
+        started = json.loads(started_path.read_text())
+        if "decoder_updates" not in started:
+            raise SystemExit(f"{started_path} does not say how many decoder-only updates its "
+                             "run started from: start the run again with train_codec.py --init.")
+        gain = started["output_gain"]               # the gains its decoder carried
         codec, codec_eval = load_codec(args.codec)
+        shipped = info["codec"].get("decoder") or {}
+        if (Path(shipped.get("checkpoint", "")).resolve() == Path(args.codec).resolve()
+                and shipped.get("step") == codec_eval["step"]):
+            raise SystemExit(f"{args.codec} (step {codec_eval['step']}) is the decoder already "
+                             "shipped: nothing to calibrate.")
+    model = mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False)
+    if args.codec:
         check_same_codec(model, codec, str(SHIPPED), args.codec)
         decoder = export_encodec(codec).decoder.state_dict()
         model.model.audio_encoder.decoder.load_state_dict(decoder)
-        before = info["codec"].get("decoder")           # the decoder-only run it went on from
-        done = before.get("updates", before["step"]) if before else 0
         info["codec"]["decoder"] = {"checkpoint": args.codec, **codec_eval,
-                                    "updates": done + codec_eval["step"], "before": before}
+                                    "quantizer_dropout": codec.config.quantizer_dropout,
+                                    "updates": started["decoder_updates"] + codec_eval["step"],
+                                    "started_from": started}
     info["codec"]["output_gain"] = calibrate(model) * gain
     info["grade"] = None                    # the old grade is not of these weights
     ship_model(model, SHIPPED, info)        # (EVAL.md goes with it until the new grade)

@@ -4,11 +4,16 @@ value stops a script before any work starts, with the flag, the value and the al
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+import musicgen_edu as mg
+from musicgen_edu.train.codec import Codec, CodecConfig
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -23,7 +28,7 @@ def run_script(name: str, argv: list[str], monkeypatch, capsys) -> tuple[object,
 
 @pytest.mark.parametrize("argv, says", [
     (["--clips", "0"], "--clips=0 is out of range; allowed: [1, 100000]"),
-    (["--batch-size", "2.5"], "argument --batch-size: invalid int value: '2.5'"),
+    (["--batch-size", "0"], "--batch-size=0 is out of range; allowed: [1, 1024]"),
     (["--seconds", "0.5"], "--seconds=0.5 is out of range; allowed: [1.0, 60.0]"),
     (["--clips", "20000", "--seconds", "60"], "--clips x --seconds=1200000.0 is out of range"),
     (["--lr", "0"], "--lr=0.0 is out of range; allowed: (0.0, 1.0]"),
@@ -71,12 +76,49 @@ def test_calibrate_codec_wants_a_decoder_run_checkpoint(tmp_path, monkeypatch, c
     assert not (tmp_path / "run").exists()
 
 
-def test_calibrate_codec_refuses_a_run_from_another_shipped_decoder(tmp_path, monkeypatch,
-                                                                     capsys):
-    (tmp_path / "init.json").write_text('{"from": "elsewhere", "output_gain": 1.0}')
+
+def test_calibrate_codec_wants_the_updates_its_run_started_from(tmp_path, monkeypatch, capsys):
+    (tmp_path / "init.json").write_text('{"from": "x", "output_gain": -1.2}')   # older format
     (tmp_path / "best.pt").write_bytes(b"")         # refused before it is read
     code, _ = run_script("train_edu_tiny.py", ["calibrate", "--codec", str(tmp_path / "best.pt"),
                                                "--run-dir", str(tmp_path / "run")],
                          monkeypatch, capsys)
-    assert "started from a decoder with output gain 1.0000, the shipped one has" in str(code)
-    assert not (tmp_path / "run").exists()
+    assert "does not say how many decoder-only updates" in str(code)
+
+
+def test_calibrate_codec_refuses_the_decoder_already_shipped(tmp_path, monkeypatch, capsys):
+    shipped = mg.shipped_model_info("edu-tiny")["codec"]["decoder"]    # its run, step, start
+    monkeypatch.chdir(tmp_path)                     # its checkpoint path, relative, made here
+    path = Path(shipped["checkpoint"])
+    path.parent.mkdir(parents=True)
+    (path.parent / "init.json").write_text(json.dumps(shipped["started_from"]))
+    config = CodecConfig.from_dict(mg.shipped_model_info("edu-tiny")["codec_config"])
+    torch.save({"step": shipped["step"], "model": Codec(config).state_dict(),
+                "config": vars(config), "eval": {}}, path)
+    code, _ = run_script("train_edu_tiny.py", ["calibrate", "--codec", str(path), "--run-dir",
+                                               "run"], monkeypatch, capsys)
+    assert f"(step {shipped['step']}) is the decoder already shipped" in str(code)
+    assert not Path("run").exists()
+
+
+def test_a_decoder_run_decodes_all_codebooks_and_keeps_where_it_started(tmp_path, monkeypatch,
+                                                                         capsys):
+    """``--init``: quantiser dropout 0 unless given; ``init.json`` names the shipped decoder's
+    gain and updates, and a rerun that resumes keeps it (its decoder started there)."""
+    run = tmp_path / "run"
+    argv = ["--init", "musicgen_edu/weights/edu-tiny", "--run-dir", str(run), "--clips", "2",
+            "--seconds", "1", "--eval-every", "1"]
+    monkeypatch.chdir(SCRIPTS.parent)
+    for steps in ("1", "2"):
+        monkeypatch.setattr(sys, "argv", ["train_codec.py", *argv, "--total-steps", steps])
+        runpy.run_path(str(SCRIPTS / "train_codec.py"), run_name="__main__")
+        if steps == "1":
+            info = mg.shipped_model_info("edu-tiny")["codec"]
+            assert json.loads((run / "init.json").read_text()) == {
+                "from": "musicgen_edu/weights/edu-tiny", "output_gain": info["output_gain"],
+                "decoder_updates": info["decoder"]["updates"]}
+            (run / "init.json").write_text('{"kept": true}')
+    assert "resumed at step 1" in capsys.readouterr().out
+    assert json.loads((run / "init.json").read_text()) == {"kept": True}
+    saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    assert saved["step"] == 2 and saved["config"]["quantizer_dropout"] == 0.0
