@@ -109,8 +109,10 @@ def main() -> None:
         config = CodecConfig()
     if args.si_snr_weight is not None:
         config.si_snr_weight = args.si_snr_weight
-    if args.quantizer_dropout is not None or init is not None:
-        config.quantizer_dropout = args.quantizer_dropout or 0.0
+    if args.quantizer_dropout is not None:
+        config.quantizer_dropout = args.quantizer_dropout
+    elif init is not None:                  # its language model always makes all Q codebooks
+        config.quantizer_dropout = 0.0
     train = [w for w, _, _ in synth_clips(args.clips, args.seconds, config.sample_rate, seed=0)]
     held = [w for w, _, _ in synth_clips(16, 2.0, config.sample_rate, seed=1)]
     trainer = CodecTrainer(config, train, held, args.run_dir, batch_size=args.batch_size,

@@ -352,11 +352,14 @@ def main() -> None:
     args = parser.parse_args()
     try:                                    # every number bounded before any work starts
         for flag, value, low, high in (
-                ("--clips", args.clips, 1, 100_000), ("--steps", args.steps, 1, 10_000_000),
-                ("--batch-size", args.batch_size, 1, 1024), ("--warmup", args.warmup, 0, 1_000_000),
+                ("--clips", args.clips, 1, 100_000),
+                ("--steps", args.steps, 1, 10_000_000),
+                ("--batch-size", args.batch_size, 1, 1024),
+                ("--warmup", args.warmup, 0, 1_000_000),
                 ("--checkpoint-every", args.checkpoint_every, 1, 1_000_000),
-                ("--threads", args.threads, 0, 1024), ("--per-attribute", args.per_attribute, 1,
-                                                       10_000), ("--seed", args.seed, 0, 2**32 - 1)):
+                ("--threads", args.threads, 0, 1024),
+                ("--per-attribute", args.per_attribute, 1, 10_000),
+                ("--seed", args.seed, 0, 2**32 - 1)):
             check_int(flag, value, low, high)
         check_range("--seconds", args.seconds, 0.0, 30.0, low_open=True)   # the model's window
         check_range("--clips x --seconds", args.clips * args.seconds, 0.0, 36_000.0,
