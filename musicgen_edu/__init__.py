@@ -99,6 +99,8 @@ from .train import (
     ClipSpec,
     CodecConfig,
     CodecTrainer,
+    ContrastConfig,
+    ContrastTrainer,
     EduTinyConfig,
     Judges,
     TokenDataset,
@@ -178,7 +180,7 @@ __all__ = [
     # training the whole thing: edu-tiny (lecture 11)
     "ClipSpec", "synth_clips", "shipped_model_info", "CodecConfig", "CodecTrainer",
     "EduTinyConfig", "build_edu_tiny", "synth_token_dataset", "Judges", "grade_attributes",
-    "model_generate", "accuracy_table", "caption_reading",
+    "model_generate", "accuracy_table", "caption_reading", "ContrastTrainer", "ContrastConfig",
     # exercise checks
     "exercises",
     # audio

@@ -15,6 +15,9 @@ synth clips of ``--seconds`` (seed 0) once into ``run_dir/tokens.pt`` and trains
 with ``train.Trainer`` (checkpoints, log.csv, samples in ``run_dir/lm``; a rerun resumes);
 ``lm --init FOLDER`` goes on from a trained edu-tiny instead of new weights (that run's
 updates count toward the shipped total; its codec is the data's unless ``--codec`` is given).
+``lm --contrast-weight W`` adds train/contrast.py's caption contrast to every update: fresh
+synth clips whose tokens must be likelier under their caption than with "major" and "minor"
+swapped (``ContrastTrainer``; the settings go to ``lm/contrast_config.json``).
 ``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
 same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
 SNR, mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json``. ``ship``
@@ -103,6 +106,7 @@ def check_same_codec(model, codec: Codec, model_path: str, codec_path: str) -> N
 def stage_lm(args) -> None:
     import musicgen_edu as mg
     from musicgen_edu.train import TrainConfig, Trainer
+    from musicgen_edu.train.contrast import ContrastConfig, ContrastTrainer
     from musicgen_edu.train.synth import synth_specs
 
     run = Path(args.run_dir)
@@ -151,7 +155,13 @@ def stage_lm(args) -> None:
                              "slow organ melody in A minor, low register, with drums"))
     lm_dir = run / "lm"
     resume = (lm_dir / "train_config.json").is_file()
-    trainer = Trainer(model, dataset, lm_dir, config, resume=resume, device="cpu")
+    if args.contrast_weight > 0:          # the caption contrast on fresh heads (contrast.py)
+        contrast = ContrastConfig(weight=args.contrast_weight, margin=args.contrast_margin,
+                                  heads=args.contrast_heads, seconds=args.contrast_seconds)
+        trainer: Trainer = ContrastTrainer(model, dataset, lm_dir, config, contrast=contrast,
+                                           resume=resume, device="cpu")
+    else:
+        trainer = Trainer(model, dataset, lm_dir, config, resume=resume, device="cpu")
     print(f"{len(dataset)} windows of {dataset.frames} frames; "
           f"{'resumed at ' + str(trainer.step) if resume else 'new run'}", flush=True)
     trainer.fit()
@@ -261,6 +271,8 @@ def stage_ship(args) -> None:
     info = {"codec": codec, "codec_config": codec_config,
             "model_config": EduTinyConfig(),
             "training": read("lm/train_config.json"), "init": init,
+            "contrast": read("lm/contrast_config.json")
+            if (run / "lm" / "contrast_config.json").is_file() else None,
             "result": read("lm/result.json")["final"],
             "decoder_updates": decoder_updates(str(run / "lm" / "model")),
             "grade": read("grade.json") if (run / "grade.json").is_file() else None}
@@ -342,6 +354,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
+    parser.add_argument("--contrast-weight", type=float, default=0.0,
+                        help="lm: weight of the caption contrast (major <-> minor swapped) on "
+                             "fresh synth heads each update (train/contrast.py); 0: off")
+    parser.add_argument("--contrast-margin", type=float, default=0.1,
+                        help="nats per token the true caption must win by")
+    parser.add_argument("--contrast-heads", type=int, default=16, help="fresh clips per update")
+    parser.add_argument("--contrast-seconds", type=float, default=1.0,
+                        help="seconds of each fresh clip (its start)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--model", default=None, help="grade this model instead of the run's")
     parser.add_argument("--per-attribute", type=int, default=100)
@@ -359,12 +379,16 @@ def main() -> None:
                 ("--checkpoint-every", args.checkpoint_every, 1, 1_000_000),
                 ("--threads", args.threads, 0, 1024),
                 ("--per-attribute", args.per_attribute, 1, 10_000),
+                ("--contrast-heads", args.contrast_heads, 1, 1024),
                 ("--seed", args.seed, 0, 2**32 - 1)):
             check_int(flag, value, low, high)
         check_range("--seconds", args.seconds, 0.0, 30.0, low_open=True)   # the model's window
         check_range("--clips x --seconds", args.clips * args.seconds, 0.0, 36_000.0,
                     hint="(10 hours of audio, encoded once)")
         check_range("--lr", args.lr, 0.0, 1.0, low_open=True)
+        check_range("--contrast-weight", args.contrast_weight, 0.0, 100.0)
+        check_range("--contrast-margin", args.contrast_margin, 0.0, 10.0)
+        check_range("--contrast-seconds", args.contrast_seconds, 0.5, 30.0)
     except ConfigError as err:              # guidance, temperature, top-k: GenerationConfig's
         parser.error(str(err))
     for flag, path in (("--codec", args.codec), ("--init", args.init)):

@@ -56,6 +56,12 @@ def test_train_codec_init_names_a_folder_without_edu_tiny_json(tmp_path, monkeyp
     (["lm", "--seconds", "31"], "--seconds=31.0 is out of range; allowed: (0.0, 30.0]"),
     (["grade", "--per-attribute", "0"], "--per-attribute=0 is out of range"),
     (["grade", "--seed", "-3"], "--seed=-3 is out of range"),
+    (["lm", "--contrast-weight", "-1"], "--contrast-weight=-1.0 is out of range; allowed: "
+                                        "[0.0, 100.0]"),
+    (["lm", "--contrast-margin", "nan"], "--contrast-margin=nan is not a finite number"),
+    (["lm", "--contrast-heads", "0"], "--contrast-heads=0 is out of range; allowed: [1, 1024]"),
+    (["lm", "--contrast-seconds", "0.2"], "--contrast-seconds=0.2 is out of range; allowed: "
+                                          "[0.5, 30.0]"),
     (["lm", "--codec", "no/such/best.pt"], "--codec 'no/such/best.pt': no such file or folder"),
     (["lm", "--init", "no/such/folder"], "--init 'no/such/folder': no such file or folder"),
 ])

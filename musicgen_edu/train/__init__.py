@@ -24,6 +24,8 @@ One file per stage, each read top to bottom:
                    decoder_only: a trained codec's decoder alone, every code kept
     edu_tiny.py    build_edu_tiny (a MusicGen around the trained codec), its token data,
                    ship_model (the float16 weights load_model("edu-tiny") reads)
+    contrast.py    ContrastTrainer: the Trainer plus a caption contrast (the tokens must be
+                   likelier under their caption than with "major" and "minor" swapped)
 
 ``mg.train(data, model, run_dir, **settings)`` runs it from Python, ``musicgen-edu train``
 from the shell, and lecture 10 walks through it. The result folder loads with
@@ -33,6 +35,7 @@ from the shell, and lecture 10 walks through it. The result folder loads with
 from .codec import Codec, CodecConfig
 from .codec_loop import CodecTrainer
 from .config import PRECISIONS, TrainConfig
+from .contrast import ContrastConfig, ContrastTrainer
 from .data import TokenDataset, build_dataset, find_clips, write_dataset
 from .edu_tiny import EduTinyConfig, build_edu_tiny, ship_model, synth_token_dataset
 from .grade import (
@@ -55,5 +58,5 @@ __all__ = ["TrainConfig", "PRECISIONS", "TokenDataset", "build_dataset", "find_c
            "plot_curves", "arpeggio_clips", "Codec", "CodecConfig", "CodecTrainer",
            "EduTinyConfig", "build_edu_tiny", "ship_model", "synth_token_dataset", "Judges",
            "accuracy_table", "codec_generate", "grade_attributes", "model_generate", "caption_reading",
-           "synth_generate",
+           "synth_generate", "ContrastConfig", "ContrastTrainer",
            "ClipSpec", "synth_clips"]

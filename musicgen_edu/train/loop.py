@@ -6,7 +6,8 @@
                 AdamW with warm-up then cosine decay, or everything back from the newest
                 checkpoint (checkpoint.py)
       update    grad_accum forward passes of batch_size windows (objective.training_step, under
-                bf16 autocast where the device supports it), gradient clipping, one step
+                bf16 autocast where the device supports it), any extra_loss() a subclass
+                adds (contrast.py), gradient clipping, one step
       every N   a checkpoint, sample clips from fixed captions, the curves (report.py)
       end       run_dir/model: the fine-tuned MusicGen (LoRA merged), for load_model(path)
 
@@ -194,6 +195,9 @@ class Trainer:
                                        drop_captions(texts, cfg.caption_dropout, self.caption_rng))
             (result.loss / cfg.grad_accum).backward()
             results.append((result, 1 / cfg.grad_accum))
+        extra_loss, extra_report = self.extra_loss()
+        if extra_loss is not None:
+            extra_loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(
             self.params.values(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         if not torch.isfinite(norm):                     # nothing non-finite reaches the weights
@@ -208,7 +212,14 @@ class Trainer:
         self.step += 1
         report = weighted_mean(results)                  # loss, then loss_k / accuracy_k
         return {"step": self.step, "loss": report.pop("loss"), "lr": lr,
-                "grad_norm": norm.item(), "seconds": time.perf_counter() - start, **report}
+                "grad_norm": norm.item(), "seconds": time.perf_counter() - start, **report,
+                **extra_report}
+
+    def extra_loss(self) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """A further term of each update's loss and what to log about it, computed after the
+        windows' passes and before clipping: none here (``contrast.ContrastTrainer`` adds
+        the caption contrast)."""
+        return None, {}
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 16) -> dict:

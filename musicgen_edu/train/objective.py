@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from ..models import MusicGenModel
 from ..patterns import delay_pattern
 
-__all__ = ["StepResult", "delayed_inputs", "CaptionEncoder", "drop_captions", "training_step",
-           "weighted_mean"]
+__all__ = ["StepResult", "delayed_inputs", "CaptionEncoder", "drop_captions", "decoder_logits",
+           "training_step", "weighted_mean"]
 
 
 @dataclass
@@ -119,19 +119,27 @@ def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> 
     return [None if d else c for c, d in zip(captions, drop.tolist())]
 
 
-def training_step(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Tensor,
-                  texts: list[str | None]) -> StepResult:
-    """Teacher-forced loss of a batch: tokens ``[B, K, S]`` with their captions (``None``:
-    dropped). The decoder is transformers' ``MusicgenForCausalLM`` (LoRA-wrapped or not)."""
-    mg = model
+def decoder_logits(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Tensor,
+                   texts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoder teacher-forced on tokens ``[B, K, S]`` under their captions (``None``:
+    dropped): float32 logits ``[B, K, S + D, V]``, targets and target mask ``[B, K, S + D]``.
+    The decoder is transformers' ``MusicgenForCausalLM`` (LoRA-wrapped or not)."""
     net: Any = model.model
-    inputs, targets, mask = delayed_inputs(tokens.to(mg.device), mg.special_token,
-                                           mg.audio_channels)
+    inputs, targets, mask = delayed_inputs(tokens.to(model.device), model.special_token,
+                                           model.audio_channels)
     batch, num_codebooks, length = inputs.shape
     states, text_mask = captions(texts)
     out = net.decoder(input_ids=inputs.reshape(batch * num_codebooks, length),
-                           encoder_hidden_states=states, encoder_attention_mask=text_mask)
-    logits = out.logits.view(batch, num_codebooks, length, -1).float()   # [B, K, S + D, V]
+                      encoder_hidden_states=states, encoder_attention_mask=text_mask)
+    return out.logits.view(batch, num_codebooks, length, -1).float(), targets, mask
+
+
+def training_step(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Tensor,
+                  texts: list[str | None]) -> StepResult:
+    """Teacher-forced loss of a batch: tokens ``[B, K, S]`` with their captions (``None``:
+    dropped), one cross-entropy per codebook over its unmasked targets."""
+    logits, targets, mask = decoder_logits(model, captions, tokens, texts)   # [B, K, S + D, V]
+    num_codebooks = logits.shape[1]
     losses, accuracy = [], []
     for k in range(num_codebooks):
         picked, wanted = logits[:, k][mask[:, k]], targets[:, k][mask[:, k]]   # [n, V], [n]
