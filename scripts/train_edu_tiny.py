@@ -17,7 +17,8 @@ with ``train.Trainer`` (checkpoints, log.csv, samples in ``run_dir/lm``; a rerun
 updates count toward the shipped total; its codec is the data's unless ``--codec`` is given).
 ``lm --contrast-weight W`` adds train/contrast.py's caption contrast to every update: fresh
 synth clips whose tokens must be likelier under their caption than with "major" and "minor"
-swapped (``ContrastTrainer``; the settings go to ``lm/contrast_config.json``).
+swapped, plus their own cross-entropy (``ContrastTrainer``; the settings go into
+``lm/train_config.json``). ``--device`` picks where ``lm`` trains (``auto``: a GPU if any).
 ``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
 same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
 SNR, mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json``. ``ship``
@@ -33,13 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from musicgen_edu.errors import ConfigError, check_int, check_range
+from musicgen_edu.models import resolve_device
 from musicgen_edu.train.codec import (
     Codec,
     CodecConfig,
@@ -47,6 +49,7 @@ from musicgen_edu.train.codec import (
     multiscale_mel_loss,
     si_snr_db,
 )
+from musicgen_edu.train.contrast import MAX_HEAD_SECONDS
 from musicgen_edu.train.edu_tiny import (
     EduTinyConfig,
     build_edu_tiny,
@@ -111,7 +114,7 @@ def stage_lm(args) -> None:
 
     run = Path(args.run_dir)
     if args.init:              # go on from a trained edu-tiny (and its codec, or --codec's)
-        model = mg.load_model(args.init, device="cpu", dtype="float32", cache=False)
+        model = mg.load_model(args.init, device=args.device, dtype="float32", cache=False)
         model.name = "edu-tiny"
         if args.codec:
             codec, codec_eval = load_codec(args.codec)
@@ -128,7 +131,9 @@ def stage_lm(args) -> None:
     elif args.codec:
         codec, codec_eval = load_codec(args.codec)
         codec_record = {"checkpoint": args.codec, "config": asdict(codec.config), **codec_eval}
-        model = build_edu_tiny(codec, EduTinyConfig())
+        model = build_edu_tiny(codec, EduTinyConfig())             # float32, on the CPU
+        device = resolve_device(args.device)
+        model = replace(model, model=model.model.to(device), device=device)
     else:
         raise SystemExit("lm needs --codec (a codec checkpoint) or --init (a trained edu-tiny).")
     tokens = run / "tokens.pt"
@@ -159,9 +164,9 @@ def stage_lm(args) -> None:
         contrast = ContrastConfig(weight=args.contrast_weight, margin=args.contrast_margin,
                                   heads=args.contrast_heads, seconds=args.contrast_seconds)
         trainer: Trainer = ContrastTrainer(model, dataset, lm_dir, config, contrast=contrast,
-                                           resume=resume, device="cpu")
+                                           resume=resume)
     else:
-        trainer = Trainer(model, dataset, lm_dir, config, resume=resume, device="cpu")
+        trainer = Trainer(model, dataset, lm_dir, config, resume=resume)
     print(f"{len(dataset)} windows of {dataset.frames} frames; "
           f"{'resumed at ' + str(trainer.step) if resume else 'new run'}", flush=True)
     trainer.fit()
@@ -271,8 +276,6 @@ def stage_ship(args) -> None:
     info = {"codec": codec, "codec_config": codec_config,
             "model_config": EduTinyConfig(),
             "training": read("lm/train_config.json"), "init": init,
-            "contrast": read("lm/contrast_config.json")
-            if (run / "lm" / "contrast_config.json").is_file() else None,
             "result": read("lm/result.json")["final"],
             "decoder_updates": decoder_updates(str(run / "lm" / "model")),
             "grade": read("grade.json") if (run / "grade.json").is_file() else None}
@@ -354,9 +357,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
+    parser.add_argument("--device", default="auto", help="lm: where to train (auto: cuda > "
+                        "mps > cpu)")
     parser.add_argument("--contrast-weight", type=float, default=0.0,
                         help="lm: weight of the caption contrast (major <-> minor swapped) on "
-                             "fresh synth heads each update (train/contrast.py); 0: off")
+                             "fresh synth heads each update, which also adds their own "
+                             "cross-entropy (train/contrast.py); 0: off")
     parser.add_argument("--contrast-margin", type=float, default=0.1,
                         help="nats per token the true caption must win by")
     parser.add_argument("--contrast-heads", type=int, default=16, help="fresh clips per update")
@@ -389,8 +395,17 @@ def main() -> None:
         check_range("--contrast-weight", args.contrast_weight, 0.0, 100.0)
         check_range("--contrast-margin", args.contrast_margin, 0.0, 10.0)
         check_range("--contrast-seconds", args.contrast_seconds, 0.5, 30.0)
+        check_range("--contrast-heads x --contrast-seconds",
+                    args.contrast_heads * args.contrast_seconds, 0.0, MAX_HEAD_SECONDS,
+                    hint="(seconds of audio rendered and scored twice per update)")
     except ConfigError as err:              # guidance, temperature, top-k: GenerationConfig's
         parser.error(str(err))
+    unused = [flag for flag, value, default in (("--contrast-margin", args.contrast_margin, 0.1),
+                                                 ("--contrast-heads", args.contrast_heads, 16),
+                                                 ("--contrast-seconds", args.contrast_seconds, 1.0))
+              if value != default]
+    if unused and args.contrast_weight == 0:
+        parser.error(f"{', '.join(unused)} only act with --contrast-weight above 0 (now 0).")
     for flag, path in (("--codec", args.codec), ("--init", args.init)):
         if path is not None and not Path(path).exists():
             parser.error(f"{flag} {path!r}: no such file or folder")

@@ -7,7 +7,7 @@ import torch
 
 import musicgen_edu as mg
 from musicgen_edu.errors import ConfigError
-from musicgen_edu.train import TrainConfig
+from musicgen_edu.train import TrainConfig, Trainer
 from musicgen_edu.train.contrast import (
     ContrastConfig,
     ContrastTrainer,
@@ -17,6 +17,7 @@ from musicgen_edu.train.contrast import (
 )
 from musicgen_edu.train.edu_tiny import synth_token_dataset
 from musicgen_edu.train.objective import CaptionEncoder, training_step
+from musicgen_edu.train.synth import synth_specs
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,16 @@ def test_swap_mode_swaps_one_word_either_way():
         "fast piano chords in A major, high register"
     assert swap_mode("slow organ melody in Eb major, low register, with drums") == \
         "slow organ melody in Eb minor, low register, with drums"
-    with pytest.raises(ConfigError, match="'glassy bells' names no mode"):
-        swap_mode("glassy bells")
+    for spec in synth_specs(200, seed=4):               # every synth caption, both ways back
+        caption = spec.caption()
+        assert swap_mode(caption) != caption and swap_mode(swap_mode(caption)) == caption
+
+
+@pytest.mark.parametrize("caption, found", [("glassy bells", 0), ("majority rules", 0),
+                                            ("C major to A minor", 2), ("minor minor", 2)])
+def test_swap_mode_refuses_captions_without_exactly_one_mode_word(caption, found):
+    with pytest.raises(ConfigError, match=f"names {found} modes.*needs exactly one"):
+        swap_mode(caption)
 
 
 def test_item_losses_average_to_the_training_step_loss(model, heads):
@@ -58,7 +67,7 @@ def test_the_hinge_is_the_margin_minus_the_gap_and_a_step_on_it_widens_the_gap(h
     tokens = torch.stack([w.long() for w in heads.windows])
     texts = list(heads.captions)
     model.model.eval()                       # no dropout: the same pass twice
-    hinge, true_mean, gap = caption_contrast(model, enc, tokens, texts, margin=100.0)
+    hinge, _, gap = caption_contrast(model, enc, tokens, texts, margin=100.0)
     with torch.no_grad():
         want = item_losses(model, enc, tokens, [swap_mode(t) for t in texts]) - \
             item_losses(model, enc, tokens, texts)
@@ -80,28 +89,67 @@ def test_contrast_settings_are_bounded():
         ContrastConfig(margin=-1.0)
     with pytest.raises(ConfigError, match="heads"):
         ContrastConfig(heads=0)
+    with pytest.raises(ConfigError, match="heads x seconds = 100 x 3.0 = 300 s"):
+        ContrastConfig(heads=100, seconds=3.0)
 
 
-def test_the_trainer_logs_the_term_and_resumes_to_the_same_weights(model, heads, tmp_path):
-    data = synth_token_dataset(model, 8, 0.5, seed=6)
-    config = TrainConfig(steps=4, batch_size=2, learning_rate=1e-3, warmup_steps=1,
-                         window=0.5, checkpoint_every=2, sample_seconds=0.1,
-                         sample_captions=("slow piano melody in C major, low register",))
+def small(steps: int = 4) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=2, learning_rate=1e-3, warmup_steps=1,
+                       window=0.5, checkpoint_every=2, sample_seconds=0.1,
+                       sample_captions=("slow piano melody in C major, low register",))
+
+
+@pytest.fixture(scope="module")
+def data(model):
+    return synth_token_dataset(model, 8, 0.5, seed=6)
+
+
+def test_each_update_draws_new_heads_and_a_resume_the_same(model, data, tmp_path):
+    trainer = ContrastTrainer(model, data, tmp_path / "a", small(),
+                              contrast=ContrastConfig(heads=3, seconds=0.5), progress=False)
+    first, again, second = trainer.heads(0), trainer.heads(0), trainer.heads(1)
+    assert torch.equal(torch.stack(first.windows), torch.stack(again.windows))
+    assert not torch.equal(torch.stack(first.windows), torch.stack(second.windows))
+    assert first.captions != second.captions
+
+
+def test_the_term_changes_the_update_and_at_weight_0_changes_nothing(model, data, tmp_path):
+    plain = Trainer(model, data, tmp_path / "plain", small(3), progress=False)
+    plain.fit()                              # each built and run in turn: the Trainer seeds
+    zero = ContrastTrainer(model, data, tmp_path / "zero", small(3), progress=False,  # dropout
+                           contrast=ContrastConfig(heads=2, seconds=0.5, weight=0,
+                                                   head_weight=0))
+    zero.fit()
+    on = ContrastTrainer(model, data, tmp_path / "on", small(3), progress=False,
+                         contrast=ContrastConfig(heads=2, seconds=0.5, weight=2.0))
+    on.fit()
+    assert all(torch.equal(zero.params[n], p) for n, p in plain.params.items())
+    assert not all(torch.equal(on.params[n], p) for n, p in plain.params.items())
+
+
+def test_the_trainer_logs_the_term_and_resumes_to_the_same_weights(model, data, tmp_path):
+    config = small()
     contrast = ContrastConfig(heads=3, seconds=0.5, weight=2.0)
     whole = ContrastTrainer(model, data, tmp_path / "a", config, contrast=contrast,
                             device="cpu", progress=False)
     whole.fit()
     log = whole.log.rows()
     assert {"contrast", "head_loss", "gap"} <= set(log.columns) and len(log) == 4
-    assert json.loads((tmp_path / "a" / "contrast_config.json").read_text())["weight"] == 2.0
+    saved = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert saved["contrast"]["weight"] == 2.0 and saved["steps"] == 4
     first = ContrastTrainer(model, data, tmp_path / "b", config, contrast=contrast,
                             device="cpu", progress=False)
     for _ in range(2):                       # stopped after its first checkpoint
         first.log.append(first.update())
     first.checkpoint()
-    with pytest.raises(ConfigError, match=r"\['margin'\] were \[0.1\]"):
+    with pytest.raises(ConfigError, match=r"\['contrast'\] were .*'margin': 0.1.*'margin': 0.2"):
         ContrastTrainer(model, data, tmp_path / "b", config, resume=True, device="cpu",
                         contrast=ContrastConfig(heads=3, seconds=0.5, weight=2.0, margin=0.2))
+    with pytest.raises(ConfigError, match=r"\['contrast'\] were \[\{'weight': 2.0.*now \[None\]"):
+        Trainer(model, data, tmp_path / "b", config, resume=True)    # the term dropped
+    Trainer(model, data, tmp_path / "plain", small(2), progress=False).fit()
+    with pytest.raises(ConfigError, match=r"\['contrast'\] were \[None\]"):   # the term added
+        ContrastTrainer(model, data, tmp_path / "plain", config, resume=True, contrast=contrast)
     second = ContrastTrainer(model, data, tmp_path / "b", config, contrast=contrast,
                              resume=True, device="cpu", progress=False)
     assert second.step == 2

@@ -62,6 +62,10 @@ def test_train_codec_init_names_a_folder_without_edu_tiny_json(tmp_path, monkeyp
     (["lm", "--contrast-heads", "0"], "--contrast-heads=0 is out of range; allowed: [1, 1024]"),
     (["lm", "--contrast-seconds", "0.2"], "--contrast-seconds=0.2 is out of range; allowed: "
                                           "[0.5, 30.0]"),
+    (["lm", "--contrast-weight", "1", "--contrast-heads", "64", "--contrast-seconds", "5"],
+     "--contrast-heads x --contrast-seconds=320.0 is out of range; allowed: [0.0, 256.0]"),
+    (["lm", "--contrast-margin", "0.2"], "--contrast-margin only act with --contrast-weight "
+                                         "above 0 (now 0)"),
     (["lm", "--codec", "no/such/best.pt"], "--codec 'no/such/best.pt': no such file or folder"),
     (["lm", "--init", "no/such/folder"], "--init 'no/such/folder': no such file or folder"),
 ])

@@ -121,7 +121,8 @@ class Trainer:
         self.log = TrainLog(self.run_dir / "log.csv")
         self.resumed_from = self._resume() if resume else None
         self._order: tuple[int, torch.Tensor] = (-1, torch.empty(0))   # (epoch, permutation)
-        saved = json.dumps({**cfg.to_dict(), "base_model": self.model.name}, indent=2)
+        saved = json.dumps({**cfg.to_dict(), "base_model": self.model.name,
+                            **self.extra_settings()}, indent=2)
         write_atomic(self.run_dir / "train_config.json",
                      lambda tmp: Path(tmp).write_text(saved, encoding="utf-8"))
 
@@ -135,12 +136,14 @@ class Trainer:
                                   "was changed.")
         elif saved.exists():
             before = json.loads(saved.read_text(encoding="utf-8"))
-            now = {**self.config.to_dict(), "base_model": base_name}
-            changed = sorted(k for k in now if k != "steps" and before.get(k) != now[k])
+            now = {**self.config.to_dict(), "base_model": base_name, **self.extra_settings()}
+            changed = sorted(k for k in set(now) | set(before)     # one side may lack a key
+                             if k != "steps" and before.get(k) != now.get(k))
             if changed:
                 raise ConfigError(f"resuming '{self.run_dir}' with other settings: {changed} "
-                                  f"were {[before.get(k) for k in changed]}; only steps may "
-                                  "change on resume.")
+                                  f"were {[before.get(k) for k in changed]}, now "
+                                  f"{[now.get(k) for k in changed]}; only steps may change on "
+                                  "resume: resume with the same settings, or use a new folder.")
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _resume(self) -> int | None:
@@ -175,7 +178,8 @@ class Trainer:
             self.seen += 1
         return torch.stack([t for t, _ in items]), [c for _, c in items]
 
-    def _autocast(self):
+    def autocast(self):
+        """bf16 autocast where the settings and device ask for it, else nothing."""
         cfg, dev = self.config, self.model.device
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda"
                                            and torch.cuda.is_bf16_supported())
@@ -190,14 +194,14 @@ class Trainer:
         results = []
         for _ in range(cfg.grad_accum):
             tokens, texts = self._batch()
-            with self._autocast():
+            with self.autocast():
                 result = training_step(self.model, self.captions, tokens,
                                        drop_captions(texts, cfg.caption_dropout, self.caption_rng))
             (result.loss / cfg.grad_accum).backward()
             results.append((result, 1 / cfg.grad_accum))
-        extra_loss, extra_report = self.extra_loss()
-        if extra_loss is not None:
-            extra_loss.backward()
+        extra, extra_report = self.extra_loss()
+        if extra is not None:
+            extra.backward()
         norm = torch.nn.utils.clip_grad_norm_(
             self.params.values(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         if not torch.isfinite(norm):                     # nothing non-finite reaches the weights
@@ -220,6 +224,11 @@ class Trainer:
         windows' passes and before clipping: none here (``contrast.ContrastTrainer`` adds
         the caption contrast)."""
         return None, {}
+
+    def extra_settings(self) -> dict:
+        """The settings of ``extra_loss``, saved in ``train_config.json`` beside the
+        ``TrainConfig`` and checked on resume like it: none here."""
+        return {}
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 16) -> dict:
