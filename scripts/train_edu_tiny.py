@@ -49,7 +49,7 @@ from musicgen_edu.train.codec import (
     multiscale_mel_loss,
     si_snr_db,
 )
-from musicgen_edu.train.contrast import MAX_HEAD_SECONDS
+from musicgen_edu.train.contrast import MAX_HEAD_SECONDS, ContrastConfig
 from musicgen_edu.train.edu_tiny import (
     EduTinyConfig,
     build_edu_tiny,
@@ -109,7 +109,7 @@ def check_same_codec(model, codec: Codec, model_path: str, codec_path: str) -> N
 def stage_lm(args) -> None:
     import musicgen_edu as mg
     from musicgen_edu.train import TrainConfig, Trainer
-    from musicgen_edu.train.contrast import ContrastConfig, ContrastTrainer
+    from musicgen_edu.train.contrast import ContrastTrainer
     from musicgen_edu.train.synth import synth_specs
 
     run = Path(args.run_dir)
@@ -363,10 +363,12 @@ def main() -> None:
                         help="lm: weight of the caption contrast (major <-> minor swapped) on "
                              "fresh synth heads each update, which also adds their own "
                              "cross-entropy (train/contrast.py); 0: off")
-    parser.add_argument("--contrast-margin", type=float, default=0.1,
+    contrast = ContrastConfig()             # the defaults of the flags below
+    parser.add_argument("--contrast-margin", type=float, default=contrast.margin,
                         help="nats per token the true caption must win by")
-    parser.add_argument("--contrast-heads", type=int, default=16, help="fresh clips per update")
-    parser.add_argument("--contrast-seconds", type=float, default=1.0,
+    parser.add_argument("--contrast-heads", type=int, default=contrast.heads,
+                        help="fresh clips per update")
+    parser.add_argument("--contrast-seconds", type=float, default=contrast.seconds,
                         help="seconds of each fresh clip (its start)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--model", default=None, help="grade this model instead of the run's")
@@ -400,10 +402,10 @@ def main() -> None:
                     hint="(seconds of audio rendered and scored twice per update)")
     except ConfigError as err:              # guidance, temperature, top-k: GenerationConfig's
         parser.error(str(err))
-    unused = [flag for flag, value, default in (("--contrast-margin", args.contrast_margin, 0.1),
-                                                 ("--contrast-heads", args.contrast_heads, 16),
-                                                 ("--contrast-seconds", args.contrast_seconds, 1.0))
-              if value != default]
+    unused = [flag for flag, value, default in (
+        ("--contrast-margin", args.contrast_margin, contrast.margin),
+        ("--contrast-heads", args.contrast_heads, contrast.heads),
+        ("--contrast-seconds", args.contrast_seconds, contrast.seconds)) if value != default]
     if unused and args.contrast_weight == 0:
         parser.error(f"{', '.join(unused)} only act with --contrast-weight above 0 (now 0).")
     for flag, path in (("--codec", args.codec), ("--init", args.init)):
