@@ -1,7 +1,8 @@
 # The two quick-start commands (README) and what they stand on.
 #   make demo   install musicgen_edu, generate first.wav with edu-tiny (offline, shipped)
-#   make test   install the dev extras, run every test (unit tier + notebook tier, then the
-#               CPU kernels as built without AVX-512, then test-min)
+#   make test   install the dev extras, run every test (unit tier + notebook tier in two
+#               processes, then the serial tests alone, the CPU kernels as built without
+#               AVX-512, test-min and test-audiocraft)
 #   make docs   run the lectures for the site (docs-run), then build it into site/ (strict:
 #               warnings are errors); docs-serve previews it
 #   make test-min  the lowest declared versions in their own venv (.venv-min), on the tests that
@@ -68,9 +69,15 @@ lint:
 
 # DURATIONS: how many of the slowest tests to list (0: every test over a second)
 DURATIONS ?= 15
+# The main tier in WORKERS pytest processes (pytest-xdist; a test file stays on one), each with
+# one torch thread, so that they share the cores instead of fighting over them; then, alone
+# and with every thread, the tests marked serial: timing claims, signals, threaded kernels.
+WORKERS ?= 2
 test: install-dev
 	@$(MAKE) --no-print-directory lint PYTHON="$(PYTHON)"
-	$(PYTHON) -m pytest -q --durations=$(DURATIONS) --durations-min=1 tests notebooks --nbval-lax
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n $(WORKERS) --dist loadfile -m "not serial" \
+	  --durations=$(DURATIONS) --durations-min=1 tests notebooks --nbval-lax
+	$(PYTHON) -m pytest -q -m serial --durations=$(DURATIONS) --durations-min=1 tests
 	@$(MAKE) --no-print-directory test-avx2 PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-min PYTHON="$(PYTHON)"
 	@$(MAKE) --no-print-directory test-audiocraft PYTHON="$(PYTHON)"

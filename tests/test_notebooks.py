@@ -394,6 +394,7 @@ def test_lecture_prose_claims_hold(stem, run_lecture):
     assert not broken, f"{stem} says {broken}, but recorded {results}"
 
 
+@pytest.mark.serial        # timings are judged on a machine left to them (make test)
 @pytest.mark.parametrize("stem", sorted(TIMING_CLAIMS))
 def test_lecture_timing_claims_hold(stem, run_lecture):
     _, _, results = run_lecture(NOTEBOOK_DIR / f"{stem}.ipynb")

@@ -24,6 +24,10 @@ from musicgen_edu.backends import NativeBackend, layouts, linears, thin
 from musicgen_edu.backends.linears import Int8Linear
 from musicgen_edu.backends.thin import ThinLinear, thin_kernels, thin_linears
 
+# with every thread, alone (make test): the kernels' parallel loops are what these check, and
+# the parallel main tier gives each worker one thread
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture(scope="module")
 def kernel():

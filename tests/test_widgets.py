@@ -263,6 +263,7 @@ def test_cancel_from_another_thread_while_it_runs(studio):
     assert studio.progress.value < studio.progress.max
 
 
+@pytest.mark.serial      # the interrupt goes to the process's main thread: run alone
 def test_the_kernels_stop_button_cancels_the_run(studio, generator, monkeypatch):
     """Interrupt (the notebook's stop button) while ``studio.generate`` waits: the run is
     cancelled before the interrupt goes on, so nothing keeps decoding behind the student."""
