@@ -21,7 +21,10 @@ swapped, plus their own cross-entropy (``ContrastTrainer``; the settings go into
 ``lm/train_config.json``). ``--device`` picks where ``lm`` trains (``auto``: a GPU if any).
 ``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
 same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
-SNR, mel distance and code use; it writes ``run_dir/grade.md`` and ``grade.json``. ``ship``
+SNR, mel distance and code use, and whether the model *holds* each attribute: the same prompts
+continued from the synth's own first ``--prompt-seconds`` (train/grade.py
+``continuation_generate``), judged on what it added; it writes ``run_dir/grade.md`` and
+``grade.json``. ``ship``
 folds the codec's output gain into its decoder (its losses ignore the output's sign, and only
 the mel term pulls at its level: train/codec.py ``calibrate_output``) and saves the model in
 float16 with its configs and the grade into the package. ``calibrate`` does that fold, and a
@@ -213,9 +216,11 @@ def stage_grade(args, name: str | None = None) -> None:
         accuracy_table,
         caption_reading,
         codec_generate,
+        continuation_generate,
         grade,
         model_generate,
         synth_generate,
+        trimmed,
     )
 
     run = Path(args.run_dir)
@@ -235,6 +240,13 @@ def stage_grade(args, name: str | None = None) -> None:
                                             seconds=args.seconds, seed=args.seed))
         print(name, tables[name].to_string(index=False), sep="\n", flush=True)
     table = pd.concat([t.assign(clips=name) for name, t in tables.items()])
+    held = {}                         # does it hold what the synth's first seconds set?
+    for name, make in (("edu-tiny", continuation_generate(generator, args.prompt_seconds,
+                                                          **settings)),
+                       ("synth (ceiling)", trimmed(synth_generate(sr), args.prompt_seconds, sr))):
+        held[name] = accuracy_table(grade(make, judges, sr, per_attribute=n,
+                                          seconds=args.seconds, seed=args.seed))
+    held_table = pd.concat([t.assign(clips=name) for name, t in held.items()])
     codec = codec_report(model)
     reading = caption_reading(model)
     lines = [f"Model: {graded}. Generation: {settings}, {args.seconds} s clips, "
@@ -244,6 +256,12 @@ def stage_grade(args, name: str | None = None) -> None:
     lines += [f"| {r.clips} | {r.attribute} | {r.n} | {r.accuracy:.0%} | {r.chance:.0%} | "
               f"{r.threshold:.0%} | {'yes' if r.passed else 'no'} |"
               for r in table.itertuples()]
+    lines += ["", f"Held: the same prompts, the model continuing the synth's own first "
+              f"{args.prompt_seconds} s of each clip (the right key, tempo, register and "
+              "instrument); judged on what it added, against the synth's own rest:", "",
+              "| clips | attribute | n | accuracy | chance |", "|---|---|---|---|---|"]
+    lines += [f"| {r.clips} | {r.attribute} | {r.n} | {r.accuracy:.0%} | {r.chance:.0%} |"
+              for r in held_table.itertuples()]
     lines += ["", f"Codec, {codec['clips']} held-out clips of {codec['seconds']} s (synth "
               f"seed 1): SI-SNR {codec['si_snr_db']:.2f} dB (target >= 5), waveform SNR "
               f"{codec['snr_db']:.2f} dB, multi-scale mel "
@@ -258,7 +276,8 @@ def stage_grade(args, name: str | None = None) -> None:
     (run / "grade.json").write_text(json.dumps(
         {"model": graded, "settings": settings, "seconds": args.seconds, "per_attribute": n,
          "seed": args.seed, "codec": codec, "table": table.to_dict("records"),
-         "caption_reading": reading.to_dict("records")}, indent=2, default=float))
+         "caption_reading": reading.to_dict("records"), "prompt_seconds": args.prompt_seconds,
+         "held": held_table.to_dict("records")}, indent=2, default=float))
     print("\n".join(lines))
 
 
@@ -377,6 +396,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompt-seconds", type=float, default=1.0,
+                        help="grade: seconds of the synth the model continues (the held table)")
     args = parser.parse_args()
     try:                                    # every number bounded before any work starts
         for flag, value, low, high in (
@@ -391,6 +412,8 @@ def main() -> None:
                 ("--seed", args.seed, 0, 2**32 - 1)):
             check_int(flag, value, low, high)
         check_range("--seconds", args.seconds, 0.0, 30.0, low_open=True)   # the model's window
+        check_range("--prompt-seconds", args.prompt_seconds, 0.0, args.seconds, low_open=True,
+                    high_open=True, hint="(below --seconds: something must be left to judge)")
         check_range("--clips x --seconds", args.clips * args.seconds, 0.0, 36_000.0,
                     hint="(10 hours of audio, encoded once)")
         check_range("--lr", args.lr, 0.0, 1.0, low_open=True)

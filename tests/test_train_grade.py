@@ -110,6 +110,35 @@ def test_the_generators_and_the_fitted_judges_work_on_a_real_model():
         judges.hear("texture", original[0], SR)
 
 
+def test_a_continuation_is_judged_on_what_the_model_added_after_the_synth_prompt():
+    """continuation_generate gives the model the first 0.5 s of the synth's 1.5 s clip (the right
+    key) and returns the rest it made: the last 1.0 s, exactly what generate_continuation
+    appends to that start;
+    trimmed cuts the synth's own clip at the same sample; a prompt as long as the clip is
+    refused by name."""
+    import torch
+
+    import musicgen_edu as mg
+
+    generator = mg.MusicGenerator(mg.load_model("edu-tiny", device="cpu"), progress=False)
+    specs = [spec for spec, _, _ in gr.prompt_groups("mode", 2, seed=4)]
+    rest = gr.continuation_generate(generator, prompt_seconds=0.5)(specs, [3, 3], 1.5)
+    assert [c.shape for c in rest] == [(SR,)] * 2
+    head = [w[: SR // 2] for w in gr.synth_generate(SR)(specs, [3, 3], 1.5)]   # the clip's start
+    whole = generator.generate_continuation(torch.from_numpy(np.stack(head))[:, None], SR,
+                                            [s.caption() for s in specs], seeds=[3, 3],
+                                            duration=1.5, progress=False)
+    for mine, theirs in zip(rest, whole.wav):
+        assert np.array_equal(mine, theirs[0, SR // 2:].numpy())
+    assert not np.allclose(rest[0], rest[1])                  # major and minor heads differ
+    synth_rest = gr.trimmed(gr.synth_generate(SR), 0.5, SR)(specs, [3, 3], 1.5)
+    assert np.array_equal(synth_rest[0], render(specs[0], 1.5, SR, seed=3)[SR // 2:])
+    for make in (gr.continuation_generate(generator, prompt_seconds=1.5),
+                 gr.trimmed(gr.synth_generate(SR), 1.5, SR)):
+        with pytest.raises(ValueError, match="prompt_seconds=1.5"):
+            make(specs, [3, 3], 1.5)
+
+
 def test_changed_captions_differ_in_one_word_and_stay_valid():
     spec = ClipSpec(instrument="synth", tempo="slow", bpm=75.0, tonic=9, mode="minor")
     words = spec.caption().split()

@@ -43,8 +43,10 @@ from .grade import (
     accuracy_table,
     caption_reading,
     codec_generate,
+    continuation_generate,
     model_generate,
     synth_generate,
+    trimmed,
 )
 from .grade import grade as grade_attributes  # the name grade stays the module
 from .loop import Trainer, TrainResult, train
@@ -57,6 +59,6 @@ __all__ = ["TrainConfig", "PRECISIONS", "TokenDataset", "build_dataset", "find_c
            "write_dataset", "Trainer", "TrainResult", "train", "delayed_inputs", "training_step",
            "plot_curves", "arpeggio_clips", "Codec", "CodecConfig", "CodecTrainer",
            "EduTinyConfig", "build_edu_tiny", "ship_model", "synth_token_dataset", "Judges",
-           "accuracy_table", "codec_generate", "grade_attributes", "model_generate", "caption_reading",
-           "synth_generate", "ContrastConfig", "ContrastTrainer",
-           "ClipSpec", "synth_clips"]
+           "accuracy_table", "codec_generate", "continuation_generate", "trimmed",
+           "grade_attributes", "model_generate", "caption_reading", "synth_generate",
+           "ContrastConfig", "ContrastTrainer", "ClipSpec", "synth_clips"]

@@ -20,6 +20,15 @@ codec round trip (``codec_generate``) shows how well the ears hear at all: the c
 model's accuracy is read against. ``caption_reading`` asks the question before sampling: how
 much the decoder's teacher-forced loss rises when one word of the caption is changed (a word
 it does not read cannot steer generation, whatever the guidance scale).
+
+Reading the caption is half of it: a clip is judged over its whole length, so the model must
+also *hold* what its first notes set. ``continuation_generate`` asks that alone: the model
+continues the synth's own first seconds of each spec (the right key, tempo, register and
+instrument, given as an audio prompt with the caption), and only what it adds is judged,
+against the synth's own rest of the clip (``trimmed(synth_generate(sr), ...)``)::
+
+    rows = grade(continuation_generate(generator, prompt_seconds=1.0), judges, sr,
+                 seconds=5.0)         # judged: the 4 s the model added
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ from . import eval as ears
 from .synth import ATTRIBUTES, TEMPO_BPM, ClipSpec, random_spec, render, synth_clips
 
 __all__ = ["Judges", "THRESHOLDS", "CHANCE", "GRADED", "prompt_groups", "grade", "grade_clips",
-           "model_generate", "synth_generate", "codec_generate", "accuracy_table",
-           "caption_reading"]
+           "model_generate", "synth_generate", "codec_generate", "continuation_generate",
+           "trimmed", "accuracy_table", "caption_reading"]
 
 GRADED = ("tempo", "register", "instrument", "mode")
 THRESHOLDS = {"tempo": 0.85, "register": 0.90, "instrument": 0.70, "mode": 0.70}
@@ -165,6 +174,49 @@ def codec_generate(model) -> Generate:
         return out
 
     return generate
+
+
+def _check_prompt(prompt_seconds: float, seconds: float) -> None:
+    if not 0 < prompt_seconds < seconds:
+        raise ValueError(f"prompt_seconds={prompt_seconds} must be above 0 and below the clip's "
+                         f"seconds={seconds} (something must be left to judge).")
+
+
+def continuation_generate(generator, prompt_seconds: float = 1.0, batch: int = 50,
+                          **settings) -> Generate:
+    """The model continuing each spec's synth clip (``seconds`` long, the group's seed): the
+    clip's first ``prompt_seconds`` go in as an audio prompt with the caption
+    (``generate_continuation``; the model reads them as its codec's tokens), and the rest,
+    which the model made, comes back: ``[T]`` arrays of ``seconds - prompt_seconds``. Judge
+    them against ``trimmed(synth_generate(sr), prompt_seconds, sr)``: the same clip's rest."""
+    sr = generator.model.sample_rate
+
+    def generate(specs: list[ClipSpec], seeds: list[int], seconds: float) -> list[np.ndarray]:
+        import torch
+
+        _check_prompt(prompt_seconds, seconds)
+        cut, clips = int(round(prompt_seconds * sr)), []
+        heads = [w[:cut] for w in synth_generate(sr)(specs, seeds, seconds)]  # the clip's start
+        for i in range(0, len(specs), batch):
+            audio = torch.from_numpy(np.stack(heads[i: i + batch]))[:, None]     # [b, 1, T_p]
+            out = generator.generate_continuation(
+                audio, sr, [s.caption() for s in specs[i: i + batch]], seeds=seeds[i: i + batch],
+                duration=seconds, progress=False, **settings)
+            clips += [w[0, cut:].numpy() for w in out.wav]                  # [C=1, T] -> rest
+        return clips
+
+    return generate
+
+
+def trimmed(generate: Generate, prompt_seconds: float, sample_rate: int) -> Generate:
+    """``generate``'s clips without their first ``prompt_seconds``: e.g. the synth's own rest
+    of each clip, the ceiling for :func:`continuation_generate`."""
+    def trim(specs: list[ClipSpec], seeds: list[int], seconds: float) -> list[np.ndarray]:
+        _check_prompt(prompt_seconds, seconds)
+        cut = int(round(prompt_seconds * sample_rate))
+        return [w[cut:] for w in generate(specs, seeds, seconds)]
+
+    return trim
 
 
 def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
