@@ -31,6 +31,8 @@ float16 with its configs and the grade into the package. ``calibrate`` does that
 new grade, for weights shipped before it existed; ``calibrate --codec`` first swaps in the
 decoder of a ``train_codec.py --init`` run (the shipped codec's decoder trained on with its
 encoder and codebooks frozen: the tokens, and so the language model, do not change).
+``regrade`` grades the shipped weights again (after the grade gained a table, say) and ships
+that grade beside them, the weights unchanged.
 """
 
 from __future__ import annotations
@@ -348,19 +350,34 @@ def stage_calibrate(args) -> None:
     info["codec"]["output_gain"] = calibrate(model) * gain
     info["grade"] = None                    # the old grade is not of these weights
     ship_model(model, SHIPPED, info)        # (EVAL.md goes with it until the new grade)
-    args.model, args.run_dir = str(SHIPPED), str(Path(args.run_dir) / "calibrated")
+    ship_grade(args, info, "calibrated")
+    print(f"output gain {info['codec']['output_gain']:.3f}; shipped and graded")
+
+
+def stage_regrade(args) -> None:
+    """Grade the shipped weights again into ``run_dir/regraded`` (after the grade gained a
+    table, say) and ship that grade beside them; the weights stay as they are."""
+    ship_grade(args, json.loads((SHIPPED / "edu_tiny.json").read_text()), "regraded")
+    print(f"graded {SHIPPED} again; edu_tiny.json and EVAL.md hold the new grade")
+
+
+def ship_grade(args, info: dict, folder: str) -> None:
+    """Grade the weights in SHIPPED into ``run_dir/folder`` and ship them again with that grade
+    in ``info`` (edu_tiny.json) and as EVAL.md."""
+    import musicgen_edu as mg
+
+    args.model, args.run_dir = str(SHIPPED), str(Path(args.run_dir) / folder)
     stage_grade(args, name=str(SHIPPED.relative_to(SHIPPED.parents[2])))   # as shipped
     run = Path(args.run_dir)
     info["grade"] = json.loads((run / "grade.json").read_text())
     ship_model(mg.load_model(str(SHIPPED), device="cpu", dtype="float32", cache=False),
                SHIPPED, info)
     (SHIPPED / "EVAL.md").write_text((run / "grade.md").read_text())
-    print(f"output gain {info['codec']['output_gain']:.3f}; shipped and graded")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("lm", "grade", "ship", "calibrate"))
+    parser.add_argument("stage", choices=("lm", "grade", "ship", "calibrate", "regrade"))
     parser.add_argument("--run-dir", default="runs/edu-tiny")
     parser.add_argument("--codec", default=None,
                         help="lm: the codec checkpoint (train_codec.py's best.pt); with --init, "
@@ -437,7 +454,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     {"lm": stage_lm, "grade": stage_grade, "ship": stage_ship,
-     "calibrate": stage_calibrate}[args.stage](args)
+     "calibrate": stage_calibrate, "regrade": stage_regrade}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ value stops a script before any work starts, with the flag, the value and the al
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -134,3 +137,37 @@ def test_a_decoder_run_decodes_all_codebooks_and_keeps_where_it_started(tmp_path
     assert json.loads((run / "init.json").read_text()) == {"kept": True}
     saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=False)
     assert saved["step"] == 2 and saved["config"]["quantizer_dropout"] == 0.0
+
+
+def test_regrade_ships_the_new_grade_beside_the_same_weights(tmp_path, monkeypatch):
+    """``regrade`` on a copy of the shipped folder: edu_tiny.json's grade and EVAL.md are the
+    new grade's (graded as musicgen_edu/weights/edu-tiny), every other record and every weight
+    stays. The grade stage itself (5 minutes) is replaced by one writing its two files."""
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("train_edu_tiny", SCRIPTS / "train_edu_tiny.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shipped = tmp_path / "musicgen_edu" / "weights" / "edu-tiny"
+    shutil.copytree(SCRIPTS.parent / "musicgen_edu" / "weights" / "edu-tiny", shipped)
+    old_info = json.loads((shipped / "edu_tiny.json").read_text())
+    old_weights = load_file(shipped / "model.safetensors")
+
+    def grade(args, name=None):
+        run = Path(args.run_dir)
+        run.mkdir(parents=True)
+        (run / "grade.json").write_text(json.dumps({"model": name, "graded": args.model}))
+        (run / "grade.md").write_text("the new table\n")
+
+    monkeypatch.setattr(script, "SHIPPED", shipped)
+    monkeypatch.setattr(script, "stage_grade", grade)
+    script.stage_regrade(argparse.Namespace(run_dir=str(tmp_path / "run")))
+    info = json.loads((shipped / "edu_tiny.json").read_text())
+    assert info.pop("grade") == {"model": "musicgen_edu/weights/edu-tiny",
+                                 "graded": str(shipped)}
+    assert info == {k: v for k, v in old_info.items() if k != "grade"}
+    assert (shipped / "EVAL.md").read_text() == "the new table\n"
+    assert (tmp_path / "run" / "regraded" / "grade.json").is_file()
+    new_weights = load_file(shipped / "model.safetensors")
+    assert new_weights.keys() == old_weights.keys()
+    assert all(torch.equal(new_weights[k], old_weights[k]) for k in old_weights)
