@@ -234,21 +234,23 @@ def stage_grade(args, name: str | None = None) -> None:
     judges = Judges.fit(sr)
     generator = mg.MusicGenerator(model, progress=False)
     settings = dict(guidance_scale=args.guidance, temperature=args.temperature, top_k=args.top_k)
-    tables = {}
-    for name, make in (("edu-tiny", model_generate(generator, **settings)),
-                       ("synth (ceiling)", synth_generate(sr)),
-                       ("synth through the codec", codec_generate(model))):
-        tables[name] = accuracy_table(grade(make, judges, sr, per_attribute=n,
-                                            seconds=args.seconds, seed=args.seed))
-        print(name, tables[name].to_string(index=False), sep="\n", flush=True)
-    table = pd.concat([t.assign(clips=name) for name, t in tables.items()])
-    held = {}                         # does it hold what the synth's first seconds set?
-    for name, make in (("edu-tiny", continuation_generate(generator, args.prompt_seconds,
-                                                          **settings)),
-                       ("synth (ceiling)", trimmed(synth_generate(sr), args.prompt_seconds, sr))):
-        held[name] = accuracy_table(grade(make, judges, sr, per_attribute=n,
-                                          seconds=args.seconds, seed=args.seed))
-    held_table = pd.concat([t.assign(clips=name) for name, t in held.items()])
+
+    def judged(makers: dict) -> pd.DataFrame:
+        """Each generator's accuracy table, printed as it comes, in one frame (column clips)."""
+        tables = []
+        for name, make in makers.items():
+            one = accuracy_table(grade(make, judges, sr, per_attribute=n, seconds=args.seconds,
+                                       seed=args.seed))
+            print(name, one.to_string(index=False), sep="\n", flush=True)
+            tables.append(one.assign(clips=name))
+        return pd.concat(tables)
+
+    table = judged({"edu-tiny": model_generate(generator, **settings),
+                    "synth (ceiling)": synth_generate(sr),
+                    "synth through the codec": codec_generate(model)})
+    held_table = judged({                # does it hold what the synth's first seconds set?
+        "edu-tiny": continuation_generate(generator, args.prompt_seconds, **settings),
+        "synth (ceiling)": trimmed(synth_generate(sr), args.prompt_seconds, sr)})
     codec = codec_report(model)
     reading = caption_reading(model)
     lines = [f"Model: {graded}. Generation: {settings}, {args.seconds} s clips, "
