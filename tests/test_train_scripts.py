@@ -61,6 +61,8 @@ def test_train_codec_init_names_a_folder_without_edu_tiny_json(tmp_path, monkeyp
     (["grade", "--seed", "-3"], "--seed=-3 is out of range"),
     (["grade", "--prompt-seconds", "5"], "--prompt-seconds=5.0 is out of range; allowed: "
                                          "(0.0, 5.0)"),
+    (["grade", "--prompt-seconds", "nan"], "--prompt-seconds=nan is not a finite number"),
+    (["grade", "--prompt-seconds", "one"], "--prompt-seconds: invalid float value: 'one'"),
     (["lm", "--contrast-weight", "-1"], "--contrast-weight=-1.0 is out of range; allowed: "
                                         "[0.0, 100.0]"),
     (["lm", "--contrast-margin", "nan"], "--contrast-margin=nan is not a finite number"),
