@@ -44,6 +44,7 @@ from .grade import (
     caption_reading,
     codec_generate,
     continuation_generate,
+    memorised,
     model_generate,
     synth_generate,
     trimmed,
@@ -60,5 +61,5 @@ __all__ = ["TrainConfig", "PRECISIONS", "TokenDataset", "build_dataset", "find_c
            "plot_curves", "arpeggio_clips", "Codec", "CodecConfig", "CodecTrainer",
            "EduTinyConfig", "build_edu_tiny", "ship_model", "synth_token_dataset", "Judges",
            "accuracy_table", "codec_generate", "continuation_generate", "trimmed",
-           "grade_attributes", "model_generate", "caption_reading", "synth_generate",
+           "grade_attributes", "model_generate", "caption_reading", "memorised", "synth_generate",
            "ContrastConfig", "ContrastTrainer", "ClipSpec", "synth_clips"]

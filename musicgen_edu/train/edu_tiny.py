@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..models import MusicGenModel, special_id_past_vocab
 from .codec import Codec
 from .data import TokenDataset
-from .synth import synth_clips
+from .synth import clip_seed, render, synth_specs
 
 __all__ = ["EduTinyConfig", "build_edu_tiny", "synth_token_dataset", "ship_model",
            "MAX_SHIPPED_BYTES"]
@@ -106,18 +106,21 @@ def build_edu_tiny(codec: Codec, config: EduTinyConfig = EduTinyConfig(),
 def synth_token_dataset(model: MusicGenModel, n: int, seconds: float = 5.0, seed: int = 0,
                         batch: int = 16) -> TokenDataset:
     """``n`` synth clips of ``seconds`` (synth.synth_clips, ``seed``) encoded by ``model``'s
-    codec: ``dataset[i]`` is ``(tokens [K, S], caption)``, S = ceil(samples / hop)."""
+    codec: ``dataset[i]`` is ``(tokens [K, S], caption)``, S = ceil(samples / hop). The clips
+    are rendered a batch at a time: only their tokens are kept (int16, 4 x 50 per second)."""
     if not 1 <= n <= 100_000:
         raise ConfigError(f"n={n} clips; allowed: 1 to 100000.")
-    clips = synth_clips(n, seconds, model.sample_rate, seed=seed)
+    specs = synth_specs(n, seed)
     codec: Any = model.model.audio_encoder
     windows, captions = [], []
     for i in range(0, n, batch):
-        part = clips[i: i + batch]
-        wav = torch.from_numpy(np.stack([w for w, _, _ in part]))[:, None]     # [b, 1, T]
+        part = specs[i: i + batch]
+        wav = torch.from_numpy(np.stack([render(s, seconds, model.sample_rate,
+                                                seed=clip_seed(seed, i + j))
+                                         for j, s in enumerate(part)]))[:, None]  # [b, 1, T]
         codes = codec.encode(wav.to(model.device, torch.float32)).audio_codes  # [1, b, K, S]
         windows += list(codes[0].cpu().to(torch.int16))
-        captions += [c for _, c, _ in part]
+        captions += [s.caption() for s in part]
     return TokenDataset(windows, captions, [f"synth:{seed}:{i}" for i in range(n)])
 
 

@@ -19,7 +19,9 @@ The same grading of the synth's own renderings of those specs (``synth_generate`
 codec round trip (``codec_generate``) shows how well the ears hear at all: the ceiling a
 model's accuracy is read against. ``caption_reading`` asks the question before sampling: how
 much the decoder's teacher-forced loss rises when one word of the caption is changed (a word
-it does not read cannot steer generation, whatever the guidance scale).
+it does not read cannot steer generation, whatever the guidance scale); ``memorised``, how much
+lower that loss is on clips it trained on than on new ones (a decoder that learned its clips,
+not the rules that made them).
 
 Reading the caption is half of it: a clip is judged over its whole length, so the model must
 also *hold* what its first notes set. ``continuation_generate`` asks that alone: the model
@@ -34,6 +36,7 @@ against the synth's own rest of the clip (``trimmed(synth_generate(sr), ...)``):
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +47,7 @@ from .synth import ATTRIBUTES, TEMPO_BPM, ClipSpec, random_spec, render, synth_c
 
 __all__ = ["Judges", "THRESHOLDS", "CHANCE", "GRADED", "prompt_groups", "grade", "grade_clips",
            "model_generate", "synth_generate", "codec_generate", "continuation_generate",
-           "trimmed", "accuracy_table", "caption_reading"]
+           "trimmed", "accuracy_table", "caption_reading", "memorised"]
 
 GRADED = ("tempo", "register", "instrument", "mode")
 THRESHOLDS = {"tempo": 0.85, "register": 0.90, "instrument": 0.70, "mode": 0.70}
@@ -243,6 +246,50 @@ def _changed(spec: ClipSpec, attribute: str) -> ClipSpec:
     return spec.replace(tempo=other, bpm=bpm)
 
 
+def _clip_tokens(model, clips: int, seconds: float, seed: int):
+    """The first ``clips`` synth clips of ``seed`` through the model's codec: (tokens
+    [N, K, S], specs)."""
+    import torch
+
+    examples = synth_clips(clips, seconds, model.sample_rate, seed=seed)
+    wav = torch.from_numpy(np.stack([w for w, _, _ in examples]))[:, None]      # [N, 1, T]
+    with torch.no_grad():
+        tokens = model.model.audio_encoder.encode(wav.to(model.device)).audio_codes[0]  # [N, K, S]
+    return tokens, [s for _, _, s in examples]
+
+
+@contextmanager
+def _no_dropout(model):
+    """The model in eval mode inside, as it was after: a trainer leaves dropout on."""
+    training = model.model.training
+    model.model.eval()
+    try:
+        yield
+    finally:
+        model.model.train(training)
+
+
+def _teacher_forced(model, batch: int = 16) -> Callable:
+    """``loss(tokens [N, K, S], captions) -> float``: the mean teacher-forced loss (nats per
+    token, mean of the K codebooks) in batches of ``batch``, no gradients; call it under
+    :func:`_no_dropout`."""
+    import torch
+
+    from .objective import CaptionEncoder, training_step
+
+    encoder = CaptionEncoder(model)
+
+    def loss(tokens, captions: list) -> float:
+        total, n = 0.0, len(captions)
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                part = captions[i: i + batch]
+                total += training_step(model, encoder, tokens[i: i + batch], part).loss.item() \
+                    * len(part)
+        return total / n
+    return loss
+
+
 def caption_reading(model, clips: int = 48, seconds: float = 5.0, seed: int = 3,
                     batch: int = 16) -> pd.DataFrame:
     """Does the decoder read each word of the caption? One row per change: ``change``,
@@ -250,33 +297,28 @@ def caption_reading(model, clips: int = 48, seconds: float = 5.0, seed: int = 3,
     clips of ``seed`` encoded by the model's codec) and ``gap`` = that loss minus the loss
     with the true captions. A gap of 0 means the decoder ignores the word; "caption dropped"
     (the empty condition) is what the whole caption is worth."""
-    import torch
-
-    from .objective import CaptionEncoder, training_step
-
-    examples = synth_clips(clips, seconds, model.sample_rate, seed=seed)
-    wav = torch.from_numpy(np.stack([w for w, _, _ in examples]))[:, None]      # [N, 1, T]
-    with torch.no_grad():
-        tokens = model.model.audio_encoder.encode(wav.to(model.device)).audio_codes[0]  # [N, K, S]
-    encoder = CaptionEncoder(model)
-
-    def loss(captions: list) -> float:
-        total = 0.0
-        with torch.no_grad():
-            for i in range(0, clips, batch):
-                part = captions[i: i + batch]
-                total += training_step(model, encoder, tokens[i: i + batch], part).loss.item() \
-                    * len(part)
-        return total / clips
-
-    specs = [s for _, _, s in examples]
-    training = model.model.training
-    model.model.eval()                      # no dropout: the gaps are differences of 1e-4
-    try:
-        base = loss([s.caption() for s in specs])
-        rows = [("caption dropped", loss([None] * clips))]
-        rows += [(f"{a} changed", loss([_changed(s, a).caption() for s in specs]))
+    tokens, specs = _clip_tokens(model, clips, seconds, seed)
+    loss = _teacher_forced(model, batch)
+    with _no_dropout(model):                # the gaps are differences of 1e-4
+        base = loss(tokens, [s.caption() for s in specs])
+        rows = [("caption dropped", loss(tokens, [None] * clips))]
+        rows += [(f"{a} changed", loss(tokens, [_changed(s, a).caption() for s in specs]))
                  for a in ("tempo", "register", "instrument", "mode", "key")]
-    finally:
-        model.model.train(training)
     return pd.DataFrame([{"change": c, "loss": v, "gap": v - base} for c, v in rows])
+
+
+def memorised(model, clips: int = 48, seconds: float = 5.0, trained_seed: int = 0,
+              held_seed: int = 3, batch: int = 16) -> pd.DataFrame:
+    """How much of its loss the decoder owes to having seen the very clips: the teacher-forced
+    loss with the true captions on the first ``clips`` synth clips of ``trained_seed`` (the
+    training seed: in every run's data) and of ``held_seed`` (in none). Two rows: ``clips``
+    ("trained on" or "held out"), ``seed``, ``loss``; a held-out loss well above the trained
+    one is a decoder that learned its clips, not the rules that made them."""
+    loss = _teacher_forced(model, batch)
+    rows = []
+    with _no_dropout(model):
+        for name, seed in (("trained on", trained_seed), ("held out", held_seed)):
+            tokens, specs = _clip_tokens(model, clips, seconds, seed)
+            rows.append({"clips": name, "seed": seed,
+                         "loss": loss(tokens, [s.caption() for s in specs])})
+    return pd.DataFrame(rows)

@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["ATTRIBUTES", "ClipSpec", "random_spec", "render", "synth_clips", "synth_specs",
-           "TEMPO_BPM", "REGISTER_MIDI", "NOTE_NAMES"]
+           "clip_seed", "TEMPO_BPM", "REGISTER_MIDI", "NOTE_NAMES"]
 
 ATTRIBUTES = {
     "instrument": ("piano", "guitar", "organ", "synth"),
@@ -239,8 +239,13 @@ def synth_clips(n: int, seconds: float = 5.0, sample_rate: int = 32000, seed: in
 
     Deterministic under ``seed``: clip i is the same whatever ``n`` is.
     """
-    return [(render(spec, seconds, sample_rate, seed=seed * 100_003 + i), spec.caption(), spec)
+    return [(render(spec, seconds, sample_rate, seed=clip_seed(seed, i)), spec.caption(), spec)
             for i, spec in enumerate(synth_specs(n, seed, **fixed))]
+
+
+def clip_seed(seed: int, i: int) -> int:
+    """The render seed of clip ``i`` of ``synth_clips(..., seed=seed)``."""
+    return seed * 100_003 + i
 
 
 def synth_specs(n: int, seed: int = 0, **fixed) -> list[ClipSpec]:
