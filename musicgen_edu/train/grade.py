@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from . import eval as ears
-from .synth import ATTRIBUTES, TEMPO_BPM, ClipSpec, random_spec, render, synth_clips
+from .synth import ATTRIBUTES, TEMPO_BPM, ClipSpec, random_spec, render, synth_clips, synth_specs
 
 __all__ = ["Judges", "THRESHOLDS", "CHANCE", "GRADED", "prompt_groups", "grade", "grade_clips",
            "model_generate", "synth_generate", "codec_generate", "continuation_generate",
@@ -247,15 +247,15 @@ def _changed(spec: ClipSpec, attribute: str) -> ClipSpec:
 
 
 def _clip_tokens(model, clips: int, seconds: float, seed: int):
-    """The first ``clips`` synth clips of ``seed`` through the model's codec: (tokens
-    [N, K, S], specs)."""
+    """The first ``clips`` synth clips of ``seed`` as training sees them (encoded by
+    ``edu_tiny.synth_token_dataset``, the model's codec): (tokens [N, K, S], specs)."""
     import torch
 
-    examples = synth_clips(clips, seconds, model.sample_rate, seed=seed)
-    wav = torch.from_numpy(np.stack([w for w, _, _ in examples]))[:, None]      # [N, 1, T]
-    with torch.no_grad():
-        tokens = model.model.audio_encoder.encode(wav.to(model.device)).audio_codes[0]  # [N, K, S]
-    return tokens, [s for _, _, s in examples]
+    from .edu_tiny import synth_token_dataset
+
+    data = synth_token_dataset(model, clips, seconds, seed)
+    tokens = torch.stack(data.windows).long().to(model.device)                  # [N, K, S]
+    return tokens, synth_specs(clips, seed)
 
 
 @contextmanager
