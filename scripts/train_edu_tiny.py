@@ -167,7 +167,8 @@ def stage_lm(args) -> None:
     resume = (lm_dir / "train_config.json").is_file()
     if args.contrast_weight > 0:          # the caption contrast on fresh heads (contrast.py)
         contrast = ContrastConfig(weight=args.contrast_weight, margin=args.contrast_margin,
-                                  heads=args.contrast_heads, seconds=args.contrast_seconds)
+                                  heads=args.contrast_heads, seconds=args.contrast_seconds,
+                                  spans=args.contrast_spans)
         trainer: Trainer = ContrastTrainer(model, dataset, lm_dir, config, contrast=contrast,
                                            resume=resume)
     else:
@@ -415,6 +416,9 @@ def main() -> None:
                         help="fresh clips per update")
     parser.add_argument("--contrast-seconds", type=float, default=contrast.seconds,
                         help="seconds of each fresh clip (its start)")
+    parser.add_argument("--contrast-spans", type=int, default=contrast.spans,
+                        help="hinges per fresh clip: its frames in this many equal runs, each "
+                             "to be won by the margin (1: the clip as a whole)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--model", default=None, help="grade this model instead of the run's")
     parser.add_argument("--per-attribute", type=int, default=100)
@@ -435,6 +439,7 @@ def main() -> None:
                 ("--threads", args.threads, 0, 1024),
                 ("--per-attribute", args.per_attribute, 1, 10_000),
                 ("--contrast-heads", args.contrast_heads, 1, 1024),
+                ("--contrast-spans", args.contrast_spans, 1, 60),
                 ("--seed", args.seed, 0, 2**32 - 1)):
             check_int(flag, value, low, high)
         check_range("--seconds", args.seconds, 0.0, 30.0, low_open=True)   # the model's window
@@ -454,7 +459,8 @@ def main() -> None:
     unused = [flag for flag, value, default in (
         ("--contrast-margin", args.contrast_margin, contrast.margin),
         ("--contrast-heads", args.contrast_heads, contrast.heads),
-        ("--contrast-seconds", args.contrast_seconds, contrast.seconds)) if value != default]
+        ("--contrast-seconds", args.contrast_seconds, contrast.seconds),
+        ("--contrast-spans", args.contrast_spans, contrast.spans)) if value != default]
     if unused and args.contrast_weight == 0:
         parser.error(f"{', '.join(unused)} only act with --contrast-weight above 0 (now 0).")
     for flag, path in (("--codec", args.codec), ("--init", args.init)):

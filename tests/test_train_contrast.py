@@ -13,6 +13,7 @@ from musicgen_edu.train.contrast import (
     ContrastTrainer,
     caption_contrast,
     item_losses,
+    span_losses,
     swap_mode,
 )
 from musicgen_edu.train.edu_tiny import synth_token_dataset
@@ -71,7 +72,7 @@ def test_the_hinge_is_the_margin_minus_the_gap_and_a_step_on_it_widens_the_gap(h
     with torch.no_grad():
         want = item_losses(model, enc, tokens, [swap_mode(t) for t in texts]) - \
             item_losses(model, enc, tokens, texts)
-    torch.testing.assert_close(gap, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gap[:, 0], want, rtol=1e-4, atol=1e-5)     # one span: [B, 1]
     torch.testing.assert_close(hinge, (100.0 - want).mean(), rtol=1e-5, atol=1e-4)
     params = [p for n, p in model.model.named_parameters() if n.startswith("decoder.")]
     hinge.backward()
@@ -84,11 +85,47 @@ def test_the_hinge_is_the_margin_minus_the_gap_and_a_step_on_it_widens_the_gap(h
     assert after.mean() > gap.mean() + 1e-4, (gap.mean(), after.mean())
 
 
+def test_a_span_loss_depends_on_its_span_and_what_came_before_only(model, heads):
+    """Two spans of the delayed grid: changing the clip's second half changes the second span's
+    loss and leaves the first's (a causal decoder); one span is the item's loss."""
+    enc = CaptionEncoder(model)
+    tokens = torch.stack([w.long() for w in heads.windows])                  # [6, K, 25]
+    texts = list(heads.captions)
+    changed = tokens.clone()
+    half = (tokens.shape[-1] + model.num_codebooks - 1) // 2    # the first span's positions
+    changed[..., half:] = (changed[..., half:] + 1) % model.special_token
+    with torch.no_grad():
+        before, after = (span_losses(model, enc, t, texts, spans=2) for t in (tokens, changed))
+        whole = item_losses(model, enc, tokens, texts)
+    assert before.shape == (6, 2)
+    torch.testing.assert_close(after[:, 0], before[:, 0], rtol=1e-5, atol=1e-6)
+    assert (after[:, 1] - before[:, 1]).abs().min() > 1e-3
+    torch.testing.assert_close(span_losses(model, enc, tokens, texts, spans=1)[:, 0], whole)
+    assert before.min() < whole.max() and before.max() > whole.min()
+
+
+def test_the_hinge_is_taken_span_by_span(heads):
+    model = mg.load_model("debug", device="cpu", dtype="float32", cache=False)
+    enc = CaptionEncoder(model)
+    tokens = torch.stack([w.long() for w in heads.windows])
+    texts = list(heads.captions)
+    model.model.eval()
+    with torch.no_grad():
+        out = caption_contrast(model, enc, tokens, texts, margin=0.0, spans=3)
+        want = span_losses(model, enc, tokens, [swap_mode(t) for t in texts], 3) - \
+            span_losses(model, enc, tokens, texts, 3)
+    assert out.gap.shape == (6, 3)
+    torch.testing.assert_close(out.gap, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.hinge, torch.relu(-want).mean(), rtol=1e-4, atol=1e-6)
+
+
 def test_contrast_settings_are_bounded():
     with pytest.raises(ConfigError, match="margin"):
         ContrastConfig(margin=-1.0)
     with pytest.raises(ConfigError, match="heads"):
         ContrastConfig(heads=0)
+    with pytest.raises(ConfigError, match="spans"):
+        ContrastConfig(spans=0)
     with pytest.raises(ConfigError, match="heads x seconds = 100 x 3.0 = 300 s"):
         ContrastConfig(heads=100, seconds=3.0)
 

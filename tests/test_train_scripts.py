@@ -73,6 +73,9 @@ def test_train_codec_init_names_a_folder_without_edu_tiny_json(tmp_path, monkeyp
      "--contrast-heads x --contrast-seconds=320.0 is out of range; allowed: [0.0, 256.0]"),
     (["lm", "--contrast-margin", "0.2"], "--contrast-margin only act with --contrast-weight "
                                          "above 0 (now 0)"),
+    (["lm", "--contrast-spans", "0"], "--contrast-spans=0 is out of range; allowed: [1, 60]"),
+    (["lm", "--contrast-spans", "5"], "--contrast-spans only act with --contrast-weight "
+                                      "above 0 (now 0)"),
     (["lm", "--codec", "no/such/best.pt"], "--codec 'no/such/best.pt': no such file or folder"),
     (["lm", "--init", "no/such/folder"], "--init 'no/such/folder': no such file or folder"),
 ])

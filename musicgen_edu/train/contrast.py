@@ -7,13 +7,15 @@ but the caption sets the first notes. This term asks for the reading directly::
 
     heads      fresh synth clips of ``seconds`` every update (synth.py; never repeated, so the
                gap cannot be learned clip by clip), tokens [B, K, S] from the model's codec
-    gap_i      = CE(head_i | swapped caption_i) - CE(head_i | caption_i)
-               nats per token, mean over the K codebooks' targets (item_losses)
-    loss       = weight * mean_i relu(margin - gap_i)  +  head_weight * CE(heads | captions)
+    gap_ij     = CE(span j of head_i | swapped caption_i) - CE(span j of head_i | caption_i)
+               nats per token, mean over the K codebooks' targets (span_losses); a head's
+               frames cut into ``spans`` equal runs (1: the whole head is one span)
+    loss       = weight * mean_ij relu(margin - gap_ij)  +  head_weight * CE(heads | captions)
 
 The hinge pushes only where the true caption does not yet win by ``margin``; the swapped
 caption differs in one word (``swap_mode``: "in A minor" <-> "in A major"), so the only way to
-win is to make the tokens depend on that word. It is the two-caption form of a contrastive
+win is to make the tokens depend on that word. One span lets the gap sit where it is cheapest
+(the first notes); a hinge per span asks for it all along the head, at every new note. It is the two-caption form of a contrastive
 conditioning loss: a classifier over captions made from the generative model's own
 likelihoods (as in "Your Diffusion Model is Secretly a Zero-Shot Classifier", Li et al. 2023),
 trained rather than read out. Both passes run without dropout, so the gap is the captions'
@@ -44,7 +46,7 @@ from .loop import Trainer
 from .objective import CaptionEncoder, decoder_logits
 
 __all__ = ["ContrastConfig", "ContrastTrainer", "Contrast", "swap_mode", "item_losses",
-           "caption_contrast", "MAX_HEAD_SECONDS"]
+           "span_losses", "caption_contrast", "MAX_HEAD_SECONDS"]
 
 MAX_HEAD_SECONDS = 256.0      # heads x seconds per update: the audio rendered and scored twice
 MODE_WORD = re.compile(r"\b(major|minor)\b")
@@ -59,6 +61,7 @@ class ContrastConfig:
     heads: int = ranged(16, 1, 1024, integer=True)   # fresh synth clips per update
     seconds: float = ranged(1.0, 0.5, 30)        # each one's length (synth.render: >= 0.5 s)
     head_weight: float = ranged(1.0, 0, 100)     # of the heads' own CE under their captions
+    spans: int = ranged(1, 1, 60, integer=True)  # hinges per head: its frames in equal runs
     seed: int = ranged(1000, 0, 2**62, integer=True)     # heads of update n: synth seed + n
 
     def __post_init__(self):
@@ -86,37 +89,52 @@ def swap_mode(caption: str) -> str:
     return MODE_WORD.sub(lambda m: "minor" if m.group(1) == "major" else "major", caption)
 
 
-def item_losses(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Tensor,
-                texts: list[str | None]) -> torch.Tensor:
-    """Teacher-forced cross-entropy of each item: ``objective.training_step`` item by item.
+def span_losses(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Tensor,
+                texts: list[str | None], spans: int = 1) -> torch.Tensor:
+    """Teacher-forced cross-entropy of each item, span by span.
 
     Args:
         tokens: ``[B, K, S]`` codebook tokens; texts: their ``B`` captions (``None``: dropped).
+        spans: the delayed grid's S + D positions are cut into this many equal runs
+            (``torch.tensor_split``); the decoder is causal, so a span's loss depends on
+            nothing after it.
 
     Returns:
-        ``[B]`` nats per token, each the mean over all K codebooks' unmasked targets.
+        ``[B, spans]`` nats per token, each the mean over its unmasked targets of all K
+        codebooks.
     """
     logits, targets, mask = decoder_logits(model, captions, tokens, texts)   # [B, K, S + D, V]
     ce = F.cross_entropy(logits.permute(0, 3, 1, 2), targets.masked_fill(~mask, 0),
-                         reduction="none")                              # [B, K, S + D]
-    return (ce * mask).sum((1, 2)) / mask.sum((1, 2))
+                         reduction="none") * mask                       # [B, K, S + D]
+    sums = [c.sum((1, 2)) for c in torch.tensor_split(ce, spans, dim=-1)]
+    counts = [m.sum((1, 2)) for m in torch.tensor_split(mask, spans, dim=-1)]
+    return torch.stack(sums, 1) / torch.stack(counts, 1)                 # [B, spans]
+
+
+def item_losses(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Tensor,
+                texts: list[str | None]) -> torch.Tensor:
+    """``[B]``: each item's loss, the mean over all its unmasked targets
+    (``objective.training_step`` item by item): :func:`span_losses` with one span."""
+    return span_losses(model, captions, tokens, texts)[:, 0]
 
 
 class Contrast(NamedTuple):
     hinge: torch.Tensor       # scalar, mean relu(margin - gap) (has a graph)
     head_loss: torch.Tensor   # scalar, mean CE under the true captions (has a graph)
-    gap: torch.Tensor         # [B], CE swapped - CE true, nats per token (detached)
+    gap: torch.Tensor         # [B, spans], CE swapped - CE true, nats per token (detached)
 
 
 def caption_contrast(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Tensor,
-                     texts: list[str], margin: float) -> Contrast:
-    """Tokens ``[B, K, S]`` scored under their captions and under ``swap_mode`` of them.
+                     texts: list[str], margin: float, spans: int = 1) -> Contrast:
+    """Tokens ``[B, K, S]`` scored under their captions and under ``swap_mode`` of them, in
+    ``spans`` runs of frames each (:func:`span_losses`).
 
     Returns:
-        :class:`Contrast`: the hinge, the mean CE under the true captions, the gaps.
+        :class:`Contrast`: the hinge (mean over items and spans), the mean CE under the true
+        captions (of the spans' means), the gaps.
     """
-    true = item_losses(model, captions, tokens, list(texts))
-    other = item_losses(model, captions, tokens, [swap_mode(t) for t in texts])
+    true = span_losses(model, captions, tokens, list(texts), spans)
+    other = span_losses(model, captions, tokens, [swap_mode(t) for t in texts], spans)
     gap = other - true
     return Contrast(F.relu(margin - gap).mean(), true.mean(), gap.detach())
 
@@ -151,7 +169,7 @@ class ContrastTrainer(Trainer):
         try:
             with self.autocast():
                 out = caption_contrast(self.model, self.captions, tokens, list(heads.captions),
-                                       cfg.margin)
+                                       cfg.margin, cfg.spans)
         finally:
             decoder.train()
         loss = cfg.weight * out.hinge + cfg.head_weight * out.head_loss
