@@ -15,11 +15,11 @@ but the caption sets the first notes. This term asks for the reading directly::
 The hinge pushes only where the true caption does not yet win by ``margin``; the swapped
 caption differs in one word (``swap_mode``: "in A minor" <-> "in A major"), so the only way to
 win is to make the tokens depend on that word. One span lets the gap sit where it is cheapest
-(the first notes); a hinge per span asks for it all along the head, at every new note. It is the two-caption form of a contrastive
-conditioning loss: a classifier over captions made from the generative model's own
-likelihoods (as in "Your Diffusion Model is Secretly a Zero-Shot Classifier", Li et al. 2023),
-trained rather than read out. Both passes run without dropout, so the gap is the captions'
-difference, not two dropout draws'.
+(the first notes); a hinge per span asks for it all along the head, at every new note. It is
+the two-caption form of a contrastive conditioning loss: a classifier over captions made from
+the generative model's own likelihoods (as in "Your Diffusion Model is Secretly a Zero-Shot
+Classifier", Li et al. 2023), trained rather than read out. Both passes run without dropout,
+so the gap is the captions' difference, not two dropout draws'.
 
 ``ContrastTrainer`` is ``train.Trainer`` with this term as its ``extra_loss`` (added once per
 update, whatever ``grad_accum``); the CE on the training windows, checkpoints and exact resume
