@@ -451,6 +451,8 @@ def main() -> None:
         check_range("--contrast-weight", args.contrast_weight, 0.0, 100.0)
         check_range("--contrast-margin", args.contrast_margin, 0.0, 10.0)
         check_range("--contrast-seconds", args.contrast_seconds, 0.5, 30.0)
+        check_range("--contrast-spans", args.contrast_spans, 1, args.contrast_seconds * 50,
+                     hint="(a span per frame at the most: 50 frames/s)")
         check_range("--contrast-heads x --contrast-seconds",
                     args.contrast_heads * args.contrast_seconds, 0.0, MAX_HEAD_SECONDS,
                     hint="(seconds of audio rendered and scored twice per update)")

@@ -193,3 +193,16 @@ def test_the_trainer_logs_the_term_and_resumes_to_the_same_weights(model, data, 
     second.fit()
     for name, p in whole.params.items():
         torch.testing.assert_close(second.params[name], p, rtol=0, atol=0)
+
+
+def test_more_spans_than_a_head_has_frames_are_refused_before_any_update(model, data, tmp_path):
+    """0.5 s heads at 50 frames/s have 25 frames: 26 spans would leave one empty (0 / 0)."""
+    with pytest.raises(ConfigError, match=r"spans=26: a head of 0.5 s has 25 frames; allowed: "
+                                          r"1 to 25 spans"):
+        ContrastTrainer(model, data, tmp_path / "x", small(), progress=False,
+                        contrast=ContrastConfig(heads=2, seconds=0.5, spans=26))
+    assert not (tmp_path / "x").exists()
+    with torch.no_grad():                # 25 spans: every one holds a target
+        heads = torch.stack([w.long() for w in data.windows[:2]])
+        losses = span_losses(model, CaptionEncoder(model), heads, list(data.captions[:2]), 25)
+    assert torch.isfinite(losses).all() and losses.shape == (2, 25)

@@ -74,6 +74,8 @@ def test_train_codec_init_names_a_folder_without_edu_tiny_json(tmp_path, monkeyp
     (["lm", "--contrast-margin", "0.2"], "--contrast-margin only act with --contrast-weight "
                                          "above 0 (now 0)"),
     (["lm", "--contrast-spans", "0"], "--contrast-spans=0 is out of range; allowed: [1, 60]"),
+    (["lm", "--contrast-weight", "1", "--contrast-seconds", "0.5", "--contrast-spans", "30"],
+     "--contrast-spans=30 is out of range; allowed: [1, 25.0]. (a span per frame at the most"),
     (["lm", "--contrast-spans", "5"], "--contrast-spans only act with --contrast-weight "
                                       "above 0 (now 0)"),
     (["lm", "--codec", "no/such/best.pt"], "--codec 'no/such/best.pt': no such file or folder"),

@@ -30,6 +30,7 @@ so a run is resumed only with the same ones. What it did on edu-tiny: docs/edu_t
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -149,6 +150,10 @@ class ContrastTrainer(Trainer):
     def __init__(self, model, data, run_dir, config=None, *,
                  contrast: ContrastConfig | None = None, **kwargs):
         self.contrast = contrast or ContrastConfig()     # before the Trainer checks run_dir
+        frames = math.ceil(self.contrast.seconds * model.frame_rate)     # S of a head
+        if self.contrast.spans > frames:                 # an empty span: a loss of 0 / 0
+            raise ConfigError(f"spans={self.contrast.spans}: a head of {self.contrast.seconds} "
+                              f"s has {frames} frames; allowed: 1 to {frames} spans.")
         super().__init__(model, data, run_dir, config, **kwargs)
 
     def extra_settings(self) -> dict:
