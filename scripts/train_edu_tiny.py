@@ -18,7 +18,9 @@ updates count toward the shipped total; its codec is the data's unless ``--codec
 ``lm --contrast-weight W`` adds train/contrast.py's caption contrast to every update: fresh
 synth clips whose tokens must be likelier under their caption than with "major" and "minor"
 swapped, plus their own cross-entropy (``ContrastTrainer``; the settings go into
-``lm/train_config.json``). ``--device`` picks where ``lm`` trains (``auto``: a GPU if any).
+``lm/train_config.json``); the clips of update n are synth seed ``--contrast-seed`` + n, so a
+run going on from a contrast run (``--init``) passes a seed whose clips that run did not see.
+``--device`` picks where ``lm`` trains (``auto``: a GPU if any).
 ``grade`` judges ``--per-attribute`` generations per attribute (train/grade.py) next to the
 same judges on the synth itself and on its codec round trip, and the codec's held-out SI-SNR,
 SNR, mel distance and code use, and whether the model *holds* each attribute: the same prompts
@@ -119,9 +121,13 @@ def stage_lm(args) -> None:
 
     run = Path(args.run_dir)
     device = resolve_device(args.device)
+    contrast = ContrastConfig(weight=args.contrast_weight, margin=args.contrast_margin,
+                              heads=args.contrast_heads, seconds=args.contrast_seconds,
+                              spans=args.contrast_spans, seed=args.contrast_seed)
     if args.init:              # go on from a trained edu-tiny (and its codec, or --codec's)
         model = mg.load_model(args.init, device=device, dtype="float32", cache=False)
         model.name = "edu-tiny"
+        check_spans(contrast, model.frame_rate)
         if args.codec:
             codec, codec_eval = load_codec(args.codec)
             check_same_codec(model, codec, args.init, args.codec)
@@ -138,6 +144,7 @@ def stage_lm(args) -> None:
         codec, codec_eval = load_codec(args.codec)
         codec_record = {"checkpoint": args.codec, "config": asdict(codec.config), **codec_eval}
         model = build_edu_tiny(codec, EduTinyConfig())             # float32, on the CPU
+        check_spans(contrast, model.frame_rate)
         model = replace(model, model=model.model.to(device), device=device)
     else:
         raise SystemExit("lm needs --codec (a codec checkpoint) or --init (a trained edu-tiny).")
@@ -166,9 +173,6 @@ def stage_lm(args) -> None:
     lm_dir = run / "lm"
     resume = (lm_dir / "train_config.json").is_file()
     if args.contrast_weight > 0:          # the caption contrast on fresh heads (contrast.py)
-        contrast = ContrastConfig(weight=args.contrast_weight, margin=args.contrast_margin,
-                                  heads=args.contrast_heads, seconds=args.contrast_seconds,
-                                  spans=args.contrast_spans)
         trainer: Trainer = ContrastTrainer(model, dataset, lm_dir, config, contrast=contrast,
                                            resume=resume)
     else:
@@ -177,6 +181,15 @@ def stage_lm(args) -> None:
           f"{'resumed at ' + str(trainer.step) if resume else 'new run'}", flush=True)
     trainer.fit()
     (run / "codec.json").write_text(json.dumps(codec_record, indent=2, default=float))
+
+
+def check_spans(contrast: ContrastConfig, frame_rate: float) -> None:
+    """Refuse more ``--contrast-spans`` than a head has frames at the model's frame rate,
+    before the run folder or the clips' encoding (minutes) exist."""
+    try:
+        contrast.check_frames(frame_rate)
+    except ConfigError as err:
+        raise SystemExit(f"--contrast-spans / --contrast-seconds: {err}") from None
 
 
 @torch.no_grad()
@@ -418,7 +431,11 @@ def main() -> None:
                         help="seconds of each fresh clip (its start)")
     parser.add_argument("--contrast-spans", type=int, default=contrast.spans,
                         help="hinges per fresh clip: its frames in this many equal runs, each "
-                             "to be won by the margin (1: the clip as a whole)")
+                             "to be won by the margin (1: the clip as a whole; at most its "
+                             "frames, checked against the codec's frame rate)")
+    parser.add_argument("--contrast-seed", type=int, default=contrast.seed,
+                        help="fresh clips of update n: synth seed (this) + n; a run going on "
+                             "from another (--init) should pass one its heads did not use")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--model", default=None, help="grade this model instead of the run's")
     parser.add_argument("--per-attribute", type=int, default=100)
@@ -440,6 +457,7 @@ def main() -> None:
                 ("--per-attribute", args.per_attribute, 1, 10_000),
                 ("--contrast-heads", args.contrast_heads, 1, 1024),
                 ("--contrast-spans", args.contrast_spans, 1, 60),
+                ("--contrast-seed", args.contrast_seed, 0, 2**62),
                 ("--seed", args.seed, 0, 2**32 - 1)):
             check_int(flag, value, low, high)
         check_range("--seconds", args.seconds, 0.0, 30.0, low_open=True)   # the model's window
@@ -451,8 +469,6 @@ def main() -> None:
         check_range("--contrast-weight", args.contrast_weight, 0.0, 100.0)
         check_range("--contrast-margin", args.contrast_margin, 0.0, 10.0)
         check_range("--contrast-seconds", args.contrast_seconds, 0.5, 30.0)
-        check_range("--contrast-spans", args.contrast_spans, 1, args.contrast_seconds * 50,
-                     hint="(a span per frame at the most: 50 frames/s)")
         check_range("--contrast-heads x --contrast-seconds",
                     args.contrast_heads * args.contrast_seconds, 0.0, MAX_HEAD_SECONDS,
                     hint="(seconds of audio rendered and scored twice per update)")
@@ -462,7 +478,8 @@ def main() -> None:
         ("--contrast-margin", args.contrast_margin, contrast.margin),
         ("--contrast-heads", args.contrast_heads, contrast.heads),
         ("--contrast-seconds", args.contrast_seconds, contrast.seconds),
-        ("--contrast-spans", args.contrast_spans, contrast.spans)) if value != default]
+        ("--contrast-spans", args.contrast_spans, contrast.spans),
+        ("--contrast-seed", args.contrast_seed, contrast.seed)) if value != default]
     if unused and args.contrast_weight == 0:
         parser.error(f"{', '.join(unused)} only act with --contrast-weight above 0 (now 0).")
     for flag, path in (("--codec", args.codec), ("--init", args.init)):

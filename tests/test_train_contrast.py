@@ -206,3 +206,23 @@ def test_more_spans_than_a_head_has_frames_are_refused_before_any_update(model, 
         heads = torch.stack([w.long() for w in data.windows[:2]])
         losses = span_losses(model, CaptionEncoder(model), heads, list(data.captions[:2]), 25)
     assert torch.isfinite(losses).all() and losses.shape == (2, 25)
+
+
+def test_span_losses_refuse_more_spans_than_the_delayed_grid_has_positions(model, data):
+    """Called directly (no Trainer to check first): an empty span would be a NaN loss."""
+    heads = torch.stack([w.long() for w in data.windows[:1]])            # [1, K, 25]
+    positions = heads.shape[-1] + heads.shape[1] - 1          # S + D: D = K - 1 delays
+    with torch.no_grad():
+        assert torch.isfinite(span_losses(model, CaptionEncoder(model), heads,
+                                          list(data.captions[:1]), positions)).all()
+        for spans in (0, positions + 1):
+            with pytest.raises(ConfigError, match=rf"spans={spans}: the delayed grid of these "
+                                                  rf"tokens has {positions} positions"):
+                span_losses(model, CaptionEncoder(model), heads, list(data.captions[:1]), spans)
+
+
+def test_check_frames_is_the_head_length_at_the_frame_rate():
+    assert ContrastConfig(seconds=0.5, spans=25).check_frames(50) == 25
+    assert ContrastConfig(seconds=0.5, spans=13).check_frames(25.5) == 13      # ceil(12.75)
+    with pytest.raises(ConfigError, match="spans=14: a head of 0.5 s has 13 frames"):
+        ContrastConfig(seconds=0.5, spans=14).check_frames(25.5)

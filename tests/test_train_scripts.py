@@ -74,8 +74,8 @@ def test_train_codec_init_names_a_folder_without_edu_tiny_json(tmp_path, monkeyp
     (["lm", "--contrast-margin", "0.2"], "--contrast-margin only act with --contrast-weight "
                                          "above 0 (now 0)"),
     (["lm", "--contrast-spans", "0"], "--contrast-spans=0 is out of range; allowed: [1, 60]"),
-    (["lm", "--contrast-weight", "1", "--contrast-seconds", "0.5", "--contrast-spans", "30"],
-     "--contrast-spans=30 is out of range; allowed: [1, 25.0]. (a span per frame at the most"),
+    (["lm", "--contrast-seed", "-1"], "--contrast-seed=-1 is out of range; allowed: [0, "),
+    (["lm", "--contrast-seed", "7"], "--contrast-seed only act with --contrast-weight above 0"),
     (["lm", "--contrast-spans", "5"], "--contrast-spans only act with --contrast-weight "
                                       "above 0 (now 0)"),
     (["lm", "--codec", "no/such/best.pt"], "--codec 'no/such/best.pt': no such file or folder"),
@@ -86,6 +86,18 @@ def test_train_edu_tiny_refuses_a_bad_flag_before_any_work(argv, says, tmp_path,
     code, err = run_script("train_edu_tiny.py", [*argv, "--run-dir", str(tmp_path / "run")],
                            monkeypatch, capsys)
     assert code == 2 and says in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_more_contrast_spans_than_a_head_has_frames_stop_lm_before_the_run_folder(
+        tmp_path, monkeypatch, capsys):
+    """The bound is the model's frame rate (50/s): 0.5 s heads have 25 frames."""
+    monkeypatch.chdir(SCRIPTS.parent)
+    argv = ["lm", "--init", "musicgen_edu/weights/edu-tiny", "--run-dir", str(tmp_path / "run"),
+            "--contrast-weight", "1", "--contrast-seconds", "0.5", "--contrast-spans", "26"]
+    code, _ = run_script("train_edu_tiny.py", argv, monkeypatch, capsys)
+    assert "--contrast-spans / --contrast-seconds: spans=26: a head of 0.5 s has 25 frames; " \
+           "allowed: 1 to 25 spans." == str(code)
     assert not (tmp_path / "run").exists()
 
 

@@ -75,6 +75,18 @@ class ContrastConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check_frames(self, frame_rate: float) -> int:
+        """A head's frames ``S`` at the codec's ``frame_rate`` (frames/s).
+
+        Raises:
+            ConfigError: more spans than frames (an empty span: a loss of 0 / 0).
+        """
+        frames = math.ceil(self.seconds * frame_rate)
+        if self.spans > frames:
+            raise ConfigError(f"spans={self.spans}: a head of {self.seconds} s has {frames} "
+                              f"frames; allowed: 1 to {frames} spans.")
+        return frames
+
 
 def swap_mode(caption: str) -> str:
     """``"... in A minor, ..."`` <-> ``"... in A major, ..."``.
@@ -105,6 +117,9 @@ def span_losses(model: MusicGenModel, captions: CaptionEncoder, tokens: torch.Te
         codebooks.
     """
     logits, targets, mask = decoder_logits(model, captions, tokens, texts)   # [B, K, S + D, V]
+    if not 1 <= spans <= mask.shape[-1]:         # each of the S + D positions has a target
+        raise ConfigError(f"spans={spans}: the delayed grid of these tokens has "
+                          f"{mask.shape[-1]} positions; allowed: 1 to {mask.shape[-1]} spans.")
     ce = F.cross_entropy(logits.permute(0, 3, 1, 2), targets.masked_fill(~mask, 0),
                          reduction="none") * mask                       # [B, K, S + D]
     sums = [c.sum((1, 2)) for c in torch.tensor_split(ce, spans, dim=-1)]
@@ -150,10 +165,7 @@ class ContrastTrainer(Trainer):
     def __init__(self, model, data, run_dir, config=None, *,
                  contrast: ContrastConfig | None = None, **kwargs):
         self.contrast = contrast or ContrastConfig()     # before the Trainer checks run_dir
-        frames = math.ceil(self.contrast.seconds * model.frame_rate)     # S of a head
-        if self.contrast.spans > frames:                 # an empty span: a loss of 0 / 0
-            raise ConfigError(f"spans={self.contrast.spans}: a head of {self.contrast.seconds} "
-                              f"s has {frames} frames; allowed: 1 to {frames} spans.")
+        self.contrast.check_frames(model.frame_rate)
         super().__init__(model, data, run_dir, config, **kwargs)
 
     def extra_settings(self) -> dict:
