@@ -415,7 +415,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--checkpoint-every", type=int, default=250)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                        help="bf16: autocast, faster only where the CPU has AVX-512 BF16 or "
+                             "AMX (or on a GPU); auto: bf16 on a GPU that supports it")
     parser.add_argument("--device", default="auto", help="lm: where to train (auto: cuda > "
                         "mps > cpu)")
     parser.add_argument("--contrast-weight", type=float, default=0.0,

@@ -167,6 +167,25 @@ def test_settings_out_of_range_are_named(bad, message):
         TrainConfig().replace(lr=1e-3)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns(folder, tmp_path, monkeypatch, native):
+    """Emulated bf16 ran 25x slower per update than fp32 on an AVX2 EPYC (bench/README.md)."""
+    import warnings
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i, precision in enumerate(("bf16", "fp32", "auto")):
+            Trainer("debug", folder, tmp_path / str(i), small(precision=precision),
+                    device="cpu", progress=False)
+    said = [str(w.message) for w in caught if "native bf16" in str(w.message)]
+    assert said == ([] if native else [
+        "precision='bf16' on a CPU without native bf16 (AVX-512 BF16 or AMX): autocast "
+        "emulates it, many times slower than 'fp32' (bench/README.md); use precision='fp32' "
+        "or 'auto'."])
+
+
 def test_a_melody_model_is_refused(folder, tmp_path):
     with pytest.raises(ConfigError, match="is a melody model"):
         Trainer("debug-melody", folder, tmp_path / "run", small(), progress=False)

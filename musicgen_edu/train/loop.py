@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,12 @@ class TrainResult:
         return TrainLog(self.run_dir / "log.csv").rows()
 
 
+def cpu_runs_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16
+    autocast converts to and from float32 around every matmul."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 class Trainer:
     """Fine-tune ``model`` on ``data`` into ``run_dir`` (see the module docstring).
 
@@ -105,6 +112,10 @@ class Trainer:
             data, self.model, self.run_dir / "tokens", self.config.window, self.config.hop,
             progress=progress)
         cfg = self.config
+        if cfg.precision == "bf16" and self.model.device.type == "cpu" and not cpu_runs_bf16():
+            warnings.warn("precision='bf16' on a CPU without native bf16 (AVX-512 BF16 or AMX): "
+                          "autocast emulates it, many times slower than 'fp32' (bench/README.md"
+                          "); use precision='fp32' or 'auto'.", stacklevel=2)
         torch.manual_seed(cfg.seed)                      # LoRA's initial A matrices
         self.peft = prepare_trainable(self.model, cfg.lora, cfg.lora_rank, cfg.lora_alpha,
                                       cfg.lora_dropout)
