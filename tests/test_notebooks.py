@@ -270,9 +270,9 @@ CLAIMS = {
     "08_evaluation": {
         "the high organ chords' centroid is far above the low piano melody's":
             lambda r: r["centroid_ratio"] > 2,
-        "token diversity grows with the temperature": lambda r: list(
-            r["diversity"]["tokens (fraction differing)"].values()) == sorted(
-            r["diversity"]["tokens (fraction differing)"].values()),
+        "token diversity is near its ceiling at every temperature: over 90 % of the tokens "
+        "differ between two seeds":
+            lambda r: min(r["diversity"]["tokens (fraction differing)"].values()) > 0.9,
         "most tokens differ between seeds while the EnCodec distances stay small":
             lambda r: min(r["diversity"]["tokens (fraction differing)"].values()) > 0.5
             and max(r["diversity"]["EnCodec (cosine)"].values()) < 0.2,
@@ -286,7 +286,7 @@ CLAIMS = {
             lambda r: r["high_is_brighter"] and r["centroids_hz"][1] > 1.3 * r["centroids_hz"][0],
         "the fast variant's tempo is the higher one":
             lambda r: r["fast_is_faster"] and r["tempos_bpm"][2] > r["tempos_bpm"][0],
-        "a negative 'with drums' lowers the spectral centroid": lambda r: r["negative_darker"],
+        "a negative prompt changes the clip": lambda r: r["negative_changes_tokens"],
     },
     "01_first_generation": {
         "another seed: most tokens land on other values":
@@ -343,15 +343,15 @@ CLAIMS = {
         "after a minute the held-out SI-SNR is still far below zero":
             lambda r: max(r["codec_si_snr"]) < -5,
         "the shipped codec: 4,200 updates, then 8,000 of its decoder alone, to 4.6 dB (5.1 dB "
-        "on the grade's clips); the language model 13,350 updates":
+        "on the grade's clips); the language model 13,700 updates":
             lambda r: 4.6 <= r["shipped_si_snr"] < 4.7 and 5.1 <= r["graded_si_snr"] < 5.2
-            and r["shipped_steps"] == [4200, 8000, 13350],
-        "its table: tempo and register 93-99 %, instrument 74 % (through the codec alone 81 %), "
-        "mode 69 %":
-            lambda r: [r["shipped"][f"edu-tiny/{a}"] for a in ("tempo", "register")] == [0.99, 0.93]
-            and r["shipped"]["edu-tiny/instrument"] == 0.74
+            and r["shipped_steps"] == [4200, 8000, 13700],
+        "its table: tempo and register 93-100 %, instrument 77 % (through the codec alone 81 %), "
+        "mode 74 %":
+            lambda r: [r["shipped"][f"edu-tiny/{a}"] for a in ("tempo", "register")] == [1.00, 0.93]
+            and r["shipped"]["edu-tiny/instrument"] == 0.77
             and r["shipped"]["synth through the codec/instrument"] == 0.81
-            and r["shipped"]["edu-tiny/mode"] == 0.69,
+            and r["shipped"]["edu-tiny/mode"] == 0.74,
         "its codec played its input back upside down; calibrated three times, about -1.3 in all, "
         "the waveform SNR is +5 dB":
             lambda r: -1.35 < r["shipped_gain"] < -1.25 and 5.0 < r["shipped_snr"] < 5.5,
