@@ -127,7 +127,6 @@ def stage_lm(args) -> None:
     if args.init:              # go on from a trained edu-tiny (and its codec, or --codec's)
         model = mg.load_model(args.init, device=device, dtype="float32", cache=False)
         model.name = "edu-tiny"
-        check_spans(contrast, model.frame_rate)
         if args.codec:
             codec, codec_eval = load_codec(args.codec)
             check_same_codec(model, codec, args.init, args.codec)
@@ -137,17 +136,18 @@ def stage_lm(args) -> None:
         else:
             codec_record = init_codec(args.init)
             codec_eval = codec_record
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "lm_init.json").write_text(json.dumps({"from": args.init,
-                                                      "updates": decoder_updates(args.init)}))
     elif args.codec:
         codec, codec_eval = load_codec(args.codec)
         codec_record = {"checkpoint": args.codec, "config": asdict(codec.config), **codec_eval}
         model = build_edu_tiny(codec, EduTinyConfig())             # float32, on the CPU
-        check_spans(contrast, model.frame_rate)
         model = replace(model, model=model.model.to(device), device=device)
     else:
         raise SystemExit("lm needs --codec (a codec checkpoint) or --init (a trained edu-tiny).")
+    check_spans(contrast, model.frame_rate)               # before the run folder exists
+    if args.init:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "lm_init.json").write_text(json.dumps({"from": args.init,
+                                                      "updates": decoder_updates(args.init)}))
     tokens = run / "tokens.pt"
     if tokens.is_file():
         data = torch.load(tokens, weights_only=False)
